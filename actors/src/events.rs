@@ -1,0 +1,41 @@
+//! Typed engine events. The service implements [`DiscoveryEvents`] with its
+//! Prometheus metrics; the engine never depends on a metrics crate.
+
+use std::time::Duration;
+
+use crate::status::DiscoveryState;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    Success,
+    Failure,
+}
+
+impl RefreshOutcome {
+    /// The `outcome` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshOutcome::Success => "success",
+            RefreshOutcome::Failure => "failure",
+        }
+    }
+}
+
+/// Called from actor threads; implementations must be cheap and non-blocking.
+pub trait DiscoveryEvents: Send + Sync + 'static {
+    /// A server entered `state` (also called once when it starts).
+    fn state_changed(&self, _server: &str, _state: DiscoveryState) {}
+    /// A discovery round (connect + list) ended.
+    fn refresh_finished(&self, _server: &str, _outcome: RefreshOutcome, _took: Duration) {}
+    /// The number of (filtered) tools a server contributes to the catalog.
+    fn tool_count(&self, _server: &str, _count: usize) {}
+    /// A server was removed: drop its series.
+    fn server_removed(&self, _server: &str) {}
+    /// A new catalog snapshot was published.
+    fn catalog_published(&self, _version: u64, _tools: usize) {}
+}
+
+/// For tests and `probe`.
+pub struct NoEvents;
+
+impl DiscoveryEvents for NoEvents {}

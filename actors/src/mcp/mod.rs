@@ -1,0 +1,188 @@
+//! MCP client (upstream side): plain async code over awc, no actors inside.
+//!
+//! [`connect`] opens a session (initialize + notifications/initialized) over
+//! the transport a [`Target`] names; a [`Session`] is a cheap `Clone` handle
+//! (`Rc` inside: it lives on one arbiter thread, like awc itself).
+//!
+//! Submodules: `jsonrpc` (envelopes, ids), `sse` (incremental SSE parser),
+//! `streamable_http`, `legacy_sse`, `stdio` (transports), `http` (per-thread
+//! awc clients), `error`.
+
+pub mod error;
+pub mod http;
+pub mod jsonrpc;
+pub mod legacy_sse;
+pub mod sse;
+pub mod stdio;
+pub mod streamable_http;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use url::Url;
+
+pub use error::McpError;
+
+/// Protocol revisions, newest first. We offer the first; we accept any.
+pub const SUPPORTED_PROTOCOL_VERSIONS: &[&str] =
+    &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+pub const LATEST_PROTOCOL_VERSION: &str = "2025-11-25";
+
+/// What to connect to.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Http {
+        url: Url,
+        /// `Auto`, `StreamableHttp` or `Sse`.
+        transport: discovery_config::TransportKind,
+    },
+    Stdio {
+        command: String,
+        args: Vec<String>,
+        env: IndexMap<String, String>,
+        cwd: Option<PathBuf>,
+    },
+}
+
+/// Limits and extras for one session. Every request has its own timeout.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Used in stdio stderr log lines and tracing fields.
+    pub server_name: String,
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_response_bytes: usize,
+    pub max_pages: u32,
+    /// Extra headers on every HTTP request (static headers and auth). Their
+    /// values are secrets: never logged.
+    pub headers: Vec<(String, String)>,
+}
+
+impl ClientOptions {
+    pub fn from_settings(server_name: &str, s: &discovery_config::DiscoverySettings) -> Self {
+        Self {
+            server_name: server_name.to_owned(),
+            request_timeout: s.request_timeout,
+            connect_timeout: s.connect_timeout,
+            max_response_bytes: usize::try_from(s.max_response_bytes).unwrap_or(usize::MAX),
+            max_pages: s.max_pages,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// What the server told us in `initialize`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ServerInfo {
+    pub protocol_version: String,
+    /// `serverInfo` verbatim (name, version, title, ...).
+    pub server_info: Value,
+    pub capabilities: Value,
+    pub instructions: Option<String>,
+    /// The transport actually in use: `streamable-http`, `sse` or `stdio`.
+    pub transport: &'static str,
+}
+
+impl ServerInfo {
+    /// Whether `capabilities.<name>` is present (e.g. "tools", "prompts").
+    pub fn has_capability(&self, name: &str) -> bool {
+        self.capabilities.get(name).is_some_and(|v| !v.is_null())
+    }
+}
+
+/// One upstream tool: raw JSON kept verbatim (unknown fields preserved); only
+/// `name` is read.
+#[derive(Clone, Debug)]
+pub struct Tool {
+    pub name: String,
+    pub raw: Arc<RawValue>,
+}
+
+/// Everything one discovery round found.
+#[derive(Clone, Debug, Default)]
+pub struct Inventory {
+    pub tools: Vec<Tool>,
+    /// Raw prompt objects; empty when not advertised.
+    pub prompts: Vec<Arc<RawValue>>,
+    /// Raw resource objects; empty when not advertised.
+    pub resources: Vec<Arc<RawValue>>,
+}
+
+/// A server-sent notification (e.g. `notifications/tools/list_changed`)
+/// that arrived on the transport itself (stdio stdout, legacy SSE stream).
+#[derive(Clone, Debug)]
+pub struct Notification {
+    pub method: String,
+    pub params: Option<Value>,
+}
+
+/// A live MCP session with one upstream. Cheap to clone (`Rc` inside): the
+/// owning actor clones it into each spawned request future.
+#[derive(Clone)]
+pub struct Session {
+    inner: std::rc::Rc<session::Inner>,
+}
+
+mod session;
+
+/// Opens a session: for `Auto`, POST initialize to the URL and fall back to
+/// legacy HTTP+SSE on 400/404/405. Sends `notifications/initialized`.
+pub async fn connect(target: &Target, opts: ClientOptions) -> Result<Session, McpError> {
+    session::connect(target, opts).await
+}
+
+impl Session {
+    /// What `initialize` returned (of the current session incarnation).
+    pub fn info(&self) -> ServerInfo {
+        self.inner.info()
+    }
+
+    /// One JSON-RPC request with its own timeout; the raw `result`.
+    /// Streamable HTTP: on 404 (or 400 naming a missing/invalid session) to a
+    /// request that carried a session id, re-initializes once and retries.
+    pub async fn request(
+        &self,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Box<RawValue>, McpError> {
+        self.inner.request(method, params).await
+    }
+
+    /// A JSON-RPC notification (no response expected; 202 over HTTP).
+    pub async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), McpError> {
+        self.inner.notify(method, params).await
+    }
+
+    /// `tools/list` followed through `nextCursor` to the end, with the page
+    /// cap and the repeated-cursor guard.
+    pub async fn list_tools(&self) -> Result<Vec<Tool>, McpError> {
+        self.inner.list_tools().await
+    }
+
+    /// Tools, plus prompts and resources when the server advertises them.
+    pub async fn discover(&self) -> Result<Inventory, McpError> {
+        self.inner.discover().await
+    }
+
+    /// Notifications that arrive on the transport itself (stdio, legacy
+    /// SSE). Some only once; None for Streamable HTTP (its push stream is a
+    /// separate child actor).
+    pub fn take_notifications(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Notification>> {
+        self.inner.take_notifications()
+    }
+
+    /// Current `Mcp-Session-Id`, if the server gave one.
+    pub fn session_id(&self) -> Option<String> {
+        self.inner.session_id()
+    }
+
+    /// Ends the session: DELETE for Streamable HTTP (best effort, short
+    /// timeout), close the stream for legacy SSE, kill the stdio child.
+    pub async fn close(&self) {
+        self.inner.close().await
+    }
+}

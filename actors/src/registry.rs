@@ -1,0 +1,1 @@
+//! Registry actor. TODO(lead)

@@ -1,0 +1,95 @@
+//! What the API shows about servers: plain data, published by the registry.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use indexmap::IndexMap;
+use serde::Serialize;
+
+use crate::mcp::Tool;
+
+/// The discovery state machine's states (contract: these four names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoveryState {
+    Unknown,
+    Connecting,
+    Healthy,
+    Degraded,
+}
+
+impl DiscoveryState {
+    pub const ALL: [DiscoveryState; 4] = [
+        DiscoveryState::Unknown,
+        DiscoveryState::Connecting,
+        DiscoveryState::Healthy,
+        DiscoveryState::Degraded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiscoveryState::Unknown => "unknown",
+            DiscoveryState::Connecting => "connecting",
+            DiscoveryState::Healthy => "healthy",
+            DiscoveryState::Degraded => "degraded",
+        }
+    }
+}
+
+/// State of the optional GET push stream (its own issue fills this in).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PushStreamState {
+    Connected,
+    Connecting,
+    Unsupported,
+    Failed,
+    Disabled,
+}
+
+/// One server as `/v1/servers` shows it. Never holds a secret.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServerView {
+    pub name: String,
+    /// `config` or `api`.
+    pub source: &'static str,
+    /// Configured transport: `auto|streamable-http|sse|stdio`.
+    pub transport: &'static str,
+    /// Transport in use once connected (what `auto` resolved to).
+    pub negotiated_transport: Option<&'static str>,
+    /// URL for HTTP transports, the command for stdio.
+    pub endpoint: String,
+    pub state: DiscoveryState,
+    pub last_error: Option<String>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub consecutive_failures: u32,
+    pub next_retry_at: Option<DateTime<Utc>>,
+    pub push_stream: PushStreamState,
+    pub tool_count: usize,
+    /// Whether the tools shown are last-known ones from before a failure.
+    pub stale: bool,
+    pub protocol_version: Option<String>,
+    pub server_info: Option<serde_json::Value>,
+    /// Increments each time the server is (re)started by a config change.
+    pub generation: u64,
+    /// Set once the first discovery attempt ended, success or not.
+    #[serde(skip)]
+    pub first_attempt_done: bool,
+    /// The server's catalog-visible (filtered) tools.
+    #[serde(skip)]
+    pub tools: Arc<[Tool]>,
+}
+
+/// All servers, in config order. Immutable; replaced on every change.
+#[derive(Clone, Debug, Default)]
+pub struct ServersSnapshot {
+    pub servers: IndexMap<String, ServerView>,
+}
+
+impl ServersSnapshot {
+    /// True when every server has finished its first discovery attempt.
+    pub fn all_attempted(&self) -> bool {
+        self.servers.values().all(|s| s.first_attempt_done)
+    }
+}

@@ -1,0 +1,2 @@
+//! Upstream actor. TODO(lead)
+pub mod poller;

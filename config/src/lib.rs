@@ -1,0 +1,17 @@
+//! Configuration for mcp-discovery: a raw serde schema ([`schema`]) that is
+//! loaded from a file plus the environment ([`load`]), validated into the
+//! types below ([`validate`]) with every problem collected at once, and
+//! compared between two versions ([`diff`]).
+//!
+//! This crate is pure: no actix, no I/O beyond reading the config file.
+
+pub mod diff;
+pub mod load;
+pub mod schema;
+pub mod types;
+pub mod validate;
+
+pub use diff::{diff_servers, ConfigDiff};
+pub use load::{load_file, load_str, Format};
+pub use types::*;
+pub use validate::{ConfigError, ConfigErrors};
