@@ -175,6 +175,11 @@ impl Session {
         self.inner.take_notifications()
     }
 
+    /// Whether both handles are the same session (not merely equal ids).
+    pub fn same_as(&self, other: &Session) -> bool {
+        std::rc::Rc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Current `Mcp-Session-Id`, if the server gave one.
     pub fn session_id(&self) -> Option<String> {
         self.inner.session_id()

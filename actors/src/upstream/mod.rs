@@ -1,2 +1,651 @@
-//! Upstream actor. TODO(lead)
+//! The Upstream actor: one per server. It owns the MCP session and the
+//! discovery state machine ([`state::Discovery`]), and starts child actors
+//! (the [`poller::Poller`] now; push stream and token refresher in their own
+//! issues) that report to it by message. It never awaits a child, and no
+//! discovery work is tied to anything but its own lifetime: every network
+//! call runs in a `ctx.spawn`ed future with its own timeout.
+
 pub mod poller;
+pub mod state;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::Utc;
+use discovery_config::{AuthConfig, Endpoint, ServerSpec};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use rand::Rng;
+use tracing::Instrument;
+
+use crate::catalog::ServerTools;
+use crate::events::{DiscoveryEvents, RefreshOutcome};
+use crate::mcp::{self, ClientOptions, Inventory, McpError, Notification, Session, Target, Tool};
+use crate::registry::{Registry, Report};
+use crate::status::{DiscoveryState, PushStreamState, ServerView};
+use poller::{Poll, Poller, StopPoller};
+use state::{Discovery, Trigger};
+
+/// How long closing a session may take when the actor stops.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Restart delay of a child that exited unexpectedly (capped backoff).
+const CHILD_RESTART_INITIAL: Duration = Duration::from_millis(100);
+const CHILD_RESTART_MAX: Duration = Duration::from_secs(30);
+
+/// Everything an Upstream needs from its creator.
+pub struct UpstreamInit {
+    pub spec: Arc<ServerSpec>,
+    pub generation: u64,
+    pub separator: String,
+    pub registry: Addr<Registry>,
+    pub events: Arc<dyn DiscoveryEvents>,
+}
+
+/// One upstream server's discovery.
+pub struct Upstream {
+    spec: Arc<ServerSpec>,
+    generation: u64,
+    separator: String,
+    registry: Addr<Registry>,
+    events: Arc<dyn DiscoveryEvents>,
+    span: tracing::Span,
+    discovery: Discovery,
+    session: Option<Session>,
+    /// The task forwarding the current session's transport notifications.
+    notifications: Option<SpawnHandle>,
+    in_flight: Option<SpawnHandle>,
+    /// A trigger that arrived while an attempt was in flight: run once more
+    /// afterwards, so a `list_changed` is never lost (and a burst of them
+    /// costs at most one extra round).
+    pending: Option<Trigger>,
+    retry_timer: Option<SpawnHandle>,
+    stale_timer: Option<SpawnHandle>,
+    /// Filtered tools of the last successful listing.
+    tools: Arc<[Tool]>,
+    stale: bool,
+    info: Option<mcp::ServerInfo>,
+    poller: Option<Addr<Poller>>,
+    child_restarts: u32,
+    stopping: bool,
+}
+
+impl Upstream {
+    pub fn new(init: UpstreamInit) -> Self {
+        let span = tracing::info_span!(
+            "upstream",
+            server = %init.spec.name,
+            generation = init.generation
+        );
+        Self {
+            spec: init.spec,
+            generation: init.generation,
+            separator: init.separator,
+            registry: init.registry,
+            events: init.events,
+            span,
+            discovery: Discovery::new(),
+            session: None,
+            notifications: None,
+            in_flight: None,
+            pending: None,
+            retry_timer: None,
+            stale_timer: None,
+            tools: Arc::from(Vec::new()),
+            stale: false,
+            info: None,
+            poller: None,
+            child_restarts: 0,
+            stopping: false,
+        }
+    }
+
+    /// The view `/v1/servers` shows; also what the supervisor registers.
+    pub fn view(&self) -> ServerView {
+        initial_view(&self.spec, self.generation).with(|v| {
+            v.state = self.discovery.state();
+            v.last_error = self.discovery.last_error.clone();
+            v.last_success_at = self.discovery.last_success_at;
+            v.last_attempt_at = self.discovery.last_attempt_at;
+            v.consecutive_failures = self.discovery.consecutive_failures;
+            v.next_retry_at = self.discovery.next_retry_at;
+            v.first_attempt_done = self.discovery.first_attempt_done;
+            v.tool_count = self.tools.len();
+            v.tools = self.tools.clone();
+            v.stale = self.stale;
+            if let Some(info) = &self.info {
+                v.negotiated_transport = Some(info.transport);
+                v.protocol_version = Some(info.protocol_version.clone());
+                v.server_info = Some(info.server_info.clone());
+            }
+        })
+    }
+
+    fn report(&self, tools_changed: bool) {
+        let part = tools_changed.then(|| {
+            Arc::new(ServerTools::build(
+                self.spec.name.as_str(),
+                &self.separator,
+                self.stale,
+                &self.tools,
+            ))
+        });
+        self.registry.do_send(Report {
+            view: self.view(),
+            part,
+        });
+    }
+
+    fn set_state_event(&self, before: DiscoveryState) {
+        let now = self.discovery.state();
+        if now != before {
+            self.events.state_changed(self.spec.name.as_str(), now);
+        }
+    }
+
+    /// Starts a discovery round if the state machine accepts `trigger`; if
+    /// one is in flight, remembers to run again afterwards.
+    fn start_attempt(&mut self, trigger: Trigger, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        if self.in_flight.is_some() {
+            if trigger != Trigger::Poll {
+                self.pending = Some(trigger);
+            } else {
+                let _g = self.span.enter();
+                tracing::debug!("Skipped a poll: a refresh is in flight.");
+            }
+            return;
+        }
+        if !self.discovery.accepts(trigger) {
+            return;
+        }
+        if let Some(timer) = self.retry_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let before = self.discovery.state();
+        self.discovery.begin(Utc::now());
+        self.set_state_event(before);
+        self.report(false);
+        {
+            let _g = self.span.enter();
+            tracing::debug!(trigger = trigger.as_str(), "Discovery started.");
+        }
+
+        let session = self.session.clone();
+        let target = target_of(&self.spec);
+        let options = options_of(&self.spec);
+        let started = Instant::now();
+        let work = async move {
+            let session = match session {
+                Some(session) => session,
+                None => match options {
+                    Ok(options) => mcp::connect(&target, options)
+                        .await
+                        .map_err(|e| (None, e))?,
+                    Err(e) => return Err((None, e)),
+                },
+            };
+            match session.discover().await {
+                Ok(inventory) => Ok((session, inventory)),
+                Err(e) => Err((Some(session), e)),
+            }
+        }
+        .instrument(self.span.clone());
+        let handle = ctx.spawn(work.into_actor(self).map(move |result, act, ctx| {
+            act.in_flight = None;
+            act.finish_attempt(result, started.elapsed(), ctx);
+            if let Some(next) = act.pending.take() {
+                act.start_attempt(next, ctx);
+            }
+        }));
+        self.in_flight = Some(handle);
+    }
+
+    fn finish_attempt(
+        &mut self,
+        result: Result<(Session, Inventory), (Option<Session>, McpError)>,
+        took: Duration,
+        ctx: &mut Context<Self>,
+    ) {
+        let before = self.discovery.state();
+        match result {
+            Ok((session, inventory)) => {
+                self.adopt_session(session, ctx);
+                let tools: Vec<Tool> = inventory
+                    .tools
+                    .into_iter()
+                    .filter(|t| self.spec.tools.allows(&t.name))
+                    .collect();
+                let changed = self.stale || !same_tools(&self.tools, &tools);
+                if changed {
+                    self.tools = Arc::from(tools);
+                    self.events
+                        .tool_count(self.spec.name.as_str(), self.tools.len());
+                }
+                self.stale = false;
+                if let Some(timer) = self.stale_timer.take() {
+                    ctx.cancel_future(timer);
+                }
+                self.discovery.succeeded(Utc::now());
+                self.events.refresh_finished(
+                    self.spec.name.as_str(),
+                    RefreshOutcome::Success,
+                    took,
+                );
+                self.set_state_event(before);
+                let _g = self.span.enter();
+                if before != DiscoveryState::Healthy {
+                    tracing::info!(
+                        tools = self.tools.len(),
+                        took_ms = took.as_millis() as u64,
+                        "Server is healthy."
+                    );
+                } else if changed {
+                    tracing::info!(tools = self.tools.len(), "Tools changed.");
+                }
+                drop(_g);
+                self.report(changed);
+            }
+            Err((session, error)) => {
+                if let Some(session) = session {
+                    self.drop_session(session, ctx);
+                } else if let Some(current) = self.session.take() {
+                    self.drop_session(current, ctx);
+                }
+                self.fail(crate::error_chain(&error), ctx);
+                self.events.refresh_finished(
+                    self.spec.name.as_str(),
+                    RefreshOutcome::Failure,
+                    took,
+                );
+            }
+        }
+    }
+
+    /// Enters `degraded`: keeps the last tools flagged stale (for
+    /// `stale_ttl`) and arms the backoff timer.
+    fn fail(&mut self, error: String, ctx: &mut Context<Self>) {
+        let before = self.discovery.state();
+        let jitter = rand::rng().random_range(0.0..=1.0);
+        let delay = self.discovery.failed(
+            Utc::now(),
+            error,
+            &self.spec.discovery.backoff,
+            jitter,
+        );
+        self.set_state_event(before);
+        {
+            let _g = self.span.enter();
+            tracing::warn!(
+                error = self.discovery.last_error.as_deref().unwrap_or_default(),
+                failures = self.discovery.consecutive_failures,
+                retry_in_ms = delay.as_millis() as u64,
+                "Discovery failed; server is degraded."
+            );
+        }
+        if let Some(timer) = self.retry_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        self.retry_timer = Some(ctx.run_later(delay, |act, ctx| {
+            act.retry_timer = None;
+            act.start_attempt(Trigger::Retry, ctx);
+        }));
+        let newly_stale = !self.stale && !self.tools.is_empty();
+        if newly_stale {
+            self.stale = true;
+            let ttl = self.spec.discovery.stale_ttl;
+            self.stale_timer = Some(ctx.run_later(ttl, |act, _ctx| {
+                act.stale_timer = None;
+                act.expire_stale();
+            }));
+        }
+        self.report(newly_stale);
+    }
+
+    fn expire_stale(&mut self) {
+        if !self.stale {
+            return;
+        }
+        {
+            let _g = self.span.enter();
+            tracing::info!(
+                tools = self.tools.len(),
+                "Removed stale tools after stale_ttl."
+            );
+        }
+        self.tools = Arc::from(Vec::new());
+        self.stale = false;
+        self.events.tool_count(self.spec.name.as_str(), 0);
+        self.report(true);
+    }
+
+    /// Keeps a (possibly new) session; forwards its transport notifications.
+    fn adopt_session(&mut self, session: Session, ctx: &mut Context<Self>) {
+        let is_new = self
+            .session
+            .as_ref()
+            .is_none_or(|s| !s.same_as(&session));
+        if is_new {
+            self.info = Some(session.info());
+            if let Some(rx) = session.take_notifications() {
+                if let Some(old) = self.notifications.take() {
+                    ctx.cancel_future(old);
+                }
+                let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
+                self.notifications = Some(ctx.add_stream(stream));
+            }
+            self.session = Some(session);
+        }
+    }
+
+    /// Forgets a session and closes it in the background (its own timeout).
+    fn drop_session(&mut self, session: Session, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.notifications.take() {
+            ctx.cancel_future(handle);
+        }
+        if self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.same_as(&session))
+        {
+            self.session = None;
+        }
+        actix_rt::spawn(
+            async move {
+                let _ = actix_rt::time::timeout(CLOSE_TIMEOUT, session.close()).await;
+            }
+            .instrument(self.span.clone()),
+        );
+    }
+
+    fn start_poller(&mut self, ctx: &mut Context<Self>) {
+        let weak = ctx.address().downgrade();
+        let poller = Poller::new(
+            self.spec.discovery.poll_interval,
+            weak.clone().recipient(),
+            weak.recipient(),
+        );
+        self.poller = Some(poller.start());
+    }
+}
+
+/// The `/v1/servers` view of a server that has not started yet.
+pub fn initial_view(spec: &ServerSpec, generation: u64) -> ServerView {
+    ServerView {
+        name: spec.name.to_string(),
+        source: spec.source.as_str(),
+        transport: spec.transport().as_str(),
+        negotiated_transport: None,
+        endpoint: match &spec.endpoint {
+            Endpoint::Http { url, .. } => redact_url(url),
+            Endpoint::Stdio { command, args, .. } => {
+                std::iter::once(command.as_str())
+                    .chain(args.iter().map(String::as_str))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }
+        },
+        state: DiscoveryState::Unknown,
+        last_error: None,
+        last_success_at: None,
+        last_attempt_at: None,
+        consecutive_failures: 0,
+        next_retry_at: None,
+        push_stream: PushStreamState::Disabled,
+        tool_count: 0,
+        stale: false,
+        protocol_version: None,
+        server_info: None,
+        generation,
+        first_attempt_done: false,
+        tools: Arc::from(Vec::new()),
+    }
+}
+
+trait With: Sized {
+    fn with(mut self, f: impl FnOnce(&mut Self)) -> Self {
+        f(&mut self);
+        self
+    }
+}
+
+impl With for ServerView {}
+
+/// A URL without its password, for display.
+fn redact_url(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("redacted"));
+    }
+    shown.to_string()
+}
+
+fn same_tools(a: &[Tool], b: &[Tool]) -> bool {
+    a.len() == b.len()
+        && a
+            .iter()
+            .zip(b)
+            .all(|(x, y)| x.name == y.name && x.raw.get() == y.raw.get())
+}
+
+fn target_of(spec: &ServerSpec) -> Target {
+    match &spec.endpoint {
+        Endpoint::Http { url, transport } => Target::Http {
+            url: url.clone(),
+            transport: *transport,
+        },
+        Endpoint::Stdio {
+            command,
+            args,
+            env,
+            cwd,
+        } => Target::Stdio {
+            command: command.clone(),
+            args: args.clone(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+                .collect(),
+            cwd: cwd.clone(),
+        },
+    }
+}
+
+/// Client options with the static headers and static auth applied. OAuth2
+/// needs the TokenRefresher child, which comes with its own issue.
+fn options_of(spec: &ServerSpec) -> Result<ClientOptions, McpError> {
+    let mut options = ClientOptions::from_settings(spec.name.as_str(), &spec.discovery);
+    options.headers = spec
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+        .collect();
+    match &spec.auth {
+        AuthConfig::None => {}
+        AuthConfig::Bearer { token } => options
+            .headers
+            .push(("Authorization".into(), format!("Bearer {}", token.expose()))),
+        AuthConfig::Basic { username, password } => {
+            let credentials = format!("{username}:{}", password.expose());
+            options.headers.push((
+                "Authorization".into(),
+                format!("Basic {}", BASE64.encode(credentials)),
+            ));
+        }
+        AuthConfig::OAuth2(_) => {
+            return Err(McpError::Other(
+                "OAuth2 client credentials are not supported by this build yet; \
+                 use auth type bearer with a token for now"
+                    .into(),
+            ))
+        }
+    }
+    Ok(options)
+}
+
+impl Actor for Upstream {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.events
+            .state_changed(self.spec.name.as_str(), DiscoveryState::Unknown);
+        self.start_poller(ctx);
+        self.start_attempt(Trigger::Start, ctx);
+    }
+
+    fn stopping(&mut self, ctx: &mut Self::Context) -> Running {
+        self.stopping = true;
+        if let Some(poller) = self.poller.take() {
+            poller.do_send(StopPoller);
+        }
+        if let Some(session) = self.session.take() {
+            self.drop_session(session, ctx);
+        }
+        Running::Stop
+    }
+}
+
+/// Sent by the supervisor (`POST /v1/servers/{name}/refresh`): rediscover
+/// now, leaving `degraded` at once if need be.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Refresh;
+
+/// Sent by the supervisor to stop this upstream: the session is closed
+/// (DELETE, stdio child killed) before the reply, then the actor stops.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+/// Sent by a child actor from its `stopped()` when it ended on its own.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ChildExited {
+    pub kind: ChildKind,
+    pub reason: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildKind {
+    Poller,
+}
+
+impl Handler<Poll> for Upstream {
+    type Result = ();
+
+    fn handle(&mut self, _: Poll, ctx: &mut Self::Context) {
+        self.start_attempt(Trigger::Poll, ctx);
+    }
+}
+
+impl Handler<Refresh> for Upstream {
+    type Result = ();
+
+    fn handle(&mut self, _: Refresh, ctx: &mut Self::Context) {
+        self.start_attempt(Trigger::Manual, ctx);
+    }
+}
+
+impl Handler<Stop> for Upstream {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) -> Self::Result {
+        self.stopping = true;
+        if let Some(handle) = self.in_flight.take() {
+            ctx.cancel_future(handle);
+        }
+        if let Some(handle) = self.notifications.take() {
+            ctx.cancel_future(handle);
+        }
+        let session = self.session.take();
+        let close = async move {
+            if let Some(session) = session {
+                let _ = actix_rt::time::timeout(CLOSE_TIMEOUT, session.close()).await;
+            }
+        }
+        .instrument(self.span.clone());
+        Box::pin(close.into_actor(self).map(|(), _act, ctx| ctx.stop()))
+    }
+}
+
+impl Handler<ChildExited> for Upstream {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildExited, ctx: &mut Self::Context) {
+        if self.stopping {
+            return;
+        }
+        let delay = CHILD_RESTART_INITIAL
+            .saturating_mul(1 << self.child_restarts.min(16))
+            .min(CHILD_RESTART_MAX);
+        self.child_restarts = self.child_restarts.saturating_add(1);
+        {
+            let _g = self.span.enter();
+            tracing::warn!(
+                child = ?msg.kind,
+                reason = %msg.reason,
+                restart_in_ms = delay.as_millis() as u64,
+                "Child actor exited; restarting it."
+            );
+        }
+        match msg.kind {
+            ChildKind::Poller => {
+                self.poller = None;
+                ctx.run_later(delay, |act, ctx| {
+                    if !act.stopping {
+                        act.start_poller(ctx);
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Notifications from the transport itself (stdio stdout, legacy SSE).
+impl StreamHandler<Notification> for Upstream {
+    fn handle(&mut self, note: Notification, ctx: &mut Self::Context) {
+        if note.method.ends_with("/list_changed") {
+            {
+                let _g = self.span.enter();
+                tracing::debug!(method = %note.method, "Received list_changed.");
+            }
+            self.start_attempt(Trigger::ListChanged, ctx);
+        } else {
+            let _g = self.span.enter();
+            tracing::debug!(method = %note.method, "Ignored a notification.");
+        }
+    }
+
+    /// The transport's own stream ended: the session is gone (stdio child
+    /// exited, legacy SSE stream dropped). Reconnect with backoff.
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        self.notifications = None;
+        if self.stopping {
+            return;
+        }
+        if let Some(session) = self.session.take() {
+            self.drop_session(session, ctx);
+        }
+        if self.in_flight.is_none() {
+            self.fail(
+                "the transport closed: the upstream ended the session".into(),
+                ctx,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_password_is_redacted() {
+        let url = url::Url::parse("https://user:hunter2@example.com/mcp").unwrap();
+        let shown = redact_url(&url);
+        assert!(!shown.contains("hunter2"));
+        assert!(shown.contains("user:redacted@"));
+    }
+}
