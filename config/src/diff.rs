@@ -42,3 +42,109 @@ pub fn diff_servers(
         .collect();
     diff
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{load_str, Config, Format};
+
+    fn config(text: &str) -> Config {
+        match load_str(text, Format::Yaml, None, &[]) {
+            Ok(config) => config,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn names(list: &[ServerName]) -> Vec<&str> {
+        list.iter().map(ServerName::as_str).collect()
+    }
+
+    const BASE: &str = "
+servers:
+  a: { url: 'http://a/mcp' }
+  b: { url: 'http://b/mcp' }
+  c: { command: npx, args: [x] }
+";
+
+    #[test]
+    fn identical_configs_change_nothing() {
+        let old = config(BASE);
+        let diff = diff_servers(&old.servers, &config(BASE).servers);
+        assert!(diff.is_empty());
+        assert_eq!(names(&diff.unchanged), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn added_removed_changed_unchanged() {
+        let old = config(BASE);
+        let new = config(
+            "
+servers:
+  d: { url: 'http://d/mcp' }
+  c: { command: npx, args: [y] }
+  a: { url: 'http://a/mcp' }
+",
+        );
+        let diff = diff_servers(&old.servers, &new.servers);
+        assert_eq!(names(&diff.added), ["d"]);
+        assert_eq!(names(&diff.removed), ["b"]);
+        assert_eq!(names(&diff.changed), ["c"]);
+        assert_eq!(names(&diff.unchanged), ["a"]);
+        assert!(!diff.is_empty());
+    }
+
+    #[test]
+    fn a_global_setting_changes_the_servers_that_inherit_it() {
+        let old = config(BASE);
+        // `a` keeps its own poll_interval, so the new global one does not
+        // reach it; `b` and `c` inherit it and must restart.
+        let old_with_override = config(&BASE.replace(
+            "a: { url: 'http://a/mcp' }",
+            "a: { url: 'http://a/mcp', poll_interval: 1m }",
+        ));
+        let new = config(&format!(
+            "discovery: {{ poll_interval: 2m }}\n{}",
+            BASE.replace(
+                "a: { url: 'http://a/mcp' }",
+                "a: { url: 'http://a/mcp', poll_interval: 1m }"
+            )
+        ));
+        let diff = diff_servers(&old_with_override.servers, &new.servers);
+        assert_eq!(names(&diff.changed), ["b", "c"]);
+        assert_eq!(names(&diff.unchanged), ["a"]);
+
+        let diff = diff_servers(
+            &old.servers,
+            &config(&format!("discovery: {{ max_pages: 7 }}\n{BASE}")).servers,
+        );
+        assert_eq!(names(&diff.changed), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn secrets_and_filters_count_as_changes() {
+        let with = |token: &str, deny: &str| {
+            config(&format!(
+                "servers:\n  a: {{ url: 'http://a/mcp', auth: {{ type: bearer, token: {token} }}, tools: {{ deny: ['{deny}'] }} }}\n"
+            ))
+        };
+        let old = with("t1", "x");
+        assert!(diff_servers(&old.servers, &with("t1", "x").servers).is_empty());
+        assert_eq!(
+            names(&diff_servers(&old.servers, &with("t2", "x").servers).changed),
+            ["a"]
+        );
+        assert_eq!(
+            names(&diff_servers(&old.servers, &with("t1", "y").servers).changed),
+            ["a"]
+        );
+    }
+
+    #[test]
+    fn from_and_to_nothing() {
+        let empty = IndexMap::new();
+        let full = config(BASE).servers;
+        assert_eq!(names(&diff_servers(&empty, &full).added), ["a", "b", "c"]);
+        assert_eq!(names(&diff_servers(&full, &empty).removed), ["a", "b", "c"]);
+        assert!(diff_servers(&empty, &empty).is_empty());
+    }
+}

@@ -6,12 +6,14 @@
 //! This crate is pure: no actix, no I/O beyond reading the config file.
 
 pub mod diff;
+mod interpolate;
 pub mod load;
 pub mod schema;
+mod tree;
 pub mod types;
 pub mod validate;
 
 pub use diff::{diff_servers, ConfigDiff};
-pub use load::{load_file, load_str, Format};
+pub use load::{load_file, load_str, Format, ENV_PREFIX, ENV_SEPARATOR};
 pub use types::*;
-pub use validate::{ConfigError, ConfigErrors};
+pub use validate::{server_from_value, validate_value, ConfigError, ConfigErrors};

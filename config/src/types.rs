@@ -147,13 +147,8 @@ impl fmt::Display for TransportKind {
 #[derive(Clone, Debug, PartialEq)]
 pub enum AuthConfig {
     None,
-    Bearer {
-        token: Secret,
-    },
-    Basic {
-        username: String,
-        password: Secret,
-    },
+    Bearer { token: Secret },
+    Basic { username: String, password: Secret },
     OAuth2(OAuth2Config),
 }
 

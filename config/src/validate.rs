@@ -1,9 +1,34 @@
-//! Raw -> validated, collecting every problem. TODO(helper): fill in.
-use std::path::PathBuf;
+//! Raw -> validated, collecting every problem at once (Vector's
+//! `compile()`): one bad server must not hide another's problems, so each
+//! section and each server entry is deserialized on its own, and a bad value
+//! is reported, dropped, and the rest checked again.
+//!
+//! [`server_from_value`] is the single validation path for one server, shared
+//! by the config file and the REST API.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use url::Url;
+
+use crate::schema::{
+    HumanDuration, RawAdmin, RawAuth, RawAuthType, RawClientAuth, RawConfig, RawDiscovery,
+    RawServer, RawStore, RawToolFilter, RawTransport, Text,
+};
+use crate::tree;
+use crate::types::{
+    AdminConfig, AuthConfig, BackoffSettings, CatalogSettings, ClientAuth, Config,
+    DiscoverySettings, Endpoint, OAuth2Config, Secret, ServerName, ServerSource, ServerSpec,
+    StoreConfig, ToolFilter, TransportKind,
+};
 
 /// One problem in a config: where (file, key path) and why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{}{path}: {message}", file.as_ref().map(|f| format!("{}: ", f.display())).unwrap_or_default())]
 pub struct ConfigError {
     pub file: Option<PathBuf>,
     /// Dotted key path, e.g. `servers.search.url`; empty for the whole file.
@@ -11,7 +36,1413 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    pub fn new(file: Option<&Path>, path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            file: file.map(Path::to_path_buf),
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// `file: path: message`, leaving out the parts that are empty.
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}: ", file.display())?;
+        }
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
 /// Every problem found, at once.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{} configuration error(s):\n{}", .0.len(), .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
 pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    /// A single problem.
+    pub fn one(file: Option<&Path>, path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self(vec![ConfigError::new(file, path, message)])
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, ConfigError> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a ConfigErrors {
+    type Item = &'a ConfigError;
+    type IntoIter = std::slice::Iter<'a, ConfigError>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// Validates a whole config given as a generic tree (already interpolated
+/// and with overrides applied; see [`crate::load_str`] for the usual way in).
+pub fn validate_value(value: Value, file: Option<&Path>) -> Result<Config, ConfigErrors> {
+    let mut report = Report::new(file);
+    let mut config = build_config(value, &mut report);
+    config.source = file.map(Path::to_path_buf);
+    report.finish(Some(config))
+}
+
+/// Validates one server entry (the value under `servers.<name>`, or a REST
+/// registration body) against the effective global `discovery` settings and
+/// catalog `separator`. Paths in errors read `servers.<name>.<key>`.
+///
+/// A `name` key in `value` is accepted (the REST body carries one) if it
+/// equals `name`. No `${VAR}` interpolation happens here: a value that came
+/// over the API must never be able to read the service's environment.
+pub fn server_from_value(
+    name: &str,
+    mut value: Value,
+    discovery: &DiscoverySettings,
+    separator: &str,
+    source: ServerSource,
+) -> Result<ServerSpec, ConfigErrors> {
+    let mut report = Report::new(None);
+    tree::strip_nulls(&mut value);
+    if let Value::Object(map) = &mut value {
+        if let Some(given) = map.shift_remove("name") {
+            if given.as_str() != Some(name) {
+                report.error(
+                    tree::join(&server_path(name), "name"),
+                    format!("does not match the server name {name:?}"),
+                );
+            }
+        }
+    }
+    let spec = server(name, value, discovery, separator, source, &mut report);
+    report.finish(spec)
+}
+
+/// Deserialization passes per entry before giving up; each pass removes one
+/// bad node, so this only bounds a pathological file.
+const MAX_PASSES: usize = 256;
+
+/// Collects problems. Knows which paths were dropped (a value of the wrong
+/// type, an unset variable) so that their knock-on effects ("url: required"
+/// after a bad url was dropped) are not reported as news, and which paths an
+/// environment override set, so a message can say where a value came from.
+#[derive(Debug)]
+pub(crate) struct Report {
+    file: Option<PathBuf>,
+    errors: Vec<ConfigError>,
+    dropped: Vec<String>,
+    origins: Vec<(String, String)>,
+}
+
+impl Report {
+    pub(crate) fn new(file: Option<&Path>) -> Self {
+        Self {
+            file: file.map(Path::to_path_buf),
+            errors: Vec::new(),
+            dropped: Vec::new(),
+            origins: Vec::new(),
+        }
+    }
+
+    /// Records a problem, unless it is a consequence of a dropped value.
+    pub(crate) fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let path = path.into();
+        if self.dropped.iter().any(|d| is_within(&path, d)) {
+            return;
+        }
+        let mut message = message.into();
+        if let Some((_, var)) = self.origins.iter().find(|(p, _)| is_within(&path, p)) {
+            message.push_str(&format!(" (set by environment variable {var})"));
+        }
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            path,
+            message,
+        });
+    }
+
+    /// Records a problem with an environment variable, not with the file.
+    pub(crate) fn env_error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError::new(None, path, message));
+    }
+
+    /// True if a value at, under or above `path` was dropped.
+    fn touches(&self, path: &str) -> bool {
+        self.dropped
+            .iter()
+            .any(|d| is_within(path, d) || is_within(d, path))
+    }
+
+    /// Marks a path whose value was removed after being reported.
+    pub(crate) fn drop_path(&mut self, path: impl Into<String>) {
+        self.dropped.push(path.into());
+    }
+
+    /// Remembers that `path` was set by the environment variable `var`.
+    pub(crate) fn origin(&mut self, path: String, var: String) {
+        self.origins.push((path, var));
+    }
+
+    fn count(&self) -> usize {
+        self.errors.len()
+    }
+
+    pub(crate) fn finish<T>(self, value: Option<T>) -> Result<T, ConfigErrors> {
+        match value {
+            Some(value) if self.errors.is_empty() => Ok(value),
+            _ if self.errors.is_empty() => Err(ConfigErrors::one(
+                self.file.as_deref(),
+                "",
+                "invalid configuration",
+            )),
+            _ => Err(ConfigErrors(self.errors)),
+        }
+    }
+}
+
+/// True if `path` is `base` or lies under it.
+fn is_within(path: &str, base: &str) -> bool {
+    base.is_empty()
+        || path == base
+        || (path.starts_with(base) && matches!(path.as_bytes().get(base.len()), Some(b'.' | b'[')))
+}
+
+fn server_path(name: &str) -> String {
+    tree::join("servers", name)
+}
+
+/// Deserializes `T` from `value`; on each error, reports it, drops the bad
+/// node and tries again, so every bad key of the entry is reported. Unknown
+/// keys are dropped without marking anything: nothing depends on them.
+fn deserialize_all<T: DeserializeOwned + Default>(
+    mut value: Value,
+    base: &str,
+    r: &mut Report,
+) -> T {
+    for _ in 0..MAX_PASSES {
+        let err = match serde_path_to_error::deserialize::<_, T>(&value) {
+            Ok(parsed) => return parsed,
+            Err(err) => err,
+        };
+        let segs = tree::from_serde_path(err.path());
+        let path = tree::render(base, &segs);
+        let message = tidy_serde_message(&err.inner().to_string());
+        let unknown_key = message.starts_with("unknown key");
+        r.error(path, message);
+        match tree::remove(&mut value, &segs) {
+            Some(len) => {
+                if !unknown_key {
+                    r.drop_path(tree::render(base, &segs[..len]));
+                }
+            }
+            None => {
+                r.drop_path(base);
+                return T::default();
+            }
+        }
+    }
+    r.error(base, "too many problems here; fix the ones above first");
+    r.drop_path(base);
+    T::default()
+}
+
+/// serde's wording, in the words of a config file.
+fn tidy_serde_message(message: &str) -> String {
+    let message = if let Some(rest) = message.strip_prefix("unknown field ") {
+        format!(
+            "unknown key {}",
+            rest.replacen(", expected", "; expected", 1)
+        )
+    } else if let Some(rest) = message.strip_prefix("unknown variant ") {
+        format!(
+            "unknown value {}",
+            rest.replacen(", expected", "; expected", 1)
+        )
+    } else {
+        message.to_owned()
+    };
+    message
+        .replace("expected a sequence", "expected a list")
+        .replace("invalid type: sequence", "invalid type: list")
+}
+
+/// A section that serde would also accept as a list (derived structs take
+/// sequences) must be a map; report and drop it otherwise.
+fn require_map(map: &mut Map<String, Value>, key: &str, path: &str, r: &mut Report) {
+    if let Some(value) = map.get(key) {
+        if !value.is_object() {
+            r.error(path, format!("expected a map, found {}", tree::kind(value)));
+            r.drop_path(path);
+            map.shift_remove(key);
+        }
+    }
+}
+
+/// The whole config from a tree. Problems go to `r`; the returned value is
+/// only meaningful if none were found.
+pub(crate) fn build_config(mut value: Value, r: &mut Report) -> Config {
+    let defaults = Config::embedded_defaults();
+    tree::strip_nulls(&mut value);
+    let mut top = match value {
+        Value::Object(top) => top,
+        other => {
+            r.error(
+                "",
+                format!(
+                    "expected a map of settings at the top level, found {}",
+                    tree::kind(&other)
+                ),
+            );
+            return defaults;
+        }
+    };
+    let servers_value = top.shift_remove("servers");
+    for section in ["admin", "store", "discovery", "catalog"] {
+        require_map(&mut top, section, section, r);
+    }
+    if let Some(Value::Object(discovery)) = top.get_mut("discovery") {
+        require_map(discovery, "backoff", "discovery.backoff", r);
+    }
+    let raw: RawConfig = deserialize_all(Value::Object(top), "", r);
+
+    let listen = match raw.listen {
+        None => defaults.listen,
+        Some(Text(text)) => text.trim().parse::<SocketAddr>().unwrap_or_else(|_| {
+            r.error(
+                "listen",
+                format!(
+                    "{text:?} is not an IP:port socket address, e.g. 127.0.0.1:8080 or [::]:8080 \
+                     (host names such as localhost are not accepted)"
+                ),
+            );
+            defaults.listen
+        }),
+    };
+    let admin = admin(raw.admin.unwrap_or_default(), r);
+    let store = store(raw.store.unwrap_or_default(), r);
+    let discovery = discovery(raw.discovery.unwrap_or_default(), r);
+    let catalog = catalog(raw.catalog.map(|c| c.separator), r);
+
+    let mut servers = IndexMap::new();
+    match servers_value {
+        None => {}
+        Some(Value::Object(entries)) => {
+            for (name, entry) in entries {
+                let spec = server(
+                    &name,
+                    entry,
+                    &discovery,
+                    &catalog.separator,
+                    ServerSource::Config,
+                    r,
+                );
+                if let Some(spec) = spec {
+                    servers.insert(spec.name.clone(), spec);
+                }
+            }
+        }
+        Some(other) => r.error(
+            "servers",
+            format!(
+                "expected a map of server name to settings, found {}",
+                tree::kind(&other)
+            ),
+        ),
+    }
+
+    Config {
+        listen,
+        admin,
+        store,
+        discovery,
+        catalog,
+        servers,
+        source: None,
+    }
+}
+
+fn admin(raw: RawAdmin, r: &mut Report) -> AdminConfig {
+    let mut api_keys = Vec::new();
+    let mut rejected = r.touches("admin.api_keys");
+    for (i, key) in raw.api_keys.unwrap_or_default().into_iter().enumerate() {
+        if key.0.trim().is_empty() {
+            rejected = true;
+            r.error(
+                format!("admin.api_keys[{i}]"),
+                "an API key must not be empty (an unset variable with an empty default is the \
+                 usual cause)",
+            );
+        } else {
+            api_keys.push(Secret::new(key.0));
+        }
+    }
+    let protect_reads = raw.protect_reads.is_some_and(|f| f.0);
+    // After a rejected key, "no keys" is a consequence, not news.
+    if protect_reads && api_keys.is_empty() && !rejected {
+        r.error(
+            "admin.protect_reads",
+            "needs at least one key in admin.api_keys, or nobody could read",
+        );
+    }
+    AdminConfig {
+        api_keys,
+        protect_reads,
+    }
+}
+
+fn store(raw: RawStore, r: &mut Report) -> StoreConfig {
+    let url = raw.url.and_then(|Text(url)| {
+        // Never echo the URL: it may carry a database password.
+        let lower = url.trim().to_ascii_lowercase();
+        let known = ["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| lower.starts_with(scheme));
+        if known {
+            Some(Secret::new(url.trim()))
+        } else {
+            r.error(
+                "store.url",
+                "unsupported store URL; use sqlite://PATH or postgres://USER@HOST/DB",
+            );
+            None
+        }
+    });
+    StoreConfig { url }
+}
+
+/// A duration from the file or its default; zero refused unless it means
+/// something ("no grace", "drop stale tools at once").
+fn duration(
+    r: &mut Report,
+    path: &str,
+    value: Option<HumanDuration>,
+    default: Duration,
+    zero_ok: bool,
+) -> Duration {
+    match value {
+        None => default,
+        Some(HumanDuration(d)) if d.is_zero() && !zero_ok => {
+            r.error(path, "must be greater than zero");
+            default
+        }
+        Some(HumanDuration(d)) => d,
+    }
+}
+
+fn discovery(raw: RawDiscovery, r: &mut Report) -> DiscoverySettings {
+    let d = DiscoverySettings::default();
+    let backoff = raw.backoff.unwrap_or_default();
+    let backoff = BackoffSettings {
+        initial: duration(
+            r,
+            "discovery.backoff.initial",
+            backoff.initial,
+            d.backoff.initial,
+            false,
+        ),
+        max: duration(
+            r,
+            "discovery.backoff.max",
+            backoff.max,
+            d.backoff.max,
+            false,
+        ),
+    };
+    if backoff.initial > backoff.max {
+        r.error(
+            "discovery.backoff",
+            format!(
+                "initial ({}) must not be longer than max ({}); the defaults are 500ms and 60s",
+                humantime::format_duration(backoff.initial),
+                humantime::format_duration(backoff.max)
+            ),
+        );
+    }
+    let max_response_bytes = match raw.max_response_bytes {
+        Some(bytes) if bytes.0 == 0 => {
+            r.error("discovery.max_response_bytes", "must be greater than zero");
+            d.max_response_bytes
+        }
+        Some(bytes) => bytes.0,
+        None => d.max_response_bytes,
+    };
+    let max_pages = match raw.max_pages {
+        Some(pages) if pages.0 == 0 => {
+            r.error("discovery.max_pages", "must be at least 1");
+            d.max_pages
+        }
+        Some(pages) => pages.0,
+        None => d.max_pages,
+    };
+    DiscoverySettings {
+        poll_interval: duration(
+            r,
+            "discovery.poll_interval",
+            raw.poll_interval,
+            d.poll_interval,
+            false,
+        ),
+        request_timeout: duration(
+            r,
+            "discovery.request_timeout",
+            raw.request_timeout,
+            d.request_timeout,
+            false,
+        ),
+        connect_timeout: duration(
+            r,
+            "discovery.connect_timeout",
+            raw.connect_timeout,
+            d.connect_timeout,
+            false,
+        ),
+        backoff,
+        stale_ttl: duration(r, "discovery.stale_ttl", raw.stale_ttl, d.stale_ttl, true),
+        max_response_bytes,
+        max_pages,
+        startup_grace: duration(
+            r,
+            "discovery.startup_grace",
+            raw.startup_grace,
+            d.startup_grace,
+            true,
+        ),
+    }
+}
+
+fn catalog(separator: Option<Option<Text>>, r: &mut Report) -> CatalogSettings {
+    match separator.flatten() {
+        None => CatalogSettings::default(),
+        Some(Text(sep)) if sep.is_empty() => {
+            r.error(
+                "catalog.separator",
+                "must not be empty: it keeps tool names of different servers apart",
+            );
+            // Names are still checked, just not against a separator.
+            CatalogSettings {
+                separator: String::new(),
+            }
+        }
+        Some(Text(separator)) => CatalogSettings { separator },
+    }
+}
+
+/// One server. `None` if it has any problem (all of them reported).
+fn server(
+    name: &str,
+    value: Value,
+    global: &DiscoverySettings,
+    separator: &str,
+    source: ServerSource,
+    r: &mut Report,
+) -> Option<ServerSpec> {
+    let base = server_path(name);
+    let before = r.count();
+    let server_name = match ServerName::parse(name, separator) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            r.error(&base, e);
+            None
+        }
+    };
+    let mut map = match value {
+        Value::Object(map) => map,
+        other => {
+            r.error(
+                &base,
+                format!(
+                    "expected a map of server settings, found {}",
+                    tree::kind(&other)
+                ),
+            );
+            return None;
+        }
+    };
+    require_map(&mut map, "auth", &tree::join(&base, "auth"), r);
+    require_map(&mut map, "tools", &tree::join(&base, "tools"), r);
+    let raw: RawServer = deserialize_all(Value::Object(map), &base, r);
+
+    let endpoint = endpoint(&raw, &base, r);
+    let is_stdio = matches!(endpoint, Some(Endpoint::Stdio { .. }));
+    if is_stdio {
+        for (key, present) in [
+            ("headers", raw.headers.is_some()),
+            ("auth", raw.auth.is_some()),
+        ] {
+            if present {
+                r.error(
+                    tree::join(&base, key),
+                    "not used by the stdio transport (it only applies to HTTP servers)",
+                );
+            }
+        }
+    }
+    let headers = headers(raw.headers.unwrap_or_default(), &base, r);
+    let auth = auth(raw.auth, &base, r);
+    if !matches!(auth, AuthConfig::None) {
+        if let Some(h) = headers
+            .keys()
+            .find(|h| h.eq_ignore_ascii_case("authorization"))
+        {
+            r.error(
+                tree::join(&tree::join(&base, "headers"), h),
+                format!(
+                    "conflicts with auth type {}, which sets Authorization itself; remove one",
+                    auth.kind()
+                ),
+            );
+        }
+    }
+    let tools = tool_filter(raw.tools.unwrap_or_default(), &base, r);
+    let mut discovery = global.clone();
+    discovery.poll_interval = duration(
+        r,
+        &tree::join(&base, "poll_interval"),
+        raw.poll_interval,
+        global.poll_interval,
+        false,
+    );
+    discovery.request_timeout = duration(
+        r,
+        &tree::join(&base, "request_timeout"),
+        raw.request_timeout,
+        global.request_timeout,
+        false,
+    );
+    let push = raw.push.is_none_or(|f| f.0);
+
+    if r.count() > before {
+        return None;
+    }
+    Some(ServerSpec {
+        name: server_name?,
+        source,
+        endpoint: endpoint?,
+        headers,
+        auth,
+        tools,
+        push,
+        discovery,
+    })
+}
+
+fn endpoint(raw: &RawServer, base: &str, r: &mut Report) -> Option<Endpoint> {
+    let path = |key: &str| tree::join(base, key);
+    let transport = match raw.transport {
+        Some(t) => t,
+        None if raw.command.is_some() && raw.url.is_none() => RawTransport::Stdio,
+        None => RawTransport::Auto,
+    };
+    let transport = match transport {
+        RawTransport::Stdio => return stdio_endpoint(raw, base, r),
+        RawTransport::Auto => TransportKind::Auto,
+        RawTransport::StreamableHttp => TransportKind::StreamableHttp,
+        RawTransport::Sse => TransportKind::Sse,
+    };
+    let stdio_keys = [
+        ("command", raw.command.is_some()),
+        ("args", raw.args.is_some()),
+        ("env", raw.env.is_some()),
+        ("cwd", raw.cwd.is_some()),
+    ];
+    for (key, present) in stdio_keys {
+        if present {
+            r.error(
+                path(key),
+                format!(
+                    "only used by the stdio transport, but this server's transport is {transport}"
+                ),
+            );
+        }
+    }
+    let url = match &raw.url {
+        Some(Text(url)) => match parse_http_url(url) {
+            Ok(url) => Some(url),
+            Err(e) => {
+                r.error(path("url"), e);
+                None
+            }
+        },
+        None if raw.transport.is_some() => {
+            r.error(path("url"), format!("required for transport {transport}"));
+            None
+        }
+        None => {
+            r.error(
+                path("url"),
+                "missing: give `url` for an HTTP server, or `command` for a stdio server",
+            );
+            None
+        }
+    };
+    Some(Endpoint::Http {
+        url: url?,
+        transport,
+    })
+}
+
+fn stdio_endpoint(raw: &RawServer, base: &str, r: &mut Report) -> Option<Endpoint> {
+    let path = |key: &str| tree::join(base, key);
+    if raw.url.is_some() {
+        r.error(
+            path("url"),
+            "not used by the stdio transport, which runs `command`; remove it, or choose \
+             transport auto, streamable-http or sse",
+        );
+    }
+    let command = match &raw.command {
+        Some(Text(c)) if !c.trim().is_empty() => Some(c.clone()),
+        Some(_) => {
+            r.error(path("command"), "must not be empty");
+            None
+        }
+        None => {
+            r.error(path("command"), "required for the stdio transport");
+            None
+        }
+    };
+    let args = raw
+        .args
+        .iter()
+        .flatten()
+        .map(|a| a.0.clone())
+        .collect::<Vec<_>>();
+    let mut env = IndexMap::new();
+    for (key, Text(value)) in raw.env.iter().flatten() {
+        if key.is_empty() || key.contains(['=', '\0']) {
+            r.error(
+                tree::join(&path("env"), key),
+                "not a valid environment variable name (empty, or contains '=' or NUL)",
+            );
+        } else if value.contains('\0') {
+            r.error(
+                tree::join(&path("env"), key),
+                "the value contains a NUL byte",
+            );
+        } else {
+            env.insert(key.clone(), Secret::new(value.clone()));
+        }
+    }
+    let cwd = match &raw.cwd {
+        Some(Text(cwd)) if cwd.trim().is_empty() => {
+            r.error(
+                path("cwd"),
+                "must not be empty; leave it out to use the service's directory",
+            );
+            None
+        }
+        Some(Text(cwd)) => Some(PathBuf::from(cwd)),
+        None => None,
+    };
+    Some(Endpoint::Stdio {
+        command: command?,
+        args,
+        env,
+        cwd,
+    })
+}
+
+/// An absolute http(s) URL. The URL itself is never echoed: it may carry
+/// credentials or a token in its query.
+fn parse_http_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text.trim()).map_err(|e| match e {
+        url::ParseError::RelativeUrlWithoutBase => {
+            format!("{e}; write a full URL such as http://127.0.0.1:20200/mcp")
+        }
+        e => format!("invalid URL: {e}"),
+    })?;
+    match url.scheme() {
+        "http" | "https" => {}
+        other => {
+            return Err(format!(
+                "unsupported URL scheme {other:?}; use http or https"
+            ))
+        }
+    }
+    if url.host().is_none() {
+        return Err("the URL has no host".into());
+    }
+    Ok(url)
+}
+
+/// Headers the MCP client manages itself; a static value would break the
+/// protocol (or, for the session id, mix sessions up).
+const MANAGED_HEADERS: &[&str] = &[
+    "accept",
+    "connection",
+    "content-length",
+    "content-type",
+    "last-event-id",
+    "mcp-protocol-version",
+    "mcp-session-id",
+    "transfer-encoding",
+];
+
+fn headers(raw: IndexMap<String, Text>, base: &str, r: &mut Report) -> IndexMap<String, Secret> {
+    let headers_path = tree::join(base, "headers");
+    let mut out: IndexMap<String, Secret> = IndexMap::new();
+    for (name, Text(value)) in raw {
+        let path = tree::join(&headers_path, &name);
+        let is_token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !is_token {
+            r.error(path, "not a valid HTTP header name");
+            continue;
+        }
+        if MANAGED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            r.error(
+                path,
+                "set by the MCP client itself and cannot be configured",
+            );
+            continue;
+        }
+        if value.chars().any(|c| c.is_control() && c != '\t') {
+            // Never echo the value: header values are secrets.
+            r.error(
+                path,
+                "the value contains a control character such as a line break",
+            );
+            continue;
+        }
+        if let Some(first) = out.keys().find(|k| k.eq_ignore_ascii_case(&name)) {
+            r.error(
+                path,
+                format!("the same header as {first:?} (header names are case-insensitive)"),
+            );
+            continue;
+        }
+        out.insert(name, Secret::new(value));
+    }
+    out
+}
+
+fn auth(raw: Option<RawAuth>, base: &str, r: &mut Report) -> AuthConfig {
+    let Some(raw) = raw else {
+        return AuthConfig::None;
+    };
+    let auth_path = tree::join(base, "auth");
+    let path = |key: &str| tree::join(&auth_path, key);
+    let Some(kind) = raw.kind else {
+        r.error(path("type"), "missing; one of none, bearer, basic, oauth2");
+        return AuthConfig::None;
+    };
+    let present = [
+        ("token", raw.token.is_some()),
+        ("username", raw.username.is_some()),
+        ("password", raw.password.is_some()),
+        ("token_url", raw.token_url.is_some()),
+        ("client_id", raw.client_id.is_some()),
+        ("client_secret", raw.client_secret.is_some()),
+        ("scopes", raw.scopes.is_some()),
+        ("audience", raw.audience.is_some()),
+        ("client_auth", raw.client_auth.is_some()),
+        ("token_timeout", raw.token_timeout.is_some()),
+    ];
+    let allowed: &[&str] = match kind {
+        RawAuthType::None => &[],
+        RawAuthType::Bearer => &["token"],
+        RawAuthType::Basic => &["username", "password"],
+        RawAuthType::OAuth2 => &[
+            "token_url",
+            "client_id",
+            "client_secret",
+            "scopes",
+            "audience",
+            "client_auth",
+            "token_timeout",
+        ],
+    };
+    for (key, is_present) in present {
+        if is_present && !allowed.contains(&key) {
+            r.error(
+                path(key),
+                format!("not used by auth type {}", kind.as_str()),
+            );
+        }
+    }
+    let mut required = |key: &str, value: Option<Text>| match value {
+        Some(Text(v)) if !v.is_empty() => Some(v),
+        Some(_) => {
+            r.error(path(key), "must not be empty");
+            None
+        }
+        None => {
+            r.error(
+                path(key),
+                format!("required for auth type {}", kind.as_str()),
+            );
+            None
+        }
+    };
+    let config = match kind {
+        RawAuthType::None => Some(AuthConfig::None),
+        RawAuthType::Bearer => required("token", raw.token).map(|token| AuthConfig::Bearer {
+            token: Secret::new(token),
+        }),
+        RawAuthType::Basic => {
+            let username = required("username", raw.username);
+            let password = required("password", raw.password);
+            username
+                .zip(password)
+                .map(|(username, password)| AuthConfig::Basic {
+                    username,
+                    password: Secret::new(password),
+                })
+        }
+        RawAuthType::OAuth2 => {
+            let client_id = required("client_id", raw.client_id);
+            let client_secret = required("client_secret", raw.client_secret);
+            oauth2(
+                raw.token_url,
+                raw.scopes,
+                raw.audience,
+                raw.client_auth,
+                raw.token_timeout,
+                &auth_path,
+                r,
+            )
+            .zip(client_id.zip(client_secret))
+            .map(|(partial, (client_id, client_secret))| {
+                AuthConfig::OAuth2(OAuth2Config {
+                    client_id,
+                    client_secret: Secret::new(client_secret),
+                    ..partial
+                })
+            })
+        }
+    };
+    config.unwrap_or(AuthConfig::None)
+}
+
+/// The optional OAuth2 fields; `client_id`/`client_secret` are filled in by
+/// the caller.
+fn oauth2(
+    token_url: Option<Text>,
+    scopes: Option<Vec<Text>>,
+    audience: Option<Text>,
+    client_auth: Option<RawClientAuth>,
+    token_timeout: Option<HumanDuration>,
+    auth_path: &str,
+    r: &mut Report,
+) -> Option<OAuth2Config> {
+    let before = r.count();
+    let path = |key: &str| tree::join(auth_path, key);
+    let token_url = token_url.and_then(|Text(url)| match parse_http_url(&url) {
+        Ok(url) => Some(url),
+        Err(e) => {
+            r.error(path("token_url"), e);
+            None
+        }
+    });
+    let mut scope_list = Vec::new();
+    for (i, Text(scope)) in scopes.into_iter().flatten().enumerate() {
+        if scope.is_empty() || scope.contains(char::is_whitespace) {
+            r.error(
+                format!("{}[{i}]", path("scopes")),
+                "a scope must be one non-empty word; list several scopes as list items",
+            );
+        } else {
+            scope_list.push(scope);
+        }
+    }
+    let audience = match audience {
+        Some(Text(a)) if a.is_empty() => {
+            r.error(path("audience"), "must not be empty; leave it out instead");
+            None
+        }
+        other => other.map(|t| t.0),
+    };
+    let token_timeout = duration(
+        r,
+        &path("token_timeout"),
+        token_timeout,
+        Duration::from_secs(30),
+        false,
+    );
+    if r.count() > before {
+        return None;
+    }
+    Some(OAuth2Config {
+        token_url,
+        client_id: String::new(),
+        client_secret: Secret::default(),
+        scopes: scope_list,
+        audience,
+        client_auth: match client_auth {
+            Some(RawClientAuth::Post) => ClientAuth::Post,
+            Some(RawClientAuth::Basic) | None => ClientAuth::Basic,
+        },
+        token_timeout,
+    })
+}
+
+fn tool_filter(raw: RawToolFilter, base: &str, r: &mut Report) -> ToolFilter {
+    let tools_path = tree::join(base, "tools");
+    let before = r.count();
+    let allow = glob_list(raw.allow, &tree::join(&tools_path, "allow"), r);
+    let deny = glob_list(raw.deny, &tree::join(&tools_path, "deny"), r);
+    if r.count() > before {
+        return ToolFilter::allow_all();
+    }
+    ToolFilter::new(allow, deny).unwrap_or_else(|e| {
+        r.error(&tools_path, e);
+        ToolFilter::allow_all()
+    })
+}
+
+/// The patterns of one list; each bad one is reported with its index
+/// (`ToolFilter::new` alone would only name the first).
+fn glob_list(patterns: Option<Vec<Text>>, path: &str, r: &mut Report) -> Vec<String> {
+    let patterns: Vec<String> = patterns.into_iter().flatten().map(|t| t.0).collect();
+    for (i, pattern) in patterns.iter().enumerate() {
+        if let Err(e) = globset::Glob::new(pattern) {
+            r.error(
+                format!("{path}[{i}]"),
+                format!("invalid glob pattern {pattern:?}: {}", e.kind()),
+            );
+        }
+    }
+    patterns
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn paths(errors: &ConfigErrors) -> Vec<&str> {
+        errors.iter().map(|e| e.path.as_str()).collect()
+    }
+
+    fn one_server(value: Value) -> Result<ServerSpec, ConfigErrors> {
+        server_from_value(
+            "s",
+            value,
+            &DiscoverySettings::default(),
+            "__",
+            ServerSource::Api,
+        )
+    }
+
+    fn server_err(value: Value) -> Vec<(String, String)> {
+        match one_server(value) {
+            Ok(spec) => panic!("expected errors, got {spec:?}"),
+            Err(e) => e.0.into_iter().map(|e| (e.path, e.message)).collect(),
+        }
+    }
+
+    fn has(errors: &[(String, String)], path: &str, needle: &str) -> bool {
+        errors.iter().any(|(p, m)| p == path && m.contains(needle))
+    }
+
+    #[test]
+    fn error_display_leaves_out_empty_parts() {
+        let e = ConfigError::new(Some(Path::new("c.yaml")), "servers.a.url", "bad");
+        assert_eq!(e.to_string(), "c.yaml: servers.a.url: bad");
+        assert_eq!(ConfigError::new(None, "", "bad").to_string(), "bad");
+        let all = ConfigErrors(vec![e.clone(), e]);
+        assert!(all
+            .to_string()
+            .starts_with("2 configuration error(s):\n  - c.yaml"));
+    }
+
+    #[test]
+    fn http_server_defaults() {
+        let spec = one_server(json!({"url": "https://example.com/mcp"})).unwrap();
+        assert_eq!(spec.transport(), TransportKind::Auto);
+        assert!(spec.push);
+        assert_eq!(spec.auth, AuthConfig::None);
+        assert_eq!(spec.source, ServerSource::Api);
+        assert_eq!(spec.discovery, DiscoverySettings::default());
+        assert!(spec.tools.allows("anything"));
+    }
+
+    #[test]
+    fn command_without_url_means_stdio() {
+        let spec = one_server(json!({
+            "command": "npx", "args": ["-y", "pkg", 8080], "env": {"A": "1"}, "cwd": "/srv"
+        }))
+        .unwrap();
+        match spec.endpoint {
+            Endpoint::Stdio {
+                command,
+                args,
+                env,
+                cwd,
+            } => {
+                assert_eq!(command, "npx");
+                assert_eq!(args, ["-y", "pkg", "8080"]);
+                assert_eq!(env.get("A").map(Secret::expose), Some("1"));
+                assert_eq!(cwd, Some(PathBuf::from("/srv")));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn stdio_needs_a_command_and_no_url() {
+        let errs = server_err(json!({"transport": "stdio", "url": "http://x/mcp"}));
+        assert!(
+            has(&errs, "servers.s.url", "not used by the stdio transport"),
+            "{errs:?}"
+        );
+        assert!(has(&errs, "servers.s.command", "required"), "{errs:?}");
+        let errs = server_err(json!({"command": "  "}));
+        assert!(
+            has(&errs, "servers.s.command", "must not be empty"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn stdio_refuses_http_only_keys() {
+        let errs = server_err(json!({
+            "command": "x", "headers": {"X-A": "1"}, "auth": {"type": "bearer", "token": "t"}
+        }));
+        assert!(has(&errs, "servers.s.headers", "stdio"), "{errs:?}");
+        assert!(has(&errs, "servers.s.auth", "stdio"), "{errs:?}");
+    }
+
+    #[test]
+    fn http_transports_need_a_url() {
+        let errs = server_err(json!({"transport": "sse"}));
+        assert!(
+            has(&errs, "servers.s.url", "required for transport sse"),
+            "{errs:?}"
+        );
+        let errs = server_err(json!({}));
+        assert!(has(&errs, "servers.s.url", "or `command`"), "{errs:?}");
+        let errs = server_err(json!({"url": "http://x/mcp", "command": "npx", "args": []}));
+        assert!(
+            has(&errs, "servers.s.command", "only used by the stdio"),
+            "{errs:?}"
+        );
+        assert!(
+            has(&errs, "servers.s.args", "only used by the stdio"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn urls_must_be_absolute_http() {
+        let errs = server_err(json!({"url": "search.local/mcp"}));
+        assert!(
+            has(&errs, "servers.s.url", "relative URL without a base"),
+            "{errs:?}"
+        );
+        let errs = server_err(json!({"url": "ftp://x/mcp"}));
+        assert!(
+            has(&errs, "servers.s.url", "unsupported URL scheme \"ftp\""),
+            "{errs:?}"
+        );
+        let errs = server_err(json!({"url": "http://[::1/mcp"}));
+        assert!(has(&errs, "servers.s.url", "invalid URL"), "{errs:?}");
+        let spec =
+            one_server(json!({"url": "http://127.0.0.1:1/mcp", "transport": "streamable-http"}))
+                .unwrap();
+        assert_eq!(spec.transport(), TransportKind::StreamableHttp);
+    }
+
+    #[test]
+    fn server_names_are_checked_against_the_separator() {
+        let d = DiscoverySettings::default();
+        let ok = json!({"url": "http://x/mcp"});
+        let err =
+            server_from_value("a__b", ok.clone(), &d, "__", ServerSource::Config).unwrap_err();
+        assert_eq!(paths(&err), ["servers.a__b"]);
+        assert!(err.0[0].message.contains("separator"));
+        let err = server_from_value("a b", ok.clone(), &d, "__", ServerSource::Config).unwrap_err();
+        assert!(err.0[0].message.contains("only letters"));
+        assert!(server_from_value("a__b", ok, &d, "::", ServerSource::Config).is_ok());
+    }
+
+    #[test]
+    fn auth_fields_are_required_per_type() {
+        let errs = server_err(json!({"url": "http://x/", "auth": {"type": "bearer"}}));
+        assert!(has(
+            &errs,
+            "servers.s.auth.token",
+            "required for auth type bearer"
+        ));
+        let errs =
+            server_err(json!({"url": "http://x/", "auth": {"type": "basic", "username": "u"}}));
+        assert!(has(
+            &errs,
+            "servers.s.auth.password",
+            "required for auth type basic"
+        ));
+        let errs = server_err(
+            json!({"url": "http://x/", "auth": {"type": "oauth2", "token_url": "idp/token"}}),
+        );
+        assert!(
+            has(&errs, "servers.s.auth.client_id", "required"),
+            "{errs:?}"
+        );
+        assert!(
+            has(&errs, "servers.s.auth.client_secret", "required"),
+            "{errs:?}"
+        );
+        assert!(
+            has(&errs, "servers.s.auth.token_url", "relative URL"),
+            "{errs:?}"
+        );
+        let errs = server_err(json!({"url": "http://x/", "auth": {"token": "t"}}));
+        assert!(has(&errs, "servers.s.auth.type", "missing"), "{errs:?}");
+        let errs = server_err(
+            json!({"url": "http://x/", "auth": {"type": "bearer", "token": "t", "username": "u"}}),
+        );
+        assert!(has(
+            &errs,
+            "servers.s.auth.username",
+            "not used by auth type bearer"
+        ));
+        let errs = server_err(json!({"url": "http://x/", "auth": {"type": "kerberos"}}));
+        assert!(
+            has(&errs, "servers.s.auth.type", "unknown value `kerberos`"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn oauth2_is_fully_parsed_and_secret() {
+        let spec = one_server(json!({
+            "url": "http://x/mcp",
+            "auth": {
+                "type": "oauth2", "client_id": 123, "client_secret": "s3cret",
+                "scopes": ["mcp.read", "mcp.write"], "audience": "api",
+                "client_auth": "post", "token_timeout": "5s"
+            }
+        }))
+        .unwrap();
+        let AuthConfig::OAuth2(o) = &spec.auth else {
+            panic!("{:?}", spec.auth);
+        };
+        assert_eq!(o.client_id, "123");
+        assert_eq!(o.client_secret.expose(), "s3cret");
+        assert_eq!(o.token_url, None);
+        assert_eq!(o.scopes, ["mcp.read", "mcp.write"]);
+        assert_eq!(o.audience.as_deref(), Some("api"));
+        assert_eq!(o.client_auth, ClientAuth::Post);
+        assert_eq!(o.token_timeout, Duration::from_secs(5));
+        assert!(!format!("{spec:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn oauth2_defaults() {
+        let spec = one_server(json!({
+            "url": "http://x/mcp",
+            "auth": {"type": "oauth2", "client_id": "c", "client_secret": "s", "token_url": "https://idp/token"}
+        }))
+        .unwrap();
+        let AuthConfig::OAuth2(o) = spec.auth else {
+            panic!()
+        };
+        assert_eq!(o.client_auth, ClientAuth::Basic);
+        assert_eq!(o.token_timeout, Duration::from_secs(30));
+        assert_eq!(
+            o.token_url.map(|u| u.to_string()).as_deref(),
+            Some("https://idp/token")
+        );
+    }
+
+    #[test]
+    fn headers_are_checked() {
+        let errs = server_err(json!({"url": "http://x/", "headers": {
+            "Bad Name": "1", "Mcp-Session-Id": "x", "X-A": "a\nb", "x-team": "1", "X-Team": "2"
+        }}));
+        assert!(has(
+            &errs,
+            "servers.s.headers.Bad Name",
+            "not a valid HTTP header name"
+        ));
+        assert!(has(
+            &errs,
+            "servers.s.headers.Mcp-Session-Id",
+            "set by the MCP client"
+        ));
+        assert!(has(&errs, "servers.s.headers.X-A", "control character"));
+        assert!(
+            has(&errs, "servers.s.headers.X-Team", "case-insensitive"),
+            "{errs:?}"
+        );
+        let errs = server_err(
+            json!({"url": "http://x/", "headers": {"authorization": "x"},
+            "auth": {"type": "bearer", "token": "t"}}),
+        );
+        assert!(has(
+            &errs,
+            "servers.s.headers.authorization",
+            "conflicts with auth type bearer"
+        ));
+    }
+
+    #[test]
+    fn tool_globs_must_compile() {
+        let errs = server_err(
+            json!({"url": "http://x/", "tools": {"allow": ["ok_*", "[bad"], "deny": ["{a"]}}),
+        );
+        assert!(
+            has(
+                &errs,
+                "servers.s.tools.allow[1]",
+                "invalid glob pattern \"[bad\""
+            ),
+            "{errs:?}"
+        );
+        assert!(
+            has(&errs, "servers.s.tools.deny[0]", "invalid glob"),
+            "{errs:?}"
+        );
+        let spec =
+            one_server(json!({"url": "http://x/", "tools": {"allow": ["*"], "deny": ["admin_*"]}}))
+                .unwrap();
+        assert!(spec.tools.allows("search"));
+        assert!(!spec.tools.allows("admin_drop"));
+    }
+
+    #[test]
+    fn per_server_timing_overrides_the_global() {
+        let global = DiscoverySettings {
+            poll_interval: Duration::from_secs(300),
+            ..DiscoverySettings::default()
+        };
+        let spec = server_from_value(
+            "s",
+            json!({"url": "http://x/", "poll_interval": "1m", "request_timeout": "5s", "push": "false"}),
+            &global,
+            "__",
+            ServerSource::Config,
+        )
+        .unwrap();
+        assert_eq!(spec.discovery.poll_interval, Duration::from_secs(60));
+        assert_eq!(spec.discovery.request_timeout, Duration::from_secs(5));
+        assert_eq!(spec.discovery.connect_timeout, global.connect_timeout);
+        assert!(!spec.push);
+        let errs = server_err(json!({"url": "http://x/", "poll_interval": "0s"}));
+        assert!(has(&errs, "servers.s.poll_interval", "greater than zero"));
+    }
+
+    #[test]
+    fn every_unknown_and_mistyped_key_of_one_server_is_reported() {
+        let errs = server_err(json!({
+            "url": "http://x/", "urll": 1, "pol_interval": "1m",
+            "push": "sometimes", "tools": {"allow": "x", "block": []}
+        }));
+        assert!(
+            has(&errs, "servers.s.urll", "unknown key `urll`"),
+            "{errs:?}"
+        );
+        assert!(
+            has(&errs, "servers.s.pol_interval", "unknown key"),
+            "{errs:?}"
+        );
+        assert!(has(&errs, "servers.s.push", "true or false"), "{errs:?}");
+        assert!(
+            has(&errs, "servers.s.tools.allow", "expected a list"),
+            "{errs:?}"
+        );
+        assert!(
+            has(&errs, "servers.s.tools.block", "unknown key"),
+            "{errs:?}"
+        );
+        assert_eq!(errs.len(), 5, "{errs:?}");
+    }
+
+    #[test]
+    fn a_dropped_value_does_not_cause_follow_up_errors() {
+        // The bad url is reported once, not again as "url: missing".
+        let errs = server_err(json!({"url": ["http://x/"]}));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(has(&errs, "servers.s.url", "invalid type"), "{errs:?}");
+    }
+
+    #[test]
+    fn a_list_is_not_a_server() {
+        let errs = server_err(json!(["http://x/mcp"]));
+        assert!(has(&errs, "servers.s", "expected a map"), "{errs:?}");
+        let errs = server_err(json!({"url": "http://x/", "auth": ["bearer", "t"]}));
+        assert!(
+            has(&errs, "servers.s.auth", "expected a map, found a list"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn api_body_may_carry_its_name() {
+        assert!(one_server(json!({"name": "s", "url": "http://x/"})).is_ok());
+        let errs = server_err(json!({"name": "t", "url": "http://x/"}));
+        assert!(has(&errs, "servers.s.name", "does not match"), "{errs:?}");
+    }
+
+    #[test]
+    fn global_checks() {
+        let err = validate_value(
+            json!({
+                "listen": "localhost:8080",
+                "admin": {"protect_reads": true},
+                "store": {"url": "mysql://u:pw@h/db"},
+                "discovery": {
+                    "poll_interval": "0s", "backoff": {"initial": "2m", "max": "1m"},
+                    "max_response_bytes": 0, "max_pages": 0, "stale_ttl": "0s"
+                },
+                "catalog": {"separator": ""}
+            }),
+            None,
+        )
+        .unwrap_err();
+        let p = paths(&err);
+        for expected in [
+            "listen",
+            "admin.protect_reads",
+            "store.url",
+            "discovery.poll_interval",
+            "discovery.backoff",
+            "discovery.max_response_bytes",
+            "discovery.max_pages",
+            "catalog.separator",
+        ] {
+            assert!(p.contains(&expected), "{expected} missing in {p:?}");
+        }
+        assert!(!err.to_string().contains("pw@"), "store URL echoed: {err}");
+        assert_eq!(p.len(), 8, "{err}");
+
+        // An empty key (say `${KEY:-}`) would let anyone in; the follow-up
+        // "protect_reads needs a key" is not reported on top.
+        let err = validate_value(
+            json!({"admin": {"api_keys": [" "], "protect_reads": true}}),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(paths(&err), ["admin.api_keys[0]"]);
+    }
+
+    #[test]
+    fn defaults_for_an_empty_tree() {
+        let config = validate_value(json!({}), None).unwrap();
+        let mut expected = Config::embedded_defaults();
+        expected.source = None;
+        assert_eq!(config, expected);
+    }
+
+    #[test]
+    fn not_a_map_at_the_top() {
+        let err = validate_value(json!([1]), None).unwrap_err();
+        assert_eq!(paths(&err), [""]);
+        let err = validate_value(json!({"servers": [1], "admin": "x"}), None).unwrap_err();
+        assert_eq!(paths(&err), ["admin", "servers"]);
+    }
+}
