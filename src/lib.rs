@@ -1,1 +1,19 @@
-pub mod placeholder {}
+//! mcp-discovery, the service: the HTTP API over the discovery engine
+//! (`discovery-actors`), configured by `discovery-config`.
+//!
+//! - [`Application`] builds the engine and the HTTP server on a listener of
+//!   its own and runs them until stopped, shutting down in order.
+//! - [`api`] is the HTTP API, [`metrics`] every Prometheus metric,
+//!   [`telemetry`] the logging set-up.
+//! - [`cli`] is the command line (`serve`, `check`, `probe`); `main.rs` only
+//!   calls [`cli::main`].
+
+pub mod api;
+pub mod cli;
+pub mod metrics;
+pub mod probe;
+pub mod startup;
+pub mod telemetry;
+
+pub use metrics::Metrics;
+pub use startup::{AppHandle, AppOptions, Application};

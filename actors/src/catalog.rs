@@ -201,7 +201,12 @@ mod tests {
 
     #[test]
     fn namespaces_and_keeps_unknown_fields_verbatim() {
-        let st = ServerTools::build("search", "__", false, &[tool("find", ",\"x-custom\":{\"a\":1}")]);
+        let st = ServerTools::build(
+            "search",
+            "__",
+            false,
+            &[tool("find", ",\"x-custom\":{\"a\":1}")],
+        );
         let cat = Catalog::assemble(3, vec![Arc::new(st)]);
         let v: serde_json::Value = serde_json::from_slice(&cat.body()).unwrap();
         assert_eq!(v["version"], 3);
@@ -225,16 +230,29 @@ mod tests {
 
     #[test]
     fn filters_by_server_and_query() {
-        let a = Arc::new(ServerTools::build("a", "__", false, &[tool("alpha", ""), tool("beta", "")]));
+        let a = Arc::new(ServerTools::build(
+            "a",
+            "__",
+            false,
+            &[tool("alpha", ""), tool("beta", "")],
+        ));
         let b = Arc::new(ServerTools::build("b", "__", false, &[tool("gamma", "")]));
         let cat = Catalog::assemble(1, vec![a, b]);
         let names = |body: Bytes| -> Vec<String> {
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            v["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
+            v["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap().to_owned())
+                .collect()
         };
         assert_eq!(names(cat.render_filtered(Some("b"), None)), ["b__gamma"]);
         assert_eq!(names(cat.render_filtered(None, Some("BET"))), ["a__beta"]);
-        assert_eq!(names(cat.render_filtered(None, Some("does gamma"))), ["b__gamma"]);
+        assert_eq!(
+            names(cat.render_filtered(None, Some("does gamma"))),
+            ["b__gamma"]
+        );
         assert!(names(cat.render_filtered(Some("zzz"), None)).is_empty());
         assert_eq!(cat.tool_count(), 3);
     }

@@ -130,14 +130,10 @@ impl Registry {
     }
 }
 
+// Upstreams report with `do_send`, which ignores the mailbox capacity, so a
+// start-up flood is queued rather than pushed back or dropped.
 impl Actor for Registry {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        // Reports can flood at start-up; the mailbox must not push back on
-        // upstream actors (they use do_send).
-        ctx.set_mailbox_capacity(usize::MAX);
-    }
 }
 
 /// Sent by the supervisor when it starts an upstream (also a restart with a
@@ -186,7 +182,13 @@ impl Handler<Register> for Registry {
         let part = Arc::new(ServerTools::build(&name, "", false, &[]));
         if self
             .entries
-            .insert(name, Entry { view: msg.view, part })
+            .insert(
+                name,
+                Entry {
+                    view: msg.view,
+                    part,
+                },
+            )
             .is_some()
         {
             self.tools_dirty = true;
@@ -303,7 +305,10 @@ mod tests {
             if current.tool_count() == want_tools {
                 return current;
             }
-            assert!(Instant::now() < deadline, "catalog never had {want_tools} tools");
+            assert!(
+                Instant::now() < deadline,
+                "catalog never had {want_tools} tools"
+            );
             let _ = actix_rt::time::timeout(Duration::from_millis(100), rx.changed()).await;
         }
     }
@@ -312,19 +317,34 @@ mod tests {
     async fn drops_reports_of_older_generations_and_unknown_servers() {
         let (registry, mut catalog, _servers) = Registry::new(Arc::new(NoEvents));
         let registry = registry.start();
-        registry.send(Register { view: view("a", 1) }).await.unwrap();
-        registry.send(Register { view: view("a", 2) }).await.unwrap();
+        registry
+            .send(Register { view: view("a", 1) })
+            .await
+            .unwrap();
+        registry
+            .send(Register { view: view("a", 2) })
+            .await
+            .unwrap();
         // The old incarnation reports late: must not land.
         registry
-            .send(Report { view: view("a", 1), part: Some(part("a", &["old"])) })
+            .send(Report {
+                view: view("a", 1),
+                part: Some(part("a", &["old"])),
+            })
             .await
             .unwrap();
         registry
-            .send(Report { view: view("ghost", 1), part: Some(part("ghost", &["x"])) })
+            .send(Report {
+                view: view("ghost", 1),
+                part: Some(part("ghost", &["x"])),
+            })
             .await
             .unwrap();
         registry
-            .send(Report { view: view("a", 2), part: Some(part("a", &["new"])) })
+            .send(Report {
+                view: view("a", 2),
+                part: Some(part("a", &["new"])),
+            })
             .await
             .unwrap();
         let cat = settle(&mut catalog, 1).await;
@@ -332,11 +352,28 @@ mod tests {
         assert!(body.contains("a__new"), "{body}");
         assert!(!body.contains("old") && !body.contains("ghost"), "{body}");
         // An older registration never replaces a newer one.
-        registry.send(Register { view: view("a", 1) }).await.unwrap();
-        registry.send(Unregister { name: "a".into(), generation: 1 }).await.unwrap();
+        registry
+            .send(Register { view: view("a", 1) })
+            .await
+            .unwrap();
+        registry
+            .send(Unregister {
+                name: "a".into(),
+                generation: 1,
+            })
+            .await
+            .unwrap();
         let cat = settle(&mut catalog, 1).await;
-        assert!(String::from_utf8(cat.body().to_vec()).unwrap().contains("a__new"));
-        registry.send(Unregister { name: "a".into(), generation: 2 }).await.unwrap();
+        assert!(String::from_utf8(cat.body().to_vec())
+            .unwrap()
+            .contains("a__new"));
+        registry
+            .send(Unregister {
+                name: "a".into(),
+                generation: 2,
+            })
+            .await
+            .unwrap();
         settle(&mut catalog, 0).await;
     }
 
@@ -345,34 +382,62 @@ mod tests {
         let (registry, mut catalog, servers) = Registry::new(Arc::new(NoEvents));
         let registry = registry.start();
         for i in 0..500 {
-            registry.do_send(Register { view: view(&format!("s{i}"), 1) });
+            registry.do_send(Register {
+                view: view(&format!("s{i}"), 1),
+            });
         }
         for i in 0..500 {
             let name = format!("s{i}");
-            registry.do_send(Report { view: view(&name, 1), part: Some(part(&name, &["t1", "t2"])) });
+            registry.do_send(Report {
+                view: view(&name, 1),
+                part: Some(part(&name, &["t1", "t2"])),
+            });
         }
         let cat = settle(&mut catalog, 1000).await;
         assert!(cat.version < 50, "{} versions for 500 reports", cat.version);
         assert_eq!(servers.borrow().servers.len(), 500);
-        assert_eq!(servers.borrow().servers.get_index(0).unwrap().0, "s0", "config order");
+        assert_eq!(
+            servers.borrow().servers.get_index(0).unwrap().0,
+            "s0",
+            "config order"
+        );
     }
 
     #[actix_rt::test]
     async fn version_only_moves_when_tools_change() {
         let (registry, mut catalog, mut servers) = Registry::new(Arc::new(NoEvents));
         let registry = registry.start();
-        registry.send(Register { view: view("a", 1) }).await.unwrap();
+        registry
+            .send(Register { view: view("a", 1) })
+            .await
+            .unwrap();
         let p = part("a", &["t"]);
-        registry.send(Report { view: view("a", 1), part: Some(p.clone()) }).await.unwrap();
+        registry
+            .send(Report {
+                view: view("a", 1),
+                part: Some(p.clone()),
+            })
+            .await
+            .unwrap();
         let v1 = settle(&mut catalog, 1).await.version;
         let mut degraded = view("a", 1);
         degraded.state = DiscoveryState::Degraded;
-        registry.send(Report { view: degraded, part: None }).await.unwrap();
+        registry
+            .send(Report {
+                view: degraded,
+                part: None,
+            })
+            .await
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         while servers.borrow_and_update().servers["a"].state != DiscoveryState::Degraded {
             assert!(Instant::now() < deadline);
             let _ = actix_rt::time::timeout(Duration::from_millis(100), servers.changed()).await;
         }
-        assert_eq!(catalog.borrow().version, v1, "a state change is not a new catalog");
+        assert_eq!(
+            catalog.borrow().version,
+            v1,
+            "a state change is not a new catalog"
+        );
     }
 }

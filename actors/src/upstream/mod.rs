@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use chrono::Utc;
-use discovery_config::{AuthConfig, Endpoint, ServerSpec};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use chrono::Utc;
+use discovery_config::{AuthConfig, Endpoint, ServerSpec};
 use rand::Rng;
 use tracing::Instrument;
 
@@ -26,6 +26,19 @@ use crate::registry::{Registry, Report};
 use crate::status::{DiscoveryState, PushStreamState, ServerView};
 use poller::{Poll, Poller, StopPoller};
 use state::{Discovery, Trigger};
+
+/// Why a discovery round failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(transparent)]
+    Mcp(#[from] McpError),
+    /// Until the TokenRefresher child exists (its own issue).
+    #[error(
+        "auth type oauth2 is not supported by this build yet. \
+         Hint: use auth type bearer with a token for now"
+    )]
+    OAuth2Unsupported,
+}
 
 /// How long closing a session may take when the actor stops.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -183,13 +196,13 @@ impl Upstream {
                 None => match options {
                     Ok(options) => mcp::connect(&target, options)
                         .await
-                        .map_err(|e| (None, e))?,
+                        .map_err(|e| (None, e.into()))?,
                     Err(e) => return Err((None, e)),
                 },
             };
             match session.discover().await {
                 Ok(inventory) => Ok((session, inventory)),
-                Err(e) => Err((Some(session), e)),
+                Err(e) => Err((Some(session), e.into())),
             }
         }
         .instrument(self.span.clone());
@@ -205,7 +218,7 @@ impl Upstream {
 
     fn finish_attempt(
         &mut self,
-        result: Result<(Session, Inventory), (Option<Session>, McpError)>,
+        result: Result<(Session, Inventory), (Option<Session>, UpstreamError)>,
         took: Duration,
         ctx: &mut Context<Self>,
     ) {
@@ -269,12 +282,9 @@ impl Upstream {
     fn fail(&mut self, error: String, ctx: &mut Context<Self>) {
         let before = self.discovery.state();
         let jitter = rand::rng().random_range(0.0..=1.0);
-        let delay = self.discovery.failed(
-            Utc::now(),
-            error,
-            &self.spec.discovery.backoff,
-            jitter,
-        );
+        let delay = self
+            .discovery
+            .failed(Utc::now(), error, &self.spec.discovery.backoff, jitter);
         self.set_state_event(before);
         {
             let _g = self.span.enter();
@@ -323,10 +333,7 @@ impl Upstream {
 
     /// Keeps a (possibly new) session; forwards its transport notifications.
     fn adopt_session(&mut self, session: Session, ctx: &mut Context<Self>) {
-        let is_new = self
-            .session
-            .as_ref()
-            .is_none_or(|s| !s.same_as(&session));
+        let is_new = self.session.as_ref().is_none_or(|s| !s.same_as(&session));
         if is_new {
             self.info = Some(session.info());
             if let Some(rx) = session.take_notifications() {
@@ -345,11 +352,7 @@ impl Upstream {
         if let Some(handle) = self.notifications.take() {
             ctx.cancel_future(handle);
         }
-        if self
-            .session
-            .as_ref()
-            .is_some_and(|s| s.same_as(&session))
-        {
+        if self.session.as_ref().is_some_and(|s| s.same_as(&session)) {
             self.session = None;
         }
         actix_rt::spawn(
@@ -380,12 +383,10 @@ pub fn initial_view(spec: &ServerSpec, generation: u64) -> ServerView {
         negotiated_transport: None,
         endpoint: match &spec.endpoint {
             Endpoint::Http { url, .. } => redact_url(url),
-            Endpoint::Stdio { command, args, .. } => {
-                std::iter::once(command.as_str())
-                    .chain(args.iter().map(String::as_str))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            }
+            Endpoint::Stdio { command, args, .. } => std::iter::once(command.as_str())
+                .chain(args.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(" "),
         },
         state: DiscoveryState::Unknown,
         last_error: None,
@@ -424,8 +425,7 @@ fn redact_url(url: &url::Url) -> String {
 
 fn same_tools(a: &[Tool], b: &[Tool]) -> bool {
     a.len() == b.len()
-        && a
-            .iter()
+        && a.iter()
             .zip(b)
             .all(|(x, y)| x.name == y.name && x.raw.get() == y.raw.get())
 }
@@ -455,7 +455,7 @@ fn target_of(spec: &ServerSpec) -> Target {
 
 /// Client options with the static headers and static auth applied. OAuth2
 /// needs the TokenRefresher child, which comes with its own issue.
-fn options_of(spec: &ServerSpec) -> Result<ClientOptions, McpError> {
+fn options_of(spec: &ServerSpec) -> Result<ClientOptions, UpstreamError> {
     let mut options = ClientOptions::from_settings(spec.name.as_str(), &spec.discovery);
     options.headers = spec
         .headers
@@ -474,13 +474,7 @@ fn options_of(spec: &ServerSpec) -> Result<ClientOptions, McpError> {
                 format!("Basic {}", BASE64.encode(credentials)),
             ));
         }
-        AuthConfig::OAuth2(_) => {
-            return Err(McpError::Other(
-                "OAuth2 client credentials are not supported by this build yet; \
-                 use auth type bearer with a token for now"
-                    .into(),
-            ))
-        }
+        AuthConfig::OAuth2(_) => return Err(UpstreamError::OAuth2Unsupported),
     }
     Ok(options)
 }

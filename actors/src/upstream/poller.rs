@@ -169,7 +169,10 @@ mod tests {
         drop(parent);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while poller.connected() {
-            assert!(std::time::Instant::now() < deadline, "poller outlived parent");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "poller outlived parent"
+            );
             actix_rt::time::sleep(Duration::from_millis(5)).await;
         }
     }

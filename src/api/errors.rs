@@ -1,0 +1,162 @@
+//! The API's error type: each variant maps to one status code and one
+//! stable `code` (contract: clients match on it), rendered as
+//! `{"error":{"code":"...","message":"..."}}`.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No route matches the path.
+    #[error("no route for {method} {path}. Hint: the API lives under /v1 (GET /v1/tools, GET /v1/servers), plus /healthz, /readyz and /metrics")]
+    NotFound { method: String, path: String },
+
+    /// The route exists, the method does not.
+    #[error("method {method} is not allowed on {path}; allowed: {allowed}")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allowed: &'static str,
+    },
+
+    /// A `{name}` in the path or `?server=` names no known server.
+    #[error("no server named {0:?}. Hint: GET /v1/servers lists the servers")]
+    ServerNotFound(String),
+
+    /// The request is malformed (query string, ...).
+    #[error("{0}")]
+    BadRequest(String),
+
+    /// The engine did not answer (stopping, or overloaded).
+    #[error("the discovery engine did not accept the request: {0}")]
+    EngineUnavailable(String),
+
+    /// A bug or an unexpected failure on our side.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::ServerNotFound(_) => "server_not_found",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::EngineUnavailable(_) => "engine_unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: String,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound { .. } | ApiError::ServerNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::EngineUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status_code());
+        if let ApiError::MethodNotAllowed { allowed, .. } = self {
+            res.insert_header((header::ALLOW, *allowed));
+        }
+        res.json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+
+    fn body_json(err: &ApiError) -> (StatusCode, serde_json::Value) {
+        let res = err.error_response();
+        let status = res.status();
+        let bytes = res.into_body().try_into_bytes().unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[test]
+    fn error_body_has_code_and_message_only() {
+        let (status, v) = body_json(&ApiError::ServerNotFound("nope".into()));
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(v["error"]["code"], "server_not_found");
+        assert!(v["error"]["message"].as_str().unwrap().contains("\"nope\""));
+        assert_eq!(v.as_object().unwrap().len(), 1);
+        assert_eq!(v["error"].as_object().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn every_variant_has_its_status_and_code() {
+        let cases = [
+            (
+                ApiError::NotFound {
+                    method: "GET".into(),
+                    path: "/x".into(),
+                },
+                404,
+                "not_found",
+            ),
+            (
+                ApiError::MethodNotAllowed {
+                    method: "PUT".into(),
+                    path: "/v1/tools".into(),
+                    allowed: "GET",
+                },
+                405,
+                "method_not_allowed",
+            ),
+            (
+                ApiError::ServerNotFound("s".into()),
+                404,
+                "server_not_found",
+            ),
+            (ApiError::BadRequest("b".into()), 400, "bad_request"),
+            (
+                ApiError::EngineUnavailable("e".into()),
+                503,
+                "engine_unavailable",
+            ),
+            (ApiError::Internal("i".into()), 500, "internal"),
+        ];
+        for (err, status, code) in cases {
+            let (got, v) = body_json(&err);
+            assert_eq!(got.as_u16(), status, "{err}");
+            assert_eq!(v["error"]["code"], code);
+        }
+    }
+
+    #[test]
+    fn method_not_allowed_names_the_allowed_methods() {
+        let res = ApiError::MethodNotAllowed {
+            method: "PUT".into(),
+            path: "/v1/tools".into(),
+            allowed: "GET",
+        }
+        .error_response();
+        assert_eq!(res.headers().get(header::ALLOW).unwrap(), "GET");
+    }
+}

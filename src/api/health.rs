@@ -1,0 +1,121 @@
+//! `GET /healthz` (liveness) and `GET /readyz` (readiness: the first
+//! discovery round is done, or the start-up grace has passed).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, HttpResponse};
+use discovery_actors::ServersSnapshot;
+use serde::Serialize;
+
+use super::ApiState;
+
+pub(super) async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+pub(super) async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
+    let status = state.readiness.check(&state.servers());
+    if status.ready {
+        HttpResponse::Ok().json(status)
+    } else {
+        HttpResponse::ServiceUnavailable().json(status)
+    }
+}
+
+/// Start-up readiness. Ready once every server known at start has finished
+/// its first discovery attempt (success or not), or once `startup_grace`
+/// has passed. Readiness is about start-up only: once reached it stays (a
+/// server added later by a reload does not take the instance out of a load
+/// balancer).
+#[derive(Debug)]
+pub struct Readiness {
+    started: Instant,
+    grace: Duration,
+    /// The servers of the configuration at start; they count as pending even
+    /// before the engine publishes them.
+    expected: Vec<String>,
+    ready: AtomicBool,
+}
+
+/// The `/readyz` body.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct ReadyStatus {
+    #[serde(skip)]
+    pub ready: bool,
+    /// `ready` or `starting`.
+    pub status: &'static str,
+    /// Servers whose first discovery attempt has not finished, in order.
+    pub pending: Vec<String>,
+    /// Why it is ready: `all_attempted` or `startup_grace_elapsed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// While starting: milliseconds until the grace period ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub startup_grace_remaining_ms: Option<u64>,
+}
+
+impl Readiness {
+    pub fn new(grace: Duration, expected: impl IntoIterator<Item = String>) -> Self {
+        Self::starting_at(Instant::now(), grace, expected)
+    }
+
+    /// As [`Readiness::new`] with an explicit start instant (tests).
+    pub fn starting_at(
+        started: Instant,
+        grace: Duration,
+        expected: impl IntoIterator<Item = String>,
+    ) -> Self {
+        Self {
+            started,
+            grace,
+            expected: expected.into_iter().collect(),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn check(&self, servers: &ServersSnapshot) -> ReadyStatus {
+        let mut pending: Vec<String> = servers
+            .servers
+            .values()
+            .filter(|s| !s.first_attempt_done)
+            .map(|s| s.name.clone())
+            .collect();
+        for name in &self.expected {
+            if !servers.servers.contains_key(name.as_str()) && !pending.contains(name) {
+                pending.push(name.clone());
+            }
+        }
+        let was_ready = self.ready.load(Ordering::Relaxed);
+        let elapsed = self.started.elapsed();
+        let reason = if pending.is_empty() {
+            Some("all_attempted")
+        } else if elapsed >= self.grace {
+            Some("startup_grace_elapsed")
+        } else if was_ready {
+            Some("all_attempted")
+        } else {
+            None
+        };
+        let ready = reason.is_some();
+        if ready && !was_ready {
+            self.ready.store(true, Ordering::Relaxed);
+            tracing::info!(
+                pending = pending.len(),
+                reason = reason.unwrap_or_default(),
+                "Ready: first discovery round done"
+            );
+        }
+        let remaining = (!ready).then(|| {
+            let left = self.grace.saturating_sub(elapsed);
+            u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
+        });
+        ReadyStatus {
+            ready,
+            status: if ready { "ready" } else { "starting" },
+            pending,
+            reason,
+            startup_grace_remaining_ms: remaining,
+        }
+    }
+}

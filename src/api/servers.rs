@@ -1,0 +1,97 @@
+//! `GET /v1/servers`, `GET /v1/servers/{name}`,
+//! `POST /v1/servers/{name}/refresh`.
+
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use discovery_actors::supervisor::RefreshServer;
+use discovery_actors::ServerView;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::{ApiError, ApiState};
+
+/// How long a refresh request waits for the supervisor to take the message
+/// (not for the discovery: that runs on after the 202).
+const REFRESH_SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Serialize)]
+struct ServerList<'a> {
+    servers: Vec<&'a ServerView>,
+}
+
+pub(super) async fn list_servers(state: web::Data<ApiState>) -> HttpResponse {
+    let snapshot = state.servers();
+    HttpResponse::Ok().json(ServerList {
+        servers: snapshot.servers.values().collect(),
+    })
+}
+
+/// One catalog entry, the same shape as in `GET /v1/tools`.
+#[derive(Serialize)]
+struct EntryJson<'a> {
+    name: &'a str,
+    server: &'a str,
+    upstream_name: &'a str,
+    stale: bool,
+    tool: &'a RawValue,
+}
+
+#[derive(Serialize)]
+struct ServerDetail<'a> {
+    #[serde(flatten)]
+    server: &'a ServerView,
+    /// The server's entries of the current catalog.
+    tools: Vec<EntryJson<'a>>,
+}
+
+pub(super) async fn get_server(
+    state: web::Data<ApiState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let name = name.into_inner();
+    let snapshot = state.servers();
+    let view = snapshot
+        .servers
+        .get(name.as_str())
+        .ok_or_else(|| ApiError::ServerNotFound(name.clone()))?;
+    let catalog = state.catalog();
+    let tools = catalog
+        .servers()
+        .filter(|s| s.server == name)
+        .flat_map(|s| {
+            s.entries.iter().map(move |e| EntryJson {
+                name: &e.name,
+                server: &s.server,
+                upstream_name: &e.upstream_name,
+                stale: s.stale,
+                tool: &e.tool,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(ServerDetail {
+        server: view,
+        tools,
+    }))
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    accepted: bool,
+}
+
+pub(super) async fn refresh_server(
+    state: web::Data<ApiState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let name = name.into_inner();
+    let answer = state
+        .refresher
+        .send(RefreshServer { name: name.clone() })
+        .timeout(REFRESH_SEND_TIMEOUT)
+        .await
+        .map_err(|e| ApiError::EngineUnavailable(e.to_string()))?;
+    answer.map_err(|e| ApiError::ServerNotFound(e.0))?;
+    tracing::info!(server = %name, "Refresh requested over the API");
+    Ok(HttpResponse::Accepted().json(Accepted { accepted: true }))
+}

@@ -1,0 +1,169 @@
+//! `GET /v1/tools`: the pre-serialized catalog, with conditional GET.
+
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::{ApiError, ApiState};
+
+/// `?server=NAME&q=TEXT`; any other parameter is refused (a typo such as
+/// `?sever=` would otherwise silently return the whole catalog).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolsQuery {
+    /// Only this server's tools; 404 `server_not_found` if there is no such
+    /// server (a known server without tools gives an empty list).
+    pub server: Option<String>,
+    /// Case-insensitive substring of the tool's name or description; empty
+    /// means no filter.
+    pub q: Option<String>,
+}
+
+pub(super) async fn list_tools(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    query: web::Query<ToolsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let ToolsQuery { server, q } = query.into_inner();
+    if let Some(name) = &server {
+        if !state.servers.borrow().servers.contains_key(name.as_str()) {
+            return Err(ApiError::ServerNotFound(name.clone()));
+        }
+    }
+    let catalog = state.catalog();
+    // A filtered body is a function of the catalog content and the URL, so
+    // the catalog's ETag validates it too (an ETag is per URL).
+    if if_none_match(req.headers(), &catalog.etag) {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, catalog.etag.as_str()))
+            .insert_header((header::CACHE_CONTROL, "no-cache"))
+            .finish());
+    }
+    let q = q.as_deref().filter(|q| !q.is_empty());
+    let body = catalog.render_filtered(server.as_deref(), q);
+    Ok(HttpResponse::Ok()
+        .content_type(mime_json())
+        .insert_header((header::ETAG, catalog.etag.as_str()))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(body))
+}
+
+pub(super) fn mime_json() -> &'static str {
+    "application/json"
+}
+
+/// Whether any `If-None-Match` header of the request matches `etag`.
+pub fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| etag_list_matches(v, etag))
+}
+
+/// `If-None-Match` semantics (RFC 9110 13.1.2): `*` matches any current
+/// representation; otherwise a comma-separated list of entity tags compared
+/// weakly (`W/"x"` matches `"x"`). Quoted tags may contain commas. A
+/// malformed list matches nothing from the point where it breaks, so a
+/// garbled header yields a full 200, never a wrong 304.
+pub fn etag_list_matches(list: &str, etag: &str) -> bool {
+    let ours = opaque(etag.trim());
+    let mut rest = list.trim_start();
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('*') {
+            if after.trim_start().is_empty() || after.trim_start().starts_with(',') {
+                return true;
+            }
+            return false;
+        }
+        let tag_start = rest.strip_prefix("W/").unwrap_or(rest);
+        let Some(inner) = tag_start.strip_prefix('"') else {
+            return false;
+        };
+        let Some(end) = inner.find('"') else {
+            return false;
+        };
+        let candidate = &tag_start[..end + 2];
+        if Some(candidate) == ours {
+            return true;
+        }
+        rest = inner[end + 1..].trim_start();
+        match rest.strip_prefix(',') {
+            Some(after) => rest = after.trim_start(),
+            None if rest.is_empty() => {}
+            None => return false,
+        }
+        // Tolerate empty list elements: `"a", , "b"`.
+        while let Some(after) = rest.strip_prefix(',') {
+            rest = after.trim_start();
+        }
+    }
+    false
+}
+
+/// The quoted opaque part of an entity tag (`W/` removed), if well formed.
+fn opaque(tag: &str) -> Option<&str> {
+    let tag = tag.strip_prefix("W/").unwrap_or(tag);
+    (tag.len() >= 2 && tag.starts_with('"') && tag.ends_with('"')).then_some(tag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ETAG: &str = "\"7-00000000deadbeef\"";
+
+    #[test]
+    fn exact_tag_matches() {
+        assert!(etag_list_matches(ETAG, ETAG));
+        assert!(etag_list_matches(&format!("  {ETAG}  "), ETAG));
+    }
+
+    #[test]
+    fn weak_comparison() {
+        assert!(etag_list_matches(&format!("W/{ETAG}"), ETAG));
+        assert!(etag_list_matches(ETAG, &format!("W/{ETAG}")));
+    }
+
+    #[test]
+    fn lists_and_star() {
+        assert!(etag_list_matches(&format!("\"a\", {ETAG}"), ETAG));
+        assert!(etag_list_matches(&format!("\"a\",W/{ETAG},\"b\""), ETAG));
+        assert!(etag_list_matches(&format!("\"a\", , {ETAG}"), ETAG));
+        assert!(etag_list_matches("*", ETAG));
+        assert!(etag_list_matches(" * ", ETAG));
+        assert!(!etag_list_matches("\"a\", \"b\"", ETAG));
+    }
+
+    #[test]
+    fn quoted_commas_do_not_split_a_tag() {
+        // `"x,<ours-without-quotes>"` is one foreign tag, not ours.
+        let foreign = format!("\"x,{}", &ETAG[1..]);
+        assert!(!etag_list_matches(&foreign, ETAG));
+        assert!(etag_list_matches(&format!("\"x,y\", {ETAG}"), ETAG));
+    }
+
+    #[test]
+    fn malformed_headers_never_match() {
+        assert!(!etag_list_matches("", ETAG));
+        assert!(!etag_list_matches("7-00000000deadbeef", ETAG));
+        assert!(!etag_list_matches(&ETAG[..ETAG.len() - 1], ETAG));
+        assert!(!etag_list_matches("*x", ETAG));
+        assert!(!etag_list_matches(&format!("\"a\" junk {ETAG}"), ETAG));
+        assert!(!etag_list_matches("W/", ETAG));
+    }
+
+    #[test]
+    fn several_header_lines_are_all_considered() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::IF_NONE_MATCH,
+            header::HeaderValue::from_static("\"a\""),
+        );
+        assert!(!if_none_match(&headers, ETAG));
+        headers.append(
+            header::IF_NONE_MATCH,
+            header::HeaderValue::from_str(ETAG).unwrap(),
+        );
+        assert!(if_none_match(&headers, ETAG));
+    }
+}

@@ -1,0 +1,568 @@
+//! Every Prometheus metric of the service, on one per-application
+//! [`Registry`] (never the global one, so several applications in one test
+//! process do not collide). Names and labels are a contract (DESIGN.md
+//! section 8): dashboards and alerts depend on them.
+//!
+//! The engine reports through [`DiscoveryEvents`]; the HTTP layer through
+//! [`Metrics::http_request`]. Later features (push stream, OAuth2, hot
+//! reload) have their typed methods here already.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use discovery_actors::{DiscoveryEvents, DiscoveryState, RefreshOutcome};
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Buckets of `mcp_discovery_refresh_duration_seconds`: a discovery round
+/// is a connect plus one or more list calls, from milliseconds on loopback
+/// to the request timeout (30 s by default) and beyond with pagination.
+pub const REFRESH_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// Buckets of `mcp_discovery_http_request_duration_seconds`: the catalog is
+/// pre-serialized, so most answers take well under a millisecond.
+pub const HTTP_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Label value of `route` for requests that matched no route.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The `outcome` of a configuration reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The new configuration was valid and its diff was applied.
+    Applied,
+    /// The new configuration was invalid; the old one keeps running.
+    Rejected,
+}
+
+impl ReloadOutcome {
+    /// The `outcome` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadOutcome::Applied => "applied",
+            ReloadOutcome::Rejected => "rejected",
+        }
+    }
+}
+
+/// Why the metrics could not be set up or rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("could not register metric: {0}")]
+    Register(#[source] prometheus::Error),
+    #[error("could not encode the metrics: {0}")]
+    Encode(#[source] prometheus::Error),
+    #[error("the encoded metrics are not UTF-8: {0}")]
+    Utf8(#[from] std::string::FromUtf8Error),
+}
+
+/// All metrics of one application instance.
+pub struct Metrics {
+    registry: Registry,
+    upstream_state: IntGaugeVec,
+    upstream_tools: IntGaugeVec,
+    refresh_duration_seconds: HistogramVec,
+    refreshes_total: IntCounterVec,
+    push_stream_connected: IntGaugeVec,
+    push_stream_reconnects_total: IntCounterVec,
+    list_changed_total: IntCounterVec,
+    token_refreshes_total: IntCounterVec,
+    catalog_tools: IntGauge,
+    catalog_version: IntGauge,
+    config_reloads_total: IntCounterVec,
+    config_last_reload_successful: IntGauge,
+    http_requests_total: IntCounterVec,
+    http_request_duration_seconds: HistogramVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> Result<C, MetricsError> {
+    registry
+        .register(Box::new(c.clone()))
+        .map_err(MetricsError::Register)?;
+    Ok(c)
+}
+
+fn gauge_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntGaugeVec, MetricsError> {
+    let vec = IntGaugeVec::new(Opts::new(name, help), labels).map_err(MetricsError::Register)?;
+    register(r, vec)
+}
+
+fn counter_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, MetricsError> {
+    let vec = IntCounterVec::new(Opts::new(name, help), labels).map_err(MetricsError::Register)?;
+    register(r, vec)
+}
+
+fn histogram_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> Result<HistogramVec, MetricsError> {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    let vec = HistogramVec::new(opts, labels).map_err(MetricsError::Register)?;
+    register(r, vec)
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> Result<IntGauge, MetricsError> {
+    let g = IntGauge::new(name, help).map_err(MetricsError::Register)?;
+    register(r, g)
+}
+
+/// Removes every series of `vec` whose `server` label is `server`, whatever
+/// its other labels are (prometheus 0.14 has no partial-match delete).
+fn remove_server_series<T: MetricVecBuilder>(vec: &MetricVec<T>, server: &str) {
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let labels: HashMap<&str, &str> = metric
+                .get_label()
+                .iter()
+                .map(|l| (l.name(), l.value()))
+                .collect();
+            if labels.get("server") == Some(&server) {
+                // Absent by now only if removed concurrently: nothing to do.
+                let _ = vec.remove(&labels);
+            }
+        }
+    }
+}
+
+/// Bounded `method` label: the standard methods, anything else is `other`.
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric on a fresh registry, plus the
+    /// process collector (Linux).
+    pub fn new() -> Result<Self, MetricsError> {
+        let r = Registry::new();
+        let metrics = Self {
+            upstream_state: gauge_vec(
+                &r,
+                "mcp_discovery_upstream_state",
+                "Discovery state of each upstream server: 1 for the current state, 0 for the others.",
+                &["server", "state"],
+            )?,
+            upstream_tools: gauge_vec(
+                &r,
+                "mcp_discovery_upstream_tools",
+                "Tools each upstream server contributes to the catalog (after allow/deny).",
+                &["server"],
+            )?,
+            refresh_duration_seconds: histogram_vec(
+                &r,
+                "mcp_discovery_refresh_duration_seconds",
+                "Duration of discovery rounds (connect + list) per server and outcome.",
+                &["server", "outcome"],
+                REFRESH_BUCKETS,
+            )?,
+            refreshes_total: counter_vec(
+                &r,
+                "mcp_discovery_refreshes_total",
+                "Discovery rounds per server and outcome.",
+                &["server", "outcome"],
+            )?,
+            push_stream_connected: gauge_vec(
+                &r,
+                "mcp_discovery_push_stream_connected",
+                "1 while the server's optional GET push stream is open.",
+                &["server"],
+            )?,
+            push_stream_reconnects_total: counter_vec(
+                &r,
+                "mcp_discovery_push_stream_reconnects_total",
+                "Reconnections of the server's push stream.",
+                &["server"],
+            )?,
+            list_changed_total: counter_vec(
+                &r,
+                "mcp_discovery_list_changed_total",
+                "list_changed notifications received from the server.",
+                &["server"],
+            )?,
+            token_refreshes_total: counter_vec(
+                &r,
+                "mcp_discovery_token_refreshes_total",
+                "OAuth2 token fetches per server and outcome.",
+                &["server", "outcome"],
+            )?,
+            catalog_tools: gauge(
+                &r,
+                "mcp_discovery_catalog_tools",
+                "Tools in the current catalog snapshot.",
+            )?,
+            catalog_version: gauge(
+                &r,
+                "mcp_discovery_catalog_version",
+                "Version of the current catalog snapshot.",
+            )?,
+            config_reloads_total: counter_vec(
+                &r,
+                "mcp_discovery_config_reloads_total",
+                "Configuration reloads by outcome (applied|rejected).",
+                &["outcome"],
+            )?,
+            config_last_reload_successful: gauge(
+                &r,
+                "mcp_discovery_config_last_reload_successful",
+                "1 if the last configuration load (start-up or reload) succeeded, else 0.",
+            )?,
+            http_requests_total: counter_vec(
+                &r,
+                "mcp_discovery_http_requests_total",
+                "HTTP requests served, by method, route pattern and status.",
+                &["method", "route", "status"],
+            )?,
+            http_request_duration_seconds: histogram_vec(
+                &r,
+                "mcp_discovery_http_request_duration_seconds",
+                "Time to produce an HTTP response, by method and route pattern.",
+                &["method", "route"],
+                HTTP_BUCKETS,
+            )?,
+            registry: r,
+        };
+        // The running configuration was loaded successfully, or we would not
+        // be here.
+        metrics.config_last_reload_successful.set(1);
+        #[cfg(target_os = "linux")]
+        metrics
+            .registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .map_err(MetricsError::Register)?;
+        Ok(metrics)
+    }
+
+    /// The registry, for extra collectors.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Everything in the Prometheus text exposition format.
+    pub fn render(&self) -> Result<String, MetricsError> {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .map_err(MetricsError::Encode)?;
+        Ok(String::from_utf8(buf)?)
+    }
+
+    /// The `Content-Type` of [`Metrics::render`]'s output.
+    pub fn content_type() -> &'static str {
+        prometheus::TEXT_FORMAT
+    }
+
+    /// One HTTP request served. `route` is the matched pattern (bounded
+    /// cardinality), [`UNMATCHED_ROUTE`] when none matched.
+    pub fn http_request(&self, method: &str, route: &str, status: u16, took: Duration) {
+        let status = status.to_string();
+        self.http_requests_total
+            .with_label_values(&[method, route, status.as_str()])
+            .inc();
+        self.http_request_duration_seconds
+            .with_label_values(&[method, route])
+            .observe(took.as_secs_f64());
+    }
+
+    /// The push stream of `server` opened (`true`) or closed (`false`).
+    pub fn push_stream_connected(&self, server: &str, connected: bool) {
+        self.push_stream_connected
+            .with_label_values(&[server])
+            .set(i64::from(connected));
+    }
+
+    /// The push stream of `server` is reconnecting.
+    pub fn push_stream_reconnected(&self, server: &str) {
+        self.push_stream_reconnects_total
+            .with_label_values(&[server])
+            .inc();
+    }
+
+    /// `server` sent a `notifications/*/list_changed`.
+    pub fn list_changed(&self, server: &str) {
+        self.list_changed_total.with_label_values(&[server]).inc();
+    }
+
+    /// An OAuth2 token fetch for `server` ended.
+    pub fn token_refreshed(&self, server: &str, outcome: RefreshOutcome) {
+        self.token_refreshes_total
+            .with_label_values(&[server, outcome.as_str()])
+            .inc();
+    }
+
+    /// A configuration reload ended.
+    pub fn config_reloaded(&self, outcome: ReloadOutcome) {
+        self.config_reloads_total
+            .with_label_values(&[outcome.as_str()])
+            .inc();
+        self.config_last_reload_successful
+            .set(i64::from(outcome == ReloadOutcome::Applied));
+    }
+}
+
+impl DiscoveryEvents for Metrics {
+    fn state_changed(&self, server: &str, state: DiscoveryState) {
+        for s in DiscoveryState::ALL {
+            self.upstream_state
+                .with_label_values(&[server, s.as_str()])
+                .set(i64::from(s == state));
+        }
+    }
+
+    fn refresh_finished(&self, server: &str, outcome: RefreshOutcome, took: Duration) {
+        let labels = [server, outcome.as_str()];
+        self.refreshes_total.with_label_values(&labels).inc();
+        self.refresh_duration_seconds
+            .with_label_values(&labels)
+            .observe(took.as_secs_f64());
+    }
+
+    fn tool_count(&self, server: &str, count: usize) {
+        self.upstream_tools
+            .with_label_values(&[server])
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    fn server_removed(&self, server: &str) {
+        remove_server_series(&self.upstream_state, server);
+        remove_server_series(&self.upstream_tools, server);
+        remove_server_series(&self.refresh_duration_seconds, server);
+        remove_server_series(&self.refreshes_total, server);
+        remove_server_series(&self.push_stream_connected, server);
+        remove_server_series(&self.push_stream_reconnects_total, server);
+        remove_server_series(&self.list_changed_total, server);
+        remove_server_series(&self.token_refreshes_total, server);
+    }
+
+    fn catalog_published(&self, version: u64, tools: usize) {
+        self.catalog_version
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
+        self.catalog_tools
+            .set(i64::try_from(tools).unwrap_or(i64::MAX));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the series `name{labels}` in the text output, if present.
+    fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+                if metric != name {
+                    return None;
+                }
+                let all = labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+                let count = rest.matches("=\"").count();
+                (all && count == labels.len()).then(|| value.parse().ok())?
+            })
+    }
+
+    #[test]
+    fn every_contract_name_is_exposed() {
+        let m = Metrics::new().unwrap();
+        m.state_changed("a", DiscoveryState::Healthy);
+        m.tool_count("a", 3);
+        m.refresh_finished("a", RefreshOutcome::Success, Duration::from_millis(12));
+        m.push_stream_connected("a", true);
+        m.push_stream_reconnected("a");
+        m.list_changed("a");
+        m.token_refreshed("a", RefreshOutcome::Success);
+        m.catalog_published(7, 3);
+        m.config_reloaded(ReloadOutcome::Applied);
+        m.http_request("GET", "/v1/tools", 200, Duration::from_micros(300));
+        let text = m.render().unwrap();
+        for name in [
+            "mcp_discovery_upstream_state",
+            "mcp_discovery_upstream_tools",
+            "mcp_discovery_refresh_duration_seconds_bucket",
+            "mcp_discovery_refresh_duration_seconds_sum",
+            "mcp_discovery_refresh_duration_seconds_count",
+            "mcp_discovery_refreshes_total",
+            "mcp_discovery_push_stream_connected",
+            "mcp_discovery_push_stream_reconnects_total",
+            "mcp_discovery_list_changed_total",
+            "mcp_discovery_token_refreshes_total",
+            "mcp_discovery_catalog_tools",
+            "mcp_discovery_catalog_version",
+            "mcp_discovery_config_reloads_total",
+            "mcp_discovery_config_last_reload_successful",
+            "mcp_discovery_http_requests_total",
+            "mcp_discovery_http_request_duration_seconds_bucket",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(name)),
+                "{name} missing from:\n{text}"
+            );
+        }
+        #[cfg(target_os = "linux")]
+        assert!(text.contains("process_resident_memory_bytes"), "{text}");
+        assert_eq!(
+            sample(&text, "mcp_discovery_catalog_version", &[]),
+            Some(7.0)
+        );
+        assert_eq!(sample(&text, "mcp_discovery_catalog_tools", &[]), Some(3.0));
+        assert_eq!(
+            sample(&text, "mcp_discovery_upstream_tools", &[("server", "a")]),
+            Some(3.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "mcp_discovery_refreshes_total",
+                &[("server", "a"), ("outcome", "success")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "mcp_discovery_http_requests_total",
+                &[("method", "GET"), ("route", "/v1/tools"), ("status", "200")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "mcp_discovery_config_reloads_total",
+                &[("outcome", "applied")]
+            ),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn upstream_state_is_one_for_the_current_state_and_zero_for_the_others() {
+        let m = Metrics::new().unwrap();
+        m.state_changed("s", DiscoveryState::Connecting);
+        m.state_changed("s", DiscoveryState::Degraded);
+        let text = m.render().unwrap();
+        for state in DiscoveryState::ALL {
+            let want = if state == DiscoveryState::Degraded {
+                1.0
+            } else {
+                0.0
+            };
+            assert_eq!(
+                sample(
+                    &text,
+                    "mcp_discovery_upstream_state",
+                    &[("server", "s"), ("state", state.as_str())]
+                ),
+                Some(want),
+                "state {}",
+                state.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn a_removed_server_leaves_no_series_and_others_keep_theirs() {
+        let m = Metrics::new().unwrap();
+        for server in ["gone", "kept"] {
+            m.state_changed(server, DiscoveryState::Healthy);
+            m.tool_count(server, 2);
+            m.refresh_finished(server, RefreshOutcome::Success, Duration::from_millis(5));
+            m.refresh_finished(server, RefreshOutcome::Failure, Duration::from_millis(5));
+            m.push_stream_connected(server, true);
+            m.push_stream_reconnected(server);
+            m.list_changed(server);
+            m.token_refreshed(server, RefreshOutcome::Failure);
+        }
+        m.server_removed("gone");
+        let text = m.render().unwrap();
+        assert!(!text.contains("server=\"gone\""), "{text}");
+        assert!(text.contains("server=\"kept\""), "{text}");
+        assert_eq!(
+            sample(
+                &text,
+                "mcp_discovery_upstream_state",
+                &[("server", "kept"), ("state", "healthy")]
+            ),
+            Some(1.0)
+        );
+        // Removing twice, or an unknown server, is harmless.
+        m.server_removed("gone");
+        m.server_removed("never-existed");
+    }
+
+    #[test]
+    fn reload_outcome_drives_last_reload_successful() {
+        let m = Metrics::new().unwrap();
+        let text = m.render().unwrap();
+        assert_eq!(
+            sample(&text, "mcp_discovery_config_last_reload_successful", &[]),
+            Some(1.0)
+        );
+        m.config_reloaded(ReloadOutcome::Rejected);
+        let text = m.render().unwrap();
+        assert_eq!(
+            sample(&text, "mcp_discovery_config_last_reload_successful", &[]),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn two_instances_do_not_collide() {
+        let a = Metrics::new().unwrap();
+        let b = Metrics::new().unwrap();
+        a.catalog_published(1, 1);
+        b.catalog_published(2, 2);
+        assert_eq!(
+            sample(&a.render().unwrap(), "mcp_discovery_catalog_version", &[]),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn unusual_methods_share_one_label() {
+        let m = actix_web::http::Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(method_label(&m), "other");
+        assert_eq!(method_label(&actix_web::http::Method::GET), "GET");
+    }
+}

@@ -1,0 +1,491 @@
+//! `mcp-discovery probe`: one discovery against one server, with the same
+//! MCP client the engine uses, and a readable (or `--json`) report.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use discovery_actors::error_chain;
+use discovery_actors::mcp::{connect, ClientOptions, Inventory, ServerInfo, Target};
+use discovery_config::{DiscoverySettings, TransportKind};
+use indexmap::IndexMap;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use url::Url;
+
+use crate::cli::exit;
+use crate::telemetry::{self, LogFormat};
+
+const AFTER_HELP: &str = "\
+Examples:
+  mcp-discovery probe http://127.0.0.1:3001/mcp
+  mcp-discovery probe https://mcp.example.com/mcp --bearer \"$TOKEN\" -H 'X-Team: infra'
+  mcp-discovery probe http://127.0.0.1:3001/sse --transport sse --json
+  mcp-discovery probe --stdio -- npx -y @modelcontextprotocol/server-everything
+
+Exit codes: 0 discovered, 2 the server was unreachable or answered badly, 64 usage error.";
+
+/// HTTP transports `probe` can force.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ProbeTransport {
+    /// Streamable HTTP, falling back to HTTP+SSE on 400/404/405.
+    #[default]
+    Auto,
+    /// Streamable HTTP only (2025-03-26 and later).
+    StreamableHttp,
+    /// Legacy HTTP+SSE (2024-11-05).
+    Sse,
+}
+
+impl From<ProbeTransport> for TransportKind {
+    fn from(t: ProbeTransport) -> Self {
+        match t {
+            ProbeTransport::Auto => TransportKind::Auto,
+            ProbeTransport::StreamableHttp => TransportKind::StreamableHttp,
+            ProbeTransport::Sse => TransportKind::Sse,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct ProbeArgs {
+    /// The server's MCP endpoint (http:// or https://).
+    #[arg(
+        value_name = "URL",
+        value_parser = parse_http_url,
+        required_unless_present = "stdio",
+        conflicts_with = "stdio"
+    )]
+    pub url: Option<Url>,
+
+    /// Spawn a stdio server instead: the command and its arguments follow `--`.
+    #[arg(long, requires = "command")]
+    pub stdio: bool,
+
+    /// HTTP transport to use.
+    #[arg(long, value_enum, default_value_t = ProbeTransport::Auto, conflicts_with = "stdio")]
+    pub transport: ProbeTransport,
+
+    /// Extra HTTP header, repeatable.
+    #[arg(
+        long = "header",
+        short = 'H',
+        value_name = "'NAME: VALUE'",
+        value_parser = parse_header,
+        conflicts_with = "stdio"
+    )]
+    pub headers: Vec<(String, String)>,
+
+    /// Send `Authorization: Bearer TOKEN`.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "stdio")]
+    pub bearer: Option<String>,
+
+    /// Timeout of the connection and of each request.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Log format (logs go to stderr; default level: warn).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// With --stdio: the command to spawn and its arguments.
+    #[arg(last = true, value_name = "CMD", requires = "stdio")]
+    pub command: Vec<String>,
+}
+
+fn parse_http_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s).map_err(|e| format!("{e}; expected e.g. http://127.0.0.1:3001/mcp"))?;
+    match url.scheme() {
+        "http" | "https" => Ok(url),
+        other => Err(format!(
+            "unsupported scheme {other:?}; expected http:// or https:// (use --stdio -- CMD for a local command)"
+        )),
+    }
+}
+
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not 'NAME: VALUE'"))?;
+    let name = name.trim();
+    let valid_name = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !valid_name {
+        return Err(format!("{name:?} is not a valid header name"));
+    }
+    Ok((name.to_owned(), value.trim().to_owned()))
+}
+
+impl ProbeArgs {
+    fn target(&self) -> Option<Target> {
+        if self.stdio {
+            let (command, args) = self.command.split_first()?;
+            return Some(Target::Stdio {
+                command: command.clone(),
+                args: args.to_vec(),
+                env: IndexMap::new(),
+                cwd: None,
+            });
+        }
+        Some(Target::Http {
+            url: self.url.clone()?,
+            transport: self.transport.into(),
+        })
+    }
+
+    /// How the target is named in messages (no secrets: headers are not shown).
+    fn describe(&self) -> String {
+        if self.stdio {
+            format!("`{}`", self.command.join(" "))
+        } else {
+            self.url.as_ref().map(Url::to_string).unwrap_or_default()
+        }
+    }
+
+    fn client_options(&self) -> ClientOptions {
+        let defaults = DiscoverySettings::default();
+        let mut opts = ClientOptions::from_settings("probe", &defaults);
+        opts.request_timeout = self.timeout;
+        opts.connect_timeout = self.timeout;
+        opts.headers = self.headers.clone();
+        if let Some(token) = &self.bearer {
+            opts.headers
+                .push(("Authorization".to_owned(), format!("Bearer {token}")));
+        }
+        opts
+    }
+}
+
+/// Runs `probe`: exit 0 with the report on stdout, or 2 with one sentence on
+/// stderr.
+pub fn run(args: ProbeArgs) -> ExitCode {
+    if let Err(err) = telemetry::init(args.log_format, "warn") {
+        eprintln!("warning: {err}");
+    }
+    let Some(target) = args.target() else {
+        eprintln!("error: give a URL, or --stdio -- CMD ARGS...");
+        return ExitCode::from(exit::USAGE);
+    };
+    let opts = args.client_options();
+    let system = actix_rt::System::new();
+    let result = system.block_on(async move {
+        let session = connect(&target, opts).await?;
+        let inventory = session.discover().await;
+        let info = session.info();
+        session.close().await;
+        inventory.map(|inv| (info, inv))
+    });
+    match result {
+        Ok((info, inventory)) => {
+            if args.json {
+                match serde_json::to_string_pretty(&ProbeReport::new(&info, &inventory)) {
+                    Ok(json) => println!("{json}"),
+                    Err(err) => {
+                        eprintln!("error: could not encode the report: {err}");
+                        return ExitCode::from(exit::UPSTREAM_FAILURE);
+                    }
+                }
+            } else {
+                print!("{}", render_text(&info, &inventory));
+            }
+            ExitCode::from(exit::OK)
+        }
+        Err(err) => {
+            eprintln!(
+                "error: discovery of {} failed: {}",
+                args.describe(),
+                error_chain(&err)
+            );
+            ExitCode::from(exit::UPSTREAM_FAILURE)
+        }
+    }
+}
+
+/// `--json` output.
+#[derive(Serialize)]
+pub struct ProbeReport<'a> {
+    pub server_info: &'a Value,
+    pub protocol_version: &'a str,
+    pub transport: &'a str,
+    pub capabilities: &'a Value,
+    pub instructions: Option<&'a str>,
+    /// Raw tool objects, verbatim.
+    pub tools: Vec<&'a RawValue>,
+    pub prompts: &'a [Arc<RawValue>],
+    pub resources: &'a [Arc<RawValue>],
+}
+
+impl<'a> ProbeReport<'a> {
+    pub fn new(info: &'a ServerInfo, inv: &'a Inventory) -> Self {
+        Self {
+            server_info: &info.server_info,
+            protocol_version: &info.protocol_version,
+            transport: info.transport,
+            capabilities: &info.capabilities,
+            instructions: info.instructions.as_deref(),
+            tools: inv.tools.iter().map(|t| t.raw.as_ref()).collect(),
+            prompts: &inv.prompts,
+            resources: &inv.resources,
+        }
+    }
+}
+
+/// `capabilities` as `tools (listChanged), prompts, logging`.
+fn capabilities_text(caps: &Value) -> String {
+    let Some(map) = caps.as_object() else {
+        return "none".into();
+    };
+    if map.is_empty() {
+        return "none".into();
+    }
+    map.iter()
+        .map(|(name, v)| {
+            let flags: Vec<&str> = v
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .filter(|(_, f)| f.as_bool() == Some(true))
+                        .map(|(k, _)| k.as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if flags.is_empty() {
+                name.clone()
+            } else {
+                format!("{name} ({})", flags.join(", "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+}
+
+/// Longest description shown per tool in the text report, in characters.
+const DESCRIPTION_WIDTH: usize = 100;
+
+/// `text` cut to `max` characters, with an ellipsis when cut.
+fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max.saturating_sub(1)) {
+        Some((at, _)) if text[at..].chars().nth(1).is_some() => format!("{}…", &text[..at]).into(),
+        _ => text.into(),
+    }
+}
+
+/// The text report.
+pub fn render_text(info: &ServerInfo, inv: &Inventory) -> String {
+    use std::fmt::Write as _;
+    let field = |k: &str| info.server_info.get(k).and_then(Value::as_str);
+    let name = field("title").or(field("name")).unwrap_or("(unnamed)");
+    let version = field("version").unwrap_or("");
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "Server:        {name} {version}");
+    let _ = writeln!(out, "Protocol:      {}", info.protocol_version);
+    let _ = writeln!(out, "Transport:     {}", info.transport);
+    let _ = writeln!(
+        out,
+        "Capabilities:  {}",
+        capabilities_text(&info.capabilities)
+    );
+    if let Some(instructions) = info.instructions.as_deref().map(first_line) {
+        if !instructions.is_empty() {
+            let _ = writeln!(out, "Instructions:  {instructions}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "Prompts:       {}\nResources:     {}",
+        inv.prompts.len(),
+        inv.resources.len()
+    );
+    let _ = writeln!(out, "\nTools ({}):", inv.tools.len());
+    let width = inv
+        .tools
+        .iter()
+        .map(|t| t.name.chars().count())
+        .max()
+        .unwrap_or(0);
+    for tool in &inv.tools {
+        let description = serde_json::from_str::<Value>(tool.raw.get())
+            .ok()
+            .and_then(|v| {
+                v.get("description")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        let line = format!(
+            "  {:<width$}  {}",
+            tool.name,
+            clip(first_line(&description), DESCRIPTION_WIDTH)
+        );
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+    use discovery_actors::mcp::Tool;
+
+    fn parse(args: &[&str]) -> Result<ProbeArgs, clap::Error> {
+        let mut all = vec!["mcp-discovery", "probe"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all)?.command {
+            Some(Command::Probe(p)) => Ok(p),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn http_probe_arguments() {
+        let p = parse(&[
+            "http://127.0.0.1:3001/mcp",
+            "--transport",
+            "streamable-http",
+            "-H",
+            "X-Team: infra",
+            "--header",
+            "X-Other:v:with:colons",
+            "--bearer",
+            "tok",
+            "--timeout",
+            "5s",
+            "--json",
+        ])
+        .unwrap();
+        assert_eq!(p.transport, ProbeTransport::StreamableHttp);
+        assert_eq!(p.timeout, Duration::from_secs(5));
+        assert!(p.json);
+        let opts = p.client_options();
+        assert_eq!(
+            opts.headers,
+            [
+                ("X-Team".to_owned(), "infra".to_owned()),
+                ("X-Other".to_owned(), "v:with:colons".to_owned()),
+                ("Authorization".to_owned(), "Bearer tok".to_owned()),
+            ]
+        );
+        assert!(matches!(
+            p.target(),
+            Some(Target::Http {
+                transport: TransportKind::StreamableHttp,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn stdio_probe_arguments() {
+        let p = parse(&[
+            "--stdio",
+            "--",
+            "npx",
+            "-y",
+            "@modelcontextprotocol/server-everything",
+        ])
+        .unwrap();
+        match p.target() {
+            Some(Target::Stdio { command, args, .. }) => {
+                assert_eq!(command, "npx");
+                assert_eq!(args, ["-y", "@modelcontextprotocol/server-everything"]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_probe_command_lines_are_usage_errors() {
+        assert!(parse(&[]).is_err(), "needs a URL or --stdio");
+        assert!(parse(&["--stdio"]).is_err(), "--stdio needs a command");
+        assert!(parse(&["ftp://x/"]).is_err(), "scheme");
+        assert!(parse(&["localhost:3000/mcp"]).is_err(), "no scheme");
+        assert!(parse(&["http://x/", "-H", "no colon"]).is_err());
+        assert!(parse(&["http://x/", "--stdio", "--", "cmd"]).is_err());
+        assert!(parse(&["--stdio", "--transport", "sse", "--", "cmd"]).is_err());
+        assert!(parse(&["http://x/", "--timeout", "soon"]).is_err());
+    }
+
+    fn sample() -> (ServerInfo, Inventory) {
+        let info = ServerInfo {
+            protocol_version: "2025-06-18".into(),
+            server_info: serde_json::json!({"name": "everything", "version": "1.2.3"}),
+            capabilities: serde_json::json!({"tools": {"listChanged": true}, "logging": {}}),
+            instructions: Some("\nUse wisely.\nMore text".into()),
+            transport: "streamable-http",
+        };
+        let tool = |name: &str, desc: &str| Tool {
+            name: name.into(),
+            raw: Arc::from(
+                RawValue::from_string(
+                    serde_json::json!({"name": name, "description": desc, "x-extra": 1})
+                        .to_string(),
+                )
+                .unwrap(),
+            ),
+        };
+        let inv = Inventory {
+            tools: vec![tool("echo", "Echoes back.\nSecond line"), tool("add", "")],
+            prompts: vec![],
+            resources: vec![],
+        };
+        (info, inv)
+    }
+
+    #[test]
+    fn text_report() {
+        let (info, inv) = sample();
+        let text = render_text(&info, &inv);
+        assert!(text.contains("Server:        everything 1.2.3"), "{text}");
+        assert!(text.contains("Protocol:      2025-06-18"), "{text}");
+        assert!(text.contains("Transport:     streamable-http"), "{text}");
+        assert!(
+            text.contains("Capabilities:  tools (listChanged), logging"),
+            "{text}"
+        );
+        assert!(text.contains("Instructions:  Use wisely."), "{text}");
+        assert!(text.contains("Tools (2):"), "{text}");
+        assert!(text.contains("  echo  Echoes back.\n"), "{text}");
+        assert!(!text.contains("Second line"), "{text}");
+    }
+
+    #[test]
+    fn long_descriptions_are_clipped_on_a_char_boundary() {
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("exactly10!", 10), "exactly10!");
+        assert_eq!(clip("ééééééééééé", 10), "ééééééééé…");
+        assert_eq!(clip("ééééééééééé", 10).chars().count(), 10);
+    }
+
+    #[test]
+    fn json_report_keeps_tools_verbatim() {
+        let (info, inv) = sample();
+        let v: Value = serde_json::to_value(ProbeReport::new(&info, &inv)).unwrap();
+        assert_eq!(v["protocol_version"], "2025-06-18");
+        assert_eq!(v["transport"], "streamable-http");
+        assert_eq!(v["server_info"]["name"], "everything");
+        assert_eq!(v["capabilities"]["tools"]["listChanged"], true);
+        assert_eq!(v["tools"][0]["x-extra"], 1);
+        assert_eq!(v["tools"].as_array().unwrap().len(), 2);
+        assert_eq!(v["prompts"], serde_json::json!([]));
+        assert_eq!(v["resources"], serde_json::json!([]));
+    }
+}

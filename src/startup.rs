@@ -1,0 +1,325 @@
+//! [`Application`]: the engine plus the HTTP server, built on a listener of
+//! its own (port 0 in tests) and shut down in order: the HTTP server drains,
+//! then the supervisor stops every upstream within a deadline.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, HttpServer};
+use anyhow::Context as _;
+use discovery_actors::supervisor::Shutdown;
+use discovery_actors::{start_engine, DiscoveryEvents, Engine};
+use discovery_config::Config;
+
+use crate::api::{self, ApiState, Readiness};
+use crate::metrics::Metrics;
+
+/// Knobs that are not part of the configuration file.
+#[derive(Clone, Debug)]
+pub struct AppOptions {
+    /// Overrides `config.listen` (`--listen`; tests use `127.0.0.1:0`).
+    pub listen: Option<SocketAddr>,
+    /// HTTP worker threads; None: one per CPU core (actix-web's default).
+    pub workers: Option<usize>,
+    /// How long in-flight HTTP requests may take to finish at shutdown.
+    pub http_shutdown_timeout: Duration,
+    /// How long upstreams get to close their sessions at shutdown.
+    pub engine_shutdown_deadline: Duration,
+    /// Stop gracefully on SIGTERM / SIGINT (a second signal exits at once).
+    pub handle_signals: bool,
+}
+
+impl AppOptions {
+    pub const DEFAULT_HTTP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_ENGINE_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+
+    /// For tests: port 0 on loopback, two workers, no signal handlers.
+    pub fn for_tests() -> Self {
+        Self {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            workers: Some(2),
+            handle_signals: false,
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            workers: None,
+            http_shutdown_timeout: Self::DEFAULT_HTTP_SHUTDOWN_TIMEOUT,
+            engine_shutdown_deadline: Self::DEFAULT_ENGINE_SHUTDOWN_DEADLINE,
+            handle_signals: true,
+        }
+    }
+}
+
+/// A built, not yet running, application.
+pub struct Application {
+    server: Server,
+    handle: ServerHandle,
+    local_addr: SocketAddr,
+    engine: Engine,
+    metrics: Arc<Metrics>,
+    options: AppOptions,
+}
+
+/// Stops a running [`Application`] from elsewhere (tests, embedding code).
+/// After `stop`, [`Application::run`] goes on to stop the engine and
+/// returns.
+#[derive(Clone, Debug)]
+pub struct AppHandle {
+    server: ServerHandle,
+}
+
+impl AppHandle {
+    /// Stops the HTTP server; `graceful` lets in-flight requests finish.
+    /// Resolves once the HTTP server has stopped (the engine stops after).
+    pub async fn stop(&self, graceful: bool) {
+        self.server.stop(graceful).await
+    }
+}
+
+impl Application {
+    /// Binds the listener, starts the engine on the current actix System and
+    /// prepares the HTTP server (it serves once [`Application::run`] is
+    /// polled; connections queue until then). Must be called inside a
+    /// running System (`#[actix_web::test]`, `System::new().block_on`).
+    pub fn build(config: Arc<Config>, options: AppOptions) -> anyhow::Result<Application> {
+        if actix_rt::System::try_current().is_none() {
+            anyhow::bail!("Application::build must be called inside a running actix System");
+        }
+        let metrics = Arc::new(Metrics::new().context("could not set up the metrics")?);
+
+        let addr = options.listen.unwrap_or(config.listen);
+        let listener = TcpListener::bind(addr).with_context(|| {
+            format!(
+                "could not listen on {addr}. Hint: another process may use this port; \
+                 change `listen` in the configuration or pass --listen"
+            )
+        })?;
+        let local_addr = listener
+            .local_addr()
+            .context("could not read the bound address")?;
+
+        let readiness = Arc::new(Readiness::new(
+            config.discovery.startup_grace,
+            config.servers.keys().map(|n| n.as_str().to_owned()),
+        ));
+        let events: Arc<dyn DiscoveryEvents> = metrics.clone();
+        let engine = start_engine(config.clone(), events);
+
+        let state = web::Data::new(ApiState::new(&engine, metrics.clone(), readiness));
+        let mut http = HttpServer::new(move || api::app(state.clone()))
+            .shutdown_timeout(options.http_shutdown_timeout.as_secs())
+            // Our own handler stops the HTTP server *without* stopping the
+            // System, so the engine can still shut down after it (actix's
+            // own handler stops the System right away).
+            .disable_signals();
+        if let Some(workers) = options.workers {
+            http = http.workers(workers.max(1));
+        }
+        let server = match http.listen(listener) {
+            Ok(http) => http.run(),
+            Err(err) => {
+                engine.supervisor.do_send(Shutdown {
+                    deadline: options.engine_shutdown_deadline,
+                });
+                return Err(err).with_context(|| format!("could not serve on {local_addr}"));
+            }
+        };
+        let handle = server.handle();
+        tracing::info!(
+            addr = %local_addr,
+            servers = config.servers.len(),
+            config = %config
+                .source
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "embedded defaults".into()),
+            "Listening"
+        );
+        Ok(Application {
+            server,
+            handle,
+            local_addr,
+            engine,
+            metrics,
+            options,
+        })
+    }
+
+    /// The bound port (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn handle(&self) -> AppHandle {
+        AppHandle {
+            server: self.handle.clone(),
+        }
+    }
+
+    /// Serves until stopped (signal or [`AppHandle::stop`]), then shuts down
+    /// in order: the HTTP server drains, then every upstream stops (DELETE
+    /// sessions, kill stdio children) within the deadline. The caller owns
+    /// the System and stops it afterwards.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Application {
+            server,
+            handle,
+            engine,
+            options,
+            ..
+        } = self;
+        let signals = options
+            .handle_signals
+            .then(|| actix_rt::spawn(stop_on_signals(handle)));
+
+        let served = server.await;
+        tracing::info!("HTTP server stopped; stopping the upstreams");
+
+        let deadline = options.engine_shutdown_deadline;
+        // A little longer than the deadline: the supervisor enforces it and
+        // answers; this only guards against a supervisor that is gone.
+        let wait = deadline + Duration::from_secs(1);
+        match tokio::time::timeout(wait, engine.supervisor.send(Shutdown { deadline })).await {
+            Ok(Ok(())) => tracing::info!("Upstreams stopped"),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "The supervisor was already gone at shutdown")
+            }
+            Err(_) => tracing::warn!(
+                deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+                "Upstreams did not stop within the deadline; exiting anyway"
+            ),
+        }
+        if let Some(task) = signals {
+            task.abort();
+        }
+        served.context("the HTTP server failed")
+    }
+}
+
+/// First SIGTERM/SIGINT: graceful stop of the HTTP server (run() then stops
+/// the engine). A second one: exit at once, for an operator who won't wait.
+#[cfg(unix)]
+async fn stop_on_signals(handle: ServerHandle) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(term), Ok(int)) => (term, int),
+        (Err(err), _) | (_, Err(err)) => {
+            tracing::error!(error = %err, "Could not install signal handlers; stop the process with SIGKILL");
+            return;
+        }
+    };
+    let first = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(
+        signal = first,
+        "Shutting down gracefully (a second signal exits at once)"
+    );
+    // run() observes the completion; this task just waits for it.
+    actix_rt::spawn(handle.stop(true));
+    let second = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::warn!(
+        signal = second,
+        "Second signal received; exiting immediately"
+    );
+    std::process::exit(130);
+}
+
+#[cfg(not(unix))]
+async fn stop_on_signals(handle: ServerHandle) {
+    if tokio::signal::ctrl_c().await.is_ok() {
+        tracing::info!("Shutting down gracefully (a second Ctrl-C exits at once)");
+        actix_rt::spawn(handle.stop(true));
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_outside_a_system_is_an_error_not_a_panic() {
+        let err = Application::build(
+            Arc::new(Config::embedded_defaults()),
+            AppOptions::for_tests(),
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("actix System"), "{err}");
+    }
+
+    #[actix_web::test]
+    async fn serves_on_port_zero_and_stops_in_order() {
+        let app = Application::build(
+            Arc::new(Config::embedded_defaults()),
+            AppOptions::for_tests(),
+        )
+        .unwrap();
+        assert_ne!(app.port(), 0);
+        assert!(app.local_addr().ip().is_loopback());
+        let handle = app.handle();
+        let base = format!("http://{}", app.local_addr());
+        let running = actix_rt::spawn(app.run());
+
+        let client = awc::Client::default();
+        let mut res = client.get(format!("{base}/healthz")).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        assert_eq!(res.body().await.unwrap().as_ref(), br#"{"status":"ok"}"#);
+        let res = client.get(format!("{base}/readyz")).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 200, "no servers: ready at once");
+
+        handle.stop(true).await;
+        let finished = tokio::time::timeout(Duration::from_secs(10), running).await;
+        assert!(matches!(finished, Ok(Ok(Ok(())))), "{finished:?}");
+        assert!(
+            client.get(format!("{base}/healthz")).send().await.is_err(),
+            "the listener is closed"
+        );
+    }
+
+    #[actix_web::test]
+    async fn a_taken_port_is_a_clear_error() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let options = AppOptions {
+            listen: Some(taken.local_addr().unwrap()),
+            ..AppOptions::for_tests()
+        };
+        let err = Application::build(Arc::new(Config::embedded_defaults()), options)
+            .err()
+            .unwrap();
+        assert!(
+            format!("{err:#}").contains("could not listen on"),
+            "{err:#}"
+        );
+    }
+}
