@@ -1,1 +1,86 @@
-fn main() {}
+//! Criterion benches of the engine's hot pure paths: catalog rebuilds (what
+//! the registry does when tools change) and rendering (what `GET /v1/tools`
+//! does per request), plus the SSE parser.
+//!
+//! Run: `cargo bench --bench engine` (add `-- catalog` to filter).
+
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use discovery_actors::catalog::{Catalog, ServerTools};
+use discovery_actors::mcp::Tool;
+use serde_json::value::RawValue;
+
+fn tools(count: usize) -> Vec<Tool> {
+    (0..count)
+        .map(|i| {
+            let raw = format!(
+                r#"{{"name":"tool_{i}","description":"Tool number {i} does a useful thing","inputSchema":{{"type":"object","properties":{{"query":{{"type":"string"}},"limit":{{"type":"integer"}}}},"required":["query"]}}}}"#
+            );
+            Tool {
+                name: format!("tool_{i}"),
+                raw: Arc::from(RawValue::from_string(raw).unwrap_or_else(|_| unreachable!())),
+            }
+        })
+        .collect()
+}
+
+fn catalog(c: &mut Criterion) {
+    let servers = 100;
+    let per_server = tools(100);
+    let parts: Vec<Arc<ServerTools>> = (0..servers)
+        .map(|s| {
+            Arc::new(ServerTools::build(
+                &format!("server{s}"),
+                "__",
+                false,
+                &per_server,
+            ))
+        })
+        .collect();
+
+    let mut group = c.benchmark_group("catalog");
+    group.throughput(Throughput::Elements((servers * per_server.len()) as u64));
+    group.bench_function("build_all_parts_10k_tools", |b| {
+        b.iter(|| {
+            (0..servers)
+                .map(|s| ServerTools::build(&format!("server{s}"), "__", false, &per_server))
+                .collect::<Vec<_>>()
+        })
+    });
+    group.bench_function("assemble_10k_tools", |b| {
+        b.iter(|| Catalog::assemble(7, parts.clone()))
+    });
+    group.bench_function("one_server_changed_10k_tools", |b| {
+        // What a list_changed costs the registry: one part rebuilt, all joined.
+        b.iter(|| {
+            let mut next = parts.clone();
+            next[42] = Arc::new(ServerTools::build("server42", "__", false, &per_server));
+            Catalog::assemble(8, next)
+        })
+    });
+    let cat = Catalog::assemble(7, parts.clone());
+    group.bench_function("render_full_10k_tools", |b| b.iter(|| cat.body()));
+    group.bench_function("render_filtered_q_10k_tools", |b| {
+        b.iter(|| cat.render_filtered(None, Some("number 42")))
+    });
+    group.bench_function("render_one_server_10k_tools", |b| {
+        b.iter(|| cat.render_filtered(Some("server42"), None))
+    });
+    group.finish();
+}
+
+fn sizes(c: &mut Criterion) {
+    let mut group = c.benchmark_group("catalog_build_by_size");
+    for n in [100usize, 1_000, 10_000] {
+        let t = tools(n);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &t, |b, t| {
+            b.iter(|| Catalog::assemble(1, vec![Arc::new(ServerTools::build("s", "__", false, t))]))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, catalog, sizes);
+criterion_main!(benches);

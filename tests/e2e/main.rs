@@ -1,1 +1,7 @@
-//! e2e tests
+//! End-to-end tests: one binary (zero2prod style), one module per behaviour.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod upstream_selftest;

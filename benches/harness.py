@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Load harness: K test upstreams (100 tools each) + the engine, on loopback.
+
+Prints the seconds from engine start until every upstream is `healthy` with
+all its tools, and the engine's peak RSS (VmHWM). With --faulty F it adds F
+faulty upstreams, to measure what they cost the healthy ones.
+
+    cargo build --release --bin mcp-discovery --example upstream_farm
+    python3 benches/harness.py --count 100
+    python3 benches/harness.py --count 1000 --runs 3
+    python3 benches/harness.py --count 500 --faulty 500 --fault hang
+
+Everything binds 127.0.0.1; both processes are stopped by PID at the end.
+"""
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.path.join(ROOT, "target", "release")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def get_json(url, timeout=10):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.load(r)
+
+
+def start_farm(args, workdir):
+    out = os.path.join(workdir, "farm.yaml")
+    cmd = [os.path.join(TARGET, "examples", "upstream_farm"),
+           "--count", str(args.count), "--tools", str(args.tools),
+           "--config-out", out, "--workers", str(args.farm_workers)]
+    if args.faulty:
+        cmd += ["--faulty", str(args.faulty), "--fault", args.fault]
+    farm = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, start_new_session=True)
+    line = farm.stdout.readline()
+    if not line.startswith("READY"):
+        farm.kill()
+        sys.exit(f"upstream farm did not start: {line!r}")
+    return farm, out
+
+
+def run_once(args, workdir, farm_yaml):
+    port = free_port()
+    config = os.path.join(workdir, "config.yaml")
+    with open(config, "w") as f:
+        f.write(f"listen: 127.0.0.1:{port}\n")
+        f.write("discovery:\n  poll_interval: 10m\n"
+                f"  request_timeout: {args.request_timeout}\n  connect_timeout: 10s\n")
+        with open(farm_yaml) as snippet:
+            f.write(snippet.read())
+    env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
+    t0 = time.monotonic()
+    engine = subprocess.Popen([os.path.join(TARGET, "mcp-discovery"), "serve", "--config", config],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    base = f"http://127.0.0.1:{port}"
+    want = args.count
+    healthy_at = None
+    deadline = t0 + args.timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                servers = get_json(base + "/v1/servers")["servers"]
+            except OSError:
+                time.sleep(0.02)
+                continue
+            ok = sum(1 for s in servers
+                     if s["name"].startswith("u") and s["state"] == "healthy"
+                     and s["tool_count"] == args.tools)
+            if ok == want:
+                healthy_at = time.monotonic() - t0
+                break
+            time.sleep(args.poll)
+        # Let the engine settle (catalog rebuilds, push streams) before reading RSS.
+        time.sleep(1.0)
+        catalog = get_json(base + "/v1/tools", timeout=60)
+        return {
+            "seconds_to_all_healthy": round(healthy_at, 3) if healthy_at else None,
+            "peak_rss_mib": round(rss_kib(engine.pid, "VmHWM") / 1024, 1),
+            "rss_mib": round(rss_kib(engine.pid, "VmRSS") / 1024, 1),
+            "catalog_tools": len(catalog["tools"]),
+        }
+    finally:
+        engine.send_signal(signal.SIGTERM)
+        try:
+            engine.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            engine.kill()
+            engine.wait()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--count", type=int, default=100, help="healthy upstreams (K)")
+    p.add_argument("--tools", type=int, default=100)
+    p.add_argument("--faulty", type=int, default=0)
+    p.add_argument("--fault", default="hang", choices=["hang", "status500", "garbage", "oversized", "endless"])
+    p.add_argument("--runs", type=int, default=1)
+    p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--poll", type=float, default=0.05, help="seconds between status polls")
+    p.add_argument("--request-timeout", default="30s")
+    p.add_argument("--farm-workers", type=int, default=1)
+    args = p.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="mcpd-harness-") as workdir:
+        farm, farm_yaml = start_farm(args, workdir)
+        try:
+            results = [run_once(args, workdir, farm_yaml) for _ in range(args.runs)]
+        finally:
+            os.killpg(farm.pid, signal.SIGTERM)
+            farm.wait()
+    for r in results:
+        print(json.dumps({"count": args.count, "tools": args.tools, "faulty": args.faulty,
+                          "fault": args.fault if args.faulty else None, **r}))
+    secs = [r["seconds_to_all_healthy"] for r in results if r["seconds_to_all_healthy"] is not None]
+    if secs:
+        print(f"median seconds_to_all_healthy={statistics.median(secs):.3f} "
+              f"median peak_rss_mib={statistics.median(r['peak_rss_mib'] for r in results)} "
+              f"runs={len(results)}")
+    if len(secs) < len(results):
+        sys.exit("some runs never reached all-healthy")
+
+
+if __name__ == "__main__":
+    main()

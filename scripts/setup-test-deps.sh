@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Installs the interop peers the tests run against, pinned, into .deps/ (git-ignored):
+#
+#   .deps/venv   Python venv with the official MCP Python SDK (PyPI `mcp`), every
+#                package pinned in tests/fixtures/requirements.txt
+#   .deps/node   npm `@modelcontextprotocol/server-everything`, pinned by
+#                tests/fixtures/node/package.json + package-lock.json
+#
+# Idempotent: each part is skipped when its stamp matches the pin files, so a
+# second run takes well under a second. Needs python3 (3.10+) and node 20+/npm
+# on PATH, and network access to PyPI and the npm registry on a first run.
+#
+# Environment:
+#   MCP_DISCOVERY_DEPS_DIR   install somewhere else than <repo>/.deps
+#   PYTHON                   interpreter for the venv (default: python3)
+#
+# To move a pin: edit the version in the pin file, then regenerate the rest:
+#   python:  python3 -m venv /tmp/v && /tmp/v/bin/pip install 'mcp==X.Y.Z' &&
+#            /tmp/v/bin/pip freeze   (paste below the header of requirements.txt)
+#   node:    cd tests/fixtures/node && npm install --package-lock-only \
+#            --ignore-scripts --omit-lockfile-registry-resolved
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEPS="${MCP_DISCOVERY_DEPS_DIR:-$ROOT/.deps}"
+PYTHON="${PYTHON:-python3}"
+PY_REQ="$ROOT/tests/fixtures/requirements.txt"
+NODE_PIN_DIR="$ROOT/tests/fixtures/node"
+
+log() { printf 'setup-test-deps: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# A stamp is the hash of the pin files plus the tool version that installed them.
+stamp_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+mkdir -p "$DEPS"
+
+# ---------------------------------------------------------------- Python SDK
+install_python() {
+    command -v "$PYTHON" >/dev/null || die "$PYTHON not found; install Python 3.10+"
+    local venv="$DEPS/venv" want have=""
+    want="$(stamp_of "$PY_REQ")-$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    [[ -f "$venv/.mcp-discovery-stamp" ]] && have="$(cat "$venv/.mcp-discovery-stamp")"
+    if [[ "$want" == "$have" && -x "$venv/bin/python" ]]; then
+        log "python venv up to date ($venv)"
+        return
+    fi
+    log "installing the MCP Python SDK into $venv"
+    rm -rf "$venv"
+    "$PYTHON" -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+        --requirement "$PY_REQ"
+    # Fail here, not in a test, if the pinned SDK lacks the API the fixture uses.
+    "$venv/bin/python" -c 'from mcp.server.fastmcp import FastMCP; import uvicorn' \
+        || die "the pinned mcp package has no mcp.server.fastmcp.FastMCP"
+    printf '%s\n' "$want" >"$venv/.mcp-discovery-stamp"
+    log "python: $("$venv/bin/python" -m pip show mcp | sed -n 's/^Version: /mcp /p')"
+}
+
+# ------------------------------------------------- npm server-everything
+install_node() {
+    command -v node >/dev/null || die "node not found; install Node.js 20+"
+    command -v npm >/dev/null || die "npm not found; install Node.js 20+ with npm"
+    local dir="$DEPS/node" want have=""
+    want="$(stamp_of "$NODE_PIN_DIR/package.json" "$NODE_PIN_DIR/package-lock.json")-$(node --version)"
+    [[ -f "$dir/.mcp-discovery-stamp" ]] && have="$(cat "$dir/.mcp-discovery-stamp")"
+    local pkg="$dir/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
+    if [[ "$want" == "$have" && -f "$pkg" ]]; then
+        log "node packages up to date ($dir)"
+        return
+    fi
+    log "installing @modelcontextprotocol/server-everything into $dir"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp "$NODE_PIN_DIR/package.json" "$NODE_PIN_DIR/package-lock.json" "$dir/"
+    # `npm ci` installs exactly the lockfile and fails if it disagrees with
+    # package.json. No package here needs an install script.
+    (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+    [[ -f "$pkg" ]] || die "server-everything missing after npm ci: $pkg"
+    printf '%s\n' "$want" >"$dir/.mcp-discovery-stamp"
+    log "node: server-everything $(node -p "require('$dir/node_modules/@modelcontextprotocol/server-everything/package.json').version")"
+}
+
+install_python
+install_node
+log "done; peers in $DEPS"

@@ -1,0 +1,636 @@
+//! Self-tests of the test support: the Rust test upstream, driven directly
+//! with awc, and the interop peers, poked with the raw client. They prove the
+//! tools before the engine's tests rely on them; when an engine test fails,
+//! these say whether the upstream or the engine is at fault.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use crate::support::mcp_client::{
+    initialize_request, names, sse_events, LegacySseClient, McpClient, CLIENT_PROTOCOL_VERSION,
+};
+use crate::support::peers::{
+    self, EverythingTransport, PythonTransport, EVERYTHING_TOOLS, PYTHON_TOOLS,
+};
+use crate::support::upstream::{
+    hanging_server, refusing_port, tool_names, Fault, GetStream, Methods, SseStyle, TestUpstream,
+    UpstreamBehavior, UpstreamFarm, LOOP_CURSOR,
+};
+
+fn tools_list(id: u64) -> Value {
+    json!({ "jsonrpc": "2.0", "id": id, "method": "tools/list", "params": {} })
+}
+
+// ----------------------------------------------------------- handshake
+
+#[actix_web::test]
+async fn initialize_echoes_supported_version_and_assigns_a_session() {
+    let up = TestUpstream::builder().tools(3).start().unwrap();
+    let mut client = McpClient::new(up.url());
+    let result = client.initialize().await.unwrap();
+
+    assert_eq!(result["protocolVersion"], CLIENT_PROTOCOL_VERSION);
+    assert_eq!(result["capabilities"]["tools"]["listChanged"], true);
+    assert_eq!(result["serverInfo"]["name"], "test-upstream");
+    let session = client.session_id.clone().expect("a session id");
+    assert_eq!(up.live_sessions(), vec![session]);
+    assert_eq!(up.requests("initialize"), 1);
+    assert_eq!(up.requests("notifications/initialized"), 1);
+    assert_eq!(
+        up.last_initialize_params().unwrap()["protocolVersion"],
+        CLIENT_PROTOCOL_VERSION
+    );
+
+    assert_eq!(client.list_tool_names().await.unwrap(), tool_names(3));
+    assert_eq!(
+        up.last_header_for("tools/list", "mcp-protocol-version")
+            .as_deref(),
+        Some(CLIENT_PROTOCOL_VERSION)
+    );
+}
+
+#[actix_web::test]
+async fn initialize_with_an_unknown_version_gets_the_latest_or_the_forced_one() {
+    let up = TestUpstream::start_default().unwrap();
+    let client = McpClient::new(up.url());
+    let reply = client
+        .post(&initialize_request(1, "1999-01-01"))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.response().unwrap()["result"]["protocolVersion"],
+        "2025-11-25"
+    );
+
+    up.update(|b| b.protocol_version = Some("2025-03-26".to_owned()));
+    let reply = client
+        .post(&initialize_request(2, CLIENT_PROTOCOL_VERSION))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.response().unwrap()["result"]["protocolVersion"],
+        "2025-03-26"
+    );
+}
+
+#[actix_web::test]
+async fn tools_keep_unknown_fields_and_calls_answer() {
+    let up = TestUpstream::builder().tools(2).start().unwrap();
+    let mut client = McpClient::new(up.url());
+    client.initialize().await.unwrap();
+    let tools = client.list_tools().await.unwrap();
+    assert_eq!(tools[1]["xTestExtra"]["index"], 1);
+    assert_eq!(tools[1]["_meta"]["test/index"], 1);
+    let called = client
+        .request(
+            "tools/call",
+            json!({ "name": "tool_1", "arguments": { "value": "v" } }),
+        )
+        .await;
+    assert!(called.unwrap()["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("tool_1"));
+    assert!(client
+        .request("tools/call", json!({ "name": "tool_9" }))
+        .await
+        .is_err());
+}
+
+// ---------------------------------------------------------- pagination
+
+#[actix_web::test]
+async fn pagination_follows_next_cursor_to_the_end() {
+    let up = TestUpstream::builder()
+        .tools(250)
+        .page_size(100)
+        .start()
+        .unwrap();
+    let mut client = McpClient::new(up.url());
+    client.initialize().await.unwrap();
+    assert_eq!(client.list_tool_names().await.unwrap(), tool_names(250));
+    assert_eq!(up.requests("tools/list"), 3);
+
+    up.set_tools(7);
+    assert_eq!(client.list_tool_names().await.unwrap(), tool_names(7));
+}
+
+#[actix_web::test]
+async fn a_looping_cursor_never_ends() {
+    let up = TestUpstream::builder()
+        .tools(10)
+        .page_size(4)
+        .cursor_loop()
+        .start()
+        .unwrap();
+    let mut client = McpClient::new(up.url());
+    client.initialize().await.unwrap();
+    let first = client.request("tools/list", json!({})).await.unwrap();
+    let again = client
+        .request("tools/list", json!({ "cursor": LOOP_CURSOR }))
+        .await
+        .unwrap();
+    assert_eq!(first["nextCursor"], LOOP_CURSOR);
+    assert_eq!(again["nextCursor"], LOOP_CURSOR);
+    assert!(client
+        .request("tools/list", json!({ "cursor": "bogus" }))
+        .await
+        .is_err());
+}
+
+// ------------------------------------------------------------------ SSE
+
+#[actix_web::test]
+async fn sse_answers_start_with_a_priming_event() {
+    let up = TestUpstream::builder().sse().start().unwrap();
+    let client = McpClient::new(up.url());
+    let reply = client
+        .post(&initialize_request(1, CLIENT_PROTOCOL_VERSION))
+        .await
+        .unwrap();
+    assert!(reply.is_sse(), "content-type {}", reply.content_type());
+    assert!(reply.header("mcp-session-id").is_some());
+    let events = sse_events(&reply.body);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(
+        events[0].id.is_some() && events[0].data.is_empty(),
+        "priming: {:?}",
+        events[0]
+    );
+    assert_eq!(events[1].event.as_deref(), Some("message"));
+    assert_eq!(
+        reply.response().unwrap()["result"]["protocolVersion"],
+        CLIENT_PROTOCOL_VERSION
+    );
+}
+
+#[actix_web::test]
+async fn sse_answers_in_small_crlf_multiline_chunks_still_parse() {
+    let style = SseStyle {
+        chunk_size: Some(7),
+        multiline: true,
+        crlf: true,
+        retry_ms: Some(50),
+        ..SseStyle::default()
+    };
+    let up = TestUpstream::builder()
+        .tools(12)
+        .page_size(5)
+        .sse_style(style)
+        .start()
+        .unwrap();
+    let mut client = McpClient::new(up.url());
+    client.initialize().await.unwrap();
+    let reply = client.post(&tools_list(9)).await.unwrap();
+    assert!(reply.body.windows(2).any(|w| w == b"\r\n"));
+    assert_eq!(sse_events(&reply.body)[0].retry, Some(50));
+    assert_eq!(client.list_tool_names().await.unwrap(), tool_names(12));
+}
+
+#[actix_web::test]
+async fn a_dropped_sse_answer_is_resumed_with_last_event_id() {
+    let style = SseStyle {
+        drop_before_response: true,
+        retry_ms: Some(10),
+        ..SseStyle::default()
+    };
+    let up = TestUpstream::builder()
+        .sse_style(style)
+        .sessions(false)
+        .start()
+        .unwrap();
+    let client = McpClient::new(up.url());
+    let reply = client.post(&tools_list(4)).await.unwrap();
+    let events = sse_events(&reply.body);
+    assert_eq!(events.len(), 1, "only the priming event: {events:?}");
+    let last_id = events[0].id.clone().unwrap();
+
+    let mut resumed = awc::Client::new()
+        .get(up.url())
+        .insert_header(("Accept", "text/event-stream"))
+        .insert_header(("Last-Event-ID", last_id.as_str()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status().as_u16(), 200);
+    let body = resumed.body().await.unwrap();
+    let msg: Value = serde_json::from_str(&sse_events(&body)[0].data).unwrap();
+    assert_eq!(msg["id"], 4);
+    assert_eq!(
+        names(msg["result"]["tools"].as_array().unwrap()),
+        tool_names(5)
+    );
+    assert_eq!(up.last_event_ids(), vec![last_id]);
+}
+
+// -------------------------------------------------------------- sessions
+
+#[actix_web::test]
+async fn an_expired_session_gets_404_and_a_new_initialize_recovers() {
+    let up = TestUpstream::start_default().unwrap();
+    let mut client = McpClient::new(up.url());
+    client.initialize().await.unwrap();
+    let old = client.session_id.clone().unwrap();
+
+    assert_eq!(up.expire_sessions(), 1);
+    let reply = client.post(&tools_list(5)).await.unwrap();
+    assert_eq!(reply.status, 404);
+    assert_eq!(
+        client.post(&tools_list(6)).await.unwrap().status,
+        404,
+        "a dead id stays dead"
+    );
+
+    client.session_id = None;
+    client.protocol_version = None;
+    client.initialize().await.unwrap();
+    assert_ne!(client.session_id.as_deref(), Some(old.as_str()));
+    assert_eq!(client.list_tool_names().await.unwrap(), tool_names(5));
+    assert_eq!(up.sessions_created(), 2);
+    assert_eq!(up.requests("initialize"), 2);
+
+    up.update(|b| b.expired_session_status = 400);
+    up.expire_sessions();
+    assert_eq!(client.post(&tools_list(7)).await.unwrap().status, 400);
+}
+
+#[actix_web::test]
+async fn requests_without_a_session_are_rejected_and_delete_ends_it() {
+    let up = TestUpstream::start_default().unwrap();
+    let anonymous = McpClient::new(up.url());
+    let reply = anonymous.post(&tools_list(1)).await.unwrap();
+    assert_eq!(reply.status, 400);
+    assert!(String::from_utf8_lossy(&reply.body).contains("No valid session ID"));
+
+    let mut client = McpClient::new(up.url());
+    client.initialize().await.unwrap();
+    assert_eq!(client.delete_session().await.unwrap(), 200);
+    assert_eq!(up.sessions_deleted(), 1);
+    assert_eq!(client.post(&tools_list(2)).await.unwrap().status, 404);
+    assert_eq!(client.delete_session().await.unwrap(), 404);
+}
+
+#[actix_web::test]
+async fn the_protocol_version_header_can_be_required() {
+    let up = TestUpstream::builder()
+        .require_protocol_header()
+        .start()
+        .unwrap();
+    let mut client = McpClient::new(up.url());
+    client.initialize().await.unwrap();
+    assert_eq!(client.post(&tools_list(3)).await.unwrap().status, 200);
+    client.protocol_version = Some("2025-03-26".to_owned());
+    assert_eq!(
+        client.post(&tools_list(4)).await.unwrap().status,
+        400,
+        "not the negotiated version"
+    );
+    client.protocol_version = None;
+    assert_eq!(
+        client.post(&tools_list(5)).await.unwrap().status,
+        400,
+        "missing"
+    );
+}
+
+#[actix_web::test]
+async fn a_required_header_is_enforced_and_headers_are_recorded() {
+    let up = TestUpstream::builder()
+        .required_header("X-Test-Key", "v")
+        .start()
+        .unwrap();
+    let mut without = McpClient::new(up.url());
+    assert!(without
+        .initialize()
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("401"));
+    let mut with = McpClient::new(up.url()).with_header("X-Test-Key", "v");
+    with.initialize().await.unwrap();
+    assert_eq!(up.last_header("x-test-key").as_deref(), Some("v"));
+}
+
+#[actix_web::test]
+async fn strict_accept_wants_both_media_types() {
+    let up = TestUpstream::start_default().unwrap();
+    let res = awc::Client::new()
+        .post(up.url())
+        .insert_header(("Accept", "application/json"))
+        .insert_header(("Content-Type", "application/json"))
+        .send_body(initialize_request(1, CLIENT_PROTOCOL_VERSION).to_string())
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 406);
+}
+
+// ------------------------------------------------------------------ faults
+
+#[actix_web::test]
+async fn faults_hit_only_the_chosen_methods() {
+    let up = TestUpstream::builder()
+        .fault(Fault::Status(500))
+        .fault_on(Methods::only(["tools/list"]))
+        .start()
+        .unwrap();
+    let mut client = McpClient::new(up.url());
+    client.initialize().await.unwrap();
+    assert_eq!(client.post(&tools_list(2)).await.unwrap().status, 500);
+
+    up.set_fault(Some(Fault::Garbage));
+    let reply = client.post(&tools_list(3)).await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert!(reply.messages().is_err(), "garbage must not parse");
+
+    up.set_fault(Some(Fault::JsonRpcError {
+        code: -32603,
+        message: "boom".to_owned(),
+    }));
+    let err = client.request("tools/list", json!({})).await.unwrap_err();
+    assert!(err.to_string().contains("boom"), "{err}");
+
+    up.set_fault(None);
+    assert_eq!(client.list_tool_names().await.unwrap(), tool_names(5));
+}
+
+#[actix_web::test]
+async fn an_oversized_body_is_valid_json_of_the_asked_size() {
+    const SIZE: usize = 3 * 1024 * 1024 + 17;
+    let up = TestUpstream::builder()
+        .fault(Fault::Oversized(SIZE))
+        .fault_on(Methods::only(["tools/list"]))
+        .start()
+        .unwrap();
+    let mut client = McpClient::new(up.url());
+    client.initialize().await.unwrap();
+    let reply = client.post(&tools_list(2)).await.unwrap();
+    assert_eq!(reply.body.len(), SIZE);
+    assert!(
+        reply.header("content-length").is_none(),
+        "streamed, no length up front"
+    );
+    assert_eq!(
+        reply.response().unwrap()["result"]["tools"][0]["name"],
+        "huge"
+    );
+
+    up.set_response_mode(crate::support::upstream::ResponseMode::Sse);
+    let reply = client.post(&tools_list(3)).await.unwrap();
+    assert_eq!(reply.body.len(), SIZE);
+    assert_eq!(
+        reply.response().unwrap()["result"]["tools"][0]["name"],
+        "huge"
+    );
+}
+
+#[actix_web::test]
+async fn an_endless_sse_stream_never_answers() {
+    let up = TestUpstream::builder()
+        .fault(Fault::EndlessSse)
+        .fault_on(Methods::only(["tools/list"]))
+        .start()
+        .unwrap();
+    let mut client = McpClient::new(up.url());
+    client.initialize().await.unwrap();
+    let started = Instant::now();
+    let res = awc::Client::new()
+        .post(up.url())
+        .insert_header(("Accept", "application/json, text/event-stream"))
+        .insert_header(("Content-Type", "application/json"))
+        .insert_header(("Mcp-Session-Id", client.session_id.clone().unwrap()))
+        .send_body(tools_list(2).to_string())
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers().get("content-type").unwrap(),
+        "text/event-stream"
+    );
+    let mut res = res;
+    let body = tokio::time::timeout(Duration::from_millis(700), res.body().limit(1 << 20)).await;
+    assert!(body.is_err(), "the stream must still be open");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[actix_web::test]
+async fn a_delay_holds_the_answer() {
+    let up = TestUpstream::builder()
+        .delay(Duration::from_millis(300))
+        .delay_on(Methods::only(["tools/list"]))
+        .start()
+        .unwrap();
+    let mut client = McpClient::new(up.url());
+    client.initialize().await.unwrap();
+    let started = Instant::now();
+    client.list_tool_names().await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+// ----------------------------------------------------------- push stream
+
+#[actix_web::test]
+async fn the_get_stream_is_refused_by_default_and_can_push_list_changed() {
+    let up = TestUpstream::start_default().unwrap();
+    let mut client = McpClient::new(up.url());
+    client.initialize().await.unwrap();
+    let session = client.session_id.clone().unwrap();
+    let get = || {
+        awc::Client::builder()
+            .disable_timeout()
+            .finish()
+            .get(up.url())
+            .insert_header(("Accept", "text/event-stream"))
+            .insert_header(("Mcp-Session-Id", session.clone()))
+    };
+    assert_eq!(get().send().await.unwrap().status().as_u16(), 405);
+
+    up.update(|b| b.get_stream = GetStream::Open);
+    let mut stream = get().send().await.unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while up.open_push_streams() == 0 {
+        assert!(Instant::now() < deadline, "push stream not registered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(up.notify_tools_changed(), 1);
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("list_changed") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.extend_from_slice(&chunk);
+    }
+    up.close_push_streams();
+}
+
+// ------------------------------------------------------------- legacy SSE
+
+#[actix_web::test]
+async fn legacy_sse_mode_speaks_2024_11_05() {
+    let up = TestUpstream::builder()
+        .tools(30)
+        .page_size(10)
+        .legacy_sse()
+        .start()
+        .unwrap();
+    assert!(up.url().ends_with("/sse"));
+    let res = awc::Client::new()
+        .post(up.url())
+        .insert_header(("Content-Type", "application/json"))
+        .send_body(initialize_request(1, "2024-11-05").to_string())
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status().as_u16(),
+        405,
+        "POST to the SSE URL is what auto falls back on"
+    );
+
+    let mut client = LegacySseClient::connect(&up.url()).await.unwrap();
+    assert!(client.endpoint().contains("/messages?session_id="));
+    let result = client.initialize("2024-11-05").await.unwrap();
+    assert_eq!(result["protocolVersion"], "2024-11-05");
+    assert_eq!(client.list_tool_names().await.unwrap(), tool_names(30));
+    assert_eq!(up.requests("tools/list"), 3);
+}
+
+// ------------------------------------------------------ lifecycle, farm
+
+#[actix_web::test]
+async fn a_stopped_upstream_refuses_and_can_come_back_on_its_port() {
+    let up = TestUpstream::start_default().unwrap();
+    let port = up.port();
+    up.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "port {port} still accepts after stop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let again = TestUpstream::builder().port(port).tools(2).start().unwrap();
+    let mut client = McpClient::new(again.url());
+    client.initialize().await.unwrap();
+    assert_eq!(client.list_tool_names().await.unwrap(), tool_names(2));
+}
+
+#[actix_web::test]
+async fn refusing_and_hanging_servers_behave() {
+    let port = refusing_port().unwrap();
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+
+    let hang = hanging_server().unwrap();
+    let client = McpClient::new(hang.url());
+    let started = Instant::now();
+    let attempt = tokio::time::timeout(
+        Duration::from_millis(500),
+        client.post(&initialize_request(1, CLIENT_PROTOCOL_VERSION)),
+    )
+    .await;
+    assert!(attempt.is_err(), "the hanging server answered: {attempt:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(hang.accepted() >= 1);
+}
+
+#[actix_web::test]
+async fn a_farm_serves_each_upstream_on_its_own_port() {
+    let behavior = UpstreamBehavior {
+        tools: 4,
+        ..UpstreamBehavior::default()
+    };
+    let farm = UpstreamFarm::start(3, &behavior, None, 1).unwrap();
+    for (i, up) in farm.upstreams().iter().enumerate() {
+        let mut client = McpClient::new(up.url());
+        let result = client.initialize().await.unwrap();
+        assert_eq!(result["serverInfo"]["name"], format!("test-upstream-{i}"));
+        assert_eq!(client.list_tool_names().await.unwrap(), tool_names(4));
+    }
+    for up in farm.upstreams() {
+        assert_eq!(up.requests("initialize"), 1);
+    }
+    farm.stop().await;
+}
+
+// ------------------------------------------------------- interop peers
+
+#[actix_web::test]
+async fn python_sdk_streamable_http_lists_its_tools() {
+    let peer = crate::require_peer!(peers::python(PythonTransport::StreamableHttp));
+    let mut client = McpClient::new(peer.url());
+    let result = client.initialize().await.unwrap();
+    assert_eq!(result["protocolVersion"], CLIENT_PROTOCOL_VERSION);
+    assert_eq!(client.list_tool_names().await.unwrap(), PYTHON_TOOLS);
+}
+
+#[actix_web::test]
+async fn python_sdk_sse_lists_its_tools() {
+    let peer = crate::require_peer!(peers::python(PythonTransport::Sse));
+    let mut client = LegacySseClient::connect(peer.url()).await.unwrap();
+    client.initialize("2024-11-05").await.unwrap();
+    assert_eq!(client.list_tool_names().await.unwrap(), PYTHON_TOOLS);
+}
+
+#[actix_web::test]
+async fn server_everything_streamable_http_lists_its_tools() {
+    let peer = crate::require_peer!(peers::everything(EverythingTransport::StreamableHttp));
+    let mut client = McpClient::new(peer.url());
+    client.initialize().await.unwrap();
+    assert_eq!(client.list_tool_names().await.unwrap(), EVERYTHING_TOOLS);
+}
+
+#[actix_web::test]
+async fn server_everything_sse_lists_its_tools() {
+    let peer = crate::require_peer!(peers::everything(EverythingTransport::Sse));
+    let mut client = LegacySseClient::connect(peer.url()).await.unwrap();
+    client.initialize("2024-11-05").await.unwrap();
+    assert_eq!(client.list_tool_names().await.unwrap(), EVERYTHING_TOOLS);
+}
+
+#[test]
+fn server_everything_stdio_lists_its_tools() {
+    let cmd = crate::require_peer!(peers::everything_stdio());
+    let mut child = Command::new(&cmd.command)
+        .args(&cmd.args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for msg in [
+        initialize_request(1, CLIENT_PROTOCOL_VERSION),
+        json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }),
+        tools_list(2),
+    ] {
+        writeln!(stdin, "{msg}").unwrap();
+    }
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(msg) = serde_json::from_str::<Value>(&line) {
+                if msg["id"] == 2 {
+                    let _ = tx.send(msg);
+                    break;
+                }
+            }
+        }
+    });
+    let answer = rx.recv_timeout(peers::START_DEADLINE);
+    drop(stdin);
+    let _ = child.kill();
+    let _ = child.wait();
+    let msg = answer.expect("no tools/list answer from server-everything over stdio");
+    assert_eq!(
+        names(msg["result"]["tools"].as_array().unwrap()),
+        EVERYTHING_TOOLS
+    );
+}

@@ -1,0 +1,11 @@
+//! Test support shared by the integration tests: a scriptable MCP upstream,
+//! the interop peers (official Python SDK, npm server-everything) and a raw
+//! MCP client to talk to either.
+//!
+//! Declared from a test crate root with
+//! `#[path = "../support/mod.rs"] mod support;`.
+#![allow(dead_code)]
+
+pub mod mcp_client;
+pub mod peers;
+pub mod upstream;

@@ -1,0 +1,379 @@
+//! Interop peers: MCP servers nobody here wrote, installed pinned into `.deps/`
+//! by `scripts/setup-test-deps.sh`.
+//!
+//! | peer | launch (cwd = repo root) | URL |
+//! |---|---|---|
+//! | Python SDK, Streamable HTTP | `.deps/venv/bin/python tests/fixtures/python_server.py --transport streamable-http --port 0` | `http://127.0.0.1:P/mcp` |
+//! | Python SDK, HTTP+SSE | `... --transport sse --port 0` | `http://127.0.0.1:P/sse` |
+//! | server-everything, stdio | `node .deps/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js stdio` | (stdio) |
+//! | server-everything, Streamable HTTP | `PORT=0 node --require tests/fixtures/pin-loopback.js <index.js> streamableHttp` | `http://127.0.0.1:P/mcp` |
+//! | server-everything, HTTP+SSE | `PORT=0 node --require tests/fixtures/pin-loopback.js <index.js> sse` | `http://127.0.0.1:P/sse` |
+//!
+//! Ports: server-everything listens on `process.env.PORT || 3001`, on every
+//! interface, with no host option; the preload `pin-loopback.js` forces
+//! 127.0.0.1. Rather than picking a free port and releasing it (a race when
+//! tests run in parallel), every peer is started on port 0 and announces the
+//! port the kernel gave it with a line `LISTENING 127.0.0.1:<port>` (the
+//! Python fixture on stdout, the preload on stderr). The helper then waits,
+//! with a deadline, until that port accepts a connection.
+//!
+//! Neither peer spawns children: each is one process, killed by PID (and
+//! reaped) when its [`PeerProcess`] is dropped. They stay in the test's
+//! process group, so an interrupted `cargo test` takes them down too.
+//!
+//! Missing `.deps`: every helper returns [`PeerError::Missing`] with a message
+//! saying to run `scripts/setup-test-deps.sh`; with
+//! `MCP_DISCOVERY_SKIP_INTEROP=1` it returns [`PeerError::Skip`] instead. Use
+//! [`require_peer!`](crate::require_peer) to turn that into a skip or a
+//! failure. `MCP_DISCOVERY_PEER_LOGS=1` echoes peers' output to stderr.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Tools of `tests/fixtures/python_server.py`, in the order it lists them.
+pub const PYTHON_TOOLS: [&str; 3] = ["add", "echo", "slow_hello"];
+
+/// Tools of `@modelcontextprotocol/server-everything` 2026.8.31, in its order,
+/// for a client that declares no capabilities (as the engine does). The same
+/// list over stdio, streamableHttp and sse. `simulate-research-query` is
+/// registered when `notifications/initialized` arrives; a client that also
+/// declares `roots`, `sampling` or `elicitation` gets up to 6 more tools
+/// (get-roots-list, trigger-sampling-request, trigger-elicitation-request,
+/// trigger-url-elicitation, and the two `-async` variants).
+pub const EVERYTHING_TOOLS: [&str; 13] = [
+    "echo",
+    "get-annotated-message",
+    "get-env",
+    "get-resource-links",
+    "get-resource-reference",
+    "get-structured-content",
+    "get-sum",
+    "get-tiny-image",
+    "gzip-file-as-resource",
+    "toggle-simulated-logging",
+    "toggle-subscriber-updates",
+    "trigger-long-running-operation",
+    "simulate-research-query",
+];
+
+/// Pinned versions (kept in step with tests/fixtures/requirements.txt and
+/// tests/fixtures/node/package.json).
+pub const PYTHON_SDK_VERSION: &str = "1.30.0";
+pub const EVERYTHING_VERSION: &str = "2026.8.31";
+
+/// How long a peer may take to start listening (Python imports are slow on a
+/// cold CI machine).
+pub const START_DEADLINE: Duration = Duration::from_secs(60);
+/// Lines of a peer's output kept for error messages.
+const LOG_LINES: usize = 200;
+
+const SKIP_ENV: &str = "MCP_DISCOVERY_SKIP_INTEROP";
+const LOGS_ENV: &str = "MCP_DISCOVERY_PEER_LOGS";
+const DEPS_ENV: &str = "MCP_DISCOVERY_DEPS_DIR";
+
+/// Why a peer is not running.
+#[derive(Debug)]
+pub enum PeerError {
+    /// `MCP_DISCOVERY_SKIP_INTEROP=1`: the test should pass without running.
+    Skip(String),
+    /// `.deps` is not installed: the test should fail with this message.
+    Missing(String),
+    /// The peer was installed but did not come up.
+    Failed(String),
+}
+
+impl fmt::Display for PeerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerError::Skip(m) | PeerError::Missing(m) | PeerError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for PeerError {}
+
+/// `let peer = require_peer!(peers::python(PythonTransport::StreamableHttp));`
+/// gives the peer, or returns from the test (skip) when interop is switched
+/// off, or panics with the reason (run scripts/setup-test-deps.sh, or the
+/// peer's last output).
+#[macro_export]
+macro_rules! require_peer {
+    ($start:expr) => {
+        match $start {
+            Ok(peer) => peer,
+            Err($crate::support::peers::PeerError::Skip(why)) => {
+                eprintln!("skipped: {why}");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PythonTransport {
+    StreamableHttp,
+    /// 2024-11-05 HTTP+SSE.
+    Sse,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EverythingTransport {
+    StreamableHttp,
+    /// 2024-11-05 HTTP+SSE.
+    Sse,
+}
+
+/// A command line for a stdio server (what a `transport: stdio` entry needs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StdioCommand {
+    pub command: String,
+    pub args: Vec<String>,
+}
+
+/// The repository root (where `.deps/` and `tests/fixtures/` are).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `$MCP_DISCOVERY_DEPS_DIR`, or `<repo>/.deps`.
+pub fn deps_dir() -> PathBuf {
+    std::env::var_os(DEPS_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".deps"))
+}
+
+pub fn interop_skipped() -> bool {
+    std::env::var(SKIP_ENV).is_ok_and(|v| v == "1")
+}
+
+pub fn python_bin() -> PathBuf {
+    deps_dir().join("venv/bin/python")
+}
+
+pub fn python_fixture() -> PathBuf {
+    repo_root().join("tests/fixtures/python_server.py")
+}
+
+pub fn everything_entry() -> PathBuf {
+    deps_dir().join("node/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+}
+
+pub fn pin_loopback() -> PathBuf {
+    repo_root().join("tests/fixtures/pin-loopback.js")
+}
+
+/// Checks the interop switch and that `path` is installed.
+fn ensure_installed(what: &str, path: &Path) -> Result<(), PeerError> {
+    if interop_skipped() {
+        return Err(PeerError::Skip(format!(
+            "{SKIP_ENV}=1: interop test with {what} not run"
+        )));
+    }
+    if path.exists() {
+        Ok(())
+    } else {
+        Err(PeerError::Missing(format!(
+            "interop peer {what} is not installed ({} is missing). \
+             Hint: run scripts/setup-test-deps.sh (or set {SKIP_ENV}=1 to skip interop tests).",
+            path.display()
+        )))
+    }
+}
+
+/// Starts the Python SDK server of `tests/fixtures/python_server.py`.
+pub fn python(transport: PythonTransport) -> Result<PeerProcess, PeerError> {
+    ensure_installed("the MCP Python SDK", &python_bin())?;
+    let (arg, path) = match transport {
+        PythonTransport::StreamableHttp => ("streamable-http", "/mcp"),
+        PythonTransport::Sse => ("sse", "/sse"),
+    };
+    let mut cmd = Command::new(python_bin());
+    cmd.arg(python_fixture())
+        .args(["--transport", arg, "--port", "0"])
+        .env("PYTHONUNBUFFERED", "1");
+    PeerProcess::spawn(&format!("python-sdk-{arg}"), cmd, path)
+}
+
+/// Starts `@modelcontextprotocol/server-everything` over HTTP.
+pub fn everything(transport: EverythingTransport) -> Result<PeerProcess, PeerError> {
+    ensure_installed(
+        "@modelcontextprotocol/server-everything",
+        &everything_entry(),
+    )?;
+    let (arg, path) = match transport {
+        EverythingTransport::StreamableHttp => ("streamableHttp", "/mcp"),
+        EverythingTransport::Sse => ("sse", "/sse"),
+    };
+    let mut cmd = Command::new("node");
+    cmd.arg("--require")
+        .arg(pin_loopback())
+        .arg(everything_entry())
+        .arg(arg)
+        .env("PORT", "0");
+    PeerProcess::spawn(&format!("server-everything-{arg}"), cmd, path)
+}
+
+/// The command that runs server-everything over stdio; the engine spawns it.
+pub fn everything_stdio() -> Result<StdioCommand, PeerError> {
+    ensure_installed(
+        "@modelcontextprotocol/server-everything",
+        &everything_entry(),
+    )?;
+    Ok(StdioCommand {
+        command: "node".to_owned(),
+        args: vec![everything_entry().display().to_string(), "stdio".to_owned()],
+    })
+}
+
+/// A running peer; killed and reaped on drop.
+pub struct PeerProcess {
+    name: String,
+    child: Child,
+    port: u16,
+    url: String,
+    logs: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl PeerProcess {
+    fn spawn(name: &str, mut cmd: Command, path: &str) -> Result<PeerProcess, PeerError> {
+        cmd.current_dir(repo_root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| PeerError::Failed(format!("cannot start {name} ({cmd:?}): {e}")))?;
+        let logs = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_LINES)));
+        let (port_tx, port_rx) = mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            drain(name, out, logs.clone(), port_tx.clone());
+        }
+        if let Some(err) = child.stderr.take() {
+            drain(name, err, logs.clone(), port_tx);
+        }
+        let mut peer = PeerProcess {
+            name: name.to_owned(),
+            child,
+            port: 0,
+            url: String::new(),
+            logs,
+        };
+
+        let deadline = Instant::now() + START_DEADLINE;
+        let port = loop {
+            match port_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(port) => break port,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(peer.failure("closed its output without announcing a port"))
+                }
+            }
+            if let Ok(Some(status)) = peer.child.try_wait() {
+                return Err(peer.failure(&format!("exited ({status}) before listening")));
+            }
+            if Instant::now() > deadline {
+                return Err(peer.failure(&format!("did not listen within {START_DEADLINE:?}")));
+            }
+        };
+        while TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1))
+            .is_err()
+        {
+            if Instant::now() > deadline {
+                return Err(peer.failure(&format!(
+                    "announced port {port} but does not accept connections"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        peer.port = port;
+        peer.url = format!("http://127.0.0.1:{port}{path}");
+        Ok(peer)
+    }
+
+    fn failure(&self, what: &str) -> PeerError {
+        PeerError::Failed(format!(
+            "interop peer {} {what}; its last output:\n{}",
+            self.name,
+            self.logs().join("\n")
+        ))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+    /// The URL to configure (`/mcp` for Streamable HTTP, `/sse` for HTTP+SSE).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    /// The peer's recent stdout and stderr lines.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
+    /// Kills the peer now (SIGKILL by PID) and reaps it.
+    pub fn kill(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PeerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Reads a peer's output on a thread (so its pipe never fills), keeps the last
+/// lines and reports the `LISTENING 127.0.0.1:<port>` line.
+fn drain<R: Read + Send + 'static>(
+    name: &str,
+    reader: R,
+    logs: Arc<Mutex<VecDeque<String>>>,
+    port_tx: mpsc::Sender<u16>,
+) {
+    let name = name.to_owned();
+    let echo = std::env::var(LOGS_ENV).is_ok_and(|v| v == "1");
+    let _ = std::thread::Builder::new()
+        .name(format!("peer-log-{name}"))
+        .spawn(move || {
+            for line in BufReader::new(reader).lines() {
+                let Ok(line) = line else { break };
+                if let Some(port) = line
+                    .trim()
+                    .strip_prefix("LISTENING 127.0.0.1:")
+                    .and_then(|p| p.parse::<u16>().ok())
+                {
+                    let _ = port_tx.send(port);
+                }
+                if echo {
+                    eprintln!("[{name}] {line}");
+                }
+                let mut logs = logs.lock().unwrap_or_else(PoisonError::into_inner);
+                if logs.len() == LOG_LINES {
+                    logs.pop_front();
+                }
+                logs.push_back(line);
+            }
+        });
+}

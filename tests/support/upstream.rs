@@ -1,0 +1,1493 @@
+//! A test MCP upstream: a real actix-web HTTP server on 127.0.0.1 that speaks
+//! MCP Streamable HTTP (and, as an option, the 2024-11-05 HTTP+SSE transport)
+//! and can be told to misbehave in every way the engine must survive.
+//!
+//! No dependency on the test harness: the e2e test binary declares it through
+//! `tests/support/mod.rs`, and the load harness includes it with
+//! `#[path = "../tests/support/upstream.rs"] mod upstream;`.
+//!
+//! Each server runs on its own thread with its own actix `System`, so it keeps
+//! answering while the test's runtime is busy or blocked, like a real remote
+//! server. Behaviour lives behind a shared handle and can be changed while the
+//! server runs:
+//!
+//! ```ignore
+//! let up = TestUpstream::builder().tools(250).page_size(100).sse().start()?;
+//! // ... point the engine at up.url() ...
+//! up.set_fault(Some(Fault::Status(500)));
+//! up.expire_sessions();
+//! assert_eq!(up.requests("initialize"), 1);
+//! up.stop().await;
+//! ```
+#![allow(dead_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use bytes::Bytes;
+use futures_util::stream::{self, Stream, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+/// Protocol revisions the test upstream accepts, newest first. An
+/// `initialize` asking for one of them gets it back; any other gets the first.
+pub const SUPPORTED_PROTOCOL_VERSIONS: [&str; 4] =
+    ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+
+/// The `nextCursor` returned forever when [`UpstreamBehavior::cursor_loop`] is set.
+pub const LOOP_CURSOR: &str = "loop-cursor";
+
+/// Interval of the `: keepalive` comments of [`Fault::EndlessSse`].
+const ENDLESS_KEEPALIVE: Duration = Duration::from_millis(100);
+/// Size of one chunk of an oversized body.
+const OVERSIZED_CHUNK: usize = 64 * 1024;
+/// Largest request body the upstream reads.
+const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
+/// How long `start()` retries binding an explicit port that is still in use
+/// (a server on that port was just stopped).
+const REBIND_DEADLINE: Duration = Duration::from_secs(5);
+
+// ------------------------------------------------------------------ behaviour
+
+/// How a successful POST is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseMode {
+    /// `Content-Type: application/json`, the message as the body.
+    Json,
+    /// `Content-Type: text/event-stream`: a priming event (an `id` and empty
+    /// data), then the response as an `event: message`.
+    Sse,
+}
+
+/// Shape of SSE answers, to exercise the client's parser over a real socket.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SseStyle {
+    /// Send the body in chunks of this many bytes, 1 ms apart.
+    pub chunk_size: Option<usize>,
+    /// Pretty-print the JSON over several `data:` lines.
+    pub multiline: bool,
+    /// End lines with CRLF instead of LF.
+    pub crlf: bool,
+    /// Add `retry: N` to the priming event.
+    pub retry_ms: Option<u64>,
+    /// Send only the priming event, then end the stream: the response waits
+    /// for a `GET` with `Last-Event-ID` set to the priming event's id.
+    pub drop_before_response: bool,
+}
+
+/// A way to fail, injected instead of the normal answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// This HTTP status with a small JSON body.
+    Status(u16),
+    /// 200 with bytes that are not JSON (or an SSE event whose data is not JSON).
+    Garbage,
+    /// 200 with a valid response of this many bytes, streamed in 64 KiB chunks
+    /// without a Content-Length (as one `data:` line in SSE mode).
+    Oversized(usize),
+    /// 200 `text/event-stream`: a priming event, then a `: keepalive` comment
+    /// every 100 ms, forever; the response never comes.
+    EndlessSse,
+    /// 200 with a JSON-RPC error object for the request's id.
+    JsonRpcError { code: i64, message: String },
+}
+
+/// Which JSON-RPC methods a fault or a delay applies to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Methods {
+    /// Every POSTed message (requests, notifications, responses).
+    #[default]
+    All,
+    /// Only these methods, e.g. `["tools/list"]`.
+    Only(Vec<String>),
+}
+
+impl Methods {
+    pub fn only<I, S>(methods: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Methods::Only(methods.into_iter().map(Into::into).collect())
+    }
+
+    pub fn matches(&self, method: &str) -> bool {
+        match self {
+            Methods::All => true,
+            Methods::Only(list) => list.iter().any(|m| m == method),
+        }
+    }
+}
+
+/// What `GET /mcp` (the optional server-push stream) does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GetStream {
+    /// 405 Method Not Allowed, as servers without push streams answer.
+    #[default]
+    Refuse,
+    /// An SSE stream that stays open; [`UpstreamHandle::notify_tools_changed`]
+    /// sends `notifications/tools/list_changed` on it.
+    Open,
+    /// This HTTP status.
+    Status(u16),
+}
+
+/// Everything the test upstream can be told. `Default` is a well-behaved
+/// server with 5 tools, sessions, JSON answers and no push stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamBehavior {
+    /// `serverInfo.name`, also used in tool descriptions.
+    pub server_name: String,
+    /// Number of tools, named `<tool_prefix>0..`.
+    pub tools: usize,
+    pub tool_prefix: String,
+    /// Extra bytes in each tool's description, to make big pages cheaply.
+    pub description_padding: usize,
+    /// Number of prompts / resources; when 0 the capability is not advertised.
+    pub prompts: usize,
+    pub resources: usize,
+    /// Items per `*/list` page (`nextCursor` until the end); `None` = one page.
+    pub page_size: Option<usize>,
+    /// Always answer `nextCursor: "loop-cursor"`.
+    pub cursor_loop: bool,
+    pub response: ResponseMode,
+    pub sse: SseStyle,
+    /// Answer `initialize` with this version instead of negotiating.
+    pub protocol_version: Option<String>,
+    /// Assign an `Mcp-Session-Id` on `initialize`.
+    pub sessions: bool,
+    /// With `sessions`: reject a non-initialize request without the header (400).
+    pub require_session: bool,
+    /// Status for a request carrying an expired or unknown session id (404 per
+    /// spec; some servers answer 400 "No valid session ID provided").
+    pub expired_session_status: u16,
+    /// Reject a non-initialize request whose `MCP-Protocol-Version` is missing
+    /// or differs from the negotiated one (400).
+    pub require_protocol_header: bool,
+    /// Insist on `Accept: application/json, text/event-stream` (406) and
+    /// `Content-Type: application/json` (415) on POST, as the SDKs do.
+    pub strict_accept: bool,
+    /// Every request must carry this header with this value, else 401.
+    pub required_header: Option<(String, String)>,
+    pub fault: Option<Fault>,
+    pub fault_on: Methods,
+    /// Wait this long before answering.
+    pub delay: Option<Duration>,
+    pub delay_on: Methods,
+    pub get_stream: GetStream,
+    /// Speak the 2024-11-05 HTTP+SSE transport instead of Streamable HTTP:
+    /// `GET /sse` opens the stream (`event: endpoint`), `POST
+    /// /messages?session_id=..` answers 202 and the response goes on the stream.
+    /// `POST /sse` is 405 (what `transport: auto` falls back on).
+    pub legacy_sse: bool,
+}
+
+impl Default for UpstreamBehavior {
+    fn default() -> Self {
+        Self {
+            server_name: "test-upstream".to_owned(),
+            tools: 5,
+            tool_prefix: "tool_".to_owned(),
+            description_padding: 0,
+            prompts: 0,
+            resources: 0,
+            page_size: None,
+            cursor_loop: false,
+            response: ResponseMode::Json,
+            sse: SseStyle::default(),
+            protocol_version: None,
+            sessions: true,
+            require_session: true,
+            expired_session_status: 404,
+            require_protocol_header: false,
+            strict_accept: true,
+            required_header: None,
+            fault: None,
+            fault_on: Methods::All,
+            delay: None,
+            delay_on: Methods::All,
+            get_stream: GetStream::Refuse,
+            legacy_sse: false,
+        }
+    }
+}
+
+/// The name of the tool with index `i` under the default prefix.
+pub fn tool_name(i: usize) -> String {
+    format!("tool_{i}")
+}
+
+/// The names `tool_0..tool_{n-1}`.
+pub fn tool_names(n: usize) -> Vec<String> {
+    (0..n).map(tool_name).collect()
+}
+
+// ------------------------------------------------------------------- builder
+
+/// Builds a [`TestUpstream`]; every knob of [`UpstreamBehavior`] has a method.
+#[derive(Clone, Debug, Default)]
+pub struct UpstreamBuilder {
+    behavior: UpstreamBehavior,
+    port: Option<u16>,
+}
+
+impl UpstreamBuilder {
+    pub fn behavior(mut self, behavior: UpstreamBehavior) -> Self {
+        self.behavior = behavior;
+        self
+    }
+    /// Bind this port instead of a free one (to bring a server up where a
+    /// test saw connections refused).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.behavior.server_name = name.into();
+        self
+    }
+    pub fn tools(mut self, n: usize) -> Self {
+        self.behavior.tools = n;
+        self
+    }
+    pub fn tool_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.behavior.tool_prefix = prefix.into();
+        self
+    }
+    pub fn description_padding(mut self, bytes: usize) -> Self {
+        self.behavior.description_padding = bytes;
+        self
+    }
+    pub fn prompts(mut self, n: usize) -> Self {
+        self.behavior.prompts = n;
+        self
+    }
+    pub fn resources(mut self, n: usize) -> Self {
+        self.behavior.resources = n;
+        self
+    }
+    pub fn page_size(mut self, n: usize) -> Self {
+        self.behavior.page_size = Some(n);
+        self
+    }
+    pub fn cursor_loop(mut self) -> Self {
+        self.behavior.cursor_loop = true;
+        self
+    }
+    pub fn json(mut self) -> Self {
+        self.behavior.response = ResponseMode::Json;
+        self
+    }
+    pub fn sse(mut self) -> Self {
+        self.behavior.response = ResponseMode::Sse;
+        self
+    }
+    pub fn sse_style(mut self, style: SseStyle) -> Self {
+        self.behavior.response = ResponseMode::Sse;
+        self.behavior.sse = style;
+        self
+    }
+    pub fn protocol_version(mut self, version: impl Into<String>) -> Self {
+        self.behavior.protocol_version = Some(version.into());
+        self
+    }
+    pub fn sessions(mut self, on: bool) -> Self {
+        self.behavior.sessions = on;
+        self
+    }
+    pub fn require_session(mut self, on: bool) -> Self {
+        self.behavior.require_session = on;
+        self
+    }
+    pub fn expired_session_status(mut self, status: u16) -> Self {
+        self.behavior.expired_session_status = status;
+        self
+    }
+    pub fn require_protocol_header(mut self) -> Self {
+        self.behavior.require_protocol_header = true;
+        self
+    }
+    pub fn strict_accept(mut self, on: bool) -> Self {
+        self.behavior.strict_accept = on;
+        self
+    }
+    pub fn required_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.behavior.required_header = Some((name.into(), value.into()));
+        self
+    }
+    pub fn fault(mut self, fault: Fault) -> Self {
+        self.behavior.fault = Some(fault);
+        self
+    }
+    pub fn fault_on(mut self, methods: Methods) -> Self {
+        self.behavior.fault_on = methods;
+        self
+    }
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.behavior.delay = Some(delay);
+        self
+    }
+    pub fn delay_on(mut self, methods: Methods) -> Self {
+        self.behavior.delay_on = methods;
+        self
+    }
+    pub fn get_stream(mut self, mode: GetStream) -> Self {
+        self.behavior.get_stream = mode;
+        self
+    }
+    pub fn legacy_sse(mut self) -> Self {
+        self.behavior.legacy_sse = true;
+        self
+    }
+
+    /// Binds 127.0.0.1 and starts serving; returns once the socket listens.
+    pub fn start(self) -> io::Result<TestUpstream> {
+        let listener = match self.port {
+            Some(port) => bind_retrying(port)?,
+            None => TcpListener::bind(("127.0.0.1", 0))?,
+        };
+        let handle = UpstreamHandle::new(listener.local_addr()?, self.behavior);
+        let server = RunningServer::start(vec![(listener, handle.clone())], 1)?;
+        Ok(TestUpstream { handle, server })
+    }
+}
+
+fn bind_retrying(port: u16) -> io::Result<TcpListener> {
+    let deadline = Instant::now() + REBIND_DEADLINE;
+    loop {
+        match TcpListener::bind(("127.0.0.1", port)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+// -------------------------------------------------------------- the handles
+
+/// A running test upstream. Dropping it stops the server at once; `stop()`
+/// stops it gracefully. Derefs to its [`UpstreamHandle`].
+pub struct TestUpstream {
+    handle: UpstreamHandle,
+    server: RunningServer,
+}
+
+impl TestUpstream {
+    pub fn builder() -> UpstreamBuilder {
+        UpstreamBuilder::default()
+    }
+
+    /// A well-behaved upstream with the default behaviour.
+    pub fn start_default() -> io::Result<TestUpstream> {
+        Self::builder().start()
+    }
+
+    /// A clonable handle to change behaviour and read counters from elsewhere.
+    pub fn handle(&self) -> UpstreamHandle {
+        self.handle.clone()
+    }
+
+    /// Stops accepting, lets open requests finish (1 s at most), closes the
+    /// port.
+    pub async fn stop(mut self) {
+        self.server.stop(true).await;
+    }
+}
+
+impl Deref for TestUpstream {
+    type Target = UpstreamHandle;
+    fn deref(&self) -> &UpstreamHandle {
+        &self.handle
+    }
+}
+
+/// Many upstreams served by one actix server (one listener each, shared
+/// workers): what the load harness needs for K=1000 without 1000 threads.
+pub struct UpstreamFarm {
+    handles: Vec<UpstreamHandle>,
+    server: RunningServer,
+}
+
+impl UpstreamFarm {
+    /// Starts `count` upstreams with the same behaviour on free ports of
+    /// 127.0.0.1, or on `base_port..base_port+count` when `base_port` is set.
+    pub fn start(
+        count: usize,
+        behavior: &UpstreamBehavior,
+        base_port: Option<u16>,
+        workers: usize,
+    ) -> io::Result<UpstreamFarm> {
+        let mut entries = Vec::with_capacity(count);
+        for i in 0..count {
+            let listener = match base_port {
+                Some(base) => {
+                    let port = u16::try_from(usize::from(base) + i).map_err(|_| {
+                        io::Error::new(io::ErrorKind::InvalidInput, "port range overflows 65535")
+                    })?;
+                    TcpListener::bind(("127.0.0.1", port))?
+                }
+                None => TcpListener::bind(("127.0.0.1", 0))?,
+            };
+            let mut b = behavior.clone();
+            b.server_name = format!("{}-{i}", behavior.server_name);
+            let handle = UpstreamHandle::new(listener.local_addr()?, b);
+            entries.push((listener, handle));
+        }
+        let handles = entries.iter().map(|(_, h)| h.clone()).collect();
+        let server = RunningServer::start(entries, workers.max(1))?;
+        Ok(UpstreamFarm { handles, server })
+    }
+
+    pub fn upstreams(&self) -> &[UpstreamHandle] {
+        &self.handles
+    }
+
+    pub async fn stop(mut self) {
+        self.server.stop(true).await;
+    }
+}
+
+/// The server thread of one or more upstreams.
+struct RunningServer {
+    handle: Option<ServerHandle>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    fn start(entries: Vec<(TcpListener, UpstreamHandle)>, workers: usize) -> io::Result<Self> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<ServerHandle>>();
+        let thread = std::thread::Builder::new()
+            .name("test-upstream".to_owned())
+            .spawn(move || {
+                let system = actix_web::rt::System::new();
+                system.block_on(async move {
+                    let routes: HashMap<u16, Arc<Inner>> = entries
+                        .iter()
+                        .map(|(_, h)| (h.inner.addr.port(), h.inner.clone()))
+                        .collect();
+                    let routes = web::Data::new(routes);
+                    let mut server = HttpServer::new(move || {
+                        App::new()
+                            .app_data(routes.clone())
+                            .app_data(web::PayloadConfig::new(MAX_REQUEST_BODY))
+                            .default_service(web::to(dispatch))
+                    })
+                    .workers(workers)
+                    .backlog(4096)
+                    .disable_signals()
+                    .shutdown_timeout(1);
+                    for (listener, _) in entries {
+                        server = match server.listen(listener) {
+                            Ok(s) => s,
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e));
+                                return;
+                            }
+                        };
+                    }
+                    let server = server.run();
+                    let _ = ready_tx.send(Ok(server.handle()));
+                    let _ = server.await;
+                });
+            })?;
+        let handle = ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("test upstream thread exited before serving"))??;
+        Ok(Self {
+            handle: Some(handle),
+            thread: Some(thread),
+        })
+    }
+
+    async fn stop(&mut self, graceful: bool) {
+        if let Some(handle) = self.handle.take() {
+            handle.stop(graceful).await;
+        }
+        // The server future has completed; the thread ends right after.
+        self.thread.take();
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            // The command is sent now; the returned future only waits for it.
+            drop(handle.stop(false));
+        }
+    }
+}
+
+/// Shared state of one upstream: behaviour (changeable at run time) and what
+/// it has seen. Cheap to clone.
+#[derive(Clone)]
+pub struct UpstreamHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    addr: SocketAddr,
+    behavior: Mutex<UpstreamBehavior>,
+    stats: Mutex<Stats>,
+    sessions: Mutex<Sessions>,
+    push_streams: Mutex<Vec<UnboundedSender<Bytes>>>,
+    legacy_streams: Mutex<HashMap<String, UnboundedSender<Bytes>>>,
+    /// Responses withheld by `SseStyle::drop_before_response`, by the id of
+    /// the priming event a resuming GET names in `Last-Event-ID`.
+    resumable: Mutex<HashMap<String, Bytes>>,
+    next_event_id: AtomicU64,
+    next_session: AtomicU64,
+}
+
+#[derive(Default)]
+struct Stats {
+    http_requests: u64,
+    posts: u64,
+    gets: u64,
+    deletes: u64,
+    by_method: HashMap<String, u64>,
+    last_headers: Vec<(String, String)>,
+    headers_by_method: HashMap<String, Vec<(String, String)>>,
+    last_event_ids: Vec<String>,
+    last_initialize_params: Option<Value>,
+    sessions_created: u64,
+    sessions_deleted: u64,
+}
+
+#[derive(Default)]
+struct Sessions {
+    /// Session id -> negotiated protocol version.
+    live: HashMap<String, String>,
+    dead: HashSet<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl UpstreamHandle {
+    fn new(addr: SocketAddr, behavior: UpstreamBehavior) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                addr,
+                behavior: Mutex::new(behavior),
+                stats: Mutex::new(Stats::default()),
+                sessions: Mutex::new(Sessions::default()),
+                push_streams: Mutex::new(Vec::new()),
+                legacy_streams: Mutex::new(HashMap::new()),
+                resumable: Mutex::new(HashMap::new()),
+                next_event_id: AtomicU64::new(1),
+                next_session: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.inner.addr.port()
+    }
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+    /// The URL to configure: `http://127.0.0.1:PORT/mcp`, or `.../sse` in
+    /// legacy SSE mode.
+    pub fn url(&self) -> String {
+        if lock(&self.inner.behavior).legacy_sse {
+            self.sse_url()
+        } else {
+            self.mcp_url()
+        }
+    }
+    pub fn mcp_url(&self) -> String {
+        format!("http://{}/mcp", self.inner.addr)
+    }
+    pub fn sse_url(&self) -> String {
+        format!("http://{}/sse", self.inner.addr)
+    }
+
+    // -- behaviour -------------------------------------------------------
+
+    pub fn behavior(&self) -> UpstreamBehavior {
+        lock(&self.inner.behavior).clone()
+    }
+    pub fn set_behavior(&self, behavior: UpstreamBehavior) {
+        *lock(&self.inner.behavior) = behavior;
+    }
+    /// Changes the behaviour in place: `up.update(|b| b.page_size = Some(10))`.
+    pub fn update(&self, f: impl FnOnce(&mut UpstreamBehavior)) {
+        f(&mut lock(&self.inner.behavior));
+    }
+    pub fn set_tools(&self, n: usize) {
+        self.update(|b| b.tools = n);
+    }
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        self.update(|b| b.fault = fault);
+    }
+    pub fn set_delay(&self, delay: Option<Duration>) {
+        self.update(|b| b.delay = delay);
+    }
+    pub fn set_response_mode(&self, mode: ResponseMode) {
+        self.update(|b| b.response = mode);
+    }
+    pub fn set_page_size(&self, page_size: Option<usize>) {
+        self.update(|b| b.page_size = page_size);
+    }
+
+    // -- sessions and streams -------------------------------------------
+
+    /// Ends every live session as a server restart would: a later request
+    /// with one of those ids gets `expired_session_status` (404). Returns how
+    /// many sessions there were.
+    pub fn expire_sessions(&self) -> usize {
+        let mut sessions = lock(&self.inner.sessions);
+        let ids: Vec<String> = sessions.live.drain().map(|(id, _)| id).collect();
+        let n = ids.len();
+        sessions.dead.extend(ids);
+        n
+    }
+    pub fn live_sessions(&self) -> Vec<String> {
+        lock(&self.inner.sessions).live.keys().cloned().collect()
+    }
+    /// Sends `notifications/tools/list_changed` on every open push stream
+    /// (`GetStream::Open`) and legacy SSE stream; returns how many got it.
+    pub fn notify_tools_changed(&self) -> usize {
+        let event = message_event(&json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/tools/list_changed"
+        }));
+        let mut sent = 0;
+        lock(&self.inner.push_streams).retain(|tx| {
+            let ok = tx.send(event.clone()).is_ok();
+            sent += usize::from(ok);
+            ok
+        });
+        lock(&self.inner.legacy_streams).retain(|_, tx| {
+            let ok = tx.send(event.clone()).is_ok();
+            sent += usize::from(ok);
+            ok
+        });
+        sent
+    }
+    /// Push streams (`GET /mcp`) currently open.
+    pub fn open_push_streams(&self) -> usize {
+        let mut streams = lock(&self.inner.push_streams);
+        streams.retain(|tx| !tx.is_closed());
+        streams.len()
+    }
+    /// Ends every open push stream (the client should reconnect).
+    pub fn close_push_streams(&self) {
+        lock(&self.inner.push_streams).clear();
+    }
+
+    // -- counters --------------------------------------------------------
+
+    /// JSON-RPC messages received with this method (`"initialize"`,
+    /// `"tools/list"`, `"notifications/initialized"`, ...); responses sent
+    /// by the client count as `"<response>"`.
+    pub fn requests(&self, method: &str) -> u64 {
+        lock(&self.inner.stats)
+            .by_method
+            .get(method)
+            .copied()
+            .unwrap_or(0)
+    }
+    pub fn method_counts(&self) -> HashMap<String, u64> {
+        lock(&self.inner.stats).by_method.clone()
+    }
+    /// HTTP requests of any kind, including rejected ones.
+    pub fn http_requests(&self) -> u64 {
+        lock(&self.inner.stats).http_requests
+    }
+    pub fn post_requests(&self) -> u64 {
+        lock(&self.inner.stats).posts
+    }
+    pub fn get_requests(&self) -> u64 {
+        lock(&self.inner.stats).gets
+    }
+    pub fn delete_requests(&self) -> u64 {
+        lock(&self.inner.stats).deletes
+    }
+    pub fn sessions_created(&self) -> u64 {
+        lock(&self.inner.stats).sessions_created
+    }
+    pub fn sessions_deleted(&self) -> u64 {
+        lock(&self.inner.stats).sessions_deleted
+    }
+    /// Headers (lower-case names) of the last HTTP request.
+    pub fn last_headers(&self) -> Vec<(String, String)> {
+        lock(&self.inner.stats).last_headers.clone()
+    }
+    pub fn last_header(&self, name: &str) -> Option<String> {
+        find_header(&lock(&self.inner.stats).last_headers, name)
+    }
+    /// A header of the last request that carried this JSON-RPC method.
+    pub fn last_header_for(&self, method: &str, name: &str) -> Option<String> {
+        let stats = lock(&self.inner.stats);
+        stats
+            .headers_by_method
+            .get(method)
+            .and_then(|h| find_header(h, name))
+    }
+    /// `Last-Event-ID` values seen on GET requests, in order.
+    pub fn last_event_ids(&self) -> Vec<String> {
+        lock(&self.inner.stats).last_event_ids.clone()
+    }
+    /// `params` of the last `initialize` (protocolVersion, clientInfo, ...).
+    pub fn last_initialize_params(&self) -> Option<Value> {
+        lock(&self.inner.stats).last_initialize_params.clone()
+    }
+    pub fn reset_counters(&self) {
+        *lock(&self.inner.stats) = Stats::default();
+    }
+}
+
+fn find_header(headers: &[(String, String)], name: &str) -> Option<String> {
+    let name = name.to_ascii_lowercase();
+    headers
+        .iter()
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.clone())
+}
+
+// ------------------------------------------------------------ hang & refuse
+
+/// A port on 127.0.0.1 with nothing listening (bound, then released).
+pub fn refusing_port() -> io::Result<u16> {
+    let listener = TcpListener::bind(("127.0.0.1", 0))?;
+    let port = listener.local_addr()?.port();
+    drop(listener);
+    Ok(port)
+}
+
+/// A server that accepts TCP connections and never answers; it holds every
+/// connection open until dropped.
+pub struct HangingServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+pub fn hanging_server() -> io::Result<HangingServer> {
+    let listener = TcpListener::bind(("127.0.0.1", 0))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let thread = {
+        let stop = stop.clone();
+        let accepted = accepted.clone();
+        std::thread::Builder::new()
+            .name("hanging-server".to_owned())
+            .spawn(move || {
+                let mut held = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((conn, _)) => {
+                            accepted.fetch_add(1, Ordering::Relaxed);
+                            held.push(conn);
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            })?
+    };
+    Ok(HangingServer {
+        addr,
+        stop,
+        accepted,
+        thread: Some(thread),
+    })
+}
+
+impl HangingServer {
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+    pub fn url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for HangingServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+// ------------------------------------------------------------------ serving
+
+async fn dispatch(
+    req: HttpRequest,
+    body: web::Bytes,
+    routes: web::Data<HashMap<u16, Arc<Inner>>>,
+) -> HttpResponse {
+    let port = req.app_config().local_addr().port();
+    match routes.get(&port) {
+        Some(inner) => inner.clone().serve(req, body).await,
+        None => HttpResponse::NotFound().finish(),
+    }
+}
+
+enum Reply {
+    /// A notification or a client's response: 202, no body.
+    Accepted,
+    Message(Value),
+}
+
+impl Inner {
+    fn behavior(&self) -> UpstreamBehavior {
+        lock(&self.behavior).clone()
+    }
+
+    async fn serve(self: Arc<Self>, req: HttpRequest, body: Bytes) -> HttpResponse {
+        let b = self.behavior();
+        self.record_request(&req);
+        if let Some((name, value)) = &b.required_header {
+            if header_str(&req, name).as_deref() != Some(value.as_str()) {
+                return json_status(
+                    StatusCode::UNAUTHORIZED,
+                    &json!({ "error": format!("missing or wrong {name} header") }),
+                );
+            }
+        }
+        let method = req.method().as_str().to_owned();
+        match (b.legacy_sse, method.as_str(), req.path()) {
+            (false, "POST", "/mcp") => self.post(&req, body, &b).await,
+            (false, "GET", "/mcp") => self.get(&req, &b),
+            (false, "DELETE", "/mcp") => self.delete(&req, &b),
+            (false, _, "/mcp") => method_not_allowed("GET, POST, DELETE"),
+            (true, "GET", "/sse") => self.legacy_open(),
+            (true, _, "/sse") => method_not_allowed("GET"),
+            (true, "POST", "/messages") => self.legacy_post(&req, body, &b).await,
+            _ => HttpResponse::NotFound().finish(),
+        }
+    }
+
+    fn record_request(&self, req: &HttpRequest) {
+        let mut stats = lock(&self.stats);
+        stats.http_requests += 1;
+        match req.method().as_str() {
+            "POST" => stats.posts += 1,
+            "GET" => stats.gets += 1,
+            "DELETE" => stats.deletes += 1,
+            _ => {}
+        }
+        stats.last_headers = req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+    }
+
+    fn record_method(&self, method: &str, msg: &Value) {
+        let mut stats = lock(&self.stats);
+        *stats.by_method.entry(method.to_owned()).or_default() += 1;
+        let headers = stats.last_headers.clone();
+        stats.headers_by_method.insert(method.to_owned(), headers);
+        if method == "initialize" {
+            stats.last_initialize_params = msg.get("params").cloned();
+        }
+    }
+
+    // -- Streamable HTTP ------------------------------------------------
+
+    async fn post(&self, req: &HttpRequest, body: Bytes, b: &UpstreamBehavior) -> HttpResponse {
+        if b.strict_accept {
+            let accept = header_str(req, "accept").unwrap_or_default();
+            if !(accept.contains("application/json") && accept.contains("text/event-stream")) {
+                return json_status(
+                    StatusCode::NOT_ACCEPTABLE,
+                    &rpc_error(Value::Null, -32000, "Not Acceptable: Client must accept both application/json and text/event-stream"),
+                );
+            }
+            let content_type = header_str(req, "content-type").unwrap_or_default();
+            if !content_type.starts_with("application/json") {
+                return json_status(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    &rpc_error(
+                        Value::Null,
+                        -32000,
+                        "Unsupported Media Type: Content-Type must be application/json",
+                    ),
+                );
+            }
+        }
+        let msg: Value = match serde_json::from_slice(&body) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) => {
+                return json_status(
+                    StatusCode::BAD_REQUEST,
+                    &rpc_error(
+                        Value::Null,
+                        -32600,
+                        "Invalid Request: expected one JSON-RPC object",
+                    ),
+                )
+            }
+            Err(e) => {
+                return json_status(
+                    StatusCode::BAD_REQUEST,
+                    &rpc_error(Value::Null, -32700, &format!("Parse error: {e}")),
+                )
+            }
+        };
+        let method = msg.get("method").and_then(Value::as_str).map(str::to_owned);
+        let key = method.clone().unwrap_or_else(|| "<response>".to_owned());
+        let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        self.record_method(&key, &msg);
+        let is_initialize = key == "initialize";
+
+        let session = header_str(req, "mcp-session-id");
+        if b.sessions && !is_initialize {
+            if let Some(rejection) = self.check_session(session.as_deref(), b, &id) {
+                return rejection;
+            }
+        }
+        if b.require_protocol_header && !is_initialize {
+            let sent = header_str(req, "mcp-protocol-version");
+            let negotiated = session
+                .as_deref()
+                .and_then(|s| lock(&self.sessions).live.get(s).cloned());
+            let ok = match (&sent, &negotiated) {
+                (Some(v), Some(n)) => v == n,
+                (Some(v), None) => SUPPORTED_PROTOCOL_VERSIONS.contains(&v.as_str()),
+                (None, _) => false,
+            };
+            if !ok {
+                return json_status(
+                    StatusCode::BAD_REQUEST,
+                    &rpc_error(
+                        id,
+                        -32000,
+                        "Bad Request: missing or unsupported MCP-Protocol-Version header",
+                    ),
+                );
+            }
+        }
+        if let Some(delay) = b.delay.filter(|_| b.delay_on.matches(&key)) {
+            actix_web::rt::time::sleep(delay).await;
+        }
+        if let Some(fault) = b.fault.as_ref().filter(|_| b.fault_on.matches(&key)) {
+            return self.fault_response(fault, id, b);
+        }
+        let (reply, new_session) = self.rpc(&msg, b, true);
+        match reply {
+            Reply::Accepted => HttpResponse::Accepted().finish(),
+            Reply::Message(v) => self.render(&v, b, new_session),
+        }
+    }
+
+    fn check_session(
+        &self,
+        session: Option<&str>,
+        b: &UpstreamBehavior,
+        id: &Value,
+    ) -> Option<HttpResponse> {
+        match session {
+            Some(s) if lock(&self.sessions).live.contains_key(s) => None,
+            Some(_) => Some(json_status(
+                status(b.expired_session_status),
+                &rpc_error(id.clone(), -32001, "Session not found"),
+            )),
+            None if b.require_session => Some(json_status(
+                StatusCode::BAD_REQUEST,
+                &rpc_error(
+                    id.clone(),
+                    -32000,
+                    "Bad Request: No valid session ID provided",
+                ),
+            )),
+            None => None,
+        }
+    }
+
+    fn get(&self, req: &HttpRequest, b: &UpstreamBehavior) -> HttpResponse {
+        if let Some(last) = header_str(req, "last-event-id") {
+            lock(&self.stats).last_event_ids.push(last.clone());
+            if let Some(event) = lock(&self.resumable).remove(&last) {
+                return sse_stream_response(stream::iter([Ok::<_, io::Error>(event)]), None);
+            }
+        }
+        match b.get_stream {
+            GetStream::Refuse => method_not_allowed("POST, DELETE"),
+            GetStream::Status(code) => {
+                json_status(status(code), &json!({ "error": "injected GET status" }))
+            }
+            GetStream::Open => {
+                if b.sessions {
+                    let session = header_str(req, "mcp-session-id");
+                    if let Some(rejection) = self.check_session(session.as_deref(), b, &Value::Null)
+                    {
+                        return rejection;
+                    }
+                }
+                let (tx, rx) = unbounded_channel();
+                lock(&self.push_streams).push(tx);
+                let opening =
+                    stream::iter([Ok::<_, io::Error>(Bytes::from_static(b": stream open\n\n"))]);
+                sse_stream_response(opening.chain(receiver_stream(rx)), None)
+            }
+        }
+    }
+
+    fn delete(&self, req: &HttpRequest, b: &UpstreamBehavior) -> HttpResponse {
+        if !b.sessions {
+            return method_not_allowed("GET, POST");
+        }
+        let Some(session) = header_str(req, "mcp-session-id") else {
+            return json_status(
+                StatusCode::BAD_REQUEST,
+                &rpc_error(
+                    Value::Null,
+                    -32000,
+                    "Bad Request: No valid session ID provided",
+                ),
+            );
+        };
+        let mut sessions = lock(&self.sessions);
+        if sessions.live.remove(&session).is_some() {
+            sessions.dead.insert(session);
+            drop(sessions);
+            lock(&self.stats).sessions_deleted += 1;
+            HttpResponse::Ok().finish()
+        } else {
+            json_status(
+                StatusCode::NOT_FOUND,
+                &rpc_error(Value::Null, -32001, "Session not found"),
+            )
+        }
+    }
+
+    // -- 2024-11-05 HTTP+SSE --------------------------------------------
+
+    fn legacy_open(&self) -> HttpResponse {
+        let session = self.new_session_id();
+        let (tx, rx) = unbounded_channel();
+        lock(&self.legacy_streams).insert(session.clone(), tx);
+        let endpoint = format!("event: endpoint\ndata: /messages?session_id={session}\n\n");
+        let first = stream::iter([Ok::<_, io::Error>(Bytes::from(endpoint))]);
+        sse_stream_response(first.chain(receiver_stream(rx)), None)
+    }
+
+    async fn legacy_post(
+        &self,
+        req: &HttpRequest,
+        body: Bytes,
+        b: &UpstreamBehavior,
+    ) -> HttpResponse {
+        let session = web::Query::<HashMap<String, String>>::from_query(req.query_string())
+            .ok()
+            .and_then(|q| q.get("session_id").cloned())
+            .unwrap_or_default();
+        let Some(tx) = lock(&self.legacy_streams).get(&session).cloned() else {
+            return HttpResponse::NotFound().body("Could not find session");
+        };
+        let Ok(msg @ Value::Object(_)) = serde_json::from_slice::<Value>(&body) else {
+            return HttpResponse::BadRequest().body("Could not parse message");
+        };
+        let key = msg
+            .get("method")
+            .and_then(Value::as_str)
+            .unwrap_or("<response>")
+            .to_owned();
+        let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        self.record_method(&key, &msg);
+
+        let event = match b.fault.as_ref().filter(|_| b.fault_on.matches(&key)) {
+            Some(Fault::Status(code)) => {
+                return json_status(status(*code), &json!({ "error": "injected fault" }))
+            }
+            Some(Fault::EndlessSse) => return accepted_legacy(),
+            Some(Fault::Garbage) => Some(Bytes::from_static(
+                b"event: message\ndata: {this is not json\n\n",
+            )),
+            Some(Fault::Oversized(n)) => {
+                let mut event = Vec::with_capacity(n + 32);
+                event.extend_from_slice(b"event: message\n");
+                oversized_chunks(*n, &id, true).for_each(|c| event.extend_from_slice(&c));
+                Some(Bytes::from(event))
+            }
+            Some(Fault::JsonRpcError { code, message }) => {
+                Some(message_event(&rpc_error(id, *code, message)))
+            }
+            None => match self.rpc(&msg, b, false).0 {
+                Reply::Accepted => None,
+                Reply::Message(v) => Some(message_event(&v)),
+            },
+        };
+        if let Some(event) = event {
+            match b.delay.filter(|_| b.delay_on.matches(&key)) {
+                Some(delay) => {
+                    actix_web::rt::spawn(async move {
+                        actix_web::rt::time::sleep(delay).await;
+                        let _ = tx.send(event);
+                    });
+                }
+                None => {
+                    if tx.send(event).is_err() {
+                        lock(&self.legacy_streams).remove(&session);
+                    }
+                }
+            }
+        }
+        accepted_legacy()
+    }
+
+    // -- JSON-RPC ---------------------------------------------------------
+
+    fn new_session_id(&self) -> String {
+        let n = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        format!("s{}-{n}-{nanos:08x}", self.addr.port())
+    }
+
+    /// Answers one message; returns the session id created by an `initialize`
+    /// (Streamable HTTP with sessions only).
+    fn rpc(&self, msg: &Value, b: &UpstreamBehavior, streamable: bool) -> (Reply, Option<String>) {
+        let (Some(method), Some(id)) = (
+            msg.get("method").and_then(Value::as_str),
+            msg.get("id").cloned(),
+        ) else {
+            return (Reply::Accepted, None);
+        };
+        let params = msg.get("params").cloned().unwrap_or(Value::Null);
+        let mut new_session = None;
+        let result = match method {
+            "initialize" => {
+                let requested = params.get("protocolVersion").and_then(Value::as_str);
+                let version = b
+                    .protocol_version
+                    .clone()
+                    .unwrap_or_else(|| match requested {
+                        Some(v) if SUPPORTED_PROTOCOL_VERSIONS.contains(&v) => v.to_owned(),
+                        _ => SUPPORTED_PROTOCOL_VERSIONS[0].to_owned(),
+                    });
+                let mut capabilities = json!({ "tools": { "listChanged": true } });
+                if b.prompts > 0 {
+                    capabilities["prompts"] = json!({ "listChanged": false });
+                }
+                if b.resources > 0 {
+                    capabilities["resources"] = json!({ "subscribe": false, "listChanged": false });
+                }
+                if streamable && b.sessions {
+                    let session = self.new_session_id();
+                    lock(&self.sessions)
+                        .live
+                        .insert(session.clone(), version.clone());
+                    lock(&self.stats).sessions_created += 1;
+                    new_session = Some(session);
+                }
+                Ok(json!({
+                    "protocolVersion": version,
+                    "capabilities": capabilities,
+                    "serverInfo": { "name": b.server_name, "version": "0.0.0-test" },
+                }))
+            }
+            "ping" => Ok(json!({})),
+            "tools/list" => page(&params, b, "tools", b.tools, |i| tool_json(i, b)),
+            "prompts/list" if b.prompts > 0 => page(
+                &params,
+                b,
+                "prompts",
+                b.prompts,
+                |i| json!({ "name": format!("prompt_{i}"), "description": format!("Test prompt {i}") }),
+            ),
+            "resources/list" if b.resources > 0 => page(
+                &params,
+                b,
+                "resources",
+                b.resources,
+                |i| json!({ "uri": format!("test://resource/{i}"), "name": format!("resource_{i}") }),
+            ),
+            "tools/call" => call_tool(&params, b),
+            other => Err((-32601, format!("Method not found: {other}"))),
+        };
+        let message = match result {
+            Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
+            Err((code, message)) => rpc_error(id, code, &message),
+        };
+        (Reply::Message(message), new_session)
+    }
+
+    // -- rendering ----------------------------------------------------------
+
+    fn render(&self, msg: &Value, b: &UpstreamBehavior, session: Option<String>) -> HttpResponse {
+        match b.response {
+            ResponseMode::Json => {
+                let mut res = HttpResponse::Ok();
+                res.content_type("application/json");
+                if let Some(s) = session {
+                    res.insert_header(("Mcp-Session-Id", s));
+                }
+                res.body(msg.to_string())
+            }
+            ResponseMode::Sse => {
+                let style = &b.sse;
+                let priming_id = self
+                    .next_event_id
+                    .fetch_add(1, Ordering::Relaxed)
+                    .to_string();
+                let mut priming = format!("id: {priming_id}\n");
+                if let Some(ms) = style.retry_ms {
+                    priming.push_str(&format!("retry: {ms}\n"));
+                }
+                priming.push_str("data: \n\n");
+                let event_id = self.next_event_id.fetch_add(1, Ordering::Relaxed);
+                let mut event = format!("id: {event_id}\nevent: message\n");
+                let data = if style.multiline {
+                    serde_json::to_string_pretty(msg).unwrap_or_else(|_| msg.to_string())
+                } else {
+                    msg.to_string()
+                };
+                for line in data.lines() {
+                    event.push_str("data: ");
+                    event.push_str(line);
+                    event.push('\n');
+                }
+                event.push('\n');
+                if style.crlf {
+                    priming = priming.replace('\n', "\r\n");
+                    event = event.replace('\n', "\r\n");
+                }
+                let body = if style.drop_before_response {
+                    lock(&self.resumable).insert(priming_id, Bytes::from(event));
+                    priming.into_bytes()
+                } else {
+                    let mut all = priming.into_bytes();
+                    all.extend_from_slice(event.as_bytes());
+                    all
+                };
+                match style.chunk_size.filter(|&n| n > 0) {
+                    Some(n) => {
+                        let chunks: Vec<Bytes> =
+                            body.chunks(n).map(Bytes::copy_from_slice).collect();
+                        let slow = stream::iter(chunks).then(|chunk| async move {
+                            actix_web::rt::time::sleep(Duration::from_millis(1)).await;
+                            Ok::<_, io::Error>(chunk)
+                        });
+                        sse_stream_response(slow, session)
+                    }
+                    None => sse_stream_response(
+                        stream::iter([Ok::<_, io::Error>(Bytes::from(body))]),
+                        session,
+                    ),
+                }
+            }
+        }
+    }
+
+    fn fault_response(&self, fault: &Fault, id: Value, b: &UpstreamBehavior) -> HttpResponse {
+        let sse = b.response == ResponseMode::Sse;
+        let content_type = if sse {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        match fault {
+            Fault::Status(code) => {
+                json_status(status(*code), &json!({ "error": "injected fault" }))
+            }
+            Fault::Garbage => {
+                let body: &'static [u8] = if sse {
+                    b"event: message\ndata: {this is not json\n\n"
+                } else {
+                    b"\x00\x9f<html>this is not json {{{"
+                };
+                HttpResponse::Ok().content_type(content_type).body(body)
+            }
+            Fault::Oversized(n) => {
+                let chunks = oversized_chunks(*n, &id, sse).map(Ok::<_, io::Error>);
+                HttpResponse::Ok()
+                    .content_type(content_type)
+                    .streaming(stream::iter(chunks))
+            }
+            Fault::EndlessSse => {
+                let priming = format!(
+                    "id: {}\ndata: \n\n",
+                    self.next_event_id.fetch_add(1, Ordering::Relaxed)
+                );
+                let keepalive = stream::unfold((), |()| async {
+                    actix_web::rt::time::sleep(ENDLESS_KEEPALIVE).await;
+                    Some((
+                        Ok::<_, io::Error>(Bytes::from_static(b": keepalive\n\n")),
+                        (),
+                    ))
+                });
+                let first = stream::iter([Ok::<_, io::Error>(Bytes::from(priming))]);
+                sse_stream_response(first.chain(keepalive), None)
+            }
+            Fault::JsonRpcError { code, message } => {
+                self.render(&rpc_error(id, *code, message), b, None)
+            }
+        }
+    }
+}
+
+/// One `*/list` page: `cursor` is `c-<start>` (or the loop cursor).
+fn page(
+    params: &Value,
+    b: &UpstreamBehavior,
+    key: &str,
+    total: usize,
+    item: impl Fn(usize) -> Value,
+) -> Result<Value, (i64, String)> {
+    let start = match params.get("cursor") {
+        None | Some(Value::Null) => 0,
+        Some(Value::String(c)) if c == LOOP_CURSOR => 0,
+        Some(Value::String(c)) => c
+            .strip_prefix("c-")
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|&n| n <= total)
+            .ok_or_else(|| (-32602, format!("Invalid cursor: {c}")))?,
+        Some(other) => return Err((-32602, format!("Invalid cursor: {other}"))),
+    };
+    let end = match b.page_size {
+        Some(size) if size > 0 => (start + size).min(total),
+        _ => total,
+    };
+    let items: Vec<Value> = (start..end).map(item).collect();
+    let mut result = json!({ key: items });
+    if b.cursor_loop {
+        result["nextCursor"] = json!(LOOP_CURSOR);
+    } else if end < total {
+        result["nextCursor"] = json!(format!("c-{end}"));
+    }
+    Ok(result)
+}
+
+/// A tool as the upstream lists it; `_meta` and `xTestExtra` are there to
+/// check that the engine keeps fields it does not know, verbatim.
+fn tool_json(i: usize, b: &UpstreamBehavior) -> Value {
+    let mut description = format!("Test tool {i} of {}", b.server_name);
+    if b.description_padding > 0 {
+        description.push(' ');
+        description.extend(std::iter::repeat_n('x', b.description_padding));
+    }
+    json!({
+        "name": format!("{}{i}", b.tool_prefix),
+        "description": description,
+        "inputSchema": {
+            "type": "object",
+            "properties": { "value": { "type": "string" } },
+        },
+        "annotations": { "readOnlyHint": true },
+        "_meta": { "test/index": i },
+        "xTestExtra": { "index": i, "server": b.server_name },
+    })
+}
+
+fn call_tool(params: &Value, b: &UpstreamBehavior) -> Result<Value, (i64, String)> {
+    let name = params
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let known = name
+        .strip_prefix(b.tool_prefix.as_str())
+        .and_then(|n| n.parse::<usize>().ok())
+        .is_some_and(|i| i < b.tools);
+    if !known {
+        return Err((-32602, format!("Unknown tool: {name}")));
+    }
+    let arguments = params.get("arguments").cloned().unwrap_or(json!({}));
+    Ok(json!({
+        "content": [{ "type": "text", "text": format!("{name} called on {} with {arguments}", b.server_name) }],
+        "isError": false,
+    }))
+}
+
+/// The chunks of a valid response of about `total` bytes (a single tool with
+/// a huge description), as a JSON body or one SSE `data:` line.
+fn oversized_chunks(total: usize, id: &Value, sse: bool) -> impl Iterator<Item = Bytes> {
+    let prefix = format!(
+        "{}{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{{\"tools\":[{{\"name\":\"huge\",\"description\":\"",
+        if sse { "event: message\ndata: " } else { "" }
+    );
+    let suffix = if sse { "\"}]}}\n\n" } else { "\"}]}}" };
+    let filler = total.saturating_sub(prefix.len() + suffix.len());
+    let chunk = Bytes::from(vec![b'a'; OVERSIZED_CHUNK]);
+    let last = chunk.slice(..filler % OVERSIZED_CHUNK);
+    std::iter::once(Bytes::from(prefix))
+        .chain(std::iter::repeat_n(chunk, filler / OVERSIZED_CHUNK))
+        .chain(std::iter::once(last))
+        .chain(std::iter::once(Bytes::from_static(suffix.as_bytes())))
+}
+
+fn receiver_stream(rx: UnboundedReceiver<Bytes>) -> impl Stream<Item = Result<Bytes, io::Error>> {
+    stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|b| (Ok(b), rx)) },
+    )
+}
+
+fn sse_stream_response<S>(body: S, session: Option<String>) -> HttpResponse
+where
+    S: Stream<Item = Result<Bytes, io::Error>> + 'static,
+{
+    let mut res = HttpResponse::Ok();
+    res.content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"));
+    if let Some(s) = session {
+        res.insert_header(("Mcp-Session-Id", s));
+    }
+    res.streaming(Box::pin(body))
+}
+
+fn message_event(msg: &Value) -> Bytes {
+    Bytes::from(format!("event: message\ndata: {msg}\n\n"))
+}
+
+fn rpc_error(id: Value, code: i64, message: &str) -> Value {
+    json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } })
+}
+
+fn json_status(status: StatusCode, body: &Value) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .body(body.to_string())
+}
+
+fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((header::ALLOW, allow))
+        .finish()
+}
+
+fn accepted_legacy() -> HttpResponse {
+    HttpResponse::Accepted().body("Accepted")
+}
+
+fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+fn header_str(req: &HttpRequest, name: &str) -> Option<String> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
