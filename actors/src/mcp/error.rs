@@ -1,9 +1,418 @@
-//! Errors of the MCP client. TODO(mcp helper): complete.
+//! Errors of the MCP client.
+//!
+//! Each variant names what was being done, against what, and where the
+//! limit lives in the config, so `last_error` reads as an actionable
+//! sentence. Lower-level causes (io errors, serde errors) hang off
+//! `source()`; [`McpError::chain`] renders the whole chain on one line.
+//! URLs in messages are redacted (no credentials, no query string).
+
+use std::fmt;
+use std::time::Duration;
+
+use super::SUPPORTED_PROTOCOL_VERSIONS;
+
+/// A cause that is only available as text (awc errors are not `Send`).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why an MCP operation failed. `Display` is a human sentence; the cause
 /// chain is reachable through `source()`.
 #[derive(Debug, thiserror::Error)]
 pub enum McpError {
-    #[error("{0}")]
-    Other(String),
+    #[error("Connection refused by {url}: nothing is listening there (is the server running, is the port right?)")]
+    ConnectionRefused {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("Could not connect to {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: BoxError,
+    },
+
+    #[error("Could not connect to {url} within {} (discovery.connect_timeout)", Dur(*after))]
+    ConnectTimeout { url: String, after: Duration },
+
+    #[error("No response to `{method}` from {target} within {} (discovery.request_timeout)", Dur(*after))]
+    Timeout {
+        method: String,
+        target: String,
+        after: Duration,
+    },
+
+    #[error("HTTP request `{method}` to {url} failed")]
+    Http {
+        method: String,
+        url: String,
+        #[source]
+        source: BoxError,
+    },
+
+    #[error("{url} answered `{method}` with HTTP {status}{}", Excerpt(body))]
+    HttpStatus {
+        method: String,
+        url: String,
+        status: u16,
+        /// A short, single-line excerpt of the response body.
+        body: String,
+    },
+
+    #[error("{url} answered `{method}` with Content-Type `{content_type}`, expected application/json or text/event-stream")]
+    UnexpectedContentType {
+        method: String,
+        url: String,
+        content_type: String,
+    },
+
+    #[error("{url} answered `{method}` with HTTP {status} but sent no JSON-RPC response")]
+    NoResponse {
+        method: String,
+        url: String,
+        status: u16,
+    },
+
+    #[error(
+        "A message from {from} exceeds the limit of {limit} bytes (discovery.max_response_bytes)"
+    )]
+    BodyTooLarge { from: String, limit: usize },
+
+    #[error("Malformed JSON in {context}")]
+    MalformedJson {
+        context: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("Not a JSON-RPC 2.0 message in {context}: {detail}")]
+    NotJsonRpc { context: String, detail: String },
+
+    #[error("Malformed result of `{method}` from {target}: {detail}")]
+    MalformedResult {
+        method: String,
+        target: String,
+        detail: String,
+    },
+
+    #[error(
+        "The event stream from {url} ended before the response to `{method}` arrived ({detail})"
+    )]
+    StreamEnded {
+        method: String,
+        url: String,
+        detail: String,
+    },
+
+    #[error(
+        "Server answered `{method}` with JSON-RPC error {code}: {}",
+        Clip(message, 300)
+    )]
+    JsonRpc {
+        method: String,
+        code: i64,
+        message: String,
+        /// `error.data` as compact JSON, if any.
+        data: Option<String>,
+    },
+
+    #[error("Session at {url} expired (HTTP {status}) and the new session was refused too")]
+    SessionExpired { url: String, status: u16 },
+
+    #[error(
+        "`{method}` returned cursor `{}` a second time: the server's pagination loops",
+        Clip(cursor, 100)
+    )]
+    PaginationLoop { method: String, cursor: String },
+
+    #[error("`{method}` still had more pages after {cap} pages (discovery.max_pages)")]
+    PageCapExceeded { method: String, cap: u32 },
+
+    #[error("Could not start stdio server `{command}`")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("Stdio server `{command}` exited ({status})")]
+    ChildExited { command: String, status: String },
+
+    #[error("Server chose protocol version `{}`, which this client does not support (supported: {})", Clip(version, 40), SUPPORTED_PROTOCOL_VERSIONS.join(", "))]
+    UnsupportedProtocolVersion { version: String },
+
+    #[error("No `endpoint` event from {url} within {} (is this a legacy HTTP+SSE endpoint?)", Dur(*after))]
+    NoEndpointEvent { url: String, after: Duration },
+
+    #[error("Unusable `endpoint` event from {url}: {detail}")]
+    InvalidEndpoint { url: String, detail: String },
+
+    #[error("Connection to {target} is closed: {reason}")]
+    TransportClosed { target: String, reason: String },
+
+    #[error("I/O error talking to {target}")]
+    Io {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("Streamable HTTP failed ({streamable}), and the legacy HTTP+SSE fallback on {url} failed too")]
+    FallbackFailed {
+        url: String,
+        /// Why Streamable HTTP was given up.
+        streamable: String,
+        #[source]
+        source: Box<McpError>,
+    },
+
+    #[error("Invalid MCP target: {0}")]
+    InvalidTarget(String),
+}
+
+impl McpError {
+    /// `Display` of this error and of every `source()`, joined with ": ".
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(self);
+        while let Some(e) = cur {
+            out.push_str(": ");
+            out.push_str(&e.to_string());
+            cur = e.source();
+        }
+        out
+    }
+
+    /// A stable, machine-readable code (API `code` fields, metric labels).
+    pub fn code(&self) -> &'static str {
+        match self {
+            McpError::ConnectionRefused { .. } => "connection_refused",
+            McpError::Connect { .. } => "connect_failed",
+            McpError::ConnectTimeout { .. } => "connect_timeout",
+            McpError::Timeout { .. } => "timeout",
+            McpError::Http { .. } => "http_failed",
+            McpError::HttpStatus { .. } => "http_status",
+            McpError::UnexpectedContentType { .. } => "unexpected_content_type",
+            McpError::NoResponse { .. } => "no_response",
+            McpError::BodyTooLarge { .. } => "body_too_large",
+            McpError::MalformedJson { .. } => "malformed_json",
+            McpError::NotJsonRpc { .. } => "not_json_rpc",
+            McpError::MalformedResult { .. } => "malformed_result",
+            McpError::StreamEnded { .. } => "stream_ended",
+            McpError::JsonRpc { .. } => "json_rpc_error",
+            McpError::SessionExpired { .. } => "session_expired",
+            McpError::PaginationLoop { .. } => "pagination_loop",
+            McpError::PageCapExceeded { .. } => "page_cap_exceeded",
+            McpError::Spawn { .. } => "spawn_failed",
+            McpError::ChildExited { .. } => "child_exited",
+            McpError::UnsupportedProtocolVersion { .. } => "unsupported_protocol_version",
+            McpError::NoEndpointEvent { .. } => "no_endpoint_event",
+            McpError::InvalidEndpoint { .. } => "invalid_endpoint",
+            McpError::TransportClosed { .. } => "transport_closed",
+            McpError::Io { .. } => "io",
+            McpError::FallbackFailed { .. } => "fallback_failed",
+            McpError::InvalidTarget(_) => "invalid_target",
+        }
+    }
+
+    /// Whether this is a timeout of any kind.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            McpError::Timeout { .. } | McpError::ConnectTimeout { .. }
+        )
+    }
+
+    /// The HTTP status for `HttpStatus` errors.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            McpError::HttpStatus { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A cause we only have as text.
+#[derive(Debug)]
+pub struct Message(pub String);
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Message {}
+
+/// Boxes a text cause.
+pub fn message(text: impl Into<String>) -> BoxError {
+    Box::new(Message(text.into()))
+}
+
+/// Durations as people write them: `250 ms`, `5 s`, `1.5 s`.
+pub(crate) struct Dur(pub Duration);
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms < 1000 {
+            write!(f, "{ms} ms")
+        } else if ms % 1000 == 0 {
+            write!(f, "{} s", ms / 1000)
+        } else {
+            let secs = format!("{:.3}", self.0.as_secs_f64());
+            write!(f, "{} s", secs.trim_end_matches('0').trim_end_matches('.'))
+        }
+    }
+}
+
+/// `: <excerpt>` when there is a body, nothing otherwise.
+struct Excerpt<'a>(&'a str);
+
+impl fmt::Display for Excerpt<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            write!(f, ": {}", self.0)
+        }
+    }
+}
+
+/// At most `n` characters, with an ellipsis when cut.
+struct Clip<'a>(&'a str, usize);
+
+impl fmt::Display for Clip<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.char_indices().nth(self.1) {
+            None => f.write_str(self.0),
+            Some((i, _)) => write!(f, "{}…", &self.0[..i]),
+        }
+    }
+}
+
+/// A single-line excerpt of a body: at most `max` characters, whitespace
+/// runs collapsed, invalid UTF-8 replaced.
+pub(crate) fn excerpt(body: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut out = String::new();
+    let mut chars = 0;
+    let mut last_space = false;
+    for c in text.trim().chars() {
+        if chars >= max {
+            out.push('…');
+            break;
+        }
+        let c = if c.is_whitespace() || c.is_control() {
+            ' '
+        } else {
+            c
+        };
+        if c == ' ' && last_space {
+            continue;
+        }
+        last_space = c == ' ';
+        out.push(c);
+        chars += 1;
+    }
+    out
+}
+
+/// A URL safe to show: no user info, the query replaced by `?…`.
+pub(crate) fn redact_url(url: &url::Url) -> String {
+    let mut u = url.clone();
+    let had_query = u.query().is_some();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    let mut s = u.to_string();
+    if had_query {
+        s.push_str("?…");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_cross_threads() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<McpError>();
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(Dur(Duration::from_millis(250)).to_string(), "250 ms");
+        assert_eq!(Dur(Duration::from_secs(5)).to_string(), "5 s");
+        assert_eq!(Dur(Duration::from_millis(1500)).to_string(), "1.5 s");
+    }
+
+    #[test]
+    fn chain_includes_causes() {
+        let e = McpError::ConnectionRefused {
+            url: "http://127.0.0.1:9/mcp".into(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        let chain = e.chain();
+        assert!(
+            chain.starts_with("Connection refused by http://127.0.0.1:9/mcp"),
+            "{chain}"
+        );
+        assert!(chain.contains(": connection refused"), "{chain}");
+        assert_eq!(e.code(), "connection_refused");
+    }
+
+    #[test]
+    fn messages_are_precise() {
+        let e = McpError::Timeout {
+            method: "tools/list".into(),
+            target: "http://h/mcp".into(),
+            after: Duration::from_secs(10),
+        };
+        assert_eq!(
+            e.to_string(),
+            "No response to `tools/list` from http://h/mcp within 10 s (discovery.request_timeout)"
+        );
+        let e = McpError::HttpStatus {
+            method: "initialize".into(),
+            url: "http://h/mcp".into(),
+            status: 500,
+            body: "boom".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "http://h/mcp answered `initialize` with HTTP 500: boom"
+        );
+        let e = McpError::PageCapExceeded {
+            method: "tools/list".into(),
+            cap: 3,
+        };
+        assert_eq!(
+            e.to_string(),
+            "`tools/list` still had more pages after 3 pages (discovery.max_pages)"
+        );
+        let e = McpError::UnsupportedProtocolVersion {
+            version: "1999-01-01".into(),
+        };
+        assert!(e.to_string().contains("`1999-01-01`"));
+        assert!(e.to_string().contains("2025-11-25, 2025-06-18"));
+    }
+
+    #[test]
+    fn excerpt_collapses_and_clips() {
+        assert_eq!(excerpt(b"  a\n\n  b\tc  ", 100), "a b c");
+        assert_eq!(excerpt(b"abcdef", 3), "abc…");
+        assert_eq!(excerpt(b"\xFFx", 10), "\u{FFFD}x");
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        let u = url::Url::parse("https://user:pw@example.com:8443/mcp?api_key=s3cret#x").unwrap();
+        assert_eq!(redact_url(&u), "https://example.com:8443/mcp?…");
+        let u = url::Url::parse("http://example.com/mcp").unwrap();
+        assert_eq!(redact_url(&u), "http://example.com/mcp");
+    }
 }

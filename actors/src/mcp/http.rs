@@ -1,1 +1,389 @@
-//! TODO(mcp helper)
+//! Per-thread awc clients, and the HTTP plumbing both HTTP transports share.
+//!
+//! awc clients are `!Send` (`Rc` inside) and own a connection pool, so there
+//! is one per arbiter thread (and per connect timeout: the connector bakes
+//! the timeout in), built lazily on that thread.
+//!
+//! The pool limit is lifted on purpose (STYLE.md rule 7): `Connector::limit`
+//! defaults to 100 connections per client, and every open push stream or
+//! legacy SSE stream holds one for its whole life. With more long-lived
+//! streams than that on one arbiter, every discovery request there would
+//! queue forever behind them. `limit(0)` means "no limit" (awc 3:
+//! `if limit == 0 { self.config.limit = u32::MAX as usize }` in
+//! `client/connector.rs`, documented "If limit is 0, the connector has no
+//! limit").
+//!
+//! The client-wide timeout is disabled: every request sets its own
+//! (`request_timeout`), and long-lived streams must not inherit one.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::Duration;
+
+use awc::error::{ConnectError, PayloadError, SendRequestError};
+use awc::http::header::{HeaderName, HeaderValue};
+use awc::{Client, ClientRequest, ClientResponse, Connector};
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::error::{excerpt, message};
+use super::sse::{Event, SseParser};
+use super::McpError;
+
+/// Redirects a POST may follow (307/308 keep the method and body).
+const MAX_REDIRECTS: u8 = 5;
+
+/// How much of an error body we read for the message.
+const ERROR_BODY_PREFIX: usize = 4 * 1024;
+
+/// Characters of an error body shown in a message.
+pub(crate) const EXCERPT_CHARS: usize = 200;
+
+thread_local! {
+    static CLIENTS: RefCell<HashMap<Duration, Client>> = RefCell::new(HashMap::new());
+}
+
+/// The awc client of this thread for `connect_timeout`.
+pub fn client(connect_timeout: Duration) -> Client {
+    CLIENTS.with(|clients| {
+        clients
+            .borrow_mut()
+            .entry(connect_timeout)
+            .or_insert_with(|| build_client(connect_timeout))
+            .clone()
+    })
+}
+
+fn build_client(connect_timeout: Duration) -> Client {
+    // awc builds its rustls config with the process default provider;
+    // make sure there is one even if another crate enables a second
+    // provider feature (rustls would then refuse to guess). An Err means
+    // one is already installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let connector = Connector::new()
+        .timeout(connect_timeout)
+        .handshake_timeout(connect_timeout)
+        .limit(0);
+    Client::builder()
+        .connector(connector)
+        .disable_timeout()
+        .max_redirects(MAX_REDIRECTS)
+        .add_default_header((
+            awc::http::header::USER_AGENT,
+            concat!("mcp-discovery/", env!("CARGO_PKG_VERSION")),
+        ))
+        .finish()
+}
+
+/// Extra headers (static headers, auth), validated once per session.
+/// Values are secrets: never logged, never in error messages.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Headers(Vec<(HeaderName, HeaderValue)>);
+
+impl Headers {
+    pub(crate) fn parse(list: &[(String, String)]) -> Result<Self, McpError> {
+        let mut out = Vec::with_capacity(list.len());
+        for (name, value) in list {
+            let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                McpError::InvalidTarget(format!("`{name}` is not a valid HTTP header name"))
+            })?;
+            let v = HeaderValue::from_str(value).map_err(|_| {
+                McpError::InvalidTarget(format!(
+                    "the value of header `{name}` contains characters not allowed in HTTP headers"
+                ))
+            })?;
+            out.push((n, v));
+        }
+        Ok(Self(out))
+    }
+
+    pub(crate) fn apply(&self, mut req: ClientRequest) -> ClientRequest {
+        for (n, v) in &self.0 {
+            req = req.insert_header((n.clone(), v.clone()));
+        }
+        req
+    }
+}
+
+/// Maps an awc send error to a precise `McpError`.
+pub(crate) fn send_error(
+    err: SendRequestError,
+    method: &str,
+    url: &str,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+) -> McpError {
+    match err {
+        SendRequestError::Connect(ConnectError::Io(e))
+            if e.kind() == std::io::ErrorKind::ConnectionRefused =>
+        {
+            McpError::ConnectionRefused {
+                url: url.to_owned(),
+                source: e,
+            }
+        }
+        SendRequestError::Connect(ConnectError::Io(e))
+            if e.kind() == std::io::ErrorKind::TimedOut =>
+        {
+            McpError::ConnectTimeout {
+                url: url.to_owned(),
+                after: connect_timeout,
+            }
+        }
+        SendRequestError::Connect(ConnectError::Timeout) => McpError::ConnectTimeout {
+            url: url.to_owned(),
+            after: connect_timeout,
+        },
+        SendRequestError::Connect(ConnectError::Io(e)) => McpError::Connect {
+            url: url.to_owned(),
+            source: Box::new(e),
+        },
+        SendRequestError::Connect(other) => McpError::Connect {
+            url: url.to_owned(),
+            source: message(other.to_string()),
+        },
+        SendRequestError::Timeout => McpError::Timeout {
+            method: method.to_owned(),
+            target: url.to_owned(),
+            after: request_timeout,
+        },
+        SendRequestError::Send(e) => McpError::Http {
+            method: method.to_owned(),
+            url: url.to_owned(),
+            source: Box::new(e),
+        },
+        other => McpError::Http {
+            method: method.to_owned(),
+            url: url.to_owned(),
+            source: message(other.to_string()),
+        },
+    }
+}
+
+fn payload_error(err: PayloadError, method: &str, url: &str, limit: usize) -> McpError {
+    match err {
+        PayloadError::Overflow => McpError::BodyTooLarge {
+            from: url.to_owned(),
+            limit,
+        },
+        PayloadError::Io(e) => McpError::Http {
+            method: method.to_owned(),
+            url: url.to_owned(),
+            source: Box::new(e),
+        },
+        other => McpError::Http {
+            method: method.to_owned(),
+            url: url.to_owned(),
+            source: message(other.to_string()),
+        },
+    }
+}
+
+/// Reads a whole body, refusing more than `limit` bytes (awc checks
+/// Content-Length up front and counts the bytes of chunked bodies).
+pub(crate) async fn read_body(
+    resp: &mut ClientResponse,
+    limit: usize,
+    method: &str,
+    url: &str,
+) -> Result<Bytes, McpError> {
+    resp.body()
+        .limit(limit)
+        .await
+        .map_err(|e| payload_error(e, method, url, limit))
+}
+
+/// A single-line excerpt of an error body: reads at most a few KiB, so an
+/// endless or huge error page costs nothing.
+pub(crate) async fn error_excerpt(resp: &mut ClientResponse) -> String {
+    let mut buf = Vec::new();
+    while buf.len() < ERROR_BODY_PREFIX {
+        match resp.next().await {
+            Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+            Some(Err(_)) | None => break,
+        }
+    }
+    buf.truncate(ERROR_BODY_PREFIX);
+    excerpt(&buf, EXCERPT_CHARS)
+}
+
+/// The media type of a response, lower-cased, without parameters; empty
+/// when absent.
+pub(crate) fn media_type(resp: &ClientResponse) -> String {
+    resp.headers()
+        .get(awc::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+/// Why an event stream stopped.
+#[derive(Debug)]
+pub(crate) enum StreamStop {
+    /// Clean end of the body.
+    End,
+    /// The connection broke mid-body.
+    Broken(String),
+    /// An event over the size limit.
+    TooLarge { limit: usize },
+}
+
+/// An SSE body read event by event; memory bounded by the per-event limit.
+pub(crate) struct EventStream {
+    resp: ClientResponse,
+    parser: SseParser,
+    ready: VecDeque<Event>,
+    done: bool,
+    /// Bytes received so far, shared with whoever watches the stream for
+    /// silence (keep-alive comments count: they prove the peer is alive).
+    received: Rc<Cell<u64>>,
+}
+
+impl EventStream {
+    pub(crate) fn new(resp: ClientResponse, parser: SseParser) -> Self {
+        Self {
+            resp,
+            parser,
+            ready: VecDeque::new(),
+            done: false,
+            received: Rc::new(Cell::new(0)),
+        }
+    }
+
+    /// A counter of the bytes received, for an idle watchdog.
+    pub(crate) fn received(&self) -> Rc<Cell<u64>> {
+        Rc::clone(&self.received)
+    }
+
+    pub(crate) async fn next_event(&mut self) -> Result<Event, StreamStop> {
+        loop {
+            if let Some(ev) = self.ready.pop_front() {
+                return Ok(ev);
+            }
+            if self.done {
+                return Err(StreamStop::End);
+            }
+            match self.resp.next().await {
+                Some(Ok(chunk)) => {
+                    let n = u64::try_from(chunk.len()).unwrap_or(u64::MAX);
+                    self.received.set(self.received.get().saturating_add(n));
+                    if let Err(e) = self.parser.feed(&chunk, &mut self.ready) {
+                        self.done = true;
+                        return Err(StreamStop::TooLarge { limit: e.limit });
+                    }
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    self.parser.finish();
+                    return Err(StreamStop::Broken(e.to_string()));
+                }
+                None => {
+                    self.done = true;
+                    self.parser.finish();
+                    return Err(StreamStop::End);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn last_event_id(&self) -> &str {
+        self.parser.last_event_id()
+    }
+
+    pub(crate) fn retry(&self) -> Option<Duration> {
+        self.parser.retry()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_validated_without_echoing_values() {
+        let h = Headers::parse(&[("X-Api-Key".into(), "s3cret".into())]).unwrap();
+        assert_eq!(h.0.len(), 1);
+        let e = Headers::parse(&[("bad name".into(), "v".into())]).unwrap_err();
+        assert!(e.to_string().contains("`bad name`"));
+        let e = Headers::parse(&[("X-Key".into(), "line\nbreak-s3cret".into())]).unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
+
+    #[actix_web::test]
+    async fn one_client_per_thread_and_connect_timeout() {
+        let _a = client(Duration::from_secs(1));
+        let _b = client(Duration::from_secs(1));
+        let _c = client(Duration::from_secs(2));
+        CLIENTS.with(|c| {
+            let c = c.borrow();
+            assert!(c.contains_key(&Duration::from_secs(1)));
+            assert!(c.contains_key(&Duration::from_secs(2)));
+            assert_eq!(c.len(), 2);
+        });
+        // Another thread builds its own.
+        std::thread::spawn(|| CLIENTS.with(|c| assert!(c.borrow().is_empty())))
+            .join()
+            .unwrap();
+    }
+
+    /// More concurrent long-lived streams than awc's default pool limit (100)
+    /// on one client, and a plain request still goes through at once.
+    #[actix_web::test]
+    async fn pool_limit_is_lifted() {
+        use actix_web::{web, App, HttpResponse, HttpServer};
+        let server = HttpServer::new(|| {
+            App::new()
+                .route(
+                    "/stream",
+                    web::get().to(|| async {
+                        HttpResponse::Ok()
+                            .content_type("text/event-stream")
+                            .streaming(
+                                futures_util::stream::pending::<Result<Bytes, std::io::Error>>(),
+                            )
+                    }),
+                )
+                .route(
+                    "/ping",
+                    web::get().to(|| async { HttpResponse::Ok().body("pong") }),
+                )
+        })
+        .workers(1)
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+        let addr = server.addrs()[0];
+        let handle = server.run();
+        actix_rt::spawn(handle);
+        let c = client(Duration::from_secs(5));
+        let mut streams = Vec::new();
+        for _ in 0..110 {
+            let resp = c
+                .get(format!("http://{addr}/stream"))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .unwrap();
+            streams.push(resp);
+        }
+        // With awc's default limit this would wait for a free connection
+        // forever.
+        let ping = c
+            .get(format!("http://{addr}/ping"))
+            .timeout(Duration::from_secs(5))
+            .send();
+        let mut resp = tokio::time::timeout(Duration::from_secs(5), ping)
+            .await
+            .expect("a connection despite 110 open streams")
+            .unwrap();
+        assert_eq!(resp.body().await.unwrap(), Bytes::from_static(b"pong"));
+        assert_eq!(streams.len(), 110);
+    }
+}

@@ -15,6 +15,8 @@ pub mod legacy_sse;
 pub mod sse;
 pub mod stdio;
 pub mod streamable_http;
+#[cfg(test)]
+mod test_server;
 
 use std::path::PathBuf;
 use std::sync::Arc;

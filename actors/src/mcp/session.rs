@@ -1,36 +1,646 @@
-//! Session internals. TODO(mcp helper): implement.
+//! Session internals: transport choice, initialize, paginated listings.
+//!
+//! Decisions worth knowing:
+//! - A tool entry without a string `name` (or not a JSON object) is skipped
+//!   with a warning instead of failing the whole listing: one broken entry
+//!   must not hide a server's other tools. A tool name seen twice (e.g. a
+//!   page overlap) keeps its first entry, with a warning.
+//! - `tools/list` is always called; "method not found" from a server that
+//!   does not advertise `tools` means "no tools". `prompts/list` and
+//!   `resources/list` are called only when advertised, and "method not
+//!   found" from them means an empty list; any other failure fails the
+//!   discovery (a precise `last_error` beats a silently partial catalog).
+
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::*;
+use super::error::redact_url;
+use super::jsonrpc::METHOD_NOT_FOUND;
+use super::legacy_sse::LegacySse;
+use super::stdio::Stdio;
+use super::streamable_http::StreamableHttp;
+use super::{
+    ClientOptions, Inventory, McpError, Notification, ServerInfo, Session, Target, Tool,
+    LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS,
+};
+use discovery_config::TransportKind;
 
-pub(super) struct Inner {}
+/// The transport under a session. An enum, not a trait object: three known
+/// kinds, and async methods stay plain.
+pub(super) enum Transport {
+    Streamable(StreamableHttp),
+    Legacy(LegacySse),
+    Stdio(Stdio),
+}
 
-pub(super) async fn connect(_target: &Target, _opts: ClientOptions) -> Result<Session, McpError> {
-    Err(McpError::Other("not implemented".into()))
+pub(super) struct Inner {
+    transport: Transport,
+    opts: ClientOptions,
+}
+
+pub(super) async fn connect(target: &Target, opts: ClientOptions) -> Result<Session, McpError> {
+    let transport = match target {
+        Target::Http { url, transport } => connect_http(url, *transport, &opts).await?,
+        Target::Stdio {
+            command,
+            args,
+            env,
+            cwd,
+        } => Transport::Stdio(Stdio::connect(command, args, env, cwd.as_deref(), &opts).await?),
+    };
+    let inner = Inner { transport, opts };
+    let info = inner.info();
+    tracing::debug!(
+        server = %inner.opts.server_name,
+        transport = info.transport,
+        protocol_version = %info.protocol_version,
+        "MCP session established"
+    );
+    Ok(Session {
+        inner: Rc::new(inner),
+    })
+}
+
+async fn connect_http(
+    url: &url::Url,
+    kind: TransportKind,
+    opts: &ClientOptions,
+) -> Result<Transport, McpError> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(McpError::InvalidTarget(format!(
+            "`{}` is not an http(s) URL",
+            redact_url(url)
+        )));
+    }
+    match kind {
+        TransportKind::StreamableHttp => Ok(Transport::Streamable(
+            StreamableHttp::connect(url, opts).await?,
+        )),
+        TransportKind::Sse => Ok(Transport::Legacy(LegacySse::connect(url, opts).await?)),
+        TransportKind::Auto => match StreamableHttp::connect(url, opts).await {
+            Ok(t) => {
+                tracing::info!(
+                    server = %opts.server_name,
+                    url = %redact_url(url),
+                    transport = "streamable-http",
+                    "Transport chosen"
+                );
+                Ok(Transport::Streamable(t))
+            }
+            Err(e) if matches!(e.http_status(), Some(400 | 404 | 405)) => {
+                tracing::info!(
+                    server = %opts.server_name,
+                    url = %redact_url(url),
+                    status = e.http_status().unwrap_or_default(),
+                    "Streamable HTTP initialize refused; trying legacy HTTP+SSE"
+                );
+                match LegacySse::connect(url, opts).await {
+                    Ok(t) => {
+                        tracing::info!(
+                            server = %opts.server_name,
+                            url = %redact_url(url),
+                            transport = "sse",
+                            "Transport chosen"
+                        );
+                        Ok(Transport::Legacy(t))
+                    }
+                    Err(legacy) => Err(McpError::FallbackFailed {
+                        url: redact_url(url),
+                        streamable: e.to_string(),
+                        source: Box::new(legacy),
+                    }),
+                }
+            }
+            Err(e) => Err(e),
+        },
+        TransportKind::Stdio => Err(McpError::InvalidTarget(
+            "an HTTP target cannot use the stdio transport".into(),
+        )),
+    }
+}
+
+/// `initialize` params: we offer the latest revision and no client
+/// capabilities (we never sample, list roots or elicit).
+pub(super) fn initialize_params() -> Value {
+    serde_json::json!({
+        "protocolVersion": LATEST_PROTOCOL_VERSION,
+        "capabilities": {},
+        "clientInfo": {
+            "name": "mcp-discovery",
+            "version": env!("CARGO_PKG_VERSION"),
+        },
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InitializeResult {
+    protocol_version: String,
+    #[serde(default)]
+    capabilities: Value,
+    #[serde(default)]
+    server_info: Value,
+    #[serde(default)]
+    instructions: Option<Value>,
+}
+
+/// Reads an `initialize` result; refuses a protocol version we do not
+/// speak.
+pub(super) fn parse_initialize(
+    raw: &RawValue,
+    transport: &'static str,
+    target: &str,
+) -> Result<ServerInfo, McpError> {
+    let r: InitializeResult =
+        serde_json::from_str(raw.get()).map_err(|e| McpError::MalformedResult {
+            method: "initialize".into(),
+            target: target.to_owned(),
+            detail: e.to_string(),
+        })?;
+    if !SUPPORTED_PROTOCOL_VERSIONS.contains(&r.protocol_version.as_str()) {
+        return Err(McpError::UnsupportedProtocolVersion {
+            version: r.protocol_version,
+        });
+    }
+    let capabilities = match r.capabilities {
+        Value::Null => Value::Object(serde_json::Map::new()),
+        v => v,
+    };
+    Ok(ServerInfo {
+        protocol_version: r.protocol_version,
+        server_info: r.server_info,
+        capabilities,
+        instructions: r.instructions.and_then(|v| v.as_str().map(str::to_owned)),
+        transport,
+    })
+}
+
+/// The pagination guard: a page cap and a repeated-cursor check. Pure, so
+/// the rules are unit-tested apart from any transport.
+#[derive(Debug)]
+pub(crate) struct PageGuard {
+    method: String,
+    cap: u32,
+    pages: u32,
+    seen: HashSet<String>,
+}
+
+impl PageGuard {
+    /// `cap` pages at most (a cap of 0 is treated as 1).
+    pub(crate) fn new(method: &str, cap: u32) -> Self {
+        Self {
+            method: method.to_owned(),
+            cap: cap.max(1),
+            pages: 0,
+            seen: HashSet::new(),
+        }
+    }
+
+    /// Called after each page with its `nextCursor`: `Some(cursor)` to
+    /// fetch the next page, `None` at the end. An absent or empty cursor
+    /// ends the listing.
+    pub(crate) fn after_page(
+        &mut self,
+        next_cursor: Option<String>,
+    ) -> Result<Option<String>, McpError> {
+        self.pages = self.pages.saturating_add(1);
+        let Some(cursor) = next_cursor.filter(|c| !c.is_empty()) else {
+            return Ok(None);
+        };
+        if self.seen.contains(&cursor) {
+            return Err(McpError::PaginationLoop {
+                method: self.method.clone(),
+                cursor,
+            });
+        }
+        if self.pages >= self.cap {
+            return Err(McpError::PageCapExceeded {
+                method: self.method.clone(),
+                cap: self.cap,
+            });
+        }
+        self.seen.insert(cursor.clone());
+        Ok(Some(cursor))
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum ListKind {
+    Tools,
+    Prompts,
+    Resources,
+}
+
+impl ListKind {
+    fn method(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools/list",
+            ListKind::Prompts => "prompts/list",
+            ListKind::Resources => "resources/list",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools",
+            ListKind::Prompts => "prompts",
+            ListKind::Resources => "resources",
+        }
+    }
+}
+
+/// One page of a list result. Items stay raw.
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    tools: Option<Vec<Box<RawValue>>>,
+    #[serde(default)]
+    prompts: Option<Vec<Box<RawValue>>>,
+    #[serde(default)]
+    resources: Option<Vec<Box<RawValue>>>,
+    #[serde(default, rename = "nextCursor")]
+    next_cursor: Option<String>,
+}
+
+impl Page {
+    fn take(self, kind: ListKind) -> Option<Vec<Box<RawValue>>> {
+        match kind {
+            ListKind::Tools => self.tools,
+            ListKind::Prompts => self.prompts,
+            ListKind::Resources => self.resources,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Named {
+    #[serde(default)]
+    name: Option<Value>,
+}
+
+/// Turns raw tool entries into `Tool`s; see the module doc for the rules.
+pub(crate) fn tools_from_raw(items: Vec<Box<RawValue>>, server: &str) -> Vec<Tool> {
+    let mut seen = HashSet::with_capacity(items.len());
+    let mut tools = Vec::with_capacity(items.len());
+    for (index, raw) in items.into_iter().enumerate() {
+        let is_object = raw.get().trim_start().starts_with('{');
+        let name = if is_object {
+            serde_json::from_str::<Named>(raw.get())
+                .ok()
+                .and_then(|n| n.name)
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .filter(|n| !n.is_empty())
+        } else {
+            None
+        };
+        let Some(name) = name else {
+            tracing::warn!(
+                server = %server,
+                index,
+                "Skipping a tool without a string `name`"
+            );
+            continue;
+        };
+        if !seen.insert(name.clone()) {
+            tracing::warn!(server = %server, tool = %name, "Skipping a second tool with the same name");
+            continue;
+        }
+        tools.push(Tool {
+            name,
+            raw: Arc::from(raw),
+        });
+    }
+    tools
 }
 
 impl Inner {
+    fn target(&self) -> String {
+        match &self.transport {
+            Transport::Streamable(t) => t.shown_url().to_owned(),
+            Transport::Legacy(t) => t.shown_url().to_owned(),
+            Transport::Stdio(t) => t.label().to_owned(),
+        }
+    }
+
     pub(super) fn info(&self) -> ServerInfo {
-        unimplemented!()
+        match &self.transport {
+            Transport::Streamable(t) => t.info(),
+            Transport::Legacy(t) => t.info(),
+            Transport::Stdio(t) => t.info(),
+        }
     }
-    pub(super) async fn request(&self, _m: &str, _p: Option<Value>) -> Result<Box<RawValue>, McpError> {
-        unimplemented!()
+
+    pub(super) async fn request(
+        &self,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Box<RawValue>, McpError> {
+        match &self.transport {
+            Transport::Streamable(t) => t.request(method, params).await,
+            Transport::Legacy(t) => t.request(method, params).await,
+            Transport::Stdio(t) => t.request(method, params).await,
+        }
     }
-    pub(super) async fn notify(&self, _m: &str, _p: Option<Value>) -> Result<(), McpError> {
-        unimplemented!()
+
+    pub(super) async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), McpError> {
+        match &self.transport {
+            Transport::Streamable(t) => t.notify(method, params).await,
+            Transport::Legacy(t) => t.notify(method, params).await,
+            Transport::Stdio(t) => t.notify(method, params).await,
+        }
     }
+
+    /// Every item of a paginated list.
+    async fn list_all(&self, kind: ListKind) -> Result<Vec<Box<RawValue>>, McpError> {
+        let method = kind.method();
+        let mut guard = PageGuard::new(method, self.opts.max_pages);
+        let mut cursor: Option<String> = None;
+        let mut items = Vec::new();
+        loop {
+            let params = cursor.as_ref().map(|c| serde_json::json!({ "cursor": c }));
+            let raw = self.request(method, params).await?;
+            let page: Page =
+                serde_json::from_str(raw.get()).map_err(|e| McpError::MalformedResult {
+                    method: method.to_owned(),
+                    target: self.target(),
+                    detail: e.to_string(),
+                })?;
+            let next = page.next_cursor.clone();
+            let Some(page_items) = page.take(kind) else {
+                return Err(McpError::MalformedResult {
+                    method: method.to_owned(),
+                    target: self.target(),
+                    detail: format!("no `{}` array in the result", kind.key()),
+                });
+            };
+            items.extend(page_items);
+            match guard.after_page(next)? {
+                Some(c) => cursor = Some(c),
+                None => return Ok(items),
+            }
+        }
+    }
+
+    /// A listing where "method not found" means "none".
+    async fn list_or_empty(&self, kind: ListKind) -> Result<Vec<Box<RawValue>>, McpError> {
+        match self.list_all(kind).await {
+            Err(McpError::JsonRpc {
+                code: METHOD_NOT_FOUND,
+                ..
+            }) => Ok(Vec::new()),
+            other => other,
+        }
+    }
+
     pub(super) async fn list_tools(&self) -> Result<Vec<Tool>, McpError> {
-        unimplemented!()
+        let items = match self.list_all(ListKind::Tools).await {
+            Err(McpError::JsonRpc {
+                code: METHOD_NOT_FOUND,
+                ..
+            }) if !self.info().has_capability("tools") => Vec::new(),
+            other => other?,
+        };
+        Ok(tools_from_raw(items, &self.opts.server_name))
     }
+
     pub(super) async fn discover(&self) -> Result<Inventory, McpError> {
-        unimplemented!()
+        let tools = self.list_tools().await?;
+        let info = self.info();
+        let prompts = if info.has_capability("prompts") {
+            self.list_or_empty(ListKind::Prompts).await?
+        } else {
+            Vec::new()
+        };
+        let resources = if info.has_capability("resources") {
+            self.list_or_empty(ListKind::Resources).await?
+        } else {
+            Vec::new()
+        };
+        Ok(Inventory {
+            tools,
+            prompts: prompts.into_iter().map(Arc::from).collect(),
+            resources: resources.into_iter().map(Arc::from).collect(),
+        })
     }
-    pub(super) fn take_notifications(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Notification>> {
-        None
+
+    pub(super) fn take_notifications(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<Notification>> {
+        match &self.transport {
+            Transport::Streamable(_) => None,
+            Transport::Legacy(t) => t.take_notifications(),
+            Transport::Stdio(t) => t.take_notifications(),
+        }
     }
+
     pub(super) fn session_id(&self) -> Option<String> {
-        None
+        match &self.transport {
+            Transport::Streamable(t) => t.session_id(),
+            Transport::Legacy(_) | Transport::Stdio(_) => None,
+        }
     }
-    pub(super) async fn close(&self) {}
+
+    pub(super) async fn close(&self) {
+        match &self.transport {
+            Transport::Streamable(t) => t.close().await,
+            Transport::Legacy(t) => t.close().await,
+            Transport::Stdio(t) => t.close().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_follows_cursors_to_the_end() {
+        let mut g = PageGuard::new("tools/list", 10);
+        assert_eq!(g.after_page(Some("a".into())).unwrap(), Some("a".into()));
+        assert_eq!(g.after_page(Some("b".into())).unwrap(), Some("b".into()));
+        assert_eq!(g.after_page(None).unwrap(), None);
+    }
+
+    #[test]
+    fn guard_treats_empty_cursor_as_end() {
+        let mut g = PageGuard::new("tools/list", 10);
+        assert_eq!(g.after_page(Some(String::new())).unwrap(), None);
+    }
+
+    #[test]
+    fn guard_names_the_repeated_cursor() {
+        let mut g = PageGuard::new("tools/list", 10);
+        g.after_page(Some("a".into())).unwrap();
+        g.after_page(Some("b".into())).unwrap();
+        let e = g.after_page(Some("a".into())).unwrap_err();
+        assert!(matches!(&e, McpError::PaginationLoop { cursor, .. } if cursor == "a"));
+        assert_eq!(
+            e.to_string(),
+            "`tools/list` returned cursor `a` a second time: the server's pagination loops"
+        );
+    }
+
+    #[test]
+    fn guard_names_the_cap() {
+        let mut g = PageGuard::new("tools/list", 3);
+        g.after_page(Some("1".into())).unwrap();
+        g.after_page(Some("2".into())).unwrap();
+        // The third page is the last allowed one; it still points further.
+        let e = g.after_page(Some("3".into())).unwrap_err();
+        assert!(
+            matches!(e, McpError::PageCapExceeded { cap: 3, .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("after 3 pages"));
+        // Exactly `cap` pages that end cleanly are fine.
+        let mut g = PageGuard::new("tools/list", 3);
+        g.after_page(Some("1".into())).unwrap();
+        g.after_page(Some("2".into())).unwrap();
+        assert_eq!(g.after_page(None).unwrap(), None);
+        // A cap of 0 means one page.
+        let mut g = PageGuard::new("tools/list", 0);
+        assert!(g.after_page(Some("x".into())).is_err());
+    }
+
+    #[test]
+    fn initialize_result_is_checked() {
+        let raw = RawValue::from_string(
+            r#"{"protocolVersion":"2025-06-18","capabilities":{"tools":{"listChanged":true}},"serverInfo":{"name":"s","version":"1"},"instructions":"hi"}"#
+                .into(),
+        )
+        .unwrap();
+        let info = parse_initialize(&raw, "stdio", "x").unwrap();
+        assert_eq!(info.protocol_version, "2025-06-18");
+        assert!(info.has_capability("tools"));
+        assert!(!info.has_capability("prompts"));
+        assert_eq!(info.instructions.as_deref(), Some("hi"));
+        let raw =
+            RawValue::from_string(r#"{"protocolVersion":"2099-01-01","capabilities":{}}"#.into())
+                .unwrap();
+        let e = parse_initialize(&raw, "stdio", "x").unwrap_err();
+        assert!(matches!(e, McpError::UnsupportedProtocolVersion { .. }));
+        let raw = RawValue::from_string(r#"{"capabilities":{}}"#.into()).unwrap();
+        let e = parse_initialize(&raw, "stdio", "x").unwrap_err();
+        assert!(
+            e.to_string().contains("Malformed result of `initialize`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tools_keep_raw_json_and_skip_nameless() {
+        let items: Vec<Box<RawValue>> = [
+            r#"{"name":"a","inputSchema":{"type":"object"},"x-vendor":{"deep":[1,2]}}"#,
+            r#"{"title":"no name"}"#,
+            r#"{"name":7}"#,
+            r#"["name","b"]"#,
+            r#"{"name":"a","dup":true}"#,
+            r#"{"name":"b"}"#,
+        ]
+        .iter()
+        .map(|s| RawValue::from_string((*s).to_owned()).unwrap())
+        .collect();
+        let tools = tools_from_raw(items, "srv");
+        let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, vec!["a", "b"]);
+        assert_eq!(
+            tools[0].raw.get(),
+            r#"{"name":"a","inputSchema":{"type":"object"},"x-vendor":{"deep":[1,2]}}"#
+        );
+    }
+
+    use super::super::connect;
+    use super::super::test_server::{opts, start, Behavior};
+
+    #[actix_web::test]
+    async fn auto_falls_back_to_legacy_sse_on_405() {
+        let server = start(Behavior {
+            protocol_version: "2024-11-05",
+            ..Behavior::default()
+        })
+        .await;
+        let t = Target::Http {
+            url: server.url("/sse"),
+            transport: TransportKind::Auto,
+        };
+        let s = connect(&t, opts()).await.unwrap();
+        assert_eq!(s.info().transport, "sse");
+        assert_eq!(s.list_tools().await.unwrap().len(), 2);
+    }
+
+    #[actix_web::test]
+    async fn auto_prefers_streamable_http() {
+        let server = start(Behavior::default()).await;
+        let t = Target::Http {
+            url: server.url("/mcp"),
+            transport: TransportKind::Auto,
+        };
+        let s = connect(&t, opts()).await.unwrap();
+        assert_eq!(s.info().transport, "streamable-http");
+    }
+
+    #[actix_web::test]
+    async fn auto_reports_both_failures() {
+        let server = start(Behavior {
+            post_status: Some(404),
+            ..Behavior::default()
+        })
+        .await;
+        let t = Target::Http {
+            url: server.url("/mcp"),
+            transport: TransportKind::Auto,
+        };
+        let e = connect(&t, opts()).await.err().unwrap();
+        assert!(matches!(e, McpError::FallbackFailed { .. }), "{e:?}");
+        let chain = e.chain();
+        assert!(chain.contains("HTTP 404"), "{chain}");
+        assert!(chain.contains("answered `GET` with HTTP 405"), "{chain}");
+    }
+
+    #[actix_web::test]
+    async fn discover_lists_prompts_and_resources_only_when_advertised() {
+        let server = start(Behavior {
+            capabilities: serde_json::json!({"tools": {}, "prompts": {}, "resources": {}}),
+            ..Behavior::default()
+        })
+        .await;
+        let t = Target::Http {
+            url: server.url("/mcp"),
+            transport: TransportKind::StreamableHttp,
+        };
+        let s = connect(&t, opts()).await.unwrap();
+        let inv = s.discover().await.unwrap();
+        assert_eq!(inv.tools.len(), 2);
+        assert_eq!(inv.prompts.len(), 1);
+        assert_eq!(inv.resources.len(), 1);
+        assert_eq!(inv.prompts[0].get(), r#"{"name":"p1"}"#);
+
+        let server = start(Behavior::default()).await;
+        let t = Target::Http {
+            url: server.url("/mcp"),
+            transport: TransportKind::StreamableHttp,
+        };
+        let s = connect(&t, opts()).await.unwrap();
+        let inv = s.discover().await.unwrap();
+        assert!(inv.prompts.is_empty() && inv.resources.is_empty());
+        assert!(!server
+            .methods()
+            .iter()
+            .any(|m| m == "prompts/list" || m == "resources/list"));
+    }
+
+    #[actix_web::test]
+    async fn non_http_url_is_an_invalid_target() {
+        let t = Target::Http {
+            url: url::Url::parse("ftp://127.0.0.1/x").unwrap(),
+            transport: TransportKind::Auto,
+        };
+        let e = connect(&t, opts()).await.err().unwrap();
+        assert!(matches!(e, McpError::InvalidTarget(_)), "{e:?}");
+    }
 }

@@ -1,1 +1,1036 @@
-//! TODO(mcp helper)
+//! Streamable HTTP transport (MCP 2025-03-26, 2025-06-18, 2025-11-25).
+//!
+//! Every message is a POST to one URL. A request's answer is either one
+//! JSON body or an SSE stream carrying, besides our response, server
+//! requests (answered by POST) and notifications (ignored here: the push
+//! stream is a separate child actor). A POST stream that drops before our
+//! response arrived is resumed with GET + `Last-Event-ID` after the
+//! server's `retry` delay.
+//!
+//! Each JSON-RPC request, including its stream and any resumption, runs
+//! under one `request_timeout`.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::time::Duration;
+
+use awc::http::header::{ACCEPT, CONTENT_TYPE};
+use awc::{Client, ClientRequest, ClientResponse};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use url::Url;
+
+use super::error::redact_url;
+use super::http::{
+    self, error_excerpt, media_type, read_body, send_error, EventStream, Headers, StreamStop,
+};
+use super::jsonrpc::{
+    self, encode_notification, encode_request, id_matches, IdGen, Incoming, Reply,
+};
+use super::session::{initialize_params, parse_initialize};
+use super::sse::SseParser;
+use super::{ClientOptions, McpError, ServerInfo};
+
+const TRANSPORT: &str = "streamable-http";
+const SESSION_HEADER: &str = "mcp-session-id";
+const PROTOCOL_HEADER: &str = "mcp-protocol-version";
+const ACCEPT_POST: &str = "application/json, text/event-stream";
+/// Reconnection delay when the server sent no `retry`.
+const DEFAULT_RETRY: Duration = Duration::from_millis(1000);
+/// Resumptions of one request's stream; the request timeout bounds them
+/// too, this only stops a server that drops every stream at once.
+const MAX_RESUMES: u32 = 16;
+/// DELETE on close is best effort and must not hold up a shutdown.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The session incarnation an exchange belongs to (its headers).
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Ctx {
+    session_id: Option<String>,
+    protocol_version: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+struct Established {
+    session_id: Option<String>,
+    info: ServerInfo,
+}
+
+/// What one POST brought back.
+struct Exchanged {
+    reply: Option<Reply>,
+    session_id: Option<String>,
+}
+
+pub(crate) struct StreamableHttp {
+    url: Url,
+    shown: String,
+    opts: ClientOptions,
+    headers: Headers,
+    client: Client,
+    ids: IdGen,
+    state: RefCell<Option<Established>>,
+    /// Serialises re-initialisation: concurrent requests that all hit an
+    /// expired session re-initialise once.
+    renewing: tokio::sync::Mutex<()>,
+}
+
+/// 404, or 400 naming a missing/invalid session: the server forgot us.
+fn is_session_gone(err: &McpError) -> bool {
+    match err {
+        McpError::HttpStatus { status: 404, .. } => true,
+        McpError::HttpStatus {
+            status: 400, body, ..
+        } => {
+            let b = body.to_ascii_lowercase();
+            b.contains("session")
+                && [
+                    "missing",
+                    "invalid",
+                    "unknown",
+                    "not found",
+                    "expired",
+                    "no valid",
+                    "terminated",
+                ]
+                .iter()
+                .any(|w| b.contains(w))
+        }
+        _ => false,
+    }
+}
+
+impl StreamableHttp {
+    /// Connects: `initialize`, then `notifications/initialized`.
+    pub(crate) async fn connect(url: &Url, opts: &ClientOptions) -> Result<Self, McpError> {
+        let this = Self {
+            url: url.clone(),
+            shown: redact_url(url),
+            opts: opts.clone(),
+            headers: Headers::parse(&opts.headers)?,
+            client: http::client(opts.connect_timeout),
+            ids: IdGen::default(),
+            state: RefCell::new(None),
+            renewing: tokio::sync::Mutex::new(()),
+        };
+        this.initialize().await?;
+        Ok(this)
+    }
+
+    pub(crate) fn shown_url(&self) -> &str {
+        &self.shown
+    }
+
+    pub(crate) fn info(&self) -> ServerInfo {
+        match &*self.state.borrow() {
+            Some(s) => s.info.clone(),
+            // `connect` only returns an initialised transport.
+            None => ServerInfo {
+                protocol_version: String::new(),
+                server_info: Value::Null,
+                capabilities: Value::Null,
+                instructions: None,
+                transport: TRANSPORT,
+            },
+        }
+    }
+
+    pub(crate) fn session_id(&self) -> Option<String> {
+        self.state
+            .borrow()
+            .as_ref()
+            .and_then(|s| s.session_id.clone())
+    }
+
+    fn ctx(&self) -> Ctx {
+        match &*self.state.borrow() {
+            Some(s) => Ctx {
+                session_id: s.session_id.clone(),
+                protocol_version: Some(s.info.protocol_version.clone()),
+            },
+            None => Ctx::default(),
+        }
+    }
+
+    async fn timed<T>(
+        &self,
+        method: &str,
+        fut: impl Future<Output = Result<T, McpError>>,
+    ) -> Result<T, McpError> {
+        match tokio::time::timeout(self.opts.request_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(McpError::Timeout {
+                method: method.to_owned(),
+                target: self.shown.clone(),
+                after: self.opts.request_timeout,
+            }),
+        }
+    }
+
+    /// A new session: initialize without session headers, then
+    /// `notifications/initialized` with the new ones.
+    async fn initialize(&self) -> Result<(), McpError> {
+        let method = "initialize";
+        let id = self.ids.next_id();
+        let body = encode_request(id, method, Some(&initialize_params()))?;
+        let fresh = Ctx::default();
+        let ex = self
+            .timed(method, self.exchange(body, method, Some(id), &fresh))
+            .await?;
+        let raw = match ex.reply {
+            Some(Ok(raw)) => raw,
+            Some(Err(e)) => return Err(e.into_mcp(method)),
+            None => {
+                return Err(McpError::NoResponse {
+                    method: method.into(),
+                    url: self.shown.clone(),
+                    status: 202,
+                })
+            }
+        };
+        let info = parse_initialize(&raw, TRANSPORT, &self.shown)?;
+        let ctx = Ctx {
+            session_id: ex.session_id.clone(),
+            protocol_version: Some(info.protocol_version.clone()),
+        };
+        let note = "notifications/initialized";
+        let body = encode_notification(note, None)?;
+        self.timed(note, self.exchange(body, note, None, &ctx))
+            .await?;
+        tracing::debug!(
+            server = %self.opts.server_name,
+            url = %self.shown,
+            protocol_version = %info.protocol_version,
+            has_session = ex.session_id.is_some(),
+            "Streamable HTTP session initialised"
+        );
+        *self.state.borrow_mut() = Some(Established {
+            session_id: ex.session_id,
+            info,
+        });
+        Ok(())
+    }
+
+    /// Re-initialises after `failed` was refused as expired, unless a
+    /// concurrent request already did.
+    async fn renew(&self, failed: &Ctx, why: &McpError) -> Result<(), McpError> {
+        let _guard = self.renewing.lock().await;
+        if self.ctx().session_id != failed.session_id {
+            return Ok(());
+        }
+        tracing::info!(
+            server = %self.opts.server_name,
+            url = %self.shown,
+            status = why.http_status().unwrap_or_default(),
+            "Session expired; re-initialising"
+        );
+        self.initialize().await
+    }
+
+    /// Runs `op` in the current session; when the server says the session
+    /// is gone, opens a new one once and runs `op` again.
+    async fn with_session<T, F, Fut>(&self, op: F) -> Result<T, McpError>
+    where
+        F: Fn(Ctx) -> Fut,
+        Fut: Future<Output = Result<T, McpError>>,
+    {
+        let ctx = self.ctx();
+        match op(ctx.clone()).await {
+            Err(e) if ctx.session_id.is_some() && is_session_gone(&e) => {
+                self.renew(&ctx, &e).await?;
+                op(self.ctx()).await.map_err(|e| match e.http_status() {
+                    Some(status) if is_session_gone(&e) => McpError::SessionExpired {
+                        url: self.shown.clone(),
+                        status,
+                    },
+                    _ => e,
+                })
+            }
+            other => other,
+        }
+    }
+
+    pub(crate) async fn request(
+        &self,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Box<RawValue>, McpError> {
+        self.with_session(|ctx| {
+            let params = params.as_ref();
+            async move {
+                let id = self.ids.next_id();
+                let body = encode_request(id, method, params)?;
+                let ex = self
+                    .timed(method, self.exchange(body, method, Some(id), &ctx))
+                    .await?;
+                match ex.reply {
+                    Some(reply) => reply.map_err(|e| e.into_mcp(method)),
+                    None => Err(McpError::NoResponse {
+                        method: method.to_owned(),
+                        url: self.shown.clone(),
+                        status: 202,
+                    }),
+                }
+            }
+        })
+        .await
+    }
+
+    pub(crate) async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), McpError> {
+        self.with_session(|ctx| {
+            let params = params.as_ref();
+            async move {
+                let body = encode_notification(method, params)?;
+                self.timed(method, self.exchange(body, method, None, &ctx))
+                    .await?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    fn with_ctx(&self, req: ClientRequest, ctx: &Ctx) -> ClientRequest {
+        // Extra headers first: ours must win.
+        let mut req = self.headers.apply(req);
+        if let Some(sid) = &ctx.session_id {
+            req = req.insert_header((SESSION_HEADER, sid.as_str()));
+        }
+        if let Some(v) = &ctx.protocol_version {
+            req = req.insert_header((PROTOCOL_HEADER, v.as_str()));
+        }
+        req
+    }
+
+    fn post(&self, ctx: &Ctx) -> ClientRequest {
+        let req = self
+            .client
+            .post(self.url.as_str())
+            .timeout(self.opts.request_timeout);
+        self.with_ctx(req, ctx)
+            .insert_header((CONTENT_TYPE, "application/json"))
+            .insert_header((ACCEPT, ACCEPT_POST))
+    }
+
+    /// One POST. For a request (`expect = Some(id)`) reads the JSON body
+    /// or the SSE stream until our response; for a notification or a
+    /// response only checks the status.
+    async fn exchange(
+        &self,
+        body: Vec<u8>,
+        method: &str,
+        expect: Option<u64>,
+        ctx: &Ctx,
+    ) -> Result<Exchanged, McpError> {
+        let mut resp = self
+            .post(ctx)
+            .send_body(body)
+            .await
+            .map_err(|e| self.send_error(e, method))?;
+        let session_id = resp
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(McpError::HttpStatus {
+                method: method.to_owned(),
+                url: self.shown.clone(),
+                status: status.as_u16(),
+                body: error_excerpt(&mut resp).await,
+            });
+        }
+        let Some(id) = expect else {
+            return Ok(Exchanged {
+                reply: None,
+                session_id,
+            });
+        };
+        let no_response = || McpError::NoResponse {
+            method: method.to_owned(),
+            url: self.shown.clone(),
+            status: status.as_u16(),
+        };
+        if status.as_u16() == 202 || status.as_u16() == 204 {
+            return Err(no_response());
+        }
+        let reply = match media_type(&resp).as_str() {
+            "text/event-stream" => {
+                // During initialize the session id arrives with this very
+                // response; answers and resumptions on the stream need it.
+                let stream_ctx = Ctx {
+                    session_id: ctx.session_id.clone().or_else(|| session_id.clone()),
+                    protocol_version: ctx.protocol_version.clone(),
+                };
+                self.read_stream(resp, method, id, &stream_ctx).await?
+            }
+            "application/json" | "" => {
+                let bytes =
+                    read_body(&mut resp, self.opts.max_response_bytes, method, &self.shown).await?;
+                if bytes.iter().all(u8::is_ascii_whitespace) {
+                    return Err(no_response());
+                }
+                let context = format!("the response to `{method}` from {}", self.shown);
+                jsonrpc::parse_messages(&bytes, &context)?
+                    .into_iter()
+                    .find_map(|m| match m {
+                        Incoming::Response { id: rid, reply } if id_matches(&rid, id) => {
+                            Some(reply)
+                        }
+                        _ => None,
+                    })
+                    .ok_or_else(|| McpError::NotJsonRpc {
+                        context,
+                        detail: format!("no response with id {id}"),
+                    })?
+            }
+            other => {
+                return Err(McpError::UnexpectedContentType {
+                    method: method.to_owned(),
+                    url: self.shown.clone(),
+                    content_type: other.to_owned(),
+                })
+            }
+        };
+        Ok(Exchanged {
+            reply: Some(reply),
+            session_id,
+        })
+    }
+
+    fn send_error(&self, e: awc::error::SendRequestError, method: &str) -> McpError {
+        send_error(
+            e,
+            method,
+            &self.shown,
+            self.opts.request_timeout,
+            self.opts.connect_timeout,
+        )
+    }
+
+    /// Reads a POST's SSE stream until the response with `id`, resuming
+    /// with GET + `Last-Event-ID` when the stream drops first.
+    async fn read_stream(
+        &self,
+        resp: ClientResponse,
+        method: &str,
+        id: u64,
+        ctx: &Ctx,
+    ) -> Result<Reply, McpError> {
+        let limit = self.opts.max_response_bytes;
+        let mut stream = EventStream::new(resp, SseParser::new(limit));
+        let mut resumes = 0u32;
+        loop {
+            let stop = match stream.next_event().await {
+                Ok(ev) => {
+                    let context = format!("an SSE event from {}", self.shown);
+                    for msg in jsonrpc::parse_messages(ev.data.as_bytes(), &context)? {
+                        match msg {
+                            Incoming::Response { id: rid, reply } if id_matches(&rid, id) => {
+                                return Ok(reply)
+                            }
+                            Incoming::Response { id: rid, .. } => tracing::debug!(
+                                server = %self.opts.server_name,
+                                id = %rid,
+                                "Ignoring a response to another request"
+                            ),
+                            Incoming::Request {
+                                id: rid, method: m, ..
+                            } => self.answer(&rid, &m, ctx).await,
+                            Incoming::Notification { method: m, .. } => tracing::debug!(
+                                server = %self.opts.server_name,
+                                method = %m,
+                                "Ignoring a notification on a POST stream"
+                            ),
+                        }
+                    }
+                    continue;
+                }
+                Err(StreamStop::TooLarge { limit }) => {
+                    return Err(McpError::BodyTooLarge {
+                        from: self.shown.clone(),
+                        limit,
+                    })
+                }
+                Err(StreamStop::End) => "the server closed it".to_owned(),
+                Err(StreamStop::Broken(e)) => format!("it broke: {e}"),
+            };
+            let last_id = stream.last_event_id().to_owned();
+            let ended = |detail: String| McpError::StreamEnded {
+                method: method.to_owned(),
+                url: self.shown.clone(),
+                detail,
+            };
+            if last_id.is_empty() {
+                return Err(ended(format!("{stop}; no event id to resume from")));
+            }
+            if resumes >= MAX_RESUMES {
+                return Err(ended(format!(
+                    "{stop}; gave up after {MAX_RESUMES} resumptions"
+                )));
+            }
+            resumes += 1;
+            let retry = stream.retry();
+            let delay = retry
+                .unwrap_or(DEFAULT_RETRY)
+                .min(self.opts.request_timeout);
+            tracing::debug!(
+                server = %self.opts.server_name,
+                method,
+                last_event_id = %last_id,
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                "POST stream dropped before the response; resuming"
+            );
+            actix_rt::time::sleep(delay).await;
+            let resp = self.resume(&last_id, method, ctx).await.map_err(|e| {
+                ended(format!(
+                    "{stop}; resuming with GET + Last-Event-ID failed: {}",
+                    e.chain()
+                ))
+            })?;
+            let retry_ms = retry.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            stream = EventStream::new(resp, SseParser::resuming(limit, &last_id, retry_ms));
+        }
+    }
+
+    async fn resume(
+        &self,
+        last_event_id: &str,
+        method: &str,
+        ctx: &Ctx,
+    ) -> Result<ClientResponse, McpError> {
+        let req = self
+            .client
+            .get(self.url.as_str())
+            .timeout(self.opts.request_timeout);
+        let mut resp = self
+            .with_ctx(req, ctx)
+            .insert_header((ACCEPT, "text/event-stream"))
+            .insert_header(("last-event-id", last_event_id))
+            .send()
+            .await
+            .map_err(|e| self.send_error(e, method))?;
+        if !resp.status().is_success() {
+            return Err(McpError::HttpStatus {
+                method: method.to_owned(),
+                url: self.shown.clone(),
+                status: resp.status().as_u16(),
+                body: error_excerpt(&mut resp).await,
+            });
+        }
+        match media_type(&resp).as_str() {
+            "text/event-stream" => Ok(resp),
+            other => Err(McpError::UnexpectedContentType {
+                method: method.to_owned(),
+                url: self.shown.clone(),
+                content_type: other.to_owned(),
+            }),
+        }
+    }
+
+    /// Answers a server-to-client request that arrived on a stream. Best
+    /// effort: a failure is logged, the stream goes on.
+    async fn answer(&self, id: &Value, method: &str, ctx: &Ctx) {
+        let result = async {
+            let body = jsonrpc::answer_server_request(id, method)?;
+            let resp = self
+                .post(ctx)
+                .send_body(body)
+                .await
+                .map_err(|e| self.send_error(e, method))?;
+            if resp.status().is_success() {
+                Ok(())
+            } else {
+                Err(McpError::HttpStatus {
+                    method: method.to_owned(),
+                    url: self.shown.clone(),
+                    status: resp.status().as_u16(),
+                    body: String::new(),
+                })
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                tracing::debug!(server = %self.opts.server_name, method, "Answered a server request")
+            }
+            Err(e) => tracing::warn!(
+                server = %self.opts.server_name,
+                method,
+                error = %e.chain(),
+                "Could not answer a server request"
+            ),
+        }
+    }
+
+    /// DELETE the session: best effort, short timeout; 405 means the
+    /// server does not let clients end sessions, which is fine.
+    pub(crate) async fn close(&self) {
+        let ctx = self.ctx();
+        let Some(sid) = ctx.session_id.clone() else {
+            return;
+        };
+        let req = self
+            .client
+            .delete(self.url.as_str())
+            .timeout(CLOSE_TIMEOUT.min(self.opts.request_timeout));
+        let res = tokio::time::timeout(
+            CLOSE_TIMEOUT.min(self.opts.request_timeout),
+            self.with_ctx(req, &ctx).send(),
+        )
+        .await;
+        match res {
+            Ok(Ok(resp)) => tracing::debug!(
+                server = %self.opts.server_name,
+                status = resp.status().as_u16(),
+                "Session deleted"
+            ),
+            Ok(Err(e)) => tracing::debug!(
+                server = %self.opts.server_name,
+                error = %self.send_error(e, "DELETE").chain(),
+                "Could not delete the session"
+            ),
+            Err(_) => {
+                tracing::debug!(server = %self.opts.server_name, "Deleting the session timed out")
+            }
+        }
+        if let Some(state) = self.state.borrow_mut().as_mut() {
+            if state.session_id.as_deref() == Some(sid.as_str()) {
+                state.session_id = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_gone_detection() {
+        let st = |status: u16, body: &str| McpError::HttpStatus {
+            method: "tools/list".into(),
+            url: "u".into(),
+            status,
+            body: body.into(),
+        };
+        assert!(is_session_gone(&st(404, "")));
+        assert!(is_session_gone(&st(
+            400,
+            "Bad Request: No valid session ID provided"
+        )));
+        assert!(is_session_gone(&st(400, "Missing session ID")));
+        assert!(is_session_gone(&st(400, "{\"error\":\"Unknown session\"}")));
+        assert!(!is_session_gone(&st(400, "Invalid params")));
+        assert!(!is_session_gone(&st(500, "session not found")));
+    }
+
+    use std::time::Duration;
+
+    use discovery_config::TransportKind;
+
+    use super::super::test_server::{self, opts, refused_port, start, Behavior};
+    use super::super::{connect, ClientOptions, Session, Target};
+
+    fn target(server: &test_server::TestServer) -> Target {
+        Target::Http {
+            url: server.url("/mcp"),
+            transport: TransportKind::StreamableHttp,
+        }
+    }
+
+    async fn session(b: Behavior) -> (test_server::TestServer, Session) {
+        let server = start(b).await;
+        let s = connect(&target(&server), opts()).await.unwrap();
+        (server, s)
+    }
+
+    #[actix_web::test]
+    async fn json_session_headers_and_tools() {
+        let (server, s) = session(Behavior::default()).await;
+        let info = s.info();
+        assert_eq!(info.transport, "streamable-http");
+        assert_eq!(info.protocol_version, "2025-11-25");
+        assert_eq!(info.server_info["name"], "test-server");
+        assert_eq!(s.session_id().as_deref(), Some("s1"));
+        assert!(s.take_notifications().is_none());
+        let tools = s.list_tools().await.unwrap();
+        let names: Vec<_> = tools.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["tool0_0", "tool0_1"]);
+        assert_eq!(
+            tools[0].raw.get(),
+            r#"{"name":"tool0_0","inputSchema":{"type":"object"},"x-extra":{"kept":[0,0]}}"#
+        );
+
+        let seen = server.seen();
+        let methods: Vec<_> = seen.iter().map(|s| s.method.as_str()).collect();
+        assert_eq!(
+            methods,
+            ["initialize", "notifications/initialized", "tools/list"]
+        );
+        // initialize: no session, no version; every later request: both.
+        assert_eq!(seen[0].session_id, None);
+        assert_eq!(seen[0].protocol_version, None);
+        assert_eq!(seen[0].body["params"]["protocolVersion"], "2025-11-25");
+        assert_eq!(
+            seen[0].body["params"]["clientInfo"]["name"],
+            "mcp-discovery"
+        );
+        for s in &seen[1..] {
+            assert_eq!(s.session_id.as_deref(), Some("s1"));
+            assert_eq!(s.protocol_version.as_deref(), Some("2025-11-25"));
+        }
+        for s in &seen {
+            assert_eq!(
+                s.accept.as_deref(),
+                Some("application/json, text/event-stream")
+            );
+        }
+    }
+
+    #[actix_web::test]
+    async fn older_protocol_version_is_accepted_and_sent() {
+        let (server, s) = session(Behavior {
+            protocol_version: "2025-03-26",
+            ..Behavior::default()
+        })
+        .await;
+        assert_eq!(s.info().protocol_version, "2025-03-26");
+        s.list_tools().await.unwrap();
+        assert_eq!(
+            server.seen()[2].protocol_version.as_deref(),
+            Some("2025-03-26")
+        );
+    }
+
+    #[actix_web::test]
+    async fn unsupported_protocol_version_is_refused() {
+        let server = start(Behavior {
+            protocol_version: "2099-01-01",
+            ..Behavior::default()
+        })
+        .await;
+        let e = connect(&target(&server), opts()).await.err().unwrap();
+        assert!(
+            matches!(e, McpError::UnsupportedProtocolVersion { ref version } if version == "2099-01-01"),
+            "{e:?}"
+        );
+    }
+
+    #[actix_web::test]
+    async fn sse_answers_with_priming_multiline_data_and_ping() {
+        let (server, s) = session(Behavior {
+            sse: true,
+            ping_first: true,
+            ..Behavior::default()
+        })
+        .await;
+        let tools = s.list_tools().await.unwrap();
+        assert_eq!(tools.len(), 2);
+        // The ping that arrived on the stream was answered by POST.
+        let pong = server
+            .seen()
+            .into_iter()
+            .find(|s| s.method == "<response>")
+            .expect("the client answered the ping");
+        assert_eq!(
+            pong.body,
+            serde_json::json!({"jsonrpc": "2.0", "id": "srv-1", "result": {}})
+        );
+        assert_eq!(pong.session_id.as_deref(), Some("s1"));
+    }
+
+    #[actix_web::test]
+    async fn dropped_stream_is_resumed_with_last_event_id() {
+        let (server, s) = session(Behavior {
+            sse: true,
+            drop_stream_on: Some("tools/list"),
+            ..Behavior::default()
+        })
+        .await;
+        let tools = s.list_tools().await.unwrap();
+        assert_eq!(tools.len(), 2);
+        let get = server
+            .seen()
+            .into_iter()
+            .find(|s| s.http_method == "GET")
+            .expect("a resuming GET");
+        assert_eq!(get.last_event_id.as_deref(), Some("p1"));
+        assert_eq!(get.session_id.as_deref(), Some("s1"));
+        assert_eq!(get.protocol_version.as_deref(), Some("2025-11-25"));
+    }
+
+    #[actix_web::test]
+    async fn expired_session_reinitializes_once_and_retries() {
+        let (server, s) = session(Behavior {
+            expire_once: true,
+            ..Behavior::default()
+        })
+        .await;
+        let tools = s.list_tools().await.unwrap();
+        assert_eq!(tools.len(), 2);
+        assert_eq!(s.session_id().as_deref(), Some("s2"));
+        let seen = server.seen();
+        let calls: Vec<_> = seen
+            .iter()
+            .map(|s| format!("{}@{}", s.method, s.session_id.as_deref().unwrap_or("-")))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                "initialize@-",
+                "notifications/initialized@s1",
+                "tools/list@s1",
+                "initialize@-",
+                "notifications/initialized@s2",
+                "tools/list@s2",
+            ]
+        );
+    }
+
+    #[actix_web::test]
+    async fn session_expired_again_is_an_error_after_one_retry() {
+        let (server, s) = session(Behavior {
+            expire_always: true,
+            ..Behavior::default()
+        })
+        .await;
+        let e = s.list_tools().await.unwrap_err();
+        assert!(
+            matches!(e, McpError::SessionExpired { status: 404, .. }),
+            "{e:?}"
+        );
+        let inits = server
+            .methods()
+            .iter()
+            .filter(|m| *m == "initialize")
+            .count();
+        assert_eq!(inits, 2, "re-initialised exactly once");
+    }
+
+    #[actix_web::test]
+    async fn pagination_follows_three_pages() {
+        let (server, s) = session(Behavior {
+            pages: 3,
+            ..Behavior::default()
+        })
+        .await;
+        let tools = s.list_tools().await.unwrap();
+        let names: Vec<_> = tools.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["tool0_0", "tool0_1", "tool1_0", "tool1_1", "tool2_0", "tool2_1"]
+        );
+        let cursors: Vec<_> = server
+            .seen()
+            .into_iter()
+            .filter(|s| s.method == "tools/list")
+            .map(|s| s.body.pointer("/params/cursor").cloned())
+            .collect();
+        assert_eq!(
+            cursors,
+            [
+                None,
+                Some(serde_json::json!("c1")),
+                Some(serde_json::json!("c2"))
+            ]
+        );
+    }
+
+    #[actix_web::test]
+    async fn cursor_loop_is_an_error() {
+        let (_server, s) = session(Behavior {
+            loop_cursor: true,
+            ..Behavior::default()
+        })
+        .await;
+        let e = s.list_tools().await.unwrap_err();
+        assert!(
+            matches!(e, McpError::PaginationLoop { ref cursor, .. } if cursor == "again"),
+            "{e:?}"
+        );
+    }
+
+    #[actix_web::test]
+    async fn page_cap_is_an_error() {
+        let server = start(Behavior {
+            pages: 5,
+            ..Behavior::default()
+        })
+        .await;
+        let s = connect(
+            &target(&server),
+            ClientOptions {
+                max_pages: 3,
+                ..opts()
+            },
+        )
+        .await
+        .unwrap();
+        let e = s.list_tools().await.unwrap_err();
+        assert!(
+            matches!(e, McpError::PageCapExceeded { cap: 3, .. }),
+            "{e:?}"
+        );
+        let lists = server
+            .methods()
+            .iter()
+            .filter(|m| *m == "tools/list")
+            .count();
+        assert_eq!(lists, 3);
+    }
+
+    #[actix_web::test]
+    async fn oversized_bodies_are_errors_json_and_sse() {
+        for sse in [false, true] {
+            let server = start(Behavior {
+                sse,
+                pad_bytes: 64 * 1024,
+                ..Behavior::default()
+            })
+            .await;
+            let s = connect(
+                &target(&server),
+                ClientOptions {
+                    max_response_bytes: 16 * 1024,
+                    ..opts()
+                },
+            )
+            .await
+            .unwrap();
+            let e = s.list_tools().await.unwrap_err();
+            assert!(
+                matches!(e, McpError::BodyTooLarge { limit: 16384, .. }),
+                "sse={sse}: {e:?}"
+            );
+            assert!(
+                e.to_string()
+                    .contains("16384 bytes (discovery.max_response_bytes)"),
+                "{e}"
+            );
+        }
+    }
+
+    #[actix_web::test]
+    async fn hanging_server_times_out() {
+        for sse in [false, true] {
+            let server = start(Behavior {
+                sse,
+                hang_on: Some("tools/list"),
+                ..Behavior::default()
+            })
+            .await;
+            let s = connect(
+                &target(&server),
+                ClientOptions {
+                    request_timeout: Duration::from_millis(300),
+                    ..opts()
+                },
+            )
+            .await
+            .unwrap();
+            let started = std::time::Instant::now();
+            let e = s.list_tools().await.unwrap_err();
+            assert!(started.elapsed() < Duration::from_secs(3));
+            assert!(
+                matches!(e, McpError::Timeout { ref method, .. } if method == "tools/list"),
+                "{e:?}"
+            );
+            assert!(e.to_string().contains("within 300 ms"), "{e}");
+        }
+    }
+
+    #[actix_web::test]
+    async fn http_error_carries_status_and_excerpt() {
+        let server = start(Behavior {
+            post_status: Some(500),
+            ..Behavior::default()
+        })
+        .await;
+        let e = connect(&target(&server), opts()).await.err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{} answered `initialize` with HTTP 500: server says no (test)",
+                server.url("/mcp")
+            )
+        );
+    }
+
+    #[actix_web::test]
+    async fn garbage_body_is_malformed_json() {
+        let server = start(Behavior {
+            garbage: Some("<html>not json</html>"),
+            ..Behavior::default()
+        })
+        .await;
+        let e = connect(&target(&server), opts()).await.err().unwrap();
+        assert!(matches!(e, McpError::MalformedJson { .. }), "{e:?}");
+        assert!(
+            e.chain()
+                .contains("Malformed JSON in the response to `initialize`"),
+            "{}",
+            e.chain()
+        );
+    }
+
+    #[actix_web::test]
+    async fn garbage_sse_event_is_malformed_json() {
+        let server = start(Behavior {
+            sse: true,
+            garbage: Some("this is not json"),
+            ..Behavior::default()
+        })
+        .await;
+        let e = connect(&target(&server), opts()).await.err().unwrap();
+        assert!(matches!(e, McpError::MalformedJson { .. }), "{e:?}");
+        assert!(e.to_string().contains("an SSE event from"), "{e}");
+    }
+
+    #[actix_web::test]
+    async fn unexpected_content_type_is_named() {
+        let server = start(Behavior {
+            garbage: Some("<html>login page</html>"),
+            garbage_content_type: "text/html; charset=utf-8",
+            ..Behavior::default()
+        })
+        .await;
+        let e = connect(&target(&server), opts()).await.err().unwrap();
+        assert!(
+            matches!(e, McpError::UnexpectedContentType { ref content_type, .. } if content_type == "text/html"),
+            "{e:?}"
+        );
+    }
+
+    #[actix_web::test]
+    async fn refused_connection_names_the_url() {
+        let url = url::Url::parse(&format!("http://127.0.0.1:{}/mcp", refused_port())).unwrap();
+        let t = Target::Http {
+            url: url.clone(),
+            transport: TransportKind::StreamableHttp,
+        };
+        let e = connect(&t, opts()).await.err().unwrap();
+        assert!(matches!(e, McpError::ConnectionRefused { .. }), "{e:?}");
+        assert!(e.to_string().contains(url.as_str()), "{e}");
+    }
+
+    #[actix_web::test]
+    async fn close_deletes_the_session() {
+        let (server, s) = session(Behavior::default()).await;
+        s.close().await;
+        let del = server
+            .seen()
+            .into_iter()
+            .find(|s| s.http_method == "DELETE")
+            .expect("a DELETE");
+        assert_eq!(del.session_id.as_deref(), Some("s1"));
+        assert_eq!(s.session_id(), None);
+    }
+
+    #[actix_web::test]
+    async fn json_rpc_errors_are_reported() {
+        let (_server, s) = session(Behavior::default()).await;
+        let e = s.request("nope/nothing", None).await.unwrap_err();
+        assert!(matches!(e, McpError::JsonRpc { code: -32601, .. }), "{e:?}");
+    }
+}
