@@ -4,4 +4,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod binary;
+mod discovery;
+mod helpers;
+mod interop;
 mod upstream_selftest;

@@ -1,0 +1,186 @@
+//! `spawn_app`: the real application (engine + HTTP API) on port 0 inside the
+//! test's actix System, with typed request helpers and deadline polling.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use discovery_config::{load_str, Format};
+use mcp_discovery::{AppHandle, AppOptions, Application};
+use serde_json::Value;
+
+/// How long a test waits for a state before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Test-friendly global settings: fast backoff, no polling unless asked.
+pub const FAST: &str = "\
+discovery:
+  poll_interval: 10m
+  request_timeout: 5s
+  connect_timeout: 2s
+  backoff: { initial: 100ms, max: 1s }
+  stale_ttl: 10m
+";
+
+pub struct TestApp {
+    pub base: String,
+    pub handle: AppHandle,
+    pub client: awc::Client,
+    task: Option<actix_rt::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Starts the application with `yaml` (a whole config; `listen` is
+/// overridden to 127.0.0.1:0).
+pub async fn spawn_app(yaml: &str) -> TestApp {
+    let config = load_str(yaml, Format::Yaml, None, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let app = Application::build(Arc::new(config), AppOptions::for_tests()).unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    let task = actix_rt::spawn(app.run());
+    TestApp {
+        base,
+        handle,
+        client: awc::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .finish(),
+        task: Some(task),
+    }
+}
+
+/// `servers:` YAML for `(name, body)` pairs; `body` is the entry's YAML map
+/// in flow style, e.g. `{ url: "http://..." }`.
+pub fn servers_yaml(entries: &[(&str, String)]) -> String {
+    let mut out = String::from("servers:\n");
+    for (name, body) in entries {
+        out.push_str(&format!("  {name}: {body}\n"));
+    }
+    out
+}
+
+pub fn http(url: &str) -> String {
+    format!("{{ url: \"{url}\", transport: streamable-http }}")
+}
+
+impl TestApp {
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let mut res = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let body = res.body().limit(256 << 20).await.unwrap();
+        let value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).unwrap_or(Value::Null)
+        };
+        (status, value)
+    }
+
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let mut res = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let body = res.body().limit(256 << 20).await.unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    pub async fn post(&self, path: &str) -> u16 {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    pub async fn servers(&self) -> Vec<Value> {
+        let (status, body) = self.get("/v1/servers").await;
+        assert_eq!(status, 200, "{body}");
+        body["servers"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn server(&self, name: &str) -> Value {
+        self.servers()
+            .await
+            .into_iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no server {name}"))
+    }
+
+    /// Tool names in the catalog, in order.
+    pub async fn tool_names(&self) -> Vec<String> {
+        let (status, body) = self.get("/v1/tools").await;
+        assert_eq!(status, 200);
+        body["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Polls `/v1/servers` until `pred(server)` holds for `name`.
+    pub async fn wait_server(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let s = self.server(name).await;
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} never became {what}: {s:#}"
+            );
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn wait_state(&self, name: &str, state: &str) -> Value {
+        self.wait_server(name, state, |s| s["state"] == state).await
+    }
+
+    /// Healthy with exactly `tools` tools.
+    pub async fn wait_healthy(&self, name: &str, tools: usize) -> Value {
+        self.wait_server(name, &format!("healthy with {tools} tools"), |s| {
+            s["state"] == "healthy" && s["tool_count"] == tools
+        })
+        .await
+    }
+
+    /// Polls `/v1/tools` until `pred(body)` holds.
+    pub async fn wait_tools(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let (_, body) = self.get("/v1/tools").await;
+            if pred(&body) {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "catalog never {what}: {body:#}");
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.handle.stop(true).await;
+        if let Some(task) = self.task.take() {
+            let _ = actix_rt::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+/// Names of `tools` as the catalog shows them for `server`.
+pub fn namespaced(server: &str, tools: &[String]) -> Vec<String> {
+    tools.iter().map(|t| format!("{server}__{t}")).collect()
+}
