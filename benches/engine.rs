@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use discovery_actors::catalog::{Catalog, ServerTools};
+use discovery_actors::mcp::sse::SseParser;
 use discovery_actors::mcp::Tool;
 use serde_json::value::RawValue;
 
@@ -82,5 +83,53 @@ fn sizes(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, catalog, sizes);
+/// A `tools/list` answer of `tools` tools as one SSE stream: a priming
+/// event, then the response as `event: message`, optionally pretty-printed
+/// over several `data:` lines.
+fn sse_stream(tools: usize, multiline: bool) -> Vec<u8> {
+    let list: Vec<serde_json::Value> = (0..tools)
+        .map(|i| serde_json::json!({"name": format!("tool_{i}"), "description": "d", "inputSchema": {"type": "object"}}))
+        .collect();
+    let msg = serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": list}});
+    let body = if multiline {
+        serde_json::to_string_pretty(&msg).unwrap_or_default()
+    } else {
+        msg.to_string()
+    };
+    let mut out = String::from("id: 1\ndata:\n\n: keepalive\nevent: message\nid: 2\n");
+    for line in body.lines() {
+        out.push_str("data: ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push('\n');
+    out.into_bytes()
+}
+
+fn sse(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sse_parser");
+    for (name, multiline) in [("one_line", false), ("multiline", true)] {
+        let stream = sse_stream(1000, multiline);
+        group.throughput(Throughput::Bytes(stream.len() as u64));
+        for chunk in [64usize, 16 * 1024] {
+            group.bench_with_input(
+                BenchmarkId::new(name, format!("chunk_{chunk}")),
+                &stream,
+                |b, stream| {
+                    b.iter(|| {
+                        let mut parser = SseParser::new(16 << 20);
+                        let mut events = Vec::new();
+                        for part in stream.chunks(chunk) {
+                            let _ = parser.feed(part, &mut events);
+                        }
+                        events
+                    })
+                },
+            );
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, catalog, sizes, sse);
 criterion_main!(benches);

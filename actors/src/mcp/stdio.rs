@@ -170,7 +170,11 @@ impl Stdio {
             .stdin(Pipe::piped())
             .stdout(Pipe::piped())
             .stderr(Pipe::piped())
-            .kill_on_drop(true);
+            .kill_on_drop(true)
+            // Its own process group, so that closing kills what it spawned
+            // too: `npx` runs the server as a grandchild that would
+            // otherwise outlive the kill.
+            .process_group(0);
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
@@ -532,6 +536,12 @@ async fn wait_child(
         s = child.wait() => s,
         _ = kill_rx => {
             killed = true;
+            if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
             let _ = child.start_kill();
             child.wait().await
         }
@@ -769,6 +779,39 @@ while True:
         );
         let e = t.request("ping", None).await.unwrap_err();
         assert!(matches!(e, McpError::TransportClosed { .. }), "{e:?}");
+    }
+
+    #[actix_web::test]
+    async fn close_kills_the_whole_process_group() {
+        let dir = std::env::temp_dir().join(format!("mcpd-pg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pidfile = dir.join("grandchild.pid");
+        let mut env = IndexMap::new();
+        env.insert("PIDFILE".to_owned(), pidfile.display().to_string());
+        env.insert("SCRIPT".to_owned(), SCRIPT.to_owned());
+        // Like `npx`: a wrapper whose descendant outlives a plain kill.
+        let t = Stdio::connect(
+            "sh",
+            &[
+                "-c".into(),
+                r#"sleep 300 & echo $! > "$PIDFILE"; python3 -u -c "$SCRIPT""#.into(),
+            ],
+            &env,
+            None,
+            &opts(),
+        )
+        .await
+        .unwrap();
+        t.request("stubborn", None).await.unwrap();
+        let grandchild = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
+        let proc_dir = std::path::PathBuf::from(format!("/proc/{grandchild}"));
+        assert!(proc_dir.exists());
+        t.close().await;
+        let alive = || {
+            std::fs::read_to_string(proc_dir.join("stat")).is_ok_and(|stat| !stat.contains(") Z "))
+        };
+        until("the grandchild to be killed", || !alive()).await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[actix_web::test]
