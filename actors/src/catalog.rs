@@ -1,30 +1,45 @@
 //! The aggregated tool catalog: an immutable snapshot, pre-serialized so the
-//! HTTP workers only copy bytes.
+//! HTTP workers only hand out bytes.
 //!
 //! Building is split in two so a change to one server does not re-serialize
-//! the others: [`ServerTools::build`] namespaces, filters and serializes one
-//! server's tools; [`Catalog::assemble`] concatenates the per-server parts.
+//! the others: [`ServerTools::build`] filters-in, namespaces and serializes
+//! one server's tools into one contiguous buffer (on the upstream's own
+//! arbiter thread); [`Catalog::assemble`] only lists the per-server parts.
+//! The body of `GET /v1/tools` is those buffers in order ([`Body`]), so the
+//! catalog holds each tool's JSON exactly once: what the memory budget of
+//! 1000 upstreams x 100 tools needs (docs/adr/0004).
 
 use std::hash::{Hash, Hasher};
+use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::mcp::Tool;
 
-/// One tool as the catalog shows it.
+/// One tool as the catalog shows it. Its JSON lives in the owning
+/// [`ServerTools`] buffer.
 #[derive(Debug)]
 pub struct CatalogEntry {
     /// `<server><separator><tool>`, unique by construction.
     pub name: String,
-    pub upstream_name: String,
-    pub tool: Arc<RawValue>,
+    /// Where the upstream's own name starts in `name`.
+    upstream_at: usize,
+    /// This entry's JSON object in the server's buffer.
+    json: Range<usize>,
+    /// The upstream tool object (verbatim) in the server's buffer.
+    tool: Range<usize>,
     /// Lower-cased name and description, for `?q=`.
-    search_text: String,
-    /// This entry serialized, as it appears in the `tools` array.
-    json: String,
+    search_text: Box<str>,
+}
+
+impl CatalogEntry {
+    /// The tool's name on its upstream.
+    pub fn upstream_name(&self) -> &str {
+        &self.name[self.upstream_at..]
+    }
 }
 
 /// One server's part of the catalog.
@@ -32,7 +47,11 @@ pub struct CatalogEntry {
 pub struct ServerTools {
     pub server: String,
     pub stale: bool,
-    pub entries: Vec<CatalogEntry>,
+    entries: Vec<CatalogEntry>,
+    /// Every entry's JSON, joined by `,` (a JSON array without brackets).
+    buf: Bytes,
+    /// Content hash of `buf`, for the catalog's ETag.
+    hash: u64,
 }
 
 #[derive(Serialize)]
@@ -41,6 +60,8 @@ struct EntryJson<'a> {
     server: &'a str,
     upstream_name: &'a str,
     stale: bool,
+    // Last on purpose: the entry then ends with `<tool>}`, which is how
+    // `build` finds the tool's range without parsing.
     tool: &'a RawValue,
 }
 
@@ -54,36 +75,135 @@ impl ServerTools {
     /// Namespaces `tools` (already filtered by the server's allow/deny) under
     /// `server` and serializes each entry once.
     pub fn build(server: &str, separator: &str, stale: bool, tools: &[Tool]) -> Self {
-        let entries = tools
-            .iter()
-            .map(|tool| {
-                let name = format!("{server}{separator}{}", tool.name);
-                let json = serde_json::to_string(&EntryJson {
-                    name: &name,
-                    server,
-                    upstream_name: &tool.name,
-                    stale,
-                    tool: &tool.raw,
-                })
+        let items = tools.iter().map(|t| (t.name.as_str(), t.raw.as_ref()));
+        Self::build_from(server, separator, stale, items)
+    }
+
+    fn build_from<'a>(
+        server: &str,
+        separator: &str,
+        stale: bool,
+        tools: impl Iterator<Item = (&'a str, &'a RawValue)>,
+    ) -> Self {
+        let mut buf: Vec<u8> = Vec::new();
+        let mut entries = Vec::new();
+        for (upstream_name, raw) in tools {
+            let name = format!("{server}{separator}{upstream_name}");
+            if !entries.is_empty() {
+                buf.push(b',');
+            }
+            let start = buf.len();
+            let entry = EntryJson {
+                name: &name,
+                server,
+                upstream_name,
+                stale,
+                tool: raw,
+            };
+            if serde_json::to_writer(&mut buf, &entry).is_err() {
+                // Only an I/O error of the writer can fail here, and a Vec
+                // has none; drop the entry rather than the catalog.
+                buf.truncate(start.saturating_sub(1));
+                continue;
+            }
+            let end = buf.len();
+            let tool_end = end - 1;
+            let description = serde_json::from_str::<DescriptionOnly<'_>>(raw.get())
+                .ok()
+                .and_then(|d| d.description)
                 .unwrap_or_default();
-                let description = serde_json::from_str::<DescriptionOnly<'_>>(tool.raw.get())
-                    .ok()
-                    .and_then(|d| d.description)
-                    .unwrap_or_default();
-                let search_text = format!("{} {}", tool.name, description).to_lowercase();
-                CatalogEntry {
-                    name,
-                    upstream_name: tool.name.clone(),
-                    tool: tool.raw.clone(),
-                    search_text,
-                    json,
-                }
-            })
-            .collect();
+            entries.push(CatalogEntry {
+                upstream_at: name.len() - upstream_name.len(),
+                search_text: format!("{upstream_name} {description}")
+                    .to_lowercase()
+                    .into_boxed_str(),
+                name,
+                json: start..end,
+                tool: tool_end - raw.get().len()..tool_end,
+            });
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        buf.hash(&mut hasher);
         Self {
             server: server.to_owned(),
             stale,
             entries,
+            buf: Bytes::from(buf),
+            hash: hasher.finish(),
+        }
+    }
+
+    /// The same tools with another `stale` flag.
+    pub fn with_stale(&self, separator: &str, stale: bool) -> Self {
+        let items = self
+            .entries
+            .iter()
+            .filter_map(|e| Some((e.upstream_name(), self.raw_tool(e)?)));
+        Self::build_from(&self.server, separator, stale, items)
+    }
+
+    pub fn entries(&self) -> &[CatalogEntry] {
+        &self.entries
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The upstream tool object of `entry`, verbatim.
+    pub fn tool_json(&self, entry: &CatalogEntry) -> &str {
+        std::str::from_utf8(&self.buf[entry.tool.clone()]).unwrap_or_default()
+    }
+
+    fn raw_tool(&self, entry: &CatalogEntry) -> Option<&RawValue> {
+        serde_json::from_str(self.tool_json(entry)).ok()
+    }
+
+    /// Every entry's JSON joined by `,`: the inside of a JSON array.
+    pub fn entries_json(&self) -> Bytes {
+        self.buf.clone()
+    }
+
+    /// Whether these are exactly `tools` (same names and same JSON, in
+    /// order): the upstream's "did anything change" test.
+    pub fn same_tools(&self, tools: &[Tool]) -> bool {
+        self.entries.len() == tools.len()
+            && self
+                .entries
+                .iter()
+                .zip(tools)
+                .all(|(e, t)| e.upstream_name() == t.name && self.tool_json(e) == t.raw.get())
+    }
+}
+
+/// A response body as pre-serialized pieces (no copy of the catalog).
+#[derive(Clone, Debug)]
+pub struct Body {
+    pub chunks: Vec<Bytes>,
+    pub len: usize,
+}
+
+impl Body {
+    fn new(chunks: Vec<Bytes>) -> Self {
+        let len = chunks.iter().map(Bytes::len).sum();
+        Self { chunks, len }
+    }
+
+    /// One contiguous buffer (tests, small bodies).
+    pub fn to_bytes(&self) -> Bytes {
+        match self.chunks.as_slice() {
+            [one] => one.clone(),
+            chunks => {
+                let mut out = BytesMut::with_capacity(self.len);
+                for c in chunks {
+                    out.extend_from_slice(c);
+                }
+                out.freeze()
+            }
         }
     }
 }
@@ -92,13 +212,15 @@ impl ServerTools {
 #[derive(Debug)]
 pub struct Catalog {
     pub version: u64,
-    /// Strong ETag (quoted), derived from the content.
+    /// Strong ETag (quoted), derived from the version and the content.
     pub etag: String,
     servers: Vec<Arc<ServerTools>>,
     tool_count: usize,
-    /// The full `GET /v1/tools` body.
-    body: Bytes,
+    prefix: Bytes,
 }
+
+const SUFFIX: &[u8] = b"]}";
+const COMMA: &[u8] = b",";
 
 impl Catalog {
     /// The catalog before any discovery: version 0, no tools.
@@ -106,82 +228,92 @@ impl Catalog {
         Self::assemble(0, Vec::new())
     }
 
-    /// Concatenates the per-server parts into the response body.
-    pub fn assemble(version: u64, servers: Vec<Arc<ServerTools>>) -> Self {
-        let body = render(version, servers.iter().map(|s| s.as_ref()), |_| true);
+    /// A snapshot of `servers`' parts (empty parts are left out).
+    pub fn assemble(version: u64, mut servers: Vec<Arc<ServerTools>>) -> Self {
+        servers.retain(|s| !s.is_empty());
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        body.hash(&mut hasher);
+        for s in &servers {
+            s.server.hash(&mut hasher);
+            s.hash.hash(&mut hasher);
+        }
         let etag = format!("\"{version}-{:016x}\"", hasher.finish());
-        let tool_count = servers.iter().map(|s| s.entries.len()).sum();
+        let tool_count = servers.iter().map(|s| s.len()).sum();
         Self {
+            prefix: Bytes::from(format!("{{\"version\":{version},\"tools\":[")),
             version,
             etag,
             servers,
             tool_count,
-            body: Bytes::from(body),
         }
     }
 
     /// The whole `{"version":N,"tools":[...]}` body.
-    pub fn body(&self) -> Bytes {
-        self.body.clone()
+    pub fn body(&self) -> Body {
+        self.body_of(self.servers.iter().map(|s| s.as_ref()))
+    }
+
+    fn body_of<'a>(&self, servers: impl Iterator<Item = &'a ServerTools>) -> Body {
+        let mut chunks = vec![self.prefix.clone()];
+        for (i, s) in servers.enumerate() {
+            if i > 0 {
+                chunks.push(Bytes::from_static(COMMA));
+            }
+            chunks.push(s.buf.clone());
+        }
+        chunks.push(Bytes::from_static(SUFFIX));
+        Body::new(chunks)
     }
 
     pub fn tool_count(&self) -> usize {
         self.tool_count
     }
 
+    /// The non-empty server parts, in config order.
     pub fn servers(&self) -> impl Iterator<Item = &ServerTools> {
         self.servers.iter().map(|s| s.as_ref())
     }
 
-    /// Whether the tool part (not the version) equals `other`'s.
-    pub fn same_tools(&self, other: &Catalog) -> bool {
-        self.servers.len() == other.servers.len()
-            && self
-                .servers
-                .iter()
-                .zip(&other.servers)
-                .all(|(a, b)| Arc::ptr_eq(a, b))
+    /// Whether `parts` are the very parts of this catalog (pointer
+    /// equality, empty parts ignored): then there is nothing to publish.
+    pub fn has_parts(&self, parts: &[Arc<ServerTools>]) -> bool {
+        let mut mine = self.servers.iter();
+        parts
+            .iter()
+            .filter(|p| !p.is_empty())
+            .all(|p| mine.next().is_some_and(|m| Arc::ptr_eq(m, p)))
+            && mine.next().is_none()
+    }
+
+    /// One server's part, if it has tools.
+    pub fn server(&self, name: &str) -> Option<&ServerTools> {
+        self.servers().find(|s| s.server == name)
     }
 
     /// A body restricted to one server and/or a case-insensitive substring
     /// of the tool's name or description.
-    pub fn render_filtered(&self, server: Option<&str>, q: Option<&str>) -> Bytes {
-        if server.is_none() && q.is_none() {
-            return self.body();
-        }
-        let q = q.map(str::to_lowercase);
+    pub fn render_filtered(&self, server: Option<&str>, q: Option<&str>) -> Body {
         let servers = self
-            .servers
-            .iter()
-            .map(|s| s.as_ref())
+            .servers()
             .filter(|s| server.is_none_or(|want| s.server == want));
-        Bytes::from(render(self.version, servers, |e| {
-            q.as_deref().is_none_or(|q| e.search_text.contains(q))
-        }))
-    }
-}
-
-fn render<'a>(
-    version: u64,
-    servers: impl Iterator<Item = &'a ServerTools>,
-    keep: impl Fn(&CatalogEntry) -> bool,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4096);
-    out.extend_from_slice(b"{\"version\":");
-    out.extend_from_slice(version.to_string().as_bytes());
-    out.extend_from_slice(b",\"tools\":[");
-    let mut first = true;
-    for entry in servers.flat_map(|s| s.entries.iter()).filter(|e| keep(e)) {
-        if !first {
-            out.push(b',');
+        let Some(q) = q else {
+            return self.body_of(servers);
+        };
+        let q = q.to_lowercase();
+        let mut out = BytesMut::new();
+        out.extend_from_slice(&self.prefix);
+        let mut first = true;
+        for s in servers {
+            for e in s.entries.iter().filter(|e| e.search_text.contains(&q)) {
+                if !first {
+                    out.extend_from_slice(COMMA);
+                }
+                first = false;
+                out.extend_from_slice(&s.buf[e.json.clone()]);
+            }
         }
-        first = false;
-        out.extend_from_slice(entry.json.as_bytes());
+        out.extend_from_slice(SUFFIX);
+        Body::new(vec![out.freeze()])
     }
-    out.extend_from_slice(b"]}");
-    out
 }
 
 #[cfg(test)]
@@ -199,6 +331,10 @@ mod tests {
         }
     }
 
+    fn json(body: Body) -> serde_json::Value {
+        serde_json::from_slice(&body.to_bytes()).unwrap()
+    }
+
     #[test]
     fn namespaces_and_keeps_unknown_fields_verbatim() {
         let st = ServerTools::build(
@@ -207,14 +343,34 @@ mod tests {
             false,
             &[tool("find", ",\"x-custom\":{\"a\":1}")],
         );
+        assert_eq!(
+            st.tool_json(&st.entries()[0]),
+            r#"{"name":"find","description":"Does find","x-custom":{"a":1}}"#
+        );
+        assert_eq!(st.entries()[0].upstream_name(), "find");
         let cat = Catalog::assemble(3, vec![Arc::new(st)]);
-        let v: serde_json::Value = serde_json::from_slice(&cat.body()).unwrap();
+        let v = json(cat.body());
         assert_eq!(v["version"], 3);
         assert_eq!(v["tools"][0]["name"], "search__find");
         assert_eq!(v["tools"][0]["server"], "search");
         assert_eq!(v["tools"][0]["upstream_name"], "find");
         assert_eq!(v["tools"][0]["stale"], false);
         assert_eq!(v["tools"][0]["tool"]["x-custom"]["a"], 1);
+        assert_eq!(cat.body().len, cat.body().to_bytes().len());
+    }
+
+    #[test]
+    fn names_needing_escapes_stay_valid_json() {
+        let raw = RawValue::from_string(r#"{"name":"a\"b"}"#.into()).unwrap();
+        let t = Tool {
+            name: "a\"b".into(),
+            raw: Arc::from(raw),
+        };
+        let st = ServerTools::build("s", "__", false, &[t.clone(), tool("c", "")]);
+        assert_eq!(st.tool_json(&st.entries()[0]), r#"{"name":"a\"b"}"#);
+        let v = json(Catalog::assemble(1, vec![Arc::new(st)]).body());
+        assert_eq!(v["tools"][0]["name"], "s__a\"b");
+        assert_eq!(v["tools"][1]["upstream_name"], "c");
     }
 
     #[test]
@@ -223,9 +379,13 @@ mod tests {
         let c1 = Catalog::assemble(1, vec![a.clone()]);
         let c1b = Catalog::assemble(1, vec![a.clone()]);
         assert_eq!(c1.etag, c1b.etag);
-        let b = Arc::new(ServerTools::build("a", "__", true, &[tool("t1", "")]));
-        let c2 = Catalog::assemble(1, vec![b]);
+        let b = Arc::new(a.with_stale("__", true));
+        let c2 = Catalog::assemble(1, vec![b.clone()]);
         assert_ne!(c1.etag, c2.etag, "stale flag is content");
+        assert_eq!(json(c2.body())["tools"][0]["stale"], true);
+        assert!(b.same_tools(&[tool("t1", "")]));
+        assert!(!b.same_tools(&[tool("t1", ",\"x\":1")]));
+        assert!(!b.same_tools(&[]));
     }
 
     #[test]
@@ -237,16 +397,17 @@ mod tests {
             &[tool("alpha", ""), tool("beta", "")],
         ));
         let b = Arc::new(ServerTools::build("b", "__", false, &[tool("gamma", "")]));
-        let cat = Catalog::assemble(1, vec![a, b]);
-        let names = |body: Bytes| -> Vec<String> {
-            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            v["tools"]
+        let empty = Arc::new(ServerTools::build("c", "__", false, &[]));
+        let cat = Catalog::assemble(1, vec![a.clone(), empty.clone(), b.clone()]);
+        let names = |body: Body| -> Vec<String> {
+            json(body)["tools"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .map(|t| t["name"].as_str().unwrap().to_owned())
                 .collect()
         };
+        assert_eq!(names(cat.body()), ["a__alpha", "a__beta", "b__gamma"]);
         assert_eq!(names(cat.render_filtered(Some("b"), None)), ["b__gamma"]);
         assert_eq!(names(cat.render_filtered(None, Some("BET"))), ["a__beta"]);
         assert_eq!(
@@ -254,6 +415,14 @@ mod tests {
             ["b__gamma"]
         );
         assert!(names(cat.render_filtered(Some("zzz"), None)).is_empty());
+        assert!(names(cat.render_filtered(None, Some("zzz"))).is_empty());
         assert_eq!(cat.tool_count(), 3);
+        assert!(cat.has_parts(&[a.clone(), empty, b.clone()]));
+        assert!(!cat.has_parts(&[b, a]));
+        assert!(Catalog::empty().has_parts(&[]));
+        assert_eq!(
+            json(Catalog::empty().body())["tools"],
+            serde_json::json!([])
+        );
     }
 }

@@ -100,18 +100,9 @@ impl Registry {
             self.servers_dirty = false;
         }
         if self.tools_dirty {
-            let parts: Vec<Arc<ServerTools>> = self
-                .entries
-                .values()
-                .filter(|e| !e.part.entries.is_empty())
-                .map(|e| e.part.clone())
-                .collect();
-            let current = self.catalog_tx.borrow().clone();
-            let unchanged = current.servers().count() == parts.len()
-                && current
-                    .servers()
-                    .zip(&parts)
-                    .all(|(a, b)| std::ptr::eq(a, b.as_ref()));
+            let parts: Vec<Arc<ServerTools>> =
+                self.entries.values().map(|e| e.part.clone()).collect();
+            let unchanged = self.catalog_tx.borrow().has_parts(&parts);
             if !unchanged {
                 self.version += 1;
                 let catalog = Catalog::assemble(self.version, parts);
@@ -283,7 +274,6 @@ mod tests {
             server_info: None,
             generation,
             first_attempt_done: false,
-            tools: Arc::from(Vec::new()),
         }
     }
 
@@ -348,7 +338,7 @@ mod tests {
             .await
             .unwrap();
         let cat = settle(&mut catalog, 1).await;
-        let body = String::from_utf8(cat.body().to_vec()).unwrap();
+        let body = String::from_utf8(cat.body().to_bytes().to_vec()).unwrap();
         assert!(body.contains("a__new"), "{body}");
         assert!(!body.contains("old") && !body.contains("ghost"), "{body}");
         // An older registration never replaces a newer one.
@@ -364,7 +354,7 @@ mod tests {
             .await
             .unwrap();
         let cat = settle(&mut catalog, 1).await;
-        assert!(String::from_utf8(cat.body().to_vec())
+        assert!(String::from_utf8(cat.body().to_bytes().to_vec())
             .unwrap()
             .contains("a__new"));
         registry

@@ -1,12 +1,8 @@
 //! What the API shows about servers: plain data, published by the registry.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use indexmap::IndexMap;
 use serde::Serialize;
-
-use crate::mcp::Tool;
 
 /// The discovery state machine's states (contract: these four names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -76,9 +72,6 @@ pub struct ServerView {
     /// Set once the first discovery attempt ended, success or not.
     #[serde(skip)]
     pub first_attempt_done: bool,
-    /// The server's catalog-visible (filtered) tools.
-    #[serde(skip)]
-    pub tools: Arc<[Tool]>,
 }
 
 /// All servers, in config order. Immutable; replaced on every change.

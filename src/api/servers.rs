@@ -27,22 +27,13 @@ pub(super) async fn list_servers(state: web::Data<ApiState>) -> HttpResponse {
     })
 }
 
-/// One catalog entry, the same shape as in `GET /v1/tools`.
-#[derive(Serialize)]
-struct EntryJson<'a> {
-    name: &'a str,
-    server: &'a str,
-    upstream_name: &'a str,
-    stale: bool,
-    tool: &'a RawValue,
-}
-
 #[derive(Serialize)]
 struct ServerDetail<'a> {
     #[serde(flatten)]
     server: &'a ServerView,
-    /// The server's entries of the current catalog.
-    tools: Vec<EntryJson<'a>>,
+    /// The server's entries of the current catalog, the same shape as in
+    /// `GET /v1/tools` (copied from the catalog's pre-serialized bytes).
+    tools: Box<RawValue>,
 }
 
 pub(super) async fn get_server(
@@ -56,19 +47,12 @@ pub(super) async fn get_server(
         .get(name.as_str())
         .ok_or_else(|| ApiError::ServerNotFound(name.clone()))?;
     let catalog = state.catalog();
-    let tools = catalog
-        .servers()
-        .filter(|s| s.server == name)
-        .flat_map(|s| {
-            s.entries.iter().map(move |e| EntryJson {
-                name: &e.name,
-                server: &s.server,
-                upstream_name: &e.upstream_name,
-                stale: s.stale,
-                tool: &e.tool,
-            })
-        })
-        .collect();
+    let entries = catalog
+        .server(&name)
+        .map(|s| s.entries_json())
+        .unwrap_or_default();
+    let array = format!("[{}]", String::from_utf8_lossy(&entries));
+    let tools = RawValue::from_string(array).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(HttpResponse::Ok().json(ServerDetail {
         server: view,
         tools,

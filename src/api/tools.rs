@@ -1,7 +1,12 @@
 //! `GET /v1/tools`: the pre-serialized catalog, with conditional GET.
 
+use std::convert::Infallible;
+
+use actix_web::body::{BoxBody, SizedStream};
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use discovery_actors::catalog::Body;
 use serde::Deserialize;
 
 use super::{ApiError, ApiState};
@@ -41,11 +46,23 @@ pub(super) async fn list_tools(
     }
     let q = q.as_deref().filter(|q| !q.is_empty());
     let body = catalog.render_filtered(server.as_deref(), q);
-    Ok(HttpResponse::Ok()
-        .content_type(mime_json())
+    let mut res = HttpResponse::Ok();
+    res.content_type(mime_json())
         .insert_header((header::ETAG, catalog.etag.as_str()))
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .body(body))
+        .insert_header((header::CACHE_CONTROL, "no-cache"));
+    Ok(res.body(into_body(body)))
+}
+
+/// The catalog's pre-serialized pieces as a sized body: no copy of the
+/// catalog per request (a filtered body is one piece already).
+fn into_body(body: Body) -> BoxBody {
+    match <[Bytes; 1]>::try_from(body.chunks) {
+        Ok([one]) => BoxBody::new(one),
+        Err(chunks) => BoxBody::new(SizedStream::new(
+            body.len as u64,
+            futures_util::stream::iter(chunks.into_iter().map(Ok::<_, Infallible>)),
+        )),
+    }
 }
 
 pub(super) fn mime_json() -> &'static str {

@@ -673,6 +673,11 @@ while True:
     #[actix_web::test]
     async fn python_server_initialize_tools_stderr_and_exit() {
         let capture = LogCapture::default();
+        // With a single registered dispatcher, tracing-core computes a
+        // callsite's interest from the *current thread's* one only, so a
+        // parallel test hitting the stderr callsite first would cache
+        // "never" for everyone. A second live dispatcher makes it consult all.
+        let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
         let _guard = tracing::dispatcher::set_default(&tracing::Dispatch::new(capture.clone()));
 
         let s = connect(

@@ -74,9 +74,9 @@ pub struct Upstream {
     pending: Option<Trigger>,
     retry_timer: Option<SpawnHandle>,
     stale_timer: Option<SpawnHandle>,
-    /// Filtered tools of the last successful listing.
-    tools: Arc<[Tool]>,
-    stale: bool,
+    /// Catalog part of the last successful listing (filtered tools),
+    /// flagged stale while degraded.
+    part: Arc<ServerTools>,
     info: Option<mcp::ServerInfo>,
     poller: Option<Addr<Poller>>,
     child_restarts: u32,
@@ -90,6 +90,7 @@ impl Upstream {
             server = %init.spec.name,
             generation = init.generation
         );
+        let part = Arc::new(ServerTools::build(init.spec.name.as_str(), "", false, &[]));
         Self {
             spec: init.spec,
             generation: init.generation,
@@ -104,8 +105,7 @@ impl Upstream {
             pending: None,
             retry_timer: None,
             stale_timer: None,
-            tools: Arc::from(Vec::new()),
-            stale: false,
+            part,
             info: None,
             poller: None,
             child_restarts: 0,
@@ -123,9 +123,8 @@ impl Upstream {
             v.consecutive_failures = self.discovery.consecutive_failures;
             v.next_retry_at = self.discovery.next_retry_at;
             v.first_attempt_done = self.discovery.first_attempt_done;
-            v.tool_count = self.tools.len();
-            v.tools = self.tools.clone();
-            v.stale = self.stale;
+            v.tool_count = self.part.len();
+            v.stale = self.part.stale;
             if let Some(info) = &self.info {
                 v.negotiated_transport = Some(info.transport);
                 v.protocol_version = Some(info.protocol_version.clone());
@@ -134,19 +133,17 @@ impl Upstream {
         })
     }
 
-    fn report(&self, tools_changed: bool) {
-        let part = tools_changed.then(|| {
-            Arc::new(ServerTools::build(
-                self.spec.name.as_str(),
-                &self.separator,
-                self.stale,
-                &self.tools,
-            ))
-        });
+    fn report(&self, part_changed: bool) {
         self.registry.do_send(Report {
             view: self.view(),
-            part,
+            part: part_changed.then(|| self.part.clone()),
         });
+    }
+
+    /// Replaces the catalog part.
+    fn set_part(&mut self, part: ServerTools) {
+        self.events.tool_count(self.spec.name.as_str(), part.len());
+        self.part = Arc::new(part);
     }
 
     fn set_state_event(&self, before: DiscoveryState) {
@@ -231,13 +228,12 @@ impl Upstream {
                     .into_iter()
                     .filter(|t| self.spec.tools.allows(&t.name))
                     .collect();
-                let changed = self.stale || !same_tools(&self.tools, &tools);
+                let changed = self.part.stale || !self.part.same_tools(&tools);
                 if changed {
-                    self.tools = Arc::from(tools);
-                    self.events
-                        .tool_count(self.spec.name.as_str(), self.tools.len());
+                    let part =
+                        ServerTools::build(self.spec.name.as_str(), &self.separator, false, &tools);
+                    self.set_part(part);
                 }
-                self.stale = false;
                 if let Some(timer) = self.stale_timer.take() {
                     ctx.cancel_future(timer);
                 }
@@ -251,12 +247,12 @@ impl Upstream {
                 let _g = self.span.enter();
                 if before != DiscoveryState::Healthy {
                     tracing::info!(
-                        tools = self.tools.len(),
+                        tools = self.part.len(),
                         took_ms = took.as_millis() as u64,
                         "Server is healthy."
                     );
                 } else if changed {
-                    tracing::info!(tools = self.tools.len(), "Tools changed.");
+                    tracing::info!(tools = self.part.len(), "Tools changed.");
                 }
                 drop(_g);
                 self.report(changed);
@@ -302,9 +298,10 @@ impl Upstream {
             act.retry_timer = None;
             act.start_attempt(Trigger::Retry, ctx);
         }));
-        let newly_stale = !self.stale && !self.tools.is_empty();
+        let newly_stale = !self.part.stale && !self.part.is_empty();
         if newly_stale {
-            self.stale = true;
+            let stale = self.part.with_stale(&self.separator, true);
+            self.set_part(stale);
             let ttl = self.spec.discovery.stale_ttl;
             self.stale_timer = Some(ctx.run_later(ttl, |act, _ctx| {
                 act.stale_timer = None;
@@ -315,19 +312,18 @@ impl Upstream {
     }
 
     fn expire_stale(&mut self) {
-        if !self.stale {
+        if !self.part.stale {
             return;
         }
         {
             let _g = self.span.enter();
             tracing::info!(
-                tools = self.tools.len(),
+                tools = self.part.len(),
                 "Removed stale tools after stale_ttl."
             );
         }
-        self.tools = Arc::from(Vec::new());
-        self.stale = false;
-        self.events.tool_count(self.spec.name.as_str(), 0);
+        let empty = ServerTools::build(self.spec.name.as_str(), &self.separator, false, &[]);
+        self.set_part(empty);
         self.report(true);
     }
 
@@ -401,7 +397,6 @@ pub fn initial_view(spec: &ServerSpec, generation: u64) -> ServerView {
         server_info: None,
         generation,
         first_attempt_done: false,
-        tools: Arc::from(Vec::new()),
     }
 }
 
@@ -421,13 +416,6 @@ fn redact_url(url: &url::Url) -> String {
         let _ = shown.set_password(Some("redacted"));
     }
     shown.to_string()
-}
-
-fn same_tools(a: &[Tool], b: &[Tool]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| x.name == y.name && x.raw.get() == y.raw.get())
 }
 
 fn target_of(spec: &ServerSpec) -> Target {
