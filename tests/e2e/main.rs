@@ -8,4 +8,5 @@ mod binary;
 mod discovery;
 mod helpers;
 mod interop;
+mod stdio;
 mod upstream_selftest;

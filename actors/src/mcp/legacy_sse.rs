@@ -350,6 +350,11 @@ impl LegacySse {
         self.notifications.borrow_mut().take()
     }
 
+    /// Why the transport closed, once it has (None while it is open).
+    pub(crate) fn closed(&self) -> Option<McpError> {
+        self.pending.closed().map(|c| self.closed_error(c))
+    }
+
     fn closed_error(&self, c: Closed) -> McpError {
         match c {
             Closed::Ended(reason) | Closed::ChildExited(reason) => McpError::TransportClosed {

@@ -177,6 +177,13 @@ impl Session {
         self.inner.take_notifications()
     }
 
+    /// Why a stream transport (stdio, legacy SSE) closed, once it has: the
+    /// stdio exit status or the stream's end. None while open, and always
+    /// for Streamable HTTP (each request has its own connection).
+    pub fn closed(&self) -> Option<McpError> {
+        self.inner.closed()
+    }
+
     /// Whether both handles are the same session (not merely equal ids).
     pub fn same_as(&self, other: &Session) -> bool {
         std::rc::Rc::ptr_eq(&self.inner, &other.inner)

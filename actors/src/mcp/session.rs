@@ -438,6 +438,14 @@ impl Inner {
         }
     }
 
+    pub(super) fn closed(&self) -> Option<McpError> {
+        match &self.transport {
+            Transport::Streamable(_) => None,
+            Transport::Legacy(t) => t.closed(),
+            Transport::Stdio(t) => t.closed(),
+        }
+    }
+
     pub(super) fn session_id(&self) -> Option<String> {
         match &self.transport {
             Transport::Streamable(t) => t.session_id(),

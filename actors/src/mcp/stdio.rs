@@ -210,7 +210,7 @@ impl Stdio {
             ),
             Rc::clone(&pending),
             Rc::clone(&stdin),
-            notif_tx,
+            notif_tx.clone(),
             opts.server_name.clone(),
             opts.max_response_bytes,
             stdout_done_tx,
@@ -223,6 +223,9 @@ impl Stdio {
             Rc::clone(&pending),
             exit_tx,
             opts.server_name.clone(),
+            // Held until the exit is recorded: the notification stream
+            // ends only once `closed()` can say why.
+            notif_tx,
         ));
 
         let this = Self {
@@ -263,6 +266,11 @@ impl Stdio {
 
     pub(crate) fn take_notifications(&self) -> Option<UnboundedReceiver<Notification>> {
         self.notifications.borrow_mut().take()
+    }
+
+    /// Why the transport closed, once it has (None while it is open).
+    pub(crate) fn closed(&self) -> Option<McpError> {
+        self.pending.closed().map(|c| self.closed_error(c))
     }
 
     fn closed_error(&self, c: Closed) -> McpError {
@@ -530,6 +538,7 @@ async fn wait_child(
     pending: Rc<Pending>,
     exit_tx: watch::Sender<Option<String>>,
     server: String,
+    notifications: UnboundedSender<Notification>,
 ) {
     let mut killed = false;
     let status = tokio::select! {
@@ -563,6 +572,7 @@ async fn wait_child(
         tracing::warn!(server = %server, status = %text, "Stdio server exited");
     }
     let _ = exit_tx.send(Some(text));
+    drop(notifications);
 }
 
 #[cfg(test)]

@@ -607,14 +607,18 @@ impl StreamHandler<Notification> for Upstream {
         if self.stopping {
             return;
         }
+        let reason = self
+            .session
+            .as_ref()
+            .and_then(Session::closed)
+            .map(|e| crate::error_chain(&e))
+            .unwrap_or_else(|| "the upstream closed the transport".to_owned());
         if let Some(session) = self.session.take() {
             self.drop_session(session, ctx);
         }
+        // An attempt in flight fails on its own, with the same cause.
         if self.in_flight.is_none() {
-            self.fail(
-                "the transport closed: the upstream ended the session".into(),
-                ctx,
-            );
+            self.fail(reason, ctx);
         }
     }
 }
