@@ -9,6 +9,7 @@ faulty upstreams, to measure what they cost the healthy ones.
     python3 benches/harness.py --count 100
     python3 benches/harness.py --count 1000 --runs 3
     python3 benches/harness.py --count 500 --faulty 500 --fault hang
+    python3 benches/harness.py --count 100 --wrk 10   # + GET /v1/tools req/s (needs wrk)
 
 Everything binds 127.0.0.1; both processes are stopped by PID at the end.
 """
@@ -98,12 +99,19 @@ def run_once(args, workdir, farm_yaml):
         # Let the engine settle (catalog rebuilds, push streams) before reading RSS.
         time.sleep(1.0)
         catalog = get_json(base + "/v1/tools", timeout=60)
-        return {
+        result = {
             "seconds_to_all_healthy": round(healthy_at, 3) if healthy_at else None,
             "peak_rss_mib": round(rss_kib(engine.pid, "VmHWM") / 1024, 1),
             "rss_mib": round(rss_kib(engine.pid, "VmRSS") / 1024, 1),
             "catalog_tools": len(catalog["tools"]),
         }
+        if args.wrk:
+            with urllib.request.urlopen(base + "/v1/tools") as r:
+                etag = r.headers["ETag"]
+            result["rps_full"] = wrk(args, base + "/v1/tools")
+            result["rps_304"] = wrk(args, base + "/v1/tools", f"If-None-Match: {etag}")
+            result["rps_one_server"] = wrk(args, base + "/v1/tools?server=u0")
+        return result
     finally:
         engine.send_signal(signal.SIGTERM)
         try:
@@ -111,6 +119,18 @@ def run_once(args, workdir, farm_yaml):
         except subprocess.TimeoutExpired:
             engine.kill()
             engine.wait()
+
+
+def wrk(args, url, header=None):
+    """Requests per second of a wrk run (2 threads, --wrk-connections)."""
+    cmd = ["wrk", "-t2", f"-c{args.wrk_connections}", f"-d{args.wrk}s", "--latency", url]
+    if header:
+        cmd[1:1] = ["-H", header]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("Requests/sec:"):
+            return float(line.split()[1])
+    sys.exit(f"could not read wrk's output:\n{out}")
 
 
 def main():
@@ -124,6 +144,8 @@ def main():
     p.add_argument("--poll", type=float, default=0.05, help="seconds between status polls")
     p.add_argument("--request-timeout", default="30s")
     p.add_argument("--farm-workers", type=int, default=1)
+    p.add_argument("--wrk", type=int, default=0, help="seconds of wrk load per endpoint (0: none)")
+    p.add_argument("--wrk-connections", type=int, default=32)
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="mcpd-harness-") as workdir:
