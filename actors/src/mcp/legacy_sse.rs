@@ -337,13 +337,10 @@ impl LegacySse {
     }
 
     pub(crate) fn info(&self) -> ServerInfo {
-        self.info.borrow().clone().unwrap_or(ServerInfo {
-            protocol_version: String::new(),
-            server_info: Value::Null,
-            capabilities: Value::Null,
-            instructions: None,
-            transport: TRANSPORT,
-        })
+        self.info
+            .borrow()
+            .clone()
+            .unwrap_or_else(|| ServerInfo::unknown(TRANSPORT))
     }
 
     pub(crate) fn take_notifications(&self) -> Option<UnboundedReceiver<Notification>> {
@@ -369,14 +366,7 @@ impl LegacySse {
         method: &str,
         fut: impl Future<Output = Result<T, McpError>>,
     ) -> Result<T, McpError> {
-        match tokio::time::timeout(self.opts.request_timeout, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(McpError::Timeout {
-                method: method.to_owned(),
-                target: self.shown.clone(),
-                after: self.opts.request_timeout,
-            }),
-        }
+        super::within(self.opts.request_timeout, method, &self.shown, fut).await
     }
 
     pub(crate) async fn request(

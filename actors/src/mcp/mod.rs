@@ -90,6 +90,17 @@ pub struct ServerInfo {
 }
 
 impl ServerInfo {
+    /// Before `initialize` has answered.
+    pub fn unknown(transport: &'static str) -> Self {
+        Self {
+            protocol_version: String::new(),
+            server_info: Value::Null,
+            capabilities: Value::Null,
+            instructions: None,
+            transport,
+        }
+    }
+
     /// Whether `capabilities.<name>` is present (e.g. "tools", "prompts").
     pub fn has_capability(&self, name: &str) -> bool {
         self.capabilities.get(name).is_some_and(|v| !v.is_null())
@@ -120,6 +131,24 @@ pub struct Inventory {
 pub struct Notification {
     pub method: String,
     pub params: Option<Value>,
+}
+
+/// Runs one request's future under its own timeout; a timeout names the
+/// method and the target (every transport's requests go through this).
+pub(crate) async fn within<T>(
+    after: Duration,
+    method: &str,
+    target: &str,
+    fut: impl std::future::Future<Output = Result<T, McpError>>,
+) -> Result<T, McpError> {
+    match tokio::time::timeout(after, fut).await {
+        Ok(result) => result,
+        Err(_) => Err(McpError::Timeout {
+            method: method.to_owned(),
+            target: target.to_owned(),
+            after,
+        }),
+    }
 }
 
 /// A live MCP session with one upstream. Cheap to clone (`Rc` inside): the

@@ -157,14 +157,7 @@ impl StreamableHttp {
         method: &str,
         fut: impl Future<Output = Result<T, McpError>>,
     ) -> Result<T, McpError> {
-        match tokio::time::timeout(self.opts.request_timeout, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(McpError::Timeout {
-                method: method.to_owned(),
-                target: self.shown.clone(),
-                after: self.opts.request_timeout,
-            }),
-        }
+        super::within(self.opts.request_timeout, method, &self.shown, fut).await
     }
 
     /// A new session: initialize without session headers, then
