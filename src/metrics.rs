@@ -302,25 +302,6 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// The push stream of `server` opened (`true`) or closed (`false`).
-    pub fn push_stream_connected(&self, server: &str, connected: bool) {
-        self.push_stream_connected
-            .with_label_values(&[server])
-            .set(i64::from(connected));
-    }
-
-    /// The push stream of `server` is reconnecting.
-    pub fn push_stream_reconnected(&self, server: &str) {
-        self.push_stream_reconnects_total
-            .with_label_values(&[server])
-            .inc();
-    }
-
-    /// `server` sent a `notifications/*/list_changed`.
-    pub fn list_changed(&self, server: &str) {
-        self.list_changed_total.with_label_values(&[server]).inc();
-    }
-
     /// An OAuth2 token fetch for `server` ended.
     pub fn token_refreshed(&self, server: &str, outcome: RefreshOutcome) {
         self.token_refreshes_total
@@ -372,6 +353,22 @@ impl DiscoveryEvents for Metrics {
         remove_server_series(&self.token_refreshes_total, server);
     }
 
+    fn push_stream_connected(&self, server: &str, connected: bool) {
+        self.push_stream_connected
+            .with_label_values(&[server])
+            .set(i64::from(connected));
+    }
+
+    fn push_stream_reconnect(&self, server: &str) {
+        self.push_stream_reconnects_total
+            .with_label_values(&[server])
+            .inc();
+    }
+
+    fn list_changed(&self, server: &str) {
+        self.list_changed_total.with_label_values(&[server]).inc();
+    }
+
     fn catalog_published(&self, version: u64, tools: usize) {
         self.catalog_version
             .set(i64::try_from(version).unwrap_or(i64::MAX));
@@ -409,7 +406,7 @@ mod tests {
         m.tool_count("a", 3);
         m.refresh_finished("a", RefreshOutcome::Success, Duration::from_millis(12));
         m.push_stream_connected("a", true);
-        m.push_stream_reconnected("a");
+        m.push_stream_reconnect("a");
         m.list_changed("a");
         m.token_refreshed("a", RefreshOutcome::Success);
         m.catalog_published(7, 3);
@@ -510,7 +507,7 @@ mod tests {
             m.refresh_finished(server, RefreshOutcome::Success, Duration::from_millis(5));
             m.refresh_finished(server, RefreshOutcome::Failure, Duration::from_millis(5));
             m.push_stream_connected(server, true);
-            m.push_stream_reconnected(server);
+            m.push_stream_reconnect(server);
             m.list_changed(server);
             m.token_refreshed(server, RefreshOutcome::Failure);
         }

@@ -31,6 +31,13 @@ pub trait DiscoveryEvents: Send + Sync + 'static {
     fn tool_count(&self, _server: &str, _count: usize) {}
     /// A server was removed: drop its series.
     fn server_removed(&self, _server: &str) {}
+    /// A push stream opened (`true`) or stopped being open (`false`).
+    fn push_stream_connected(&self, _server: &str, _connected: bool) {}
+    /// A push stream is being reopened after a failure.
+    fn push_stream_reconnect(&self, _server: &str) {}
+    /// A `notifications/*/list_changed` arrived (push stream, stdio,
+    /// legacy SSE).
+    fn list_changed(&self, _server: &str) {}
     /// A new catalog snapshot was published.
     fn catalog_published(&self, _version: u64, _tools: usize) {}
 }

@@ -268,6 +268,7 @@ mod tests {
             consecutive_failures: 0,
             next_retry_at: None,
             push_stream: PushStreamState::Disabled,
+            push_stream_error: None,
             tool_count: 0,
             stale: false,
             protocol_version: None,

@@ -14,6 +14,18 @@ pub enum DiscoveryState {
     Degraded,
 }
 
+impl PushStreamState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushStreamState::Connected => "connected",
+            PushStreamState::Connecting => "connecting",
+            PushStreamState::Unsupported => "unsupported",
+            PushStreamState::Failed => "failed",
+            PushStreamState::Disabled => "disabled",
+        }
+    }
+}
+
 impl DiscoveryState {
     pub const ALL: [DiscoveryState; 4] = [
         DiscoveryState::Unknown,
@@ -61,7 +73,11 @@ pub struct ServerView {
     pub last_attempt_at: Option<DateTime<Utc>>,
     pub consecutive_failures: u32,
     pub next_retry_at: Option<DateTime<Utc>>,
+    /// Only Streamable HTTP has a separate push stream; stdio and legacy
+    /// SSE carry notifications on the transport itself (`disabled` here).
     pub push_stream: PushStreamState,
+    /// The push stream's last failure, until it connects again.
+    pub push_stream_error: Option<String>,
     pub tool_count: usize,
     /// Whether the tools shown are last-known ones from before a failure.
     pub stale: bool,

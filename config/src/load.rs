@@ -808,6 +808,7 @@ discovery:
   max_response_bytes: 10MB
   max_pages: '7'
   startup_grace: 0s
+  push_idle_timeout: 45s
 ",
         )
         .unwrap();
@@ -821,6 +822,7 @@ discovery:
         assert_eq!(d.max_response_bytes, 10_000_000);
         assert_eq!(d.max_pages, 7);
         assert_eq!(d.startup_grace, Duration::ZERO);
+        assert_eq!(d.push_idle_timeout, Duration::from_secs(45));
         let errs = errors(yaml(
             "discovery: { request_timeout: 0s, connect_timeout: soon, max_response_bytes: 0 }\n",
         ));

@@ -60,6 +60,7 @@ pub struct RawDiscovery {
     pub max_response_bytes: Option<HumanBytes>,
     pub max_pages: Option<Count>,
     pub startup_grace: Option<HumanDuration>,
+    pub push_idle_timeout: Option<HumanDuration>,
 }
 
 /// `discovery.backoff:` — retry delays of a degraded server.

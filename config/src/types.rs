@@ -49,6 +49,9 @@ pub struct DiscoverySettings {
     pub max_pages: u32,
     /// `/readyz` turns ready after this even if some first attempts hang.
     pub startup_grace: Duration,
+    /// A push stream that sends no byte for this long (comments and
+    /// priming events count) is considered hung and reconnected.
+    pub push_idle_timeout: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -332,6 +335,7 @@ impl DiscoverySettings {
     pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
     pub const DEFAULT_MAX_PAGES: u32 = 100;
     pub const DEFAULT_STARTUP_GRACE: Duration = Duration::from_secs(30);
+    pub const DEFAULT_PUSH_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 }
 
 impl Default for DiscoverySettings {
@@ -345,6 +349,7 @@ impl Default for DiscoverySettings {
             max_response_bytes: Self::DEFAULT_MAX_RESPONSE_BYTES,
             max_pages: Self::DEFAULT_MAX_PAGES,
             startup_grace: Self::DEFAULT_STARTUP_GRACE,
+            push_idle_timeout: Self::DEFAULT_PUSH_IDLE_TIMEOUT,
         }
     }
 }

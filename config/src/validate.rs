@@ -519,6 +519,13 @@ fn discovery(raw: RawDiscovery, r: &mut Report) -> DiscoverySettings {
             d.startup_grace,
             true,
         ),
+        push_idle_timeout: duration(
+            r,
+            "discovery.push_idle_timeout",
+            raw.push_idle_timeout,
+            d.push_idle_timeout,
+            false,
+        ),
     }
 }
 

@@ -72,6 +72,7 @@ fn view(name: &str, state: DiscoveryState, tools: usize, attempted: bool) -> Ser
         consecutive_failures: 0,
         next_retry_at: None,
         push_stream: PushStreamState::Disabled,
+        push_stream_error: None,
         tool_count: tools,
         stale: false,
         protocol_version: None,

@@ -133,6 +133,67 @@ pub struct Notification {
     pub params: Option<Value>,
 }
 
+/// What opening the GET push stream gave.
+pub enum PushOpened {
+    Stream(Box<PushEvents>),
+    /// 405: the server offers no push stream (polling covers).
+    Unsupported,
+}
+
+/// Why a push stream stopped delivering.
+#[derive(Debug, thiserror::Error)]
+pub enum PushStop {
+    #[error("the server ended the stream")]
+    End,
+    #[error("the stream broke: {0}")]
+    Broken(String),
+    #[error("an event exceeds the limit of {limit} bytes (discovery.max_response_bytes)")]
+    TooLarge { limit: usize },
+    #[error("{0}")]
+    Malformed(McpError),
+}
+
+/// An open push stream: JSON-RPC messages, event by event.
+pub struct PushEvents {
+    stream: http::EventStream,
+    shown: String,
+    session_id: Option<String>,
+}
+
+impl PushEvents {
+    /// The messages of the next event (priming events are skipped).
+    pub async fn next_messages(&mut self) -> Result<Vec<jsonrpc::Incoming>, PushStop> {
+        let event = self.stream.next_event().await.map_err(|stop| match stop {
+            http::StreamStop::End => PushStop::End,
+            http::StreamStop::Broken(e) => PushStop::Broken(e),
+            http::StreamStop::TooLarge { limit } => PushStop::TooLarge { limit },
+        })?;
+        let context = format!("an event of the push stream from {}", self.shown);
+        jsonrpc::parse_messages(event.data.as_bytes(), &context).map_err(PushStop::Malformed)
+    }
+
+    /// Bytes received so far (comments and priming events included), for
+    /// the idle watchdog.
+    pub fn received(&self) -> std::rc::Rc<std::cell::Cell<u64>> {
+        self.stream.received()
+    }
+
+    /// The id to resume from with `Last-Event-ID`.
+    pub fn last_event_id(&self) -> &str {
+        self.stream.last_event_id()
+    }
+
+    /// The server's `retry` advice, if any.
+    pub fn retry(&self) -> Option<Duration> {
+        self.stream.retry()
+    }
+
+    /// The session this stream belongs to.
+    pub fn session_id(&self) -> Option<&str> {
+        self.session_id.as_deref()
+    }
+}
+
 /// Runs one request's future under its own timeout; a timeout names the
 /// method and the target (every transport's requests go through this).
 pub(crate) async fn within<T>(
@@ -204,6 +265,22 @@ impl Session {
     /// separate child actor).
     pub fn take_notifications(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Notification>> {
         self.inner.take_notifications()
+    }
+
+    /// Opens the optional GET push stream of a Streamable HTTP session
+    /// (None for the other transports, whose stream is the transport).
+    /// `last_event_id` resumes a dropped stream.
+    pub async fn open_push_stream(
+        &self,
+        last_event_id: Option<&str>,
+    ) -> Option<Result<PushOpened, McpError>> {
+        self.inner.open_push(last_event_id).await
+    }
+
+    /// Answers a server-to-client request (e.g. `ping`) that arrived on the
+    /// push stream: by POST, best effort (a failure is logged).
+    pub async fn answer_server_request(&self, id: &Value, method: &str) {
+        self.inner.answer_request(id, method).await
     }
 
     /// Why a stream transport (stdio, legacy SSE) closed, once it has: the

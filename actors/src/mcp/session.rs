@@ -438,6 +438,22 @@ impl Inner {
         }
     }
 
+    pub(super) async fn open_push(
+        &self,
+        last_event_id: Option<&str>,
+    ) -> Option<Result<super::PushOpened, McpError>> {
+        match &self.transport {
+            Transport::Streamable(t) => Some(t.open_push(last_event_id).await),
+            Transport::Legacy(_) | Transport::Stdio(_) => None,
+        }
+    }
+
+    pub(super) async fn answer_request(&self, id: &Value, method: &str) {
+        if let Transport::Streamable(t) = &self.transport {
+            t.answer_request(id, method).await
+        }
+    }
+
     pub(super) fn closed(&self) -> Option<McpError> {
         match &self.transport {
             Transport::Streamable(_) => None,

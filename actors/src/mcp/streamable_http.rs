@@ -556,6 +556,63 @@ impl StreamableHttp {
         }
     }
 
+    /// Opens the optional GET push stream on the current session, resuming
+    /// after `last_event_id` when given. The connect and the response head
+    /// are bounded by the request timeout; the body is open-ended (the push
+    /// stream actor watches it for silence). 405 means the server offers no
+    /// push stream.
+    pub(crate) async fn open_push(
+        &self,
+        last_event_id: Option<&str>,
+    ) -> Result<super::PushOpened, McpError> {
+        const METHOD: &str = "GET push stream";
+        let ctx = self.ctx();
+        let mut req = self
+            .with_ctx(self.client.get(self.url.as_str()), &ctx)
+            .timeout(self.opts.request_timeout)
+            .insert_header((ACCEPT, "text/event-stream"));
+        if let Some(id) = last_event_id.filter(|id| !id.is_empty()) {
+            req = req.insert_header(("last-event-id", id));
+        }
+        let mut resp = req.send().await.map_err(|e| self.send_error(e, METHOD))?;
+        let status = resp.status().as_u16();
+        if status == 405 {
+            return Ok(super::PushOpened::Unsupported);
+        }
+        if !resp.status().is_success() {
+            return Err(McpError::HttpStatus {
+                method: METHOD.to_owned(),
+                url: self.shown.clone(),
+                status,
+                body: error_excerpt(&mut resp).await,
+            });
+        }
+        match media_type(&resp).as_str() {
+            "text/event-stream" => {}
+            other => {
+                return Err(McpError::UnexpectedContentType {
+                    method: METHOD.to_owned(),
+                    url: self.shown.clone(),
+                    content_type: other.to_owned(),
+                })
+            }
+        }
+        let parser = match last_event_id {
+            Some(id) => SseParser::resuming(self.opts.max_response_bytes, id, None),
+            None => SseParser::new(self.opts.max_response_bytes),
+        };
+        Ok(super::PushOpened::Stream(Box::new(super::PushEvents {
+            stream: EventStream::new(resp, parser),
+            shown: self.shown.clone(),
+            session_id: ctx.session_id,
+        })))
+    }
+
+    /// Answers a server request that arrived on the push stream, by POST.
+    pub(crate) async fn answer_request(&self, id: &Value, method: &str) {
+        self.answer(id, method, &self.ctx()).await
+    }
+
     /// DELETE the session: best effort, short timeout; 405 means the
     /// server does not let clients end sessions, which is fine.
     pub(crate) async fn close(&self) {

@@ -6,6 +6,7 @@
 //! call runs in a `ctx.spawn`ed future with its own timeout.
 
 pub mod poller;
+pub mod push_stream;
 pub mod state;
 
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use actix::prelude::*;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use chrono::Utc;
-use discovery_config::{AuthConfig, Endpoint, ServerSpec};
+use discovery_config::{AuthConfig, Endpoint, ServerSpec, TransportKind};
 use rand::Rng;
 use tracing::Instrument;
 
@@ -25,6 +26,7 @@ use crate::mcp::{self, ClientOptions, Inventory, McpError, Notification, Session
 use crate::registry::{Registry, Report};
 use crate::status::{DiscoveryState, PushStreamState, ServerView};
 use poller::{Poll, Poller, StopPoller};
+use push_stream::{PushEvent, PushEventKind, PushStream, PushStreamInit, StopPushStream};
 use state::{Discovery, Trigger};
 
 /// Why a discovery round failed.
@@ -79,6 +81,14 @@ pub struct Upstream {
     part: Arc<ServerTools>,
     info: Option<mcp::ServerInfo>,
     poller: Option<Addr<Poller>>,
+    /// The push stream child of the current session (Streamable HTTP).
+    push: Option<Addr<PushStream>>,
+    /// Tells messages of the current push stream from older ones.
+    push_epoch: u64,
+    /// The session id the push stream was opened for.
+    push_session: Option<String>,
+    push_state: PushStreamState,
+    push_error: Option<String>,
     child_restarts: u32,
     stopping: bool,
 }
@@ -91,6 +101,7 @@ impl Upstream {
             generation = init.generation
         );
         let part = Arc::new(ServerTools::build(init.spec.name.as_str(), "", false, &[]));
+        let spec_ref = init.spec.clone();
         Self {
             spec: init.spec,
             generation: init.generation,
@@ -108,6 +119,11 @@ impl Upstream {
             part,
             info: None,
             poller: None,
+            push: None,
+            push_epoch: 0,
+            push_session: None,
+            push_state: initial_push_state(&spec_ref),
+            push_error: None,
             child_restarts: 0,
             stopping: false,
         }
@@ -125,6 +141,8 @@ impl Upstream {
             v.first_attempt_done = self.discovery.first_attempt_done;
             v.tool_count = self.part.len();
             v.stale = self.part.stale;
+            v.push_stream = self.push_state;
+            v.push_stream_error = self.push_error.clone();
             if let Some(info) = &self.info {
                 v.negotiated_transport = Some(info.transport);
                 v.protocol_version = Some(info.protocol_version.clone());
@@ -341,6 +359,67 @@ impl Upstream {
             }
             self.session = Some(session);
         }
+        self.sync_push(ctx);
+    }
+
+    fn wants_push(&self) -> bool {
+        may_push(&self.spec)
+    }
+
+    /// (Re)starts the push stream when the session is new or was
+    /// re-initialized (a new session id); leaves a running one alone.
+    fn sync_push(&mut self, ctx: &mut Context<Self>) {
+        if !self.wants_push() || self.stopping {
+            return;
+        }
+        let Some(session) = self.session.clone() else {
+            return;
+        };
+        if session.info().transport != "streamable-http" {
+            // `auto` resolved to legacy SSE: the transport is the stream.
+            self.set_push_state(PushStreamState::Disabled, None);
+            return;
+        }
+        let sid = session.session_id();
+        if self.push.is_some() && self.push_session == sid {
+            return;
+        }
+        self.stop_push();
+        self.push_epoch += 1;
+        self.push_session = sid;
+        let weak = ctx.address().downgrade();
+        let child = PushStream::new(PushStreamInit {
+            session,
+            epoch: self.push_epoch,
+            backoff: self.spec.discovery.backoff,
+            idle_timeout: self.spec.discovery.push_idle_timeout,
+            parent: weak.clone().recipient(),
+            exited: weak.recipient(),
+            span: self.span.clone(),
+        });
+        self.push = Some(child.start());
+    }
+
+    fn stop_push(&mut self) {
+        if let Some(push) = self.push.take() {
+            push.do_send(StopPushStream);
+        }
+        self.push_session = None;
+        self.push_epoch += 1;
+        if self.wants_push() {
+            self.set_push_state(PushStreamState::Connecting, self.push_error.clone());
+        }
+    }
+
+    fn set_push_state(&mut self, state: PushStreamState, error: Option<String>) {
+        let was_connected = self.push_state == PushStreamState::Connected;
+        let connected = state == PushStreamState::Connected;
+        if was_connected != connected {
+            self.events
+                .push_stream_connected(self.spec.name.as_str(), connected);
+        }
+        self.push_state = state;
+        self.push_error = error;
     }
 
     /// Forgets a session and closes it in the background (its own timeout).
@@ -348,6 +427,7 @@ impl Upstream {
         if let Some(handle) = self.notifications.take() {
             ctx.cancel_future(handle);
         }
+        self.stop_push();
         if self.session.as_ref().is_some_and(|s| s.same_as(&session)) {
             self.session = None;
         }
@@ -390,13 +470,32 @@ pub fn initial_view(spec: &ServerSpec, generation: u64) -> ServerView {
         last_attempt_at: None,
         consecutive_failures: 0,
         next_retry_at: None,
-        push_stream: PushStreamState::Disabled,
+        push_stream: initial_push_state(spec),
+        push_stream_error: None,
         tool_count: 0,
         stale: false,
         protocol_version: None,
         server_info: None,
         generation,
         first_attempt_done: false,
+    }
+}
+
+/// Whether a server may have a separate push stream at all.
+fn may_push(spec: &ServerSpec) -> bool {
+    spec.push
+        && matches!(
+            spec.transport(),
+            TransportKind::Auto | TransportKind::StreamableHttp
+        )
+}
+
+/// `connecting` for a server that may have a push stream, else `disabled`.
+fn initial_push_state(spec: &ServerSpec) -> PushStreamState {
+    if may_push(spec) {
+        PushStreamState::Connecting
+    } else {
+        PushStreamState::Disabled
     }
 }
 
@@ -482,6 +581,9 @@ impl Actor for Upstream {
         if let Some(poller) = self.poller.take() {
             poller.do_send(StopPoller);
         }
+        if let Some(push) = self.push.take() {
+            push.do_send(StopPushStream);
+        }
         if let Some(session) = self.session.take() {
             self.drop_session(session, ctx);
         }
@@ -512,6 +614,7 @@ pub struct ChildExited {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChildKind {
     Poller,
+    PushStream,
 }
 
 impl Handler<Poll> for Upstream {
@@ -540,6 +643,9 @@ impl Handler<Stop> for Upstream {
         }
         if let Some(handle) = self.notifications.take() {
             ctx.cancel_future(handle);
+        }
+        if let Some(push) = self.push.take() {
+            push.do_send(StopPushStream);
         }
         let session = self.session.take();
         let close = async move {
@@ -581,6 +687,47 @@ impl Handler<ChildExited> for Upstream {
                     }
                 });
             }
+            ChildKind::PushStream => {
+                self.push = None;
+                ctx.run_later(delay, |act, ctx| act.sync_push(ctx));
+            }
+        }
+    }
+}
+
+impl Handler<PushEvent> for Upstream {
+    type Result = ();
+
+    fn handle(&mut self, msg: PushEvent, ctx: &mut Self::Context) {
+        if msg.epoch != self.push_epoch || self.stopping {
+            return;
+        }
+        match msg.kind {
+            PushEventKind::Status {
+                state,
+                error,
+                reconnecting,
+            } => {
+                if reconnecting {
+                    self.events.push_stream_reconnect(self.spec.name.as_str());
+                }
+                // Connecting keeps showing the last failure until it works.
+                let error = match state {
+                    PushStreamState::Connecting => error.or_else(|| self.push_error.clone()),
+                    _ => error,
+                };
+                self.set_push_state(state, error);
+                self.report(false);
+            }
+            PushEventKind::ListChanged { method } => {
+                {
+                    let _g = self.span.enter();
+                    tracing::debug!(method = %method, "Received list_changed on the push stream.");
+                }
+                self.events.list_changed(self.spec.name.as_str());
+                self.start_attempt(Trigger::ListChanged, ctx);
+            }
+            PushEventKind::SessionGone => self.start_attempt(Trigger::Manual, ctx),
         }
     }
 }
@@ -593,6 +740,7 @@ impl StreamHandler<Notification> for Upstream {
                 let _g = self.span.enter();
                 tracing::debug!(method = %note.method, "Received list_changed.");
             }
+            self.events.list_changed(self.spec.name.as_str());
             self.start_attempt(Trigger::ListChanged, ctx);
         } else {
             let _g = self.span.enter();

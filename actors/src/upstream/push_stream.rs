@@ -1,0 +1,307 @@
+//! The PushStream: a child of an Upstream that holds the optional GET SSE
+//! stream of a Streamable HTTP session open, and tells its parent what it
+//! hears (`list_changed`) and how it is doing (a [`PushStreamState`]).
+//!
+//! Its failure is a message, never a cancellation: nothing the stream does
+//! can touch a discovery in flight or the server's discovery state. 405 means
+//! the server has no push stream (`unsupported`, the actor stops; polling
+//! covers). Any other failure (status, reset, end of stream, malformed
+//! event, oversized event, silence longer than `push_idle_timeout`) is
+//! `failed`, then a reconnect with backoff (at least the server's `retry`)
+//! and `Last-Event-ID`.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix::WeakRecipient;
+use discovery_config::BackoffSettings;
+use futures_util::stream;
+use rand::Rng;
+use tracing::Instrument;
+
+use super::state::backoff_delay;
+use super::{ChildExited, ChildKind};
+use crate::mcp::jsonrpc::Incoming;
+use crate::mcp::{McpError, PushEvents, PushOpened, PushStop, Session};
+use crate::status::PushStreamState;
+
+/// A stream that stayed open this long is healthy again: the next failure
+/// starts the backoff from `initial`.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+
+/// Sent by the PushStream to its Upstream. `epoch` tells streams of an
+/// older session (already stopped, messages still queued) from the current.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct PushEvent {
+    pub epoch: u64,
+    pub kind: PushEventKind,
+}
+
+#[derive(Debug)]
+pub enum PushEventKind {
+    /// The stream's state changed; `error` is the last failure, if any.
+    Status {
+        state: PushStreamState,
+        error: Option<String>,
+        /// Set when this is a reconnection after a failure (for metrics).
+        reconnecting: bool,
+    },
+    /// `notifications/{tools,prompts,resources}/list_changed`.
+    ListChanged { method: String },
+    /// The server no longer knows the session (404 on GET): the Upstream
+    /// should rediscover, which re-initializes.
+    SessionGone,
+}
+
+/// Sent by the Upstream to stop its PushStream (`stopping`, new session).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct StopPushStream;
+
+/// Everything a PushStream needs from its parent.
+pub struct PushStreamInit {
+    pub session: Session,
+    pub epoch: u64,
+    pub backoff: BackoffSettings,
+    pub idle_timeout: Duration,
+    pub parent: WeakRecipient<PushEvent>,
+    pub exited: WeakRecipient<ChildExited>,
+    pub span: tracing::Span,
+}
+
+type Item = Result<Vec<Incoming>, PushStop>;
+
+/// Holds one session's GET push stream open.
+pub struct PushStream {
+    init: PushStreamInit,
+    last_event_id: Option<String>,
+    retry: Option<Duration>,
+    failures: u32,
+    /// The reading of the current stream, and its watchdog state.
+    reading: Option<SpawnHandle>,
+    received: Rc<Cell<u64>>,
+    last_received: u64,
+    last_progress: Instant,
+    connected_at: Option<Instant>,
+    stop_requested: bool,
+}
+
+impl PushStream {
+    pub fn new(init: PushStreamInit) -> Self {
+        Self {
+            init,
+            last_event_id: None,
+            retry: None,
+            failures: 0,
+            reading: None,
+            received: Rc::new(Cell::new(0)),
+            last_received: 0,
+            last_progress: Instant::now(),
+            connected_at: None,
+            stop_requested: false,
+        }
+    }
+
+    fn tell(&self, kind: PushEventKind) {
+        if let Some(parent) = self.init.parent.upgrade() {
+            parent.do_send(PushEvent {
+                epoch: self.init.epoch,
+                kind,
+            });
+        }
+    }
+
+    fn status(&self, state: PushStreamState, error: Option<String>) {
+        self.tell(PushEventKind::Status {
+            state,
+            error,
+            reconnecting: self.failures > 0 && state == PushStreamState::Connecting,
+        });
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        self.status(PushStreamState::Connecting, None);
+        let session = self.init.session.clone();
+        let last_event_id = self.last_event_id.clone();
+        let open = async move { session.open_push_stream(last_event_id.as_deref()).await }
+            .instrument(self.init.span.clone());
+        ctx.spawn(open.into_actor(self).map(|opened, act, ctx| match opened {
+            None => {
+                // Not a Streamable HTTP session: nothing to hold open.
+                act.stop_requested = true;
+                ctx.stop();
+            }
+            Some(Ok(PushOpened::Unsupported)) => {
+                let _g = act.init.span.enter();
+                tracing::info!("Server has no push stream (GET 405); polling covers.");
+                act.status(PushStreamState::Unsupported, None);
+                act.stop_requested = true;
+                ctx.stop();
+            }
+            Some(Ok(PushOpened::Stream(events))) => act.opened(events, ctx),
+            Some(Err(error)) => {
+                if matches!(error, McpError::HttpStatus { status: 404, .. }) {
+                    act.tell(PushEventKind::SessionGone);
+                }
+                act.failed(crate::error_chain(&error), ctx);
+            }
+        }));
+    }
+
+    fn opened(&mut self, events: Box<PushEvents>, ctx: &mut Context<Self>) {
+        {
+            let _g = self.init.span.enter();
+            tracing::debug!(
+                resumed_from = self.last_event_id.as_deref().unwrap_or(""),
+                "Push stream connected."
+            );
+        }
+        self.received = events.received();
+        self.last_received = self.received.get();
+        self.last_progress = Instant::now();
+        self.connected_at = Some(Instant::now());
+        self.status(PushStreamState::Connected, None);
+        // Event by event; the stream ends after its first error.
+        let items = stream::unfold(Some(events), |state| async move {
+            let mut events = state?;
+            let item = events.next_messages().await;
+            let id = events.last_event_id().to_owned();
+            let retry = events.retry();
+            let next = item.is_ok().then_some(events);
+            Some(((item, id, retry), next))
+        });
+        self.reading = Some(ctx.add_stream(items));
+    }
+
+    /// Records a failure and schedules the reconnection.
+    fn failed(&mut self, reason: String, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.reading.take() {
+            ctx.cancel_future(handle);
+        }
+        if self
+            .connected_at
+            .take()
+            .is_some_and(|at| at.elapsed() >= STABLE_AFTER)
+        {
+            self.failures = 0;
+        }
+        self.failures = self.failures.saturating_add(1);
+        let jitter = rand::rng().random_range(0.0..=1.0);
+        let delay = backoff_delay(&self.init.backoff, self.failures, jitter)
+            .max(self.retry.unwrap_or_default());
+        {
+            let _g = self.init.span.enter();
+            tracing::info!(
+                error = %reason,
+                retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                "Push stream failed; discovery is not affected."
+            );
+        }
+        self.status(PushStreamState::Failed, Some(reason));
+        ctx.run_later(delay, |act, ctx| act.connect(ctx));
+    }
+
+    fn watch_idle(&mut self, ctx: &mut Context<Self>) {
+        let idle = self.init.idle_timeout;
+        let period = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+        ctx.run_interval(period, move |act, ctx| {
+            if act.reading.is_none() {
+                return;
+            }
+            let now = act.received.get();
+            if now != act.last_received {
+                act.last_received = now;
+                act.last_progress = Instant::now();
+            } else if act.last_progress.elapsed() >= idle {
+                act.failed(
+                    format!(
+                        "idle: no bytes for {} (discovery.push_idle_timeout)",
+                        humantime::format_duration(idle)
+                    ),
+                    ctx,
+                );
+            }
+        });
+    }
+
+    fn on_message(&self, message: Incoming, ctx: &mut Context<Self>) {
+        match message {
+            Incoming::Notification { method, .. } if method.ends_with("/list_changed") => {
+                self.tell(PushEventKind::ListChanged { method });
+            }
+            Incoming::Notification { method, .. } => {
+                let _g = self.init.span.enter();
+                tracing::debug!(method = %method, "Ignored a notification on the push stream.");
+            }
+            Incoming::Request { id, method, .. } => {
+                let session = self.init.session.clone();
+                let answer = async move { session.answer_server_request(&id, &method).await }
+                    .instrument(self.init.span.clone());
+                ctx.spawn(answer.into_actor(self));
+            }
+            Incoming::Response { .. } => {
+                let _g = self.init.span.enter();
+                tracing::debug!("Ignored a response on the push stream.");
+            }
+        }
+    }
+}
+
+impl Actor for PushStream {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.watch_idle(ctx);
+        self.connect(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if !self.stop_requested {
+            if let Some(parent) = self.init.exited.upgrade() {
+                parent.do_send(ChildExited {
+                    kind: ChildKind::PushStream,
+                    reason: "push stream actor stopped unexpectedly".into(),
+                });
+            }
+        }
+    }
+}
+
+impl StreamHandler<(Item, String, Option<Duration>)> for PushStream {
+    fn handle(
+        &mut self,
+        (item, last_event_id, retry): (Item, String, Option<Duration>),
+        ctx: &mut Self::Context,
+    ) {
+        if !last_event_id.is_empty() {
+            self.last_event_id = Some(last_event_id);
+        }
+        if retry.is_some() {
+            self.retry = retry;
+        }
+        match item {
+            Ok(messages) => {
+                for message in messages {
+                    self.on_message(message, ctx);
+                }
+            }
+            Err(stop) => self.failed(stop.to_string(), ctx),
+        }
+    }
+
+    // Ends after an error (handled above) or when cancelled; either way
+    // the actor lives on.
+    fn finished(&mut self, _ctx: &mut Self::Context) {}
+}
+
+impl Handler<StopPushStream> for PushStream {
+    type Result = ();
+
+    fn handle(&mut self, _: StopPushStream, ctx: &mut Self::Context) {
+        self.stop_requested = true;
+        ctx.stop();
+    }
+}
