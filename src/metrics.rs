@@ -320,6 +320,20 @@ impl Metrics {
 }
 
 impl DiscoveryEvents for Metrics {
+    fn server_started(&self, server: &str) {
+        // A restarted server's push stream is not open (yet); counters
+        // start at zero rather than missing.
+        self.push_stream_connected
+            .with_label_values(&[server])
+            .set(0);
+        self.push_stream_reconnects_total
+            .with_label_values(&[server])
+            .inc_by(0);
+        self.list_changed_total
+            .with_label_values(&[server])
+            .inc_by(0);
+    }
+
     fn state_changed(&self, server: &str, state: DiscoveryState) {
         for s in DiscoveryState::ALL {
             self.upstream_state

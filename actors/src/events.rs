@@ -23,6 +23,9 @@ impl RefreshOutcome {
 
 /// Called from actor threads; implementations must be cheap and non-blocking.
 pub trait DiscoveryEvents: Send + Sync + 'static {
+    /// A server (incarnation) started: series that are counted later can be
+    /// created at zero now, so alerts on them see the server at once.
+    fn server_started(&self, _server: &str) {}
     /// A server entered `state` (also called once when it starts).
     fn state_changed(&self, _server: &str, _state: DiscoveryState) {}
     /// A discovery round (connect + list) ended.

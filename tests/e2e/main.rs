@@ -8,5 +8,6 @@ mod binary;
 mod discovery;
 mod helpers;
 mod interop;
+mod push_stream;
 mod stdio;
 mod upstream_selftest;

@@ -469,6 +469,260 @@ async fn the_get_stream_is_refused_by_default_and_can_push_list_changed() {
     up.close_push_streams();
 }
 
+/// A GET on the push stream as the engine sends it.
+fn push_get(up: &TestUpstream, session: &str) -> awc::ClientRequest {
+    awc::Client::builder()
+        .disable_timeout()
+        .finish()
+        .get(up.url())
+        .insert_header(("Accept", "text/event-stream"))
+        .insert_header(("Mcp-Session-Id", session))
+        .insert_header(("MCP-Protocol-Version", CLIENT_PROTOCOL_VERSION))
+}
+
+/// Reads the stream until `done(bytes so far)` holds (5 s at most).
+async fn read_until<S, E>(stream: &mut S, done: impl Fn(&[u8]) -> bool) -> Vec<u8>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Debug,
+{
+    let mut seen = Vec::new();
+    while !done(&seen) {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("timed out; got {:?}", String::from_utf8_lossy(&seen)))
+            .expect("the stream ended")
+            .expect("the stream failed");
+        seen.extend_from_slice(&chunk);
+    }
+    seen
+}
+
+async fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[actix_web::test]
+async fn a_get_stream_checks_accept_and_session_and_every_get_is_recorded() {
+    let up = TestUpstream::builder()
+        .get_stream(GetStream::Open)
+        .start()
+        .unwrap();
+    let mut client = McpClient::new(up.url());
+    client.initialize().await.unwrap();
+    let session = client.session_id.clone().unwrap();
+
+    let no_accept = awc::Client::new()
+        .get(up.url())
+        .insert_header(("Mcp-Session-Id", session.as_str()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_accept.status().as_u16(), 406);
+    let unknown = push_get(&up, "no-such-session").send().await.unwrap();
+    assert_eq!(unknown.status().as_u16(), 404, "unknown session on GET");
+    let ok = push_get(&up, &session)
+        .insert_header(("Last-Event-ID", "41"))
+        .insert_header(("X-Static", "s"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    assert_eq!(
+        ok.headers().get("content-type").unwrap(),
+        "text/event-stream"
+    );
+
+    let log = up.get_log();
+    assert_eq!(log.len(), 3);
+    assert_eq!(up.get_requests(), 3);
+    assert_eq!(
+        log.iter().map(|g| g.status).collect::<Vec<_>>(),
+        [406, 404, 200]
+    );
+    assert!(log[0].session_live && !log[1].session_live && log[2].session_live);
+    assert_eq!(log[1].session_id.as_deref(), Some("no-such-session"));
+    assert_eq!(log[2].last_event_id.as_deref(), Some("41"));
+    assert_eq!(log[2].accept.as_deref(), Some("text/event-stream"));
+    assert_eq!(
+        log[2].protocol_version.as_deref(),
+        Some(CLIENT_PROTOCOL_VERSION)
+    );
+    assert_eq!(log[2].header("x-static").as_deref(), Some("s"));
+    assert_eq!(up.last_event_ids(), vec!["41".to_owned()]);
+
+    up.update(|b| b.get_stream = GetStream::Status(503));
+    let injected = push_get(&up, "whatever").send().await.unwrap();
+    assert_eq!(
+        injected.status().as_u16(),
+        503,
+        "an injected status ignores the session"
+    );
+    drop(ok);
+}
+
+#[actix_web::test]
+async fn push_events_carry_increasing_ids_and_a_ping_answer_is_recorded() {
+    let up = TestUpstream::builder()
+        .get_stream(GetStream::Open)
+        .start()
+        .unwrap();
+    let mut client = McpClient::new(up.url());
+    client.initialize().await.unwrap();
+    let mut stream = push_get(&up, client.session_id.as_deref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    wait_for("push stream registered", || up.open_push_streams() == 1).await;
+
+    assert_eq!(up.notify_burst(3), 1);
+    let (ping_id, sent) = up.send_ping_request();
+    assert_eq!((ping_id.as_str(), sent), ("srv-ping-1", 1));
+    let seen = read_until(&mut stream, |b| sse_events(b).len() >= 4).await;
+    let events = sse_events(&seen);
+    let ids: Vec<u64> = events
+        .iter()
+        .map(|e| e.id.as_deref().unwrap().parse().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids {ids:?}");
+    assert_eq!(up.last_push_event_id(), Some(ids[3].to_string()));
+    for e in &events[..3] {
+        let msg: Value = serde_json::from_str(&e.data).unwrap();
+        assert_eq!(msg["method"], "notifications/tools/list_changed");
+    }
+    let ping: Value = serde_json::from_str(&events[3].data).unwrap();
+    assert_eq!(
+        ping,
+        json!({ "jsonrpc": "2.0", "id": "srv-ping-1", "method": "ping" })
+    );
+
+    let answer = json!({ "jsonrpc": "2.0", "id": "srv-ping-1", "result": {} });
+    assert_eq!(client.post(&answer).await.unwrap().status, 202);
+    assert_eq!(up.ping_responses(), vec![answer]);
+    assert_eq!(up.requests("<response>"), 1);
+
+    up.close_push_streams();
+    let rest = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap();
+    assert!(
+        rest.is_none(),
+        "closing ends the stream gracefully: {rest:?}"
+    );
+    assert_eq!(up.open_push_streams(), 0);
+}
+
+#[actix_web::test]
+async fn reset_after_primes_with_p1_then_drops_the_connection_mid_body() {
+    let up = TestUpstream::builder()
+        .get_stream(GetStream::ResetAfter(Duration::from_millis(100)))
+        .start()
+        .unwrap();
+    let mut client = McpClient::new(up.url());
+    client.initialize().await.unwrap();
+    let session = client.session_id.clone().unwrap();
+    let started = Instant::now();
+    let mut stream = push_get(&up, &session).send().await.unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    let seen = read_until(&mut stream, |b| !sse_events(b).is_empty()).await;
+    let events = sse_events(&seen);
+    assert_eq!(events[0].id.as_deref(), Some("p1"));
+    assert_eq!(events[0].data, "");
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("the connection must be dropped");
+    assert!(
+        !matches!(end, Some(Ok(_))),
+        "nothing after the priming event: {end:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(100));
+
+    // On the wire: the connection closes inside the chunked body, without
+    // the terminating `0\r\n\r\n` chunk.
+    let addr = up.addr();
+    let raw = actix_web::rt::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut conn = TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            conn,
+            "GET /mcp HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nMcp-Session-Id: {session}\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        conn.read_to_end(&mut raw).unwrap();
+        String::from_utf8(raw).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(raw.contains("transfer-encoding: chunked"), "{raw}");
+    assert!(
+        raw.ends_with("id: p1\ndata: \n\n\r\n"),
+        "truncated: {raw:?}"
+    );
+}
+
+#[actix_web::test]
+async fn a_silent_get_stream_sends_headers_and_then_nothing() {
+    let up = TestUpstream::builder()
+        .get_stream(GetStream::Silent)
+        .start()
+        .unwrap();
+    let mut client = McpClient::new(up.url());
+    client.initialize().await.unwrap();
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(5),
+        push_get(&up, client.session_id.as_deref().unwrap()).send(),
+    )
+    .await
+    .expect("the headers must come at once")
+    .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    assert_eq!(
+        stream.headers().get("content-type").unwrap(),
+        "text/event-stream"
+    );
+    let next = tokio::time::timeout(Duration::from_millis(500), stream.next()).await;
+    assert!(next.is_err(), "not a byte: {next:?}");
+    assert_eq!(up.open_push_streams(), 0, "nothing can be sent on it");
+    assert_eq!(up.notify_tools_changed(), 0);
+}
+
+#[actix_web::test]
+async fn garbage_and_oversized_get_streams() {
+    let up = TestUpstream::builder()
+        .get_stream(GetStream::Garbage)
+        .start()
+        .unwrap();
+    let mut client = McpClient::new(up.url());
+    client.initialize().await.unwrap();
+    let session = client.session_id.clone().unwrap();
+    let mut stream = push_get(&up, &session).send().await.unwrap();
+    let seen = read_until(&mut stream, |b| b.contains(&0)).await;
+    let events = sse_events(&seen);
+    assert_eq!(events[0].data, "this is not json");
+    assert!(serde_json::from_str::<Value>(&events[0].data).is_err());
+    assert!(std::str::from_utf8(&seen).is_err(), "not even UTF-8");
+    drop(stream);
+
+    const SIZE: usize = 1024 * 1024;
+    up.update(|b| b.get_stream = GetStream::OversizedEvent(SIZE));
+    let mut stream = push_get(&up, &session).send().await.unwrap();
+    let seen = read_until(&mut stream, |b| b.ends_with(b"\n\n")).await;
+    assert_eq!(seen.len(), SIZE, "one event of the asked size");
+    let events = sse_events(&seen);
+    assert_eq!(events.len(), 1);
+    let msg: Value = serde_json::from_str(&events[0].data).unwrap();
+    assert_eq!(msg["method"], "notifications/message");
+    let next = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
+    assert!(next.is_err(), "it stays open: {next:?}");
+}
+
 // ------------------------------------------------------------- legacy SSE
 
 #[actix_web::test]

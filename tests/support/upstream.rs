@@ -129,16 +129,77 @@ impl Methods {
 }
 
 /// What `GET /mcp` (the optional server-push stream) does.
+///
+/// `Refuse` and `Status` answer at once, whatever the request carries. Every
+/// other mode first checks the request as a real server does: `Accept` must
+/// name `text/event-stream` (406, with `strict_accept`), the `Mcp-Session-Id`
+/// must be a live session (404 for an unknown or expired one, 400 when missing
+/// and `require_session`), and with `require_protocol_header` the
+/// `MCP-Protocol-Version` must be the negotiated one (400). Every GET is
+/// recorded ([`UpstreamHandle::get_log`]).
+///
+/// Streams that stay open (`Open`, `ResetAfter` until the reset, `Garbage`,
+/// `OversizedEvent`) are "open push streams": [`UpstreamHandle::notify_tools_changed`],
+/// [`UpstreamHandle::notify_burst`] and [`UpstreamHandle::send_ping_request`]
+/// write to them, each message as an event with an increasing numeric `id:`.
+/// A `Last-Event-ID` that names no withheld POST answer opens a fresh stream
+/// (no replay).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum GetStream {
     /// 405 Method Not Allowed, as servers without push streams answer.
     #[default]
     Refuse,
-    /// An SSE stream that stays open; [`UpstreamHandle::notify_tools_changed`]
-    /// sends `notifications/tools/list_changed` on it.
+    /// An SSE stream that stays open: a `: stream open` comment, then whatever
+    /// the handle sends.
     Open,
-    /// This HTTP status.
+    /// This HTTP status with a small JSON body.
     Status(u16),
+    /// 200 SSE: a priming event (`id: p1`, empty data, and `retry: N` when
+    /// [`SseStyle::retry_ms`] is set), then (messages sent by
+    /// the handle meanwhile, then) after this long the body stream fails and
+    /// actix closes the connection (TCP FIN) in the middle of the chunked
+    /// body: no terminating zero-length chunk, a truncated body. Strict
+    /// clients report an incomplete payload; awc reports it as the end of the
+    /// body. Either way the stream is gone without a goodbye.
+    ResetAfter(Duration),
+    /// 200 with `Content-Type: text/event-stream`, then never a byte: no
+    /// comment, no priming event (a hang behind a proxy). The server notices
+    /// a client's close only when it writes, so it holds these connections
+    /// until it stops.
+    Silent,
+    /// 200 SSE whose first event is `data: this is not json`, followed by
+    /// bytes that are not SSE at all (a NUL, invalid UTF-8, HTML); then it
+    /// stays open.
+    Garbage,
+    /// 200 SSE with one event made of a single `data:` line of about this many
+    /// bytes (`data: ` + a valid `notifications/message` padded out, then the
+    /// blank line), streamed in 64 KiB chunks; then it stays open. Only a size
+    /// limit can fault it.
+    OversizedEvent(usize),
+}
+
+/// One `GET /mcp` as the upstream saw it.
+#[derive(Clone, Debug)]
+pub struct GetRecord {
+    /// When it arrived.
+    pub at: Instant,
+    /// The status it was answered with.
+    pub status: u16,
+    /// The `Mcp-Session-Id` it carried.
+    pub session_id: Option<String>,
+    /// Whether that id was a live session when the GET arrived.
+    pub session_live: bool,
+    pub last_event_id: Option<String>,
+    pub accept: Option<String>,
+    pub protocol_version: Option<String>,
+    /// All its headers, lower-case names.
+    pub headers: Vec<(String, String)>,
+}
+
+impl GetRecord {
+    pub fn header(&self, name: &str) -> Option<String> {
+        find_header(&self.headers, name)
+    }
 }
 
 /// Everything the test upstream can be told. `Default` is a well-behaved
@@ -547,6 +608,10 @@ struct Inner {
     resumable: Mutex<HashMap<String, Bytes>>,
     next_event_id: AtomicU64,
     next_session: AtomicU64,
+    /// Number of the next `srv-ping-N` request.
+    next_ping: AtomicU64,
+    /// The `id:` of the last event written to the push streams.
+    last_push_event_id: Mutex<Option<String>>,
 }
 
 #[derive(Default)]
@@ -559,6 +624,9 @@ struct Stats {
     last_headers: Vec<(String, String)>,
     headers_by_method: HashMap<String, Vec<(String, String)>>,
     last_event_ids: Vec<String>,
+    get_log: Vec<GetRecord>,
+    /// JSON-RPC responses the client POSTed (to server requests such as ping).
+    client_responses: Vec<Value>,
     last_initialize_params: Option<Value>,
     sessions_created: u64,
     sessions_deleted: u64,
@@ -588,6 +656,8 @@ impl UpstreamHandle {
                 resumable: Mutex::new(HashMap::new()),
                 next_event_id: AtomicU64::new(1),
                 next_session: AtomicU64::new(1),
+                next_ping: AtomicU64::new(1),
+                last_push_event_id: Mutex::new(None),
             }),
         }
     }
@@ -658,34 +728,44 @@ impl UpstreamHandle {
         lock(&self.inner.sessions).live.keys().cloned().collect()
     }
     /// Sends `notifications/tools/list_changed` on every open push stream
-    /// (`GetStream::Open`) and legacy SSE stream; returns how many got it.
+    /// (see [`GetStream`]) and legacy SSE stream; returns how many got it.
     pub fn notify_tools_changed(&self) -> usize {
-        let event = message_event(&json!({
-            "jsonrpc": "2.0",
-            "method": "notifications/tools/list_changed"
-        }));
-        let mut sent = 0;
-        lock(&self.inner.push_streams).retain(|tx| {
-            let ok = tx.send(event.clone()).is_ok();
-            sent += usize::from(ok);
-            ok
-        });
-        lock(&self.inner.legacy_streams).retain(|_, tx| {
-            let ok = tx.send(event.clone()).is_ok();
-            sent += usize::from(ok);
-            ok
-        });
-        sent
+        self.notify_burst(1)
     }
-    /// Push streams (`GET /mcp`) currently open.
+    /// Sends `n` `notifications/tools/list_changed` back to back (each its
+    /// own event, with its own `id:` on push streams) on every open push
+    /// stream and legacy SSE stream; returns how many streams got them.
+    pub fn notify_burst(&self, n: usize) -> usize {
+        let msg = json!({ "jsonrpc": "2.0", "method": "notifications/tools/list_changed" });
+        self.inner.broadcast(&vec![msg; n])
+    }
+    /// Sends the server request `{"jsonrpc":"2.0","id":"srv-ping-N","method":"ping"}`
+    /// on every open push stream and legacy SSE stream. Returns its id and
+    /// how many streams got it; the client's answer shows up in
+    /// [`ping_responses`](Self::ping_responses).
+    pub fn send_ping_request(&self) -> (String, usize) {
+        let n = self.inner.next_ping.fetch_add(1, Ordering::Relaxed);
+        let id = format!("srv-ping-{n}");
+        let sent = self
+            .inner
+            .broadcast(&[json!({ "jsonrpc": "2.0", "id": id, "method": "ping" })]);
+        (id, sent)
+    }
+    /// Push streams (`GET /mcp`) currently open and writable by the handle
+    /// (not `Silent` ones).
     pub fn open_push_streams(&self) -> usize {
         let mut streams = lock(&self.inner.push_streams);
         streams.retain(|tx| !tx.is_closed());
         streams.len()
     }
-    /// Ends every open push stream (the client should reconnect).
+    /// Ends every open push stream gracefully (the client should reconnect).
     pub fn close_push_streams(&self) {
         lock(&self.inner.push_streams).clear();
+    }
+    /// The `id:` of the last event written to the push streams: what a
+    /// client resuming after it should send as `Last-Event-ID`.
+    pub fn last_push_event_id(&self) -> Option<String> {
+        lock(&self.inner.last_push_event_id).clone()
     }
 
     // -- counters --------------------------------------------------------
@@ -737,9 +817,31 @@ impl UpstreamHandle {
             .get(method)
             .and_then(|h| find_header(h, name))
     }
-    /// `Last-Event-ID` values seen on GET requests, in order.
+    /// `Last-Event-ID` values seen on GET requests, in order (GETs without
+    /// the header add nothing).
     pub fn last_event_ids(&self) -> Vec<String> {
         lock(&self.inner.stats).last_event_ids.clone()
+    }
+    /// Every `GET /mcp`, in order of arrival.
+    pub fn get_log(&self) -> Vec<GetRecord> {
+        lock(&self.inner.stats).get_log.clone()
+    }
+    /// JSON-RPC responses the client POSTed with a live session (answers to
+    /// server requests), in order.
+    pub fn client_responses(&self) -> Vec<Value> {
+        lock(&self.inner.stats).client_responses.clone()
+    }
+    /// The client's answers to [`send_ping_request`](Self::send_ping_request)
+    /// (responses whose id starts with `srv-ping-`), in order.
+    pub fn ping_responses(&self) -> Vec<Value> {
+        self.client_responses()
+            .into_iter()
+            .filter(|r| {
+                r.get("id")
+                    .and_then(Value::as_str)
+                    .is_some_and(|id| id.starts_with("srv-ping-"))
+            })
+            .collect()
     }
     /// `params` of the last `initialize` (protocolVersion, clientInfo, ...).
     pub fn last_initialize_params(&self) -> Option<Value> {
@@ -889,16 +991,7 @@ impl Inner {
             "DELETE" => stats.deletes += 1,
             _ => {}
         }
-        stats.last_headers = req
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
+        stats.last_headers = request_headers(req);
     }
 
     fn record_method(&self, method: &str, msg: &Value) {
@@ -965,26 +1058,21 @@ impl Inner {
                 return rejection;
             }
         }
-        if b.require_protocol_header && !is_initialize {
-            let sent = header_str(req, "mcp-protocol-version");
-            let negotiated = session
-                .as_deref()
-                .and_then(|s| lock(&self.sessions).live.get(s).cloned());
-            let ok = match (&sent, &negotiated) {
-                (Some(v), Some(n)) => v == n,
-                (Some(v), None) => SUPPORTED_PROTOCOL_VERSIONS.contains(&v.as_str()),
-                (None, _) => false,
-            };
-            if !ok {
-                return json_status(
-                    StatusCode::BAD_REQUEST,
-                    &rpc_error(
-                        id,
-                        -32000,
-                        "Bad Request: missing or unsupported MCP-Protocol-Version header",
-                    ),
-                );
-            }
+        if method.is_none() {
+            lock(&self.stats).client_responses.push(msg.clone());
+        }
+        if b.require_protocol_header
+            && !is_initialize
+            && !self.protocol_header_ok(req, session.as_deref())
+        {
+            return json_status(
+                StatusCode::BAD_REQUEST,
+                &rpc_error(
+                    id,
+                    -32000,
+                    "Bad Request: missing or unsupported MCP-Protocol-Version header",
+                ),
+            );
         }
         if let Some(delay) = b.delay.filter(|_| b.delay_on.matches(&key)) {
             actix_web::rt::time::sleep(delay).await;
@@ -1024,32 +1112,173 @@ impl Inner {
     }
 
     fn get(&self, req: &HttpRequest, b: &UpstreamBehavior) -> HttpResponse {
-        if let Some(last) = header_str(req, "last-event-id") {
-            lock(&self.stats).last_event_ids.push(last.clone());
-            if let Some(event) = lock(&self.resumable).remove(&last) {
-                return sse_stream_response(stream::iter([Ok::<_, io::Error>(event)]), None);
+        let at = Instant::now();
+        let last_event_id = header_str(req, "last-event-id");
+        let session_id = header_str(req, "mcp-session-id");
+        let session_live = session_id
+            .as_deref()
+            .is_some_and(|s| lock(&self.sessions).live.contains_key(s));
+        let res = self.get_response(req, b, last_event_id.as_deref());
+        let mut stats = lock(&self.stats);
+        if let Some(last) = &last_event_id {
+            stats.last_event_ids.push(last.clone());
+        }
+        let record = GetRecord {
+            at,
+            status: res.status().as_u16(),
+            session_id,
+            session_live,
+            last_event_id,
+            accept: header_str(req, "accept"),
+            protocol_version: header_str(req, "mcp-protocol-version"),
+            headers: request_headers(req),
+        };
+        stats.get_log.push(record);
+        res
+    }
+
+    fn get_response(
+        &self,
+        req: &HttpRequest,
+        b: &UpstreamBehavior,
+        last_event_id: Option<&str>,
+    ) -> HttpResponse {
+        if let Some(event) = last_event_id.and_then(|last| lock(&self.resumable).remove(last)) {
+            return sse_stream_response(stream::iter([Ok::<_, io::Error>(event)]), None);
+        }
+        let mode = b.get_stream;
+        if !matches!(mode, GetStream::Refuse | GetStream::Status(_)) {
+            if let Some(rejection) = self.check_get(req, b) {
+                return rejection;
             }
         }
-        match b.get_stream {
-            GetStream::Refuse => method_not_allowed("POST, DELETE"),
+        let body: BodyStream = match mode {
+            GetStream::Refuse => return method_not_allowed("POST, DELETE"),
             GetStream::Status(code) => {
-                json_status(status(code), &json!({ "error": "injected GET status" }))
+                return json_status(status(code), &json!({ "error": "injected GET status" }))
             }
             GetStream::Open => {
-                if b.sessions {
-                    let session = header_str(req, "mcp-session-id");
-                    if let Some(rejection) = self.check_session(session.as_deref(), b, &Value::Null)
-                    {
-                        return rejection;
-                    }
-                }
-                let (tx, rx) = unbounded_channel();
-                lock(&self.push_streams).push(tx);
                 let opening =
                     stream::iter([Ok::<_, io::Error>(Bytes::from_static(b": stream open\n\n"))]);
-                sse_stream_response(opening.chain(receiver_stream(rx)), None)
+                Box::pin(opening.chain(self.push_receiver()))
+            }
+            GetStream::ResetAfter(after) => {
+                let priming = match b.sse.retry_ms {
+                    Some(ms) => format!("id: p1\nretry: {ms}\ndata: \n\n"),
+                    None => "id: p1\ndata: \n\n".to_owned(),
+                };
+                let priming = stream::iter([Ok::<_, io::Error>(Bytes::from(priming))]);
+                let window = self
+                    .push_receiver()
+                    .take_until(actix_web::rt::time::sleep(after));
+                let reset = stream::once(async {
+                    Err(io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        "injected push-stream reset",
+                    ))
+                });
+                Box::pin(priming.chain(window).chain(reset))
+            }
+            GetStream::Silent => Box::pin(stream::pending()),
+            GetStream::Garbage => {
+                let garbage = stream::iter([
+                    Ok::<_, io::Error>(Bytes::from_static(b"data: this is not json\n\n")),
+                    Ok(Bytes::from_static(
+                        b"\x00\x9f<html>this is not SSE {{{\n\n<body>\n\n",
+                    )),
+                ]);
+                Box::pin(garbage.chain(self.push_receiver()))
+            }
+            GetStream::OversizedEvent(n) => {
+                let event = oversized_event_chunks(n).map(Ok::<_, io::Error>);
+                Box::pin(stream::iter(event).chain(self.push_receiver()))
+            }
+        };
+        sse_stream_response(body, None)
+    }
+
+    /// What a real server checks before opening a GET stream.
+    fn check_get(&self, req: &HttpRequest, b: &UpstreamBehavior) -> Option<HttpResponse> {
+        if b.strict_accept
+            && !header_str(req, "accept").is_some_and(|a| a.contains("text/event-stream"))
+        {
+            return Some(json_status(
+                StatusCode::NOT_ACCEPTABLE,
+                &rpc_error(
+                    Value::Null,
+                    -32000,
+                    "Not Acceptable: Client must accept text/event-stream",
+                ),
+            ));
+        }
+        let session = header_str(req, "mcp-session-id");
+        if b.sessions {
+            if let Some(rejection) = self.check_session(session.as_deref(), b, &Value::Null) {
+                return Some(rejection);
             }
         }
+        if b.require_protocol_header && !self.protocol_header_ok(req, session.as_deref()) {
+            return Some(json_status(
+                StatusCode::BAD_REQUEST,
+                &rpc_error(
+                    Value::Null,
+                    -32000,
+                    "Bad Request: missing or unsupported MCP-Protocol-Version header",
+                ),
+            ));
+        }
+        None
+    }
+
+    /// `MCP-Protocol-Version` is present and is the session's negotiated
+    /// version (any supported one without a session).
+    fn protocol_header_ok(&self, req: &HttpRequest, session: Option<&str>) -> bool {
+        let sent = header_str(req, "mcp-protocol-version");
+        let negotiated = session.and_then(|s| lock(&self.sessions).live.get(s).cloned());
+        match (&sent, &negotiated) {
+            (Some(v), Some(n)) => v == n,
+            (Some(v), None) => SUPPORTED_PROTOCOL_VERSIONS.contains(&v.as_str()),
+            (None, _) => false,
+        }
+    }
+
+    /// Registers a new open push stream; the stream yields what the handle
+    /// broadcasts and ends when the handle drops its sender.
+    fn push_receiver(&self) -> impl Stream<Item = Result<Bytes, io::Error>> {
+        let (tx, rx) = unbounded_channel();
+        lock(&self.push_streams).push(tx);
+        receiver_stream(rx)
+    }
+
+    /// Writes `messages` (each one event with the next `id:`) to every open
+    /// push stream, and (without ids) to every legacy SSE stream. Returns how
+    /// many streams got them.
+    fn broadcast(&self, messages: &[Value]) -> usize {
+        let mut push_events = Vec::with_capacity(messages.len());
+        let mut last_id = None;
+        for msg in messages {
+            let id = self.next_event_id.fetch_add(1, Ordering::Relaxed);
+            push_events.push(Bytes::from(format!(
+                "id: {id}\nevent: message\ndata: {msg}\n\n"
+            )));
+            last_id = Some(id.to_string());
+        }
+        if last_id.is_some() {
+            *lock(&self.last_push_event_id) = last_id;
+        }
+        let legacy_events: Vec<Bytes> = messages.iter().map(message_event).collect();
+        let mut sent = 0;
+        lock(&self.push_streams).retain(|tx| {
+            let ok = push_events.iter().all(|e| tx.send(e.clone()).is_ok());
+            sent += usize::from(ok);
+            ok
+        });
+        lock(&self.legacy_streams).retain(|_, tx| {
+            let ok = legacy_events.iter().all(|e| tx.send(e.clone()).is_ok());
+            sent += usize::from(ok);
+            ok
+        });
+        sent
     }
 
     fn delete(&self, req: &HttpRequest, b: &UpstreamBehavior) -> HttpResponse {
@@ -1114,6 +1343,9 @@ impl Inner {
             .to_owned();
         let id = msg.get("id").cloned().unwrap_or(Value::Null);
         self.record_method(&key, &msg);
+        if key == "<response>" {
+            lock(&self.stats).client_responses.push(msg.clone());
+        }
 
         let event = match b.fault.as_ref().filter(|_| b.fault_on.matches(&key)) {
             Some(Fault::Status(code)) => {
@@ -1437,6 +1669,23 @@ fn oversized_chunks(total: usize, id: &Value, sse: bool) -> impl Iterator<Item =
         .chain(std::iter::once(Bytes::from_static(suffix.as_bytes())))
 }
 
+/// A boxed response body.
+type BodyStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>>>>;
+
+/// The chunks of [`GetStream::OversizedEvent`]: one `data:` line of about
+/// `total` bytes holding a valid notification, then the blank line.
+fn oversized_event_chunks(total: usize) -> impl Iterator<Item = Bytes> {
+    let prefix = r#"data: {"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","logger":"test-upstream","data":""#;
+    let suffix = "\"}}\n\n";
+    let filler = total.saturating_sub(prefix.len() + suffix.len());
+    let chunk = Bytes::from(vec![b'a'; OVERSIZED_CHUNK]);
+    let last = chunk.slice(..filler % OVERSIZED_CHUNK);
+    std::iter::once(Bytes::from_static(prefix.as_bytes()))
+        .chain(std::iter::repeat_n(chunk, filler / OVERSIZED_CHUNK))
+        .chain(std::iter::once(last))
+        .chain(std::iter::once(Bytes::from_static(suffix.as_bytes())))
+}
+
 fn receiver_stream(rx: UnboundedReceiver<Bytes>) -> impl Stream<Item = Result<Bytes, io::Error>> {
     stream::unfold(
         rx,
@@ -1483,6 +1732,19 @@ fn accepted_legacy() -> HttpResponse {
 
 fn status(code: u16) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// All headers of `req`, lower-case names.
+fn request_headers(req: &HttpRequest) -> Vec<(String, String)> {
+    req.headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 fn header_str(req: &HttpRequest, name: &str) -> Option<String> {

@@ -570,6 +570,7 @@ impl Actor for Upstream {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.events.server_started(self.spec.name.as_str());
         self.events
             .state_changed(self.spec.name.as_str(), DiscoveryState::Unknown);
         self.start_poller(ctx);
