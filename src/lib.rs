@@ -12,6 +12,7 @@ pub mod api;
 pub mod cli;
 pub mod metrics;
 pub mod probe;
+pub mod reload;
 pub mod startup;
 pub mod telemetry;
 

@@ -6,6 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::{Actor, Addr};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, HttpServer};
 use anyhow::Context as _;
@@ -15,6 +16,7 @@ use discovery_config::Config;
 
 use crate::api::{self, ApiState, Readiness};
 use crate::metrics::Metrics;
+use crate::reload::{ConfigWatcher, Reload, ReloadTrigger};
 
 /// Knobs that are not part of the configuration file.
 #[derive(Clone, Debug)]
@@ -64,6 +66,7 @@ pub struct Application {
     handle: ServerHandle,
     local_addr: SocketAddr,
     engine: Engine,
+    reloader: Addr<ConfigWatcher>,
     metrics: Arc<Metrics>,
     options: AppOptions,
 }
@@ -112,8 +115,17 @@ impl Application {
         ));
         let events: Arc<dyn DiscoveryEvents> = metrics.clone();
         let engine = start_engine(config.clone(), events);
+        let (watcher, running_config) =
+            ConfigWatcher::new(config.clone(), engine.supervisor.clone(), metrics.clone());
+        let reloader = watcher.start();
 
-        let state = web::Data::new(ApiState::new(&engine, metrics.clone(), readiness));
+        let state = web::Data::new(ApiState::new(
+            &engine,
+            metrics.clone(),
+            readiness,
+            reloader.clone().recipient(),
+            running_config,
+        ));
         let mut http = HttpServer::new(move || api::app(state.clone()))
             .shutdown_timeout(options.http_shutdown_timeout.as_secs())
             // Our own handler stops the HTTP server *without* stopping the
@@ -148,6 +160,7 @@ impl Application {
             handle,
             local_addr,
             engine,
+            reloader,
             metrics,
             options,
         })
@@ -185,12 +198,16 @@ impl Application {
             server,
             handle,
             engine,
+            reloader,
             options,
             ..
         } = self;
-        let signals = options
-            .handle_signals
-            .then(|| actix_rt::spawn(stop_on_signals(handle)));
+        let signals = options.handle_signals.then(|| {
+            (
+                actix_rt::spawn(stop_on_signals(handle)),
+                actix_rt::spawn(reload_on_sighup(reloader.recipient())),
+            )
+        });
 
         let served = server.await;
         tracing::info!("HTTP server stopped; stopping the upstreams");
@@ -209,12 +226,36 @@ impl Application {
                 "Upstreams did not stop within the deadline; exiting anyway"
             ),
         }
-        if let Some(task) = signals {
-            task.abort();
+        if let Some((stop, reload)) = signals {
+            stop.abort();
+            reload.abort();
         }
         served.context("the HTTP server failed")
     }
 }
+
+/// SIGHUP: reload the configuration file (the outcome is logged by the
+/// watcher; a rejected file leaves the running configuration as it is).
+#[cfg(unix)]
+async fn reload_on_sighup(reloader: actix::Recipient<Reload>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(hup) => hup,
+        Err(err) => {
+            tracing::warn!(error = %err, "Could not install the SIGHUP handler; reload with POST /v1/admin/reload");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP received; reloading the configuration");
+        reloader.do_send(Reload {
+            trigger: ReloadTrigger::Signal,
+        });
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_sighup(_reloader: actix::Recipient<Reload>) {}
 
 /// First SIGTERM/SIGINT: graceful stop of the HTTP server (run() then stops
 /// the engine). A second one: exit at once, for an operator who won't wait.

@@ -148,3 +148,41 @@ servers:
         assert!(diff_servers(&empty, &empty).is_empty());
     }
 }
+
+/// Settings a running service cannot change: each difference between the
+/// running `old` and a reloaded `new` is an error, and the reload is
+/// rejected whole (no half-applied config).
+pub fn restart_required(old: &crate::Config, new: &crate::Config) -> Vec<crate::ConfigError> {
+    let mut errors = Vec::new();
+    if old.listen != new.listen {
+        errors.push(crate::ConfigError::new(
+            new.source.as_deref(),
+            "listen",
+            format!(
+                "changing `listen` needs a restart (running on {}, the file now says {}). \
+                 Hint: restart the service to move it, or set `listen` back to {}",
+                old.listen, new.listen, old.listen
+            ),
+        ));
+    }
+    errors
+}
+
+#[cfg(test)]
+mod restart_tests {
+    use super::*;
+
+    #[test]
+    fn only_listen_needs_a_restart() {
+        let old = crate::Config::embedded_defaults();
+        let mut new = old.clone();
+        new.discovery.poll_interval = std::time::Duration::from_secs(1);
+        assert!(restart_required(&old, &new).is_empty());
+        new.listen = "127.0.0.1:9999".parse().unwrap();
+        let errors = restart_required(&old, &new);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].path, "listen");
+        assert!(errors[0].message.contains("127.0.0.1:9999"));
+        assert!(errors[0].message.contains("restart"));
+    }
+}

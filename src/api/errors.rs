@@ -28,6 +28,18 @@ pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
 
+    /// A write without a valid admin key (when keys are configured).
+    #[error("this endpoint needs `Authorization: Bearer <admin key>`. Hint: the keys are `admin.api_keys` in the configuration")]
+    Unauthorized,
+
+    /// A reload found problems; nothing changed.
+    #[error("the configuration was rejected ({} problem(s)); the running one is unchanged", .0.len())]
+    ConfigRejected(discovery_config::ConfigErrors),
+
+    /// A reload without a file to read.
+    #[error("the service runs on its embedded defaults: there is no configuration file to reload. Hint: start it with --config PATH")]
+    NoConfigFile,
+
     /// The engine did not answer (stopping, or overloaded).
     #[error("the discovery engine did not accept the request: {0}")]
     EngineUnavailable(String),
@@ -45,6 +57,9 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::ServerNotFound(_) => "server_not_found",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::ConfigRejected(_) => "config_rejected",
+            ApiError::NoConfigFile => "no_config_file",
             ApiError::EngineUnavailable(_) => "engine_unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -60,6 +75,16 @@ struct ErrorBody<'a> {
 struct ErrorDetail<'a> {
     code: &'a str,
     message: String,
+    /// Every problem of a rejected configuration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<Vec<ProblemJson<'a>>>,
+}
+
+#[derive(Serialize)]
+struct ProblemJson<'a> {
+    file: Option<String>,
+    path: &'a str,
+    message: &'a str,
 }
 
 impl ResponseError for ApiError {
@@ -68,6 +93,9 @@ impl ResponseError for ApiError {
             ApiError::NotFound { .. } | ApiError::ServerNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::ConfigRejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NoConfigFile => StatusCode::CONFLICT,
             ApiError::EngineUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -78,10 +106,27 @@ impl ResponseError for ApiError {
         if let ApiError::MethodNotAllowed { allowed, .. } = self {
             res.insert_header((header::ALLOW, *allowed));
         }
+        if let ApiError::Unauthorized = self {
+            res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        let errors = match self {
+            ApiError::ConfigRejected(errors) => Some(
+                errors
+                    .iter()
+                    .map(|e| ProblemJson {
+                        file: e.file.as_ref().map(|f| f.display().to_string()),
+                        path: &e.path,
+                        message: &e.message,
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        };
         res.json(ErrorBody {
             error: ErrorDetail {
                 code: self.code(),
                 message: self.to_string(),
+                errors,
             },
         })
     }

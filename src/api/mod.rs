@@ -12,6 +12,7 @@
 //! Every error, including unknown routes, wrong methods and bad query
 //! strings, is `{"error":{"code","message"}}` (see [`ApiError`]).
 
+pub mod admin;
 pub mod errors;
 pub mod health;
 pub mod metrics;
@@ -26,12 +27,14 @@ use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{web, App, HttpRequest};
 use discovery_actors::supervisor::RefreshServer;
 use discovery_actors::{Catalog, Engine, ServersSnapshot};
+use discovery_config::Config;
 use tokio::sync::watch;
 
 pub use errors::ApiError;
 pub use health::{Readiness, ReadyStatus};
 
 use crate::metrics::Metrics;
+use crate::reload::Reload;
 
 /// What the handlers need; shared by every worker (`web::Data`).
 #[derive(Clone)]
@@ -42,16 +45,29 @@ pub struct ApiState {
     pub refresher: Recipient<RefreshServer>,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
+    /// The config watcher, for `POST /v1/admin/reload`.
+    pub reloader: Recipient<Reload>,
+    /// The running configuration (admin keys are read from it, so a reload
+    /// changes them at once).
+    pub config: watch::Receiver<Arc<Config>>,
 }
 
 impl ApiState {
-    pub fn new(engine: &Engine, metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Self {
+    pub fn new(
+        engine: &Engine,
+        metrics: Arc<Metrics>,
+        readiness: Arc<Readiness>,
+        reloader: Recipient<Reload>,
+        config: watch::Receiver<Arc<Config>>,
+    ) -> Self {
         Self {
             catalog: engine.catalog.clone(),
             servers: engine.servers.clone(),
             refresher: engine.supervisor.clone().recipient(),
             metrics,
             readiness,
+            reloader,
+            config,
         }
     }
 
@@ -116,6 +132,11 @@ fn routes(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/v1/servers/{name}/refresh")
             .route(web::post().to(servers::refresh_server))
+            .default_service(web::to(method_not_allowed("POST"))),
+    )
+    .service(
+        web::resource("/v1/admin/reload")
+            .route(web::post().to(admin::reload))
             .default_service(web::to(method_not_allowed("POST"))),
     )
     .service(

@@ -65,9 +65,11 @@ struct Accepted {
 }
 
 pub(super) async fn refresh_server(
+    req: actix_web::HttpRequest,
     state: web::Data<ApiState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    super::admin::require_admin(&req, &state)?;
     let name = name.into_inner();
     let answer = state
         .refresher

@@ -15,6 +15,7 @@ use discovery_actors::supervisor::{RefreshServer, UnknownServer};
 use discovery_actors::{
     Catalog, DiscoveryEvents, DiscoveryState, PushStreamState, ServerView, ServersSnapshot,
 };
+use discovery_config::Config;
 use indexmap::IndexMap;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -42,6 +43,15 @@ impl Handler<RefreshServer> for FakeSupervisor {
         } else {
             Err(UnknownServer(msg.name))
         }
+    }
+}
+
+/// The API's reload route reaches the watcher; here it has no file.
+impl Handler<Reload> for FakeSupervisor {
+    type Result = Result<crate::reload::ReloadSummary, crate::reload::ReloadError>;
+
+    fn handle(&mut self, _: Reload, _: &mut Context<Self>) -> Self::Result {
+        Err(crate::reload::ReloadError::NoFile)
     }
 }
 
@@ -121,12 +131,15 @@ fn harness(readiness: Readiness) -> Harness {
         calls: refresh_calls.clone(),
     }
     .start();
+    let (_config_tx, config_rx) = watch::channel(Arc::new(Config::embedded_defaults()));
     let state = web::Data::new(ApiState {
         catalog: catalog_rx,
         servers: servers_rx,
-        refresher: supervisor.recipient(),
+        refresher: supervisor.clone().recipient(),
         metrics: Arc::new(Metrics::new().unwrap()),
         readiness: Arc::new(readiness),
+        reloader: supervisor.recipient(),
+        config: config_rx,
     });
     Harness {
         catalog_tx,

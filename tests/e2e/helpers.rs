@@ -32,6 +32,17 @@ pub struct TestApp {
 /// overridden to 127.0.0.1:0).
 pub async fn spawn_app(yaml: &str) -> TestApp {
     let config = load_str(yaml, Format::Yaml, None, &[]).unwrap_or_else(|e| panic!("{e}"));
+    start(config).await
+}
+
+/// Starts the application on the config file at `path` (so it can be
+/// reloaded).
+pub async fn spawn_app_file(path: &std::path::Path) -> TestApp {
+    let config = discovery_config::load_file(path).unwrap_or_else(|e| panic!("{e}"));
+    start(config).await
+}
+
+async fn start(config: discovery_config::Config) -> TestApp {
     let app = Application::build(Arc::new(config), AppOptions::for_tests()).unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
@@ -88,6 +99,26 @@ impl TestApp {
         let status = res.status().as_u16();
         let body = res.body().limit(256 << 20).await.unwrap();
         (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// POST with an optional bearer token; the status and the JSON body.
+    pub async fn post_json(&self, path: &str, bearer: Option<&str>) -> (u16, Value) {
+        let mut req = self.client.post(format!("{}{path}", self.base));
+        if let Some(token) = bearer {
+            req = req.insert_header(("Authorization", format!("Bearer {token}")));
+        }
+        let mut res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let body = res.body().limit(16 << 20).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    /// The value of one series in `/metrics` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, text) = self.get_text("/metrics").await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
     }
 
     pub async fn post(&self, path: &str) -> u16 {

@@ -9,5 +9,6 @@ mod discovery;
 mod helpers;
 mod interop;
 mod push_stream;
+mod reload;
 mod stdio;
 mod upstream_selftest;

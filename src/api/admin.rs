@@ -1,0 +1,70 @@
+//! Write access (`Authorization: Bearer <admin key>`) and
+//! `POST /v1/admin/reload`.
+
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use subtle::ConstantTimeEq;
+
+use super::{ApiError, ApiState};
+use crate::reload::{Reload, ReloadError, ReloadTrigger};
+
+/// A reload reads one small file and does one supervisor round trip; this
+/// only guards against an engine that is gone.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// When `admin.api_keys` is set, a write needs one of them as a bearer
+/// token (compared in constant time). The keys come from the running
+/// configuration, so a reload that changes them takes effect at once.
+pub fn require_admin(req: &HttpRequest, state: &ApiState) -> Result<(), ApiError> {
+    let config = state.config.borrow().clone();
+    let keys = &config.admin.api_keys;
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    let Some(presented) = presented else {
+        return Err(ApiError::Unauthorized);
+    };
+    // Every key is compared, so the time taken does not say which matched.
+    let matched = keys.iter().fold(0u8, |acc, key| {
+        acc | presented
+            .as_bytes()
+            .ct_eq(key.expose().as_bytes())
+            .unwrap_u8()
+    });
+    if matched == 1 {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+pub(super) async fn reload(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let answer = state
+        .reloader
+        .send(Reload {
+            trigger: ReloadTrigger::Api,
+        })
+        .timeout(RELOAD_TIMEOUT)
+        .await
+        .map_err(|e| ApiError::EngineUnavailable(e.to_string()))?;
+    match answer {
+        Ok(summary) => Ok(HttpResponse::Ok().json(summary)),
+        Err(ReloadError::Rejected(errors)) => Err(ApiError::ConfigRejected(errors)),
+        Err(ReloadError::NoFile) => Err(ApiError::NoConfigFile),
+        Err(ReloadError::Engine(e)) => Err(ApiError::EngineUnavailable(e)),
+    }
+}

@@ -1,0 +1,289 @@
+//! Hot reload of the configuration file (DESIGN.md section 9).
+//!
+//! The [`ConfigWatcher`] actor owns the running configuration. Three
+//! triggers send it [`Reload`]: a change in the file's directory (watched
+//! with `notify`, debounced), SIGHUP, and `POST /v1/admin/reload`. A reload
+//! loads and validates the whole file first; an invalid file, or one that
+//! changes a setting that needs a restart (`listen`), is rejected whole and
+//! the running configuration stays. A valid one goes to the supervisor as
+//! one [`ApplyConfig`], which starts added servers, stops removed ones,
+//! restarts changed ones and leaves the others alone.
+//!
+//! The directory is watched, not the file: editors replace files by rename,
+//! and a Kubernetes ConfigMap swaps a `..data` symlink, neither of which a
+//! watch on the file itself survives. Events are debounced (a burst of
+//! edits is one reload) and a file whose bytes did not change is not
+//! reloaded.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use discovery_actors::supervisor::{ApplyConfig, Supervisor};
+use discovery_config::{restart_required, Config, ConfigErrors};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::metrics::{Metrics, ReloadOutcome};
+
+/// Quiet time after the last file event before reloading.
+pub const DEBOUNCE: Duration = Duration::from_secs(1);
+
+/// What started a reload (for logs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadTrigger {
+    File,
+    Signal,
+    Api,
+}
+
+impl ReloadTrigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReloadTrigger::File => "file",
+            ReloadTrigger::Signal => "sighup",
+            ReloadTrigger::Api => "api",
+        }
+    }
+}
+
+/// Sent by the file watcher (after the debounce), the SIGHUP handler and
+/// `POST /v1/admin/reload`: load, validate and apply the file.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<ReloadSummary, ReloadError>")]
+pub struct Reload {
+    pub trigger: ReloadTrigger,
+}
+
+/// The answer of an applied reload (also logged).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReloadSummary {
+    pub applied: bool,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub unchanged: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file is invalid, or needs a restart: nothing changed.
+    #[error("the configuration was rejected; the running one is unchanged:\n{0}")]
+    Rejected(ConfigErrors),
+    #[error("the service runs on its embedded defaults: there is no configuration file to reload. Hint: start it with --config PATH")]
+    NoFile,
+    #[error("the supervisor did not take the new configuration: {0}")]
+    Engine(String),
+}
+
+/// Sent by the `notify` watcher thread for any event in the directory.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+struct FileEvent;
+
+/// Owns the running configuration and applies reloads one at a time.
+pub struct ConfigWatcher {
+    path: Option<PathBuf>,
+    supervisor: Addr<Supervisor>,
+    metrics: Arc<Metrics>,
+    current: watch::Sender<Arc<Config>>,
+    /// Hash of the file's bytes as last loaded, to ignore events that did
+    /// not change it (other files in the directory, touch).
+    last_bytes: Option<u64>,
+    debounce: Option<SpawnHandle>,
+    /// Kept alive for as long as the actor runs.
+    watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl ConfigWatcher {
+    /// `config` is the running configuration; its `source` is the file.
+    pub fn new(
+        config: Arc<Config>,
+        supervisor: Addr<Supervisor>,
+        metrics: Arc<Metrics>,
+    ) -> (Self, watch::Receiver<Arc<Config>>) {
+        let path = config.source.clone();
+        let last_bytes = path.as_deref().and_then(file_hash);
+        let (current, rx) = watch::channel(config);
+        let watcher = Self {
+            path,
+            supervisor,
+            metrics,
+            current,
+            last_bytes,
+            debounce: None,
+            watcher: None,
+        };
+        (watcher, rx)
+    }
+
+    fn watch_directory(&mut self, ctx: &mut Context<Self>) {
+        let Some(path) = &self.path else {
+            return;
+        };
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let addr = ctx.address();
+        let handler = move |event: notify::Result<notify::Event>| {
+            if event.is_ok_and(|e| !e.kind.is_access()) {
+                addr.do_send(FileEvent);
+            }
+        };
+        let watched = notify::recommended_watcher(handler).and_then(|mut w| {
+            notify::Watcher::watch(&mut w, &dir, notify::RecursiveMode::NonRecursive)?;
+            Ok(w)
+        });
+        match watched {
+            Ok(w) => {
+                tracing::info!(dir = %dir.display(), "Watching the configuration directory for changes.");
+                self.watcher = Some(w);
+            }
+            Err(err) => tracing::warn!(
+                dir = %dir.display(),
+                error = %err,
+                "Could not watch the configuration directory; reload with SIGHUP or POST /v1/admin/reload."
+            ),
+        }
+    }
+
+    /// Loads and checks the file; everything that can reject it, before
+    /// anything changes.
+    fn prepare(&self) -> Result<Arc<Config>, ReloadError> {
+        let path = self.path.as_deref().ok_or(ReloadError::NoFile)?;
+        let new = discovery_config::load_file(path).map_err(ReloadError::Rejected)?;
+        let restart = restart_required(&self.current.borrow(), &new);
+        if !restart.is_empty() {
+            return Err(ReloadError::Rejected(ConfigErrors(restart)));
+        }
+        Ok(Arc::new(new))
+    }
+
+    fn rejected(&self, trigger: ReloadTrigger, error: &ReloadError) {
+        self.metrics.config_reloaded(ReloadOutcome::Rejected);
+        match error {
+            ReloadError::Rejected(errors) => {
+                for e in errors.iter() {
+                    tracing::warn!(trigger = trigger.as_str(), problem = %e, "Configuration problem.");
+                }
+                tracing::error!(
+                    trigger = trigger.as_str(),
+                    problems = errors.len(),
+                    "Rejected the new configuration; the running one is unchanged."
+                );
+            }
+            other => tracing::error!(trigger = trigger.as_str(), error = %other, "Reload failed."),
+        }
+    }
+}
+
+fn file_hash(path: &Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+impl Actor for ConfigWatcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.watch_directory(ctx);
+    }
+}
+
+impl Handler<FileEvent> for ConfigWatcher {
+    type Result = ();
+
+    fn handle(&mut self, _: FileEvent, ctx: &mut Self::Context) {
+        if let Some(pending) = self.debounce.take() {
+            ctx.cancel_future(pending);
+        }
+        self.debounce = Some(ctx.run_later(DEBOUNCE, |act, ctx| {
+            act.debounce = None;
+            let Some(path) = act.path.as_deref() else {
+                return;
+            };
+            let bytes = file_hash(path);
+            if bytes.is_none() || bytes == act.last_bytes {
+                // Gone for a moment (mid-rename) or not changed: a later
+                // event, or nothing, follows.
+                return;
+            }
+            ctx.notify(Reload {
+                trigger: ReloadTrigger::File,
+            });
+        }));
+    }
+}
+
+impl Handler<Reload> for ConfigWatcher {
+    type Result = AtomicResponse<Self, Result<ReloadSummary, ReloadError>>;
+
+    fn handle(&mut self, msg: Reload, _ctx: &mut Self::Context) -> Self::Result {
+        let trigger = msg.trigger;
+        // Remembered whatever the outcome: the same bytes are not retried
+        // on the next unrelated file event.
+        let bytes = self.path.as_deref().and_then(file_hash);
+        let prepared = self.prepare();
+        let supervisor = self.supervisor.clone();
+        // Atomic: one reload at a time, each applied against the config the
+        // previous one left (the apply is one supervisor round trip).
+        AtomicResponse::new(Box::pin(
+            async move {
+                let config = prepared?;
+                let diff = supervisor
+                    .send(ApplyConfig(config.clone()))
+                    .await
+                    .map_err(|e| ReloadError::Engine(e.to_string()))?;
+                Ok((config, diff))
+            }
+            .into_actor(self)
+            .map(move |result, act, _ctx| {
+                act.last_bytes = bytes;
+                act.finish(trigger, result)
+            }),
+        ))
+    }
+}
+
+impl ConfigWatcher {
+    fn finish(
+        &mut self,
+        trigger: ReloadTrigger,
+        result: Result<(Arc<Config>, discovery_config::ConfigDiff), ReloadError>,
+    ) -> Result<ReloadSummary, ReloadError> {
+        match result {
+            Ok((config, diff)) => {
+                self.current.send_replace(config);
+                self.metrics.config_reloaded(ReloadOutcome::Applied);
+                let names = |v: &[discovery_config::ServerName]| {
+                    v.iter().map(|n| n.to_string()).collect::<Vec<_>>()
+                };
+                let summary = ReloadSummary {
+                    applied: true,
+                    added: names(&diff.added),
+                    removed: names(&diff.removed),
+                    changed: names(&diff.changed),
+                    unchanged: diff.unchanged.len(),
+                };
+                tracing::info!(
+                    trigger = trigger.as_str(),
+                    added = ?summary.added,
+                    removed = ?summary.removed,
+                    changed = ?summary.changed,
+                    unchanged = summary.unchanged,
+                    "Reloaded the configuration."
+                );
+                Ok(summary)
+            }
+            Err(error) => {
+                self.rejected(trigger, &error);
+                Err(error)
+            }
+        }
+    }
+}
