@@ -10,6 +10,13 @@ faulty upstreams, to measure what they cost the healthy ones.
     python3 benches/harness.py --count 1000 --runs 3
     python3 benches/harness.py --count 500 --faulty 500 --fault hang
     python3 benches/harness.py --count 100 --wrk 10   # + GET /v1/tools req/s (needs wrk)
+    python3 benches/harness.py --count 1000 --push-streams   # + every GET push stream open
+    python3 benches/harness.py --count 1000 --compare-push   # RSS per open push stream
+
+--push-streams makes the upstreams accept the GET push stream and, once all
+are healthy, waits until every one's `push_stream` is `connected` before
+reading RSS. --compare-push runs the same K without, then with, push streams
+(--runs times each) and prints the RSS difference per open push stream.
 
 Everything binds 127.0.0.1; both processes are stopped by PID at the end.
 """
@@ -49,13 +56,15 @@ def get_json(url, timeout=10):
         return json.load(r)
 
 
-def start_farm(args, workdir):
+def start_farm(args, workdir, push_streams=False):
     out = os.path.join(workdir, "farm.yaml")
     cmd = [os.path.join(TARGET, "examples", "upstream_farm"),
            "--count", str(args.count), "--tools", str(args.tools),
            "--config-out", out, "--workers", str(args.farm_workers)]
     if args.faulty:
         cmd += ["--faulty", str(args.faulty), "--fault", args.fault]
+    if push_streams:
+        cmd.append("--push-streams")
     farm = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True, start_new_session=True)
     line = farm.stdout.readline()
@@ -65,7 +74,7 @@ def start_farm(args, workdir):
     return farm, out
 
 
-def run_once(args, workdir, farm_yaml):
+def run_once(args, workdir, farm_yaml, push_streams=False):
     port = free_port()
     config = os.path.join(workdir, "config.yaml")
     with open(config, "w") as f:
@@ -96,6 +105,7 @@ def run_once(args, workdir, farm_yaml):
                 healthy_at = time.monotonic() - t0
                 break
             time.sleep(args.poll)
+        push = wait_push_connected(args, base, t0, deadline) if push_streams and healthy_at else None
         # Let the engine settle (catalog rebuilds, push streams) before reading RSS.
         time.sleep(1.0)
         catalog = get_json(base + "/v1/tools", timeout=60)
@@ -103,8 +113,14 @@ def run_once(args, workdir, farm_yaml):
             "seconds_to_all_healthy": round(healthy_at, 3) if healthy_at else None,
             "peak_rss_mib": round(rss_kib(engine.pid, "VmHWM") / 1024, 1),
             "rss_mib": round(rss_kib(engine.pid, "VmRSS") / 1024, 1),
+            # Exact figures for --compare-push; not printed (leading underscore).
+            "_peak_rss_kib": rss_kib(engine.pid, "VmHWM"),
+            "_rss_kib": rss_kib(engine.pid, "VmRSS"),
             "catalog_tools": len(catalog["tools"]),
         }
+        if push_streams:
+            result.update(push or {"push_connected": None, "seconds_to_all_push_connected": None,
+                                   "push_states": None})
         if args.wrk:
             with urllib.request.urlopen(base + "/v1/tools") as r:
                 etag = r.headers["ETag"]
@@ -121,6 +137,33 @@ def run_once(args, workdir, farm_yaml):
             engine.wait()
 
 
+def wait_push_connected(args, base, t0, deadline):
+    """Polls /v1/servers until every healthy upstream's push stream is
+    `connected` (or the deadline); returns the counts."""
+    connected_at = None
+    states = {}
+    while time.monotonic() < deadline:
+        try:
+            servers = get_json(base + "/v1/servers")["servers"]
+        except OSError:
+            time.sleep(0.02)
+            continue
+        states = {}
+        for s in servers:
+            if s["name"].startswith("u"):
+                state = s.get("push_stream")
+                states[state] = states.get(state, 0) + 1
+        if states.get("connected", 0) == args.count:
+            connected_at = time.monotonic() - t0
+            break
+        time.sleep(args.poll)
+    return {
+        "push_connected": states.get("connected", 0),
+        "seconds_to_all_push_connected": round(connected_at, 3) if connected_at else None,
+        "push_states": states,
+    }
+
+
 def wrk(args, url, header=None):
     """Requests per second of a wrk run (2 threads, --wrk-connections)."""
     cmd = ["wrk", "-t2", f"-c{args.wrk_connections}", f"-d{args.wrk}s", "--latency", url]
@@ -131,6 +174,55 @@ def wrk(args, url, header=None):
         if line.startswith("Requests/sec:"):
             return float(line.split()[1])
     sys.exit(f"could not read wrk's output:\n{out}")
+
+
+def run_set(args, push_streams):
+    """Starts a farm, runs the engine against it --runs times, stops the farm."""
+    with tempfile.TemporaryDirectory(prefix="mcpd-harness-") as workdir:
+        farm, farm_yaml = start_farm(args, workdir, push_streams)
+        try:
+            return [run_once(args, workdir, farm_yaml, push_streams) for _ in range(args.runs)]
+        finally:
+            os.killpg(farm.pid, signal.SIGTERM)
+            farm.wait()
+
+
+def print_set(args, results, push_streams):
+    """One JSON line per run and a median line; returns whether every run
+    reached all-healthy (and, with push streams, all-connected)."""
+    for r in results:
+        line = {"count": args.count, "tools": args.tools, "faulty": args.faulty,
+                "fault": args.fault if args.faulty else None}
+        if push_streams or args.compare_push:
+            line["push_streams"] = push_streams
+        line.update({k: v for k, v in r.items() if not k.startswith("_")})
+        print(json.dumps(line))
+    secs = [r["seconds_to_all_healthy"] for r in results if r["seconds_to_all_healthy"] is not None]
+    if secs:
+        summary = (f"median seconds_to_all_healthy={statistics.median(secs):.3f} "
+                   f"median peak_rss_mib={statistics.median(r['peak_rss_mib'] for r in results)} ")
+        if push_streams:
+            summary += (f"median push_connected={statistics.median(r['push_connected'] or 0 for r in results)} "
+                        f"median rss_mib={statistics.median(r['rss_mib'] for r in results)} ")
+        print(summary + f"runs={len(results)}")
+    ok = len(secs) == len(results)
+    if push_streams:
+        ok = ok and all(r["push_connected"] == args.count for r in results)
+    return ok
+
+
+def compare_push(args, without, with_push):
+    """Prints the engine's RSS cost per open push stream (medians of the runs)."""
+    connected = statistics.median(r["push_connected"] or 0 for r in with_push)
+    if not connected:
+        print("compare-push: no push stream connected; nothing to compare")
+        return
+    for label, key in (("rss", "_rss_kib"), ("peak rss", "_peak_rss_kib")):
+        a = statistics.median(r[key] for r in without)
+        b = statistics.median(r[key] for r in with_push)
+        print(f"compare-push count={args.count} tools={args.tools}: {label} "
+              f"{a / 1024:.1f} MiB without, {b / 1024:.1f} MiB with {connected:g} push streams "
+              f"connected: {b - a:+.0f} KiB, {(b - a) / connected:+.1f} KiB per open push stream")
 
 
 def main():
@@ -146,25 +238,24 @@ def main():
     p.add_argument("--farm-workers", type=int, default=1)
     p.add_argument("--wrk", type=int, default=0, help="seconds of wrk load per endpoint (0: none)")
     p.add_argument("--wrk-connections", type=int, default=32)
+    p.add_argument("--push-streams", action="store_true",
+                   help="upstreams accept the GET push stream; wait until all are connected")
+    p.add_argument("--compare-push", action="store_true",
+                   help="run without, then with, push streams; print RSS per open push stream")
     args = p.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="mcpd-harness-") as workdir:
-        farm, farm_yaml = start_farm(args, workdir)
-        try:
-            results = [run_once(args, workdir, farm_yaml) for _ in range(args.runs)]
-        finally:
-            os.killpg(farm.pid, signal.SIGTERM)
-            farm.wait()
-    for r in results:
-        print(json.dumps({"count": args.count, "tools": args.tools, "faulty": args.faulty,
-                          "fault": args.fault if args.faulty else None, **r}))
-    secs = [r["seconds_to_all_healthy"] for r in results if r["seconds_to_all_healthy"] is not None]
-    if secs:
-        print(f"median seconds_to_all_healthy={statistics.median(secs):.3f} "
-              f"median peak_rss_mib={statistics.median(r['peak_rss_mib'] for r in results)} "
-              f"runs={len(results)}")
-    if len(secs) < len(results):
-        sys.exit("some runs never reached all-healthy")
+    if args.compare_push:
+        without = run_set(args, False)
+        ok = print_set(args, without, False)
+        with_push = run_set(args, True)
+        ok = print_set(args, with_push, True) and ok
+        compare_push(args, without, with_push)
+    else:
+        results = run_set(args, args.push_streams)
+        ok = print_set(args, results, args.push_streams)
+    if not ok:
+        sys.exit("some runs never reached all-healthy"
+                 + (" with every push stream connected" if args.push_streams or args.compare_push else ""))
 
 
 if __name__ == "__main__":
