@@ -84,7 +84,7 @@ pub enum Command {
     /// summary (exit 0).
     Check(CheckArgs),
     /// Discover one MCP server once and print what it offers.
-    Probe(ProbeArgs),
+    Probe(Box<ProbeArgs>),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -135,7 +135,7 @@ pub fn run(cli: Cli) -> ExitCode {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Check(args)) => check(&args),
-        Some(Command::Probe(args)) => crate::probe::run(args),
+        Some(Command::Probe(args)) => crate::probe::run(*args),
     }
 }
 

@@ -302,13 +302,6 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// An OAuth2 token fetch for `server` ended.
-    pub fn token_refreshed(&self, server: &str, outcome: RefreshOutcome) {
-        self.token_refreshes_total
-            .with_label_values(&[server, outcome.as_str()])
-            .inc();
-    }
-
     /// A configuration reload ended.
     pub fn config_reloaded(&self, outcome: ReloadOutcome) {
         self.config_reloads_total
@@ -381,6 +374,12 @@ impl DiscoveryEvents for Metrics {
 
     fn list_changed(&self, server: &str) {
         self.list_changed_total.with_label_values(&[server]).inc();
+    }
+
+    fn token_refreshed(&self, server: &str, outcome: RefreshOutcome) {
+        self.token_refreshes_total
+            .with_label_values(&[server, outcome.as_str()])
+            .inc();
     }
 
     fn catalog_published(&self, version: u64, tools: usize) {

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use discovery_actors::error_chain;
-use discovery_actors::mcp::{connect, ClientOptions, Inventory, ServerInfo, Target};
+use discovery_actors::mcp::auth::{self, AuthError, TokenEndpoint, TokenRequest};
+use discovery_actors::mcp::{connect, BearerSlot, ClientOptions, Inventory, ServerInfo, Target};
+use discovery_config::ClientAuth;
 use discovery_config::{DiscoverySettings, TransportKind};
 use indexmap::IndexMap;
 use serde::Serialize;
@@ -22,6 +24,7 @@ const AFTER_HELP: &str = "\
 Examples:
   mcp-discovery probe http://127.0.0.1:3001/mcp
   mcp-discovery probe https://mcp.example.com/mcp --bearer \"$TOKEN\" -H 'X-Team: infra'
+  mcp-discovery probe https://mcp.example.com/mcp --client-id my-app --client-secret \"$SECRET\" --scope mcp.read
   mcp-discovery probe http://127.0.0.1:3001/sse --transport sse --json
   mcp-discovery probe --stdio -- npx -y @modelcontextprotocol/server-everything
 
@@ -80,8 +83,30 @@ pub struct ProbeArgs {
     pub headers: Vec<(String, String)>,
 
     /// Send `Authorization: Bearer TOKEN`.
-    #[arg(long, value_name = "TOKEN", conflicts_with = "stdio")]
+    #[arg(long, value_name = "TOKEN", conflicts_with_all = ["stdio", "client_id"])]
     pub bearer: Option<String>,
+
+    /// OAuth2 client credentials: the client id (with --client-secret).
+    #[arg(
+        long,
+        value_name = "ID",
+        requires = "client_secret",
+        conflicts_with = "stdio"
+    )]
+    pub client_id: Option<String>,
+
+    /// OAuth2 client credentials: the client secret (never printed).
+    #[arg(long, value_name = "SECRET", requires = "client_id")]
+    pub client_secret: Option<String>,
+
+    /// OAuth2 token endpoint; omitted: discovered from the server (MCP
+    /// authorization spec).
+    #[arg(long, value_name = "URL", value_parser = parse_http_url, requires = "client_id")]
+    pub token_url: Option<Url>,
+
+    /// OAuth2 scope to request, repeatable.
+    #[arg(long = "scope", value_name = "SCOPE", requires = "client_id")]
+    pub scopes: Vec<String>,
 
     /// Timeout of the connection and of each request.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -142,6 +167,18 @@ impl ProbeArgs {
         })
     }
 
+    /// The OAuth2 client credentials, when given (HTTP only).
+    #[allow(clippy::type_complexity)]
+    fn oauth2(&self) -> Option<(Url, String, String, Option<Url>, Vec<String>)> {
+        Some((
+            self.url.clone()?,
+            self.client_id.clone()?,
+            self.client_secret.clone()?,
+            self.token_url.clone(),
+            self.scopes.clone(),
+        ))
+    }
+
     /// How the target is named in messages (no secrets: headers are not shown).
     fn describe(&self) -> String {
         if self.stdio {
@@ -165,6 +202,44 @@ impl ProbeArgs {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    #[error(transparent)]
+    Mcp(#[from] discovery_actors::mcp::McpError),
+    #[error("{0}")]
+    Auth(String),
+}
+
+/// One client-credentials token, as the engine's TokenRefresher gets it.
+async fn fetch_token(
+    server: &Url,
+    client_id: &str,
+    client_secret: &str,
+    token_url: Option<Url>,
+    scopes: &[String],
+    timeout: Duration,
+) -> Result<String, AuthError> {
+    let endpoint = match token_url {
+        Some(url) => TokenEndpoint {
+            url,
+            client_auth: ClientAuth::Basic,
+            resource: auth::canonical_resource(server),
+            challenge_scope: None,
+        },
+        None => auth::discover(server, ClientAuth::Basic, timeout).await?,
+    };
+    let token = auth::request_token(&TokenRequest {
+        endpoint: &endpoint,
+        client_id,
+        client_secret,
+        scopes,
+        audience: None,
+        timeout,
+    })
+    .await?;
+    Ok(token.access_token)
+}
+
 /// Runs `probe`: exit 0 with the report on stdout, or 2 with one sentence on
 /// stderr.
 pub fn run(args: ProbeArgs) -> ExitCode {
@@ -175,14 +250,30 @@ pub fn run(args: ProbeArgs) -> ExitCode {
         eprintln!("error: give a URL, or --stdio -- CMD ARGS...");
         return ExitCode::from(exit::USAGE);
     };
-    let opts = args.client_options();
+    let mut opts = args.client_options();
     let system = actix_rt::System::new();
+    let oauth2 = args.oauth2();
     let result = system.block_on(async move {
+        if let Some((server, client_id, secret, token_url, scopes)) = oauth2 {
+            let token = fetch_token(
+                &server,
+                &client_id,
+                &secret,
+                token_url,
+                &scopes,
+                args.timeout,
+            )
+            .await
+            .map_err(|e| ProbeError::Auth(error_chain(&e)))?;
+            let slot = BearerSlot::default();
+            slot.set(Some(token));
+            opts.bearer = Some(slot);
+        }
         let session = connect(&target, opts).await?;
         let inventory = session.discover().await;
         let info = session.info();
         session.close().await;
-        inventory.map(|inv| (info, inv))
+        inventory.map(|inv| (info, inv)).map_err(ProbeError::from)
     });
     match result {
         Ok((info, inventory)) => {
@@ -350,7 +441,7 @@ mod tests {
         let mut all = vec!["mcp-discovery", "probe"];
         all.extend_from_slice(args);
         match Cli::try_parse_from(all)?.command {
-            Some(Command::Probe(p)) => Ok(p),
+            Some(Command::Probe(p)) => Ok(*p),
             other => panic!("{other:?}"),
         }
     }

@@ -41,6 +41,8 @@ pub trait DiscoveryEvents: Send + Sync + 'static {
     /// A `notifications/*/list_changed` arrived (push stream, stdio,
     /// legacy SSE).
     fn list_changed(&self, _server: &str) {}
+    /// An OAuth2 token request ended.
+    fn token_refreshed(&self, _server: &str, _outcome: RefreshOutcome) {}
     /// A new catalog snapshot was published.
     fn catalog_published(&self, _version: u64, _tools: usize) {}
 }

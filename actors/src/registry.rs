@@ -67,17 +67,29 @@ impl Registry {
         (registry, catalog_rx, servers_rx)
     }
 
-    fn schedule_rebuild(&mut self, ctx: &mut Context<Self>) {
-        if self.rebuild_scheduled {
-            return;
-        }
-        self.rebuild_scheduled = true;
-        let wait = match self.last_rebuild {
+    /// How long a catalog rebuild must still wait (zero: now).
+    fn catalog_wait(&self) -> Duration {
+        match self.last_rebuild {
             Some((at, cost)) => {
                 let spacing = (cost * REBUILD_COST_FACTOR).max(MIN_REBUILD_SPACING);
                 spacing.saturating_sub(at.elapsed())
             }
             None => Duration::ZERO,
+        }
+    }
+
+    fn schedule_rebuild(&mut self, ctx: &mut Context<Self>) {
+        if self.rebuild_scheduled {
+            return;
+        }
+        self.rebuild_scheduled = true;
+        // Only catalog rebuilds are spaced: a state-only change (an attempt
+        // starting) is a cheap snapshot and must not delay the catalog that
+        // follows it a millisecond later.
+        let wait = if self.tools_dirty {
+            self.catalog_wait()
+        } else {
+            Duration::ZERO
         };
         if wait.is_zero() {
             ctx.notify(Rebuild);
@@ -86,8 +98,10 @@ impl Registry {
         }
     }
 
-    fn rebuild(&mut self) {
-        let started = Instant::now();
+    /// Publishes what is pending; a catalog whose spacing has not elapsed
+    /// (it became dirty after a state-only rebuild was scheduled) is
+    /// rescheduled rather than rebuilt early.
+    fn rebuild(&mut self, ctx: &mut Context<Self>) {
         if self.servers_dirty {
             let snapshot = ServersSnapshot {
                 servers: self
@@ -99,7 +113,10 @@ impl Registry {
             self.servers_tx.send_replace(Arc::new(snapshot));
             self.servers_dirty = false;
         }
-        if self.tools_dirty {
+        if self.tools_dirty && !self.catalog_wait().is_zero() {
+            self.schedule_rebuild(ctx);
+        } else if self.tools_dirty {
+            let started = Instant::now();
             let parts: Vec<Arc<ServerTools>> =
                 self.entries.values().map(|e| e.part.clone()).collect();
             let unchanged = self.catalog_tx.borrow().has_parts(&parts);
@@ -116,8 +133,8 @@ impl Registry {
                 self.catalog_tx.send_replace(Arc::new(catalog));
             }
             self.tools_dirty = false;
+            self.last_rebuild = Some((Instant::now(), started.elapsed()));
         }
-        self.last_rebuild = Some((Instant::now(), started.elapsed()));
     }
 }
 
@@ -237,9 +254,9 @@ impl Handler<Unregister> for Registry {
 impl Handler<Rebuild> for Registry {
     type Result = ();
 
-    fn handle(&mut self, _: Rebuild, _ctx: &mut Self::Context) {
+    fn handle(&mut self, _: Rebuild, ctx: &mut Self::Context) {
         self.rebuild_scheduled = false;
-        self.rebuild();
+        self.rebuild(ctx);
     }
 }
 
@@ -269,6 +286,11 @@ mod tests {
             next_retry_at: None,
             push_stream: PushStreamState::Disabled,
             push_stream_error: None,
+            auth: crate::status::AuthView {
+                kind: "none",
+                token_expires_at: None,
+                last_token_error: None,
+            },
             tool_count: 0,
             stale: false,
             protocol_version: None,

@@ -55,6 +55,16 @@ pub enum PushStreamState {
     Disabled,
 }
 
+/// How a server authenticates, and how its OAuth2 token is doing.
+#[derive(Clone, Debug, Serialize)]
+pub struct AuthView {
+    /// `none|bearer|basic|oauth2`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub token_expires_at: Option<DateTime<Utc>>,
+    pub last_token_error: Option<String>,
+}
+
 /// One server as `/v1/servers` shows it. Never holds a secret.
 #[derive(Clone, Debug, Serialize)]
 pub struct ServerView {
@@ -78,6 +88,7 @@ pub struct ServerView {
     pub push_stream: PushStreamState,
     /// The push stream's last failure, until it connects again.
     pub push_stream_error: Option<String>,
+    pub auth: AuthView,
     pub tool_count: usize,
     /// Whether the tools shown are last-known ones from before a failure.
     pub stale: bool,

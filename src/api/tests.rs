@@ -83,6 +83,11 @@ fn view(name: &str, state: DiscoveryState, tools: usize, attempted: bool) -> Ser
         next_retry_at: None,
         push_stream: PushStreamState::Disabled,
         push_stream_error: None,
+        auth: discovery_actors::status::AuthView {
+            kind: "none",
+            token_expires_at: None,
+            last_token_error: None,
+        },
         tool_count: tools,
         stale: false,
         protocol_version: None,

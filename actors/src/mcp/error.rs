@@ -59,6 +59,16 @@ pub enum McpError {
         body: String,
     },
 
+    /// 401 or 403: the server wants (other) credentials. `challenge` is its
+    /// `WWW-Authenticate` header (no secret: the server's own words).
+    #[error("{url} answered `{method}` with HTTP {status}{}", Challenge(challenge.as_deref()))]
+    Unauthorized {
+        method: String,
+        url: String,
+        status: u16,
+        challenge: Option<String>,
+    },
+
     #[error("{url} answered `{method}` with Content-Type `{content_type}`, expected application/json or text/event-stream")]
     UnexpectedContentType {
         method: String,
@@ -192,6 +202,7 @@ impl McpError {
             McpError::Timeout { .. } => "timeout",
             McpError::Http { .. } => "http_failed",
             McpError::HttpStatus { .. } => "http_status",
+            McpError::Unauthorized { .. } => "unauthorized",
             McpError::UnexpectedContentType { .. } => "unexpected_content_type",
             McpError::NoResponse { .. } => "no_response",
             McpError::BodyTooLarge { .. } => "body_too_large",
@@ -226,8 +237,30 @@ impl McpError {
     /// The HTTP status for `HttpStatus` errors.
     pub fn http_status(&self) -> Option<u16> {
         match self {
-            McpError::HttpStatus { status, .. } => Some(*status),
+            McpError::HttpStatus { status, .. } | McpError::Unauthorized { status, .. } => {
+                Some(*status)
+            }
             _ => None,
+        }
+    }
+}
+
+/// How a 401/403 reads: `insufficient_scope` said plainly, the rest of the
+/// challenge kept for the reader.
+struct Challenge<'a>(Option<&'a str>);
+
+impl fmt::Display for Challenge<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(challenge) = self.0 else {
+            return Ok(());
+        };
+        if challenge.contains("insufficient_scope") {
+            write!(
+                f,
+                ": insufficient_scope, the token lacks a scope the server requires ({challenge})"
+            )
+        } else {
+            write!(f, " (WWW-Authenticate: {challenge})")
         }
     }
 }

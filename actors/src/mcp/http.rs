@@ -77,12 +77,32 @@ fn build_client(connect_timeout: Duration) -> Client {
         .finish()
 }
 
-/// Extra headers (static headers, auth), validated once per session.
-/// Values are secrets: never logged, never in error messages.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Headers(Vec<(HeaderName, HeaderValue)>);
+/// Extra headers (static headers, auth), validated once per session, plus
+/// the OAuth2 bearer slot read at every request. Values are secrets: never
+/// logged, never in error messages.
+#[derive(Clone, Default)]
+pub(crate) struct Headers {
+    fixed: Vec<(HeaderName, HeaderValue)>,
+    bearer: Option<super::BearerSlot>,
+}
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.fixed.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Headers")
+            .field("names", &names)
+            .field("bearer", &self.bearer)
+            .finish()
+    }
+}
 
 impl Headers {
+    pub(crate) fn new(opts: &super::ClientOptions) -> Result<Self, McpError> {
+        let mut headers = Self::parse(&opts.headers)?;
+        headers.bearer = opts.bearer.clone();
+        Ok(headers)
+    }
+
     pub(crate) fn parse(list: &[(String, String)]) -> Result<Self, McpError> {
         let mut out = Vec::with_capacity(list.len());
         for (name, value) in list {
@@ -96,12 +116,20 @@ impl Headers {
             })?;
             out.push((n, v));
         }
-        Ok(Self(out))
+        Ok(Self {
+            fixed: out,
+            bearer: None,
+        })
     }
 
     pub(crate) fn apply(&self, mut req: ClientRequest) -> ClientRequest {
-        for (n, v) in &self.0 {
+        for (n, v) in &self.fixed {
             req = req.insert_header((n.clone(), v.clone()));
+        }
+        let token = self.bearer.as_ref().and_then(super::BearerSlot::get);
+        if let Some(Ok(mut value)) = token.map(|t| HeaderValue::from_str(&format!("Bearer {t}"))) {
+            value.set_sensitive(true);
+            req = req.insert_header((awc::http::header::AUTHORIZATION, value));
         }
         req
     }
@@ -197,6 +225,32 @@ pub(crate) async fn read_body(
 
 /// A single-line excerpt of an error body: reads at most a few KiB, so an
 /// endless or huge error page costs nothing.
+/// The error for a non-success response. 401 and 403 keep the server's
+/// `WWW-Authenticate` challenge (token handling and `insufficient_scope`
+/// need it); others carry a body excerpt.
+pub(crate) async fn status_error(resp: &mut ClientResponse, method: &str, url: &str) -> McpError {
+    let status = resp.status().as_u16();
+    if status == 401 || status == 403 {
+        let challenge = resp
+            .headers()
+            .get(awc::http::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| excerpt(v.as_bytes(), EXCERPT_CHARS));
+        return McpError::Unauthorized {
+            method: method.to_owned(),
+            url: url.to_owned(),
+            status,
+            challenge,
+        };
+    }
+    McpError::HttpStatus {
+        method: method.to_owned(),
+        url: url.to_owned(),
+        status,
+        body: error_excerpt(resp).await,
+    }
+}
+
 pub(crate) async fn error_excerpt(resp: &mut ClientResponse) -> String {
     let mut buf = Vec::new();
     while buf.len() < ERROR_BODY_PREFIX {
@@ -310,7 +364,7 @@ mod tests {
     #[test]
     fn headers_are_validated_without_echoing_values() {
         let h = Headers::parse(&[("X-Api-Key".into(), "s3cret".into())]).unwrap();
-        assert_eq!(h.0.len(), 1);
+        assert_eq!(h.fixed.len(), 1);
         let e = Headers::parse(&[("bad name".into(), "v".into())]).unwrap_err();
         assert!(e.to_string().contains("`bad name`"));
         let e = Headers::parse(&[("X-Key".into(), "line\nbreak-s3cret".into())]).unwrap_err();

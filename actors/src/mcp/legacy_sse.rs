@@ -22,7 +22,7 @@ use url::Url;
 
 use super::error::redact_url;
 use super::http::{
-    self, error_excerpt, media_type, read_body, send_error, EventStream, Headers, StreamStop,
+    self, media_type, read_body, send_error, status_error, EventStream, Headers, StreamStop,
 };
 use super::jsonrpc::{
     self, encode_notification, encode_request, Closed, Failure, IdGen, Incoming, Pending,
@@ -66,12 +66,7 @@ impl Poster {
                 )
             })?;
         if !resp.status().is_success() {
-            return Err(McpError::HttpStatus {
-                method: method.to_owned(),
-                url: self.shown.clone(),
-                status: resp.status().as_u16(),
-                body: error_excerpt(&mut resp).await,
-            });
+            return Err(status_error(&mut resp, method, &self.shown).await);
         }
         // Read the short "Accepted" body so the connection can be reused.
         let _ = read_body(&mut resp, 4096, method, &self.shown).await;
@@ -224,7 +219,7 @@ pub(crate) fn forward_notification(
 impl LegacySse {
     pub(crate) async fn connect(url: &Url, opts: &ClientOptions) -> Result<Self, McpError> {
         let shown = redact_url(url);
-        let headers = Headers::parse(&opts.headers)?;
+        let headers = Headers::new(opts)?;
         let client = http::client(opts.connect_timeout);
         let method = "GET";
         let req = client.get(url.as_str()).timeout(opts.request_timeout);
@@ -243,12 +238,7 @@ impl LegacySse {
                 )
             })?;
         if !resp.status().is_success() {
-            return Err(McpError::HttpStatus {
-                method: method.into(),
-                url: shown,
-                status: resp.status().as_u16(),
-                body: error_excerpt(&mut resp).await,
-            });
+            return Err(status_error(&mut resp, method, &shown).await);
         }
         let ct = media_type(&resp);
         if ct != "text/event-stream" {

@@ -8,6 +8,7 @@
 //! `streamable_http`, `legacy_sse`, `stdio` (transports), `http` (per-thread
 //! awc clients), `error`.
 
+pub mod auth;
 pub mod error;
 pub mod http;
 pub mod jsonrpc;
@@ -62,6 +63,36 @@ pub struct ClientOptions {
     /// Extra headers on every HTTP request (static headers and auth). Their
     /// values are secrets: never logged.
     pub headers: Vec<(String, String)>,
+    /// An OAuth2 access token, read at every HTTP request (so a refreshed
+    /// token is used at once, also by the push stream).
+    pub bearer: Option<BearerSlot>,
+}
+
+/// The current access token of a session, shared between the token's owner
+/// (which replaces it when it refreshes) and the transport (which reads it
+/// for every request). One arbiter thread: `Rc`, no lock.
+#[derive(Clone, Default)]
+pub struct BearerSlot(std::rc::Rc<std::cell::RefCell<Option<String>>>);
+
+impl BearerSlot {
+    pub fn set(&self, token: Option<String>) {
+        *self.0.borrow_mut() = token;
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.borrow().clone()
+    }
+}
+
+impl std::fmt::Debug for BearerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = if self.0.borrow().is_some() {
+            "[redacted]"
+        } else {
+            "empty"
+        };
+        write!(f, "BearerSlot({state})")
+    }
 }
 
 impl ClientOptions {
@@ -73,6 +104,7 @@ impl ClientOptions {
             max_response_bytes: usize::try_from(s.max_response_bytes).unwrap_or(usize::MAX),
             max_pages: s.max_pages,
             headers: Vec::new(),
+            bearer: None,
         }
     }
 }

@@ -22,7 +22,7 @@ use url::Url;
 
 use super::error::redact_url;
 use super::http::{
-    self, error_excerpt, media_type, read_body, send_error, EventStream, Headers, StreamStop,
+    self, media_type, read_body, send_error, status_error, EventStream, Headers, StreamStop,
 };
 use super::jsonrpc::{
     self, encode_notification, encode_request, id_matches, IdGen, Incoming, Reply,
@@ -107,7 +107,7 @@ impl StreamableHttp {
             url: url.clone(),
             shown: redact_url(url),
             opts: opts.clone(),
-            headers: Headers::parse(&opts.headers)?,
+            headers: Headers::new(opts)?,
             client: http::client(opts.connect_timeout),
             ids: IdGen::default(),
             state: RefCell::new(None),
@@ -326,12 +326,7 @@ impl StreamableHttp {
             .map(str::to_owned);
         let status = resp.status();
         if !status.is_success() {
-            return Err(McpError::HttpStatus {
-                method: method.to_owned(),
-                url: self.shown.clone(),
-                status: status.as_u16(),
-                body: error_excerpt(&mut resp).await,
-            });
+            return Err(status_error(&mut resp, method, &self.shown).await);
         }
         let Some(id) = expect else {
             return Ok(Exchanged {
@@ -504,12 +499,7 @@ impl StreamableHttp {
             .await
             .map_err(|e| self.send_error(e, method))?;
         if !resp.status().is_success() {
-            return Err(McpError::HttpStatus {
-                method: method.to_owned(),
-                url: self.shown.clone(),
-                status: resp.status().as_u16(),
-                body: error_excerpt(&mut resp).await,
-            });
+            return Err(status_error(&mut resp, method, &self.shown).await);
         }
         match media_type(&resp).as_str() {
             "text/event-stream" => Ok(resp),
@@ -580,12 +570,7 @@ impl StreamableHttp {
             return Ok(super::PushOpened::Unsupported);
         }
         if !resp.status().is_success() {
-            return Err(McpError::HttpStatus {
-                method: METHOD.to_owned(),
-                url: self.shown.clone(),
-                status,
-                body: error_excerpt(&mut resp).await,
-            });
+            return Err(status_error(&mut resp, METHOD, &self.shown).await);
         }
         match media_type(&resp).as_str() {
             "text/event-stream" => {}

@@ -441,6 +441,7 @@ pub fn opts() -> super::ClientOptions {
         max_response_bytes: 256 * 1024,
         max_pages: 100,
         headers: vec![("X-Test".into(), "yes".into())],
+        bearer: None,
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod poller;
 pub mod push_stream;
 pub mod state;
+pub mod token;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,24 +23,59 @@ use tracing::Instrument;
 
 use crate::catalog::ServerTools;
 use crate::events::{DiscoveryEvents, RefreshOutcome};
-use crate::mcp::{self, ClientOptions, Inventory, McpError, Notification, Session, Target, Tool};
+use crate::mcp::{
+    self, BearerSlot, ClientOptions, Inventory, McpError, Notification, Session, Target, Tool,
+};
 use crate::registry::{Registry, Report};
 use crate::status::{DiscoveryState, PushStreamState, ServerView};
 use poller::{Poll, Poller, StopPoller};
 use push_stream::{PushEvent, PushEventKind, PushStream, PushStreamInit, StopPushStream};
 use state::{Discovery, Trigger};
+use token::{GetToken, StopTokenRefresher, TokenEvent, TokenRefresher, TokenRefresherInit};
 
 /// Why a discovery round failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error(transparent)]
     Mcp(#[from] McpError),
-    /// Until the TokenRefresher child exists (its own issue).
-    #[error(
-        "auth type oauth2 is not supported by this build yet. \
-         Hint: use auth type bearer with a token for now"
-    )]
-    OAuth2Unsupported,
+    /// No OAuth2 token could be had (the refresher's error, as a sentence).
+    #[error("{0}")]
+    Token(String),
+    /// A second 401, right after a fresh token.
+    #[error("upstream rejected a freshly issued token (401)")]
+    TokenRejected,
+}
+
+/// One connect (if needed) and listing, the session handed back either way.
+type Attempt = Result<(Session, Inventory), (Option<Session>, McpError)>;
+
+async fn discover_once(
+    session: Option<Session>,
+    target: &Target,
+    options: ClientOptions,
+) -> Attempt {
+    let session = match session {
+        Some(session) => session,
+        None => mcp::connect(target, options).await.map_err(|e| (None, e))?,
+    };
+    match session.discover().await {
+        Ok(inventory) => Ok((session, inventory)),
+        Err(e) => Err((Some(session), e)),
+    }
+}
+
+fn is_401(error: &McpError) -> bool {
+    error.http_status() == Some(401)
+}
+
+async fn fetch_token(tokens: &Addr<TokenRefresher>, fresh: bool) -> Result<String, UpstreamError> {
+    match tokens.send(GetToken { fresh }).await {
+        Ok(Ok(token)) => Ok(token),
+        Ok(Err(error)) => Err(UpstreamError::Token(error)),
+        Err(_) => Err(UpstreamError::Token(
+            "the token refresher is not running".into(),
+        )),
+    }
 }
 
 /// How long closing a session may take when the actor stops.
@@ -89,6 +125,12 @@ pub struct Upstream {
     push_session: Option<String>,
     push_state: PushStreamState,
     push_error: Option<String>,
+    /// OAuth2: the token child, and the slot every request reads the
+    /// current access token from.
+    tokens: Option<Addr<TokenRefresher>>,
+    bearer: Option<BearerSlot>,
+    token_expires_at: Option<chrono::DateTime<Utc>>,
+    last_token_error: Option<String>,
     child_restarts: u32,
     stopping: bool,
 }
@@ -124,6 +166,10 @@ impl Upstream {
             push_session: None,
             push_state: initial_push_state(&spec_ref),
             push_error: None,
+            tokens: None,
+            bearer: None,
+            token_expires_at: None,
+            last_token_error: None,
             child_restarts: 0,
             stopping: false,
         }
@@ -143,6 +189,8 @@ impl Upstream {
             v.stale = self.part.stale;
             v.push_stream = self.push_state;
             v.push_stream_error = self.push_error.clone();
+            v.auth.token_expires_at = self.token_expires_at;
+            v.auth.last_token_error = self.last_token_error.clone();
             if let Some(info) = &self.info {
                 v.negotiated_transport = Some(info.transport);
                 v.protocol_version = Some(info.protocol_version.clone());
@@ -203,21 +251,38 @@ impl Upstream {
 
         let session = self.session.clone();
         let target = target_of(&self.spec);
-        let options = options_of(&self.spec);
+        let options = options_of(&self.spec, self.bearer.clone());
+        let tokens = self.tokens.clone();
+        let bearer = self.bearer.clone();
         let started = Instant::now();
         let work = async move {
-            let session = match session {
-                Some(session) => session,
-                None => match options {
-                    Ok(options) => mcp::connect(&target, options)
-                        .await
-                        .map_err(|e| (None, e.into()))?,
-                    Err(e) => return Err((None, e)),
-                },
+            let options = options.map_err(|e| (None, e))?;
+            let (Some(tokens), Some(bearer)) = (tokens, bearer) else {
+                return discover_once(session, &target, options)
+                    .await
+                    .map_err(|(s, e)| (s, e.into()));
             };
-            match session.discover().await {
-                Ok(inventory) => Ok((session, inventory)),
-                Err(e) => Err((Some(session), e.into())),
+            // The token is had before first use; waiting for it is part
+            // of `connecting`, bounded only by the refresher's own timeout.
+            let token = fetch_token(&tokens, false)
+                .await
+                .map_err(|e| (session.clone(), e))?;
+            bearer.set(Some(token));
+            match discover_once(session, &target, options.clone()).await {
+                // A 401: one fresh token, one retry.
+                Err((session, e)) if is_401(&e) => {
+                    let token = fetch_token(&tokens, true)
+                        .await
+                        .map_err(|e| (session.clone(), e))?;
+                    bearer.set(Some(token));
+                    match discover_once(session, &target, options).await {
+                        Err((session, e)) if is_401(&e) => {
+                            Err((session, UpstreamError::TokenRejected))
+                        }
+                        other => other.map_err(|(s, e)| (s, e.into())),
+                    }
+                }
+                other => other.map_err(|(s, e)| (s, e.into())),
             }
         }
         .instrument(self.span.clone());
@@ -439,6 +504,26 @@ impl Upstream {
         );
     }
 
+    /// OAuth2 over HTTP: the child that owns the access token.
+    fn start_token_refresher(&mut self, ctx: &mut Context<Self>) {
+        let (AuthConfig::OAuth2(config), Endpoint::Http { url, .. }) =
+            (&self.spec.auth, &self.spec.endpoint)
+        else {
+            return;
+        };
+        let weak = ctx.address().downgrade();
+        let child = TokenRefresher::new(TokenRefresherInit {
+            server_url: url.clone(),
+            config: config.clone(),
+            backoff: self.spec.discovery.backoff,
+            parent: weak.clone().recipient(),
+            exited: weak.recipient(),
+            span: self.span.clone(),
+        });
+        self.bearer.get_or_insert_with(BearerSlot::default);
+        self.tokens = Some(child.start());
+    }
+
     fn start_poller(&mut self, ctx: &mut Context<Self>) {
         let weak = ctx.address().downgrade();
         let poller = Poller::new(
@@ -472,6 +557,11 @@ pub fn initial_view(spec: &ServerSpec, generation: u64) -> ServerView {
         next_retry_at: None,
         push_stream: initial_push_state(spec),
         push_stream_error: None,
+        auth: crate::status::AuthView {
+            kind: spec.auth.kind(),
+            token_expires_at: None,
+            last_token_error: None,
+        },
         tool_count: 0,
         stale: false,
         protocol_version: None,
@@ -542,8 +632,12 @@ fn target_of(spec: &ServerSpec) -> Target {
 
 /// Client options with the static headers and static auth applied. OAuth2
 /// needs the TokenRefresher child, which comes with its own issue.
-fn options_of(spec: &ServerSpec) -> Result<ClientOptions, UpstreamError> {
+fn options_of(
+    spec: &ServerSpec,
+    bearer: Option<BearerSlot>,
+) -> Result<ClientOptions, UpstreamError> {
     let mut options = ClientOptions::from_settings(spec.name.as_str(), &spec.discovery);
+    options.bearer = bearer;
     options.headers = spec
         .headers
         .iter()
@@ -561,7 +655,8 @@ fn options_of(spec: &ServerSpec) -> Result<ClientOptions, UpstreamError> {
                 format!("Basic {}", BASE64.encode(credentials)),
             ));
         }
-        AuthConfig::OAuth2(_) => return Err(UpstreamError::OAuth2Unsupported),
+        // The TokenRefresher's token goes in through `options.bearer`.
+        AuthConfig::OAuth2(_) => {}
     }
     Ok(options)
 }
@@ -570,6 +665,7 @@ impl Actor for Upstream {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.start_token_refresher(ctx);
         self.events.server_started(self.spec.name.as_str());
         self.events
             .state_changed(self.spec.name.as_str(), DiscoveryState::Unknown);
@@ -584,6 +680,9 @@ impl Actor for Upstream {
         }
         if let Some(push) = self.push.take() {
             push.do_send(StopPushStream);
+        }
+        if let Some(tokens) = self.tokens.take() {
+            tokens.do_send(StopTokenRefresher);
         }
         if let Some(session) = self.session.take() {
             self.drop_session(session, ctx);
@@ -616,6 +715,7 @@ pub struct ChildExited {
 pub enum ChildKind {
     Poller,
     PushStream,
+    TokenRefresher,
 }
 
 impl Handler<Poll> for Upstream {
@@ -647,6 +747,9 @@ impl Handler<Stop> for Upstream {
         }
         if let Some(push) = self.push.take() {
             push.do_send(StopPushStream);
+        }
+        if let Some(tokens) = self.tokens.take() {
+            tokens.do_send(StopTokenRefresher);
         }
         let session = self.session.take();
         let close = async move {
@@ -692,7 +795,40 @@ impl Handler<ChildExited> for Upstream {
                 self.push = None;
                 ctx.run_later(delay, |act, ctx| act.sync_push(ctx));
             }
+            ChildKind::TokenRefresher => {
+                self.tokens = None;
+                ctx.run_later(delay, |act, ctx| {
+                    if !act.stopping {
+                        act.start_token_refresher(ctx);
+                    }
+                });
+            }
         }
+    }
+}
+
+impl Handler<TokenEvent> for Upstream {
+    type Result = ();
+
+    fn handle(&mut self, msg: TokenEvent, _ctx: &mut Self::Context) {
+        if self.stopping {
+            return;
+        }
+        self.events
+            .token_refreshed(self.spec.name.as_str(), msg.outcome());
+        match msg {
+            TokenEvent::Refreshed { token, expires_at } => {
+                // Requests of the live session and its push stream use it
+                // from now on.
+                if let Some(bearer) = &self.bearer {
+                    bearer.set(Some(token));
+                }
+                self.token_expires_at = Some(expires_at);
+                self.last_token_error = None;
+            }
+            TokenEvent::Failed { error } => self.last_token_error = Some(error),
+        }
+        self.report(false);
     }
 }
 

@@ -1,0 +1,595 @@
+//! OAuth2 client credentials (RFC 6749 section 4.4) and the MCP
+//! authorization spec's discovery of the token endpoint: the server's 401
+//! challenge -> protected resource metadata (RFC 9728) -> authorization
+//! server metadata (RFC 8414 / OpenID Connect discovery) -> `token_endpoint`.
+//!
+//! Plain async code over awc; the TokenRefresher actor drives it. Secrets
+//! (the client secret, tokens) never reach an error message or a log line.
+
+use std::time::Duration;
+
+use awc::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use discovery_config::ClientAuth;
+use serde::Deserialize;
+use url::Url;
+
+use super::error::redact_url;
+use super::http;
+
+/// Largest metadata or token response accepted.
+const MAX_AUTH_BODY: usize = 1024 * 1024;
+
+/// Why getting a token failed. Display is a sentence with the URL and the
+/// server's own error code, never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("OAuth2 token request to {url} failed: {error}{}", description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    TokenEndpoint {
+        url: String,
+        /// RFC 6749 5.2 `error` (e.g. `invalid_client`), or `HTTP <status>`.
+        error: String,
+        description: Option<String>,
+    },
+    #[error("OAuth2 token request to {url} did not answer within {} (auth.token_timeout)", humantime::format_duration(*after))]
+    Timeout { url: String, after: Duration },
+    #[error("OAuth2 request to {url} failed: {detail}")]
+    Transport { url: String, detail: String },
+    #[error(
+        "could not discover the token endpoint of {server}: {detail}. Hint: set auth.token_url"
+    )]
+    Discovery { server: String, detail: String },
+}
+
+/// What a token request gave.
+#[derive(Clone)]
+pub struct Token {
+    pub access_token: String,
+    /// Seconds, as the server said (None: not said).
+    pub expires_in: Option<u64>,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("access_token", &"[redacted]")
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
+}
+
+/// Where and how to ask for tokens, as configured or discovered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenEndpoint {
+    pub url: Url,
+    pub client_auth: ClientAuth,
+    /// RFC 8707 `resource`: the canonical URL of the MCP server.
+    pub resource: String,
+    /// A `scope` from the server's challenge, which wins over configured ones.
+    pub challenge_scope: Option<String>,
+}
+
+/// One client-credentials request.
+pub struct TokenRequest<'a> {
+    pub endpoint: &'a TokenEndpoint,
+    pub client_id: &'a str,
+    pub client_secret: &'a str,
+    pub scopes: &'a [String],
+    pub audience: Option<&'a str>,
+    pub timeout: Duration,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct TokenErrorResponse {
+    error: String,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+/// The canonical server URI (RFC 8707 / MCP spec): scheme and host lower
+/// case, no fragment; the path is kept, a lone `/` dropped.
+pub fn canonical_resource(url: &Url) -> String {
+    let mut canon = url.clone();
+    canon.set_fragment(None);
+    canon.set_query(None);
+    let _ = canon.set_username("");
+    let _ = canon.set_password(None);
+    let text = canon.to_string();
+    if canon.path() == "/" {
+        text.trim_end_matches('/').to_owned()
+    } else {
+        text
+    }
+}
+
+/// `application/x-www-form-urlencoded` of one value (RFC 6749 2.3.1 uses it
+/// for the Basic credentials too).
+fn form_encode(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// Requests an access token with the client credentials grant.
+pub async fn request_token(req: &TokenRequest<'_>) -> Result<Token, AuthError> {
+    let shown = redact_url(&req.endpoint.url);
+    let scope = req
+        .endpoint
+        .challenge_scope
+        .clone()
+        .or_else(|| (!req.scopes.is_empty()).then(|| req.scopes.join(" ")));
+    let mut form: Vec<(&str, String)> = vec![("grant_type", "client_credentials".into())];
+    if let Some(scope) = scope {
+        form.push(("scope", scope));
+    }
+    form.push(("resource", req.endpoint.resource.clone()));
+    if let Some(audience) = req.audience {
+        form.push(("audience", audience.to_owned()));
+    }
+    let client = http::client(req.timeout);
+    let mut post = client
+        .post(req.endpoint.url.as_str())
+        .timeout(req.timeout)
+        .insert_header((ACCEPT, "application/json"))
+        .insert_header((CONTENT_TYPE, "application/x-www-form-urlencoded"));
+    match req.endpoint.client_auth {
+        ClientAuth::Basic => {
+            let credentials = format!(
+                "{}:{}",
+                form_encode(req.client_id),
+                form_encode(req.client_secret)
+            );
+            let mut value = awc::http::header::HeaderValue::from_str(&format!(
+                "Basic {}",
+                BASE64.encode(credentials)
+            ))
+            .map_err(|_| AuthError::Transport {
+                url: shown.clone(),
+                detail: "the client credentials cannot be sent in a header".into(),
+            })?;
+            value.set_sensitive(true);
+            post = post.insert_header((AUTHORIZATION, value));
+        }
+        ClientAuth::Post => {
+            form.push(("client_id", req.client_id.to_owned()));
+            form.push(("client_secret", req.client_secret.to_owned()));
+        }
+    }
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
+        .finish();
+    let sent = tokio::time::timeout(req.timeout, async {
+        let mut resp = post
+            .send_body(body)
+            .await
+            .map_err(|e| AuthError::Transport {
+                url: shown.clone(),
+                detail: e.to_string(),
+            })?;
+        let status = resp.status();
+        let bytes = resp
+            .body()
+            .limit(MAX_AUTH_BODY)
+            .await
+            .map_err(|e| AuthError::Transport {
+                url: shown.clone(),
+                detail: e.to_string(),
+            })?;
+        Ok::<_, AuthError>((status, bytes))
+    })
+    .await
+    .map_err(|_| AuthError::Timeout {
+        url: shown.clone(),
+        after: req.timeout,
+    })??;
+    let (status, bytes) = sent;
+    if !status.is_success() {
+        let parsed: Option<TokenErrorResponse> = serde_json::from_slice(&bytes).ok();
+        return Err(match parsed {
+            Some(e) => AuthError::TokenEndpoint {
+                url: shown,
+                error: e.error,
+                description: e.error_description,
+            },
+            None => AuthError::TokenEndpoint {
+                url: shown,
+                error: format!("HTTP {}", status.as_u16()),
+                description: None,
+            },
+        });
+    }
+    let token: TokenResponse =
+        serde_json::from_slice(&bytes).map_err(|e| AuthError::TokenEndpoint {
+            url: shown.clone(),
+            error: "invalid token response".into(),
+            description: Some(e.to_string()),
+        })?;
+    // Some servers send `expires_in` as a string.
+    let expires_in = token.expires_in.and_then(|v| match v {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    });
+    Ok(Token {
+        access_token: token.access_token,
+        expires_in,
+    })
+}
+
+/// The parameters of a `Bearer` challenge (`WWW-Authenticate`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Challenge {
+    pub resource_metadata: Option<String>,
+    pub scope: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Parses the `Bearer` challenge of a `WWW-Authenticate` value
+/// (`Bearer k="v", k2=v2`); other schemes are ignored.
+pub fn parse_challenge(header: &str) -> Option<Challenge> {
+    let start = header.to_ascii_lowercase().find("bearer")?;
+    let mut rest = header[start + "bearer".len()..].trim_start();
+    let mut challenge = Challenge::default();
+    while !rest.is_empty() {
+        let Some(eq) = rest.find('=') else { break };
+        let key = rest[..eq]
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        rest = rest[eq + 1..].trim_start();
+        let value;
+        if let Some(quoted) = rest.strip_prefix('"') {
+            let mut out = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = quoted.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, escaped)) = chars.next() {
+                            out.push(escaped);
+                        }
+                    }
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => out.push(c),
+                }
+            }
+            value = out;
+            rest = quoted[end.min(quoted.len())..].trim_start();
+        } else {
+            let end = rest.find(',').unwrap_or(rest.len());
+            value = rest[..end].trim().to_owned();
+            rest = &rest[end..];
+        }
+        rest = rest.trim_start_matches(',').trim_start();
+        match key.as_str() {
+            "resource_metadata" => challenge.resource_metadata = Some(value),
+            "scope" => challenge.scope = Some(value),
+            "error" => challenge.error = Some(value),
+            _ => {}
+        }
+    }
+    Some(challenge)
+}
+
+#[derive(Deserialize)]
+struct ProtectedResourceMetadata {
+    #[serde(default)]
+    resource: Option<String>,
+    #[serde(default)]
+    authorization_servers: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct AuthorizationServerMetadata {
+    token_endpoint: Option<String>,
+    #[serde(default)]
+    token_endpoint_auth_methods_supported: Option<Vec<String>>,
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(
+    url: &Url,
+    timeout: Duration,
+) -> Result<Option<T>, String> {
+    let client = http::client(timeout);
+    let mut resp = match tokio::time::timeout(
+        timeout,
+        client
+            .get(url.as_str())
+            .timeout(timeout)
+            .insert_header((ACCEPT, "application/json"))
+            .send(),
+    )
+    .await
+    {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => return Err(format!("GET {}: {e}", redact_url(url))),
+        Err(_) => return Err(format!("GET {}: timed out", redact_url(url))),
+    };
+    if !resp.status().is_success() {
+        return Ok(None);
+    }
+    let bytes = resp
+        .body()
+        .limit(MAX_AUTH_BODY)
+        .await
+        .map_err(|e| format!("GET {}: {e}", redact_url(url)))?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| format!("GET {}: not the expected JSON: {e}", redact_url(url)))
+}
+
+/// `/.well-known/<suffix>` inserted before the path of `base` (RFC 8414 /
+/// RFC 9728 style), or appended to the origin when `base` has no path.
+fn well_known(base: &Url, suffix: &str, with_path: bool) -> Option<Url> {
+    let path = base.path().trim_end_matches('/');
+    let mut url = base.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    if with_path && !path.is_empty() {
+        url.set_path(&format!("/.well-known/{suffix}{path}"));
+    } else {
+        url.set_path(&format!("/.well-known/{suffix}"));
+    }
+    Some(url)
+}
+
+/// Finds the token endpoint of the MCP server at `server`, as the MCP
+/// authorization spec says: its 401 challenge (made with an unauthenticated
+/// request) names the protected resource metadata, or the well-known
+/// locations are tried; its first authorization server's metadata names the
+/// token endpoint. `configured` is the client auth method of the config.
+pub async fn discover(
+    server: &Url,
+    configured: ClientAuth,
+    timeout: Duration,
+) -> Result<TokenEndpoint, AuthError> {
+    let shown = redact_url(server);
+    let fail = |detail: String| AuthError::Discovery {
+        server: shown.clone(),
+        detail,
+    };
+    // 1. An unauthenticated request: the challenge.
+    let client = http::client(timeout);
+    let probe = serde_json::json!({
+        "jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": super::session::initialize_params(),
+    });
+    let challenge = match tokio::time::timeout(
+        timeout,
+        client
+            .post(server.as_str())
+            .timeout(timeout)
+            .insert_header((ACCEPT, "application/json, text/event-stream"))
+            .send_json(&probe),
+    )
+    .await
+    {
+        Ok(Ok(resp)) if resp.status().as_u16() == 401 => resp
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_challenge)
+            .unwrap_or_default(),
+        Ok(Ok(resp)) => {
+            return Err(fail(format!(
+                "an unauthenticated request got HTTP {}, not 401",
+                resp.status().as_u16()
+            )))
+        }
+        Ok(Err(e)) => return Err(fail(format!("the unauthenticated request failed: {e}"))),
+        Err(_) => return Err(fail("the unauthenticated request timed out".into())),
+    };
+
+    // 2. Protected resource metadata.
+    let mut candidates = Vec::new();
+    if let Some(url) = challenge.resource_metadata.as_deref() {
+        candidates.push(
+            server
+                .join(url)
+                .map_err(|e| fail(format!("bad resource_metadata URL: {e}")))?,
+        );
+    } else {
+        candidates.extend(well_known(server, "oauth-protected-resource", true));
+        candidates.extend(well_known(server, "oauth-protected-resource", false));
+        candidates.dedup();
+    }
+    let mut prm = None;
+    for url in &candidates {
+        if let Some(doc) = get_json::<ProtectedResourceMetadata>(url, timeout)
+            .await
+            .map_err(&fail)?
+        {
+            prm = Some(doc);
+            break;
+        }
+    }
+    let prm = prm.ok_or_else(|| {
+        fail(format!(
+            "no protected resource metadata at {}",
+            candidates
+                .iter()
+                .map(redact_url)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    let issuer = prm.authorization_servers.first().ok_or_else(|| {
+        fail("the protected resource metadata lists no authorization_servers".into())
+    })?;
+    let issuer =
+        Url::parse(issuer).map_err(|e| fail(format!("bad authorization server URL: {e}")))?;
+
+    // 3. Authorization server metadata, in the spec's order.
+    let has_path = !issuer.path().trim_end_matches('/').is_empty();
+    let mut as_candidates: Vec<Url> = Vec::new();
+    if has_path {
+        as_candidates.extend(well_known(&issuer, "oauth-authorization-server", true));
+        as_candidates.extend(well_known(&issuer, "openid-configuration", true));
+        let mut appended = issuer.clone();
+        appended.set_path(&format!(
+            "{}/.well-known/openid-configuration",
+            issuer.path().trim_end_matches('/')
+        ));
+        as_candidates.push(appended);
+    } else {
+        as_candidates.extend(well_known(&issuer, "oauth-authorization-server", false));
+        as_candidates.extend(well_known(&issuer, "openid-configuration", false));
+    }
+    let mut asm = None;
+    for url in &as_candidates {
+        if let Some(doc) = get_json::<AuthorizationServerMetadata>(url, timeout)
+            .await
+            .map_err(&fail)?
+        {
+            asm = Some(doc);
+            break;
+        }
+    }
+    let asm = asm.ok_or_else(|| {
+        fail(format!(
+            "no authorization server metadata for {}",
+            redact_url(&issuer)
+        ))
+    })?;
+    let token_url = asm
+        .token_endpoint
+        .ok_or_else(|| fail("the authorization server metadata has no token_endpoint".into()))?;
+    let token_url = Url::parse(&token_url).map_err(|e| fail(format!("bad token_endpoint: {e}")))?;
+    let client_auth = pick_client_auth(
+        configured,
+        asm.token_endpoint_auth_methods_supported.as_deref(),
+    );
+    Ok(TokenEndpoint {
+        url: token_url,
+        client_auth,
+        resource: prm.resource.unwrap_or_else(|| canonical_resource(server)),
+        challenge_scope: challenge.scope,
+    })
+}
+
+/// The configured method if the server supports it (or says nothing),
+/// else the first of basic / post it lists.
+pub fn pick_client_auth(configured: ClientAuth, supported: Option<&[String]>) -> ClientAuth {
+    let Some(supported) = supported else {
+        return configured;
+    };
+    let name = |m: ClientAuth| match m {
+        ClientAuth::Basic => "client_secret_basic",
+        ClientAuth::Post => "client_secret_post",
+    };
+    if supported.iter().any(|s| s == name(configured)) {
+        return configured;
+    }
+    [ClientAuth::Basic, ClientAuth::Post]
+        .into_iter()
+        .find(|m| supported.iter().any(|s| s == name(*m)))
+        .unwrap_or(configured)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bearer_challenges() {
+        let c = parse_challenge(
+            r#"Bearer resource_metadata="https://s/.well-known/oauth-protected-resource/mcp", scope="a b""#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.resource_metadata.as_deref(),
+            Some("https://s/.well-known/oauth-protected-resource/mcp")
+        );
+        assert_eq!(c.scope.as_deref(), Some("a b"));
+        let c = parse_challenge(r#"Bearer error="insufficient_scope", scope=read"#).unwrap();
+        assert_eq!(c.error.as_deref(), Some("insufficient_scope"));
+        assert_eq!(c.scope.as_deref(), Some("read"));
+        assert_eq!(parse_challenge("Bearer").unwrap(), Challenge::default());
+        assert!(parse_challenge("Basic realm=x").is_none());
+        let c = parse_challenge(r#"Basic realm="x", Bearer realm="a\"b", scope="s""#).unwrap();
+        assert_eq!(c.scope.as_deref(), Some("s"));
+    }
+
+    #[test]
+    fn canonical_resource_drops_fragment_query_and_lone_slash() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        assert_eq!(
+            canonical_resource(&u("HTTPS://Example.COM/mcp#x")),
+            "https://example.com/mcp"
+        );
+        assert_eq!(
+            canonical_resource(&u("https://example.com/")),
+            "https://example.com"
+        );
+        assert_eq!(
+            canonical_resource(&u("http://127.0.0.1:8080/mcp?a=1")),
+            "http://127.0.0.1:8080/mcp"
+        );
+    }
+
+    #[test]
+    fn well_known_urls_follow_rfc_8414_and_9728() {
+        let server = Url::parse("https://s.example/api/mcp").unwrap();
+        assert_eq!(
+            well_known(&server, "oauth-protected-resource", true)
+                .unwrap()
+                .as_str(),
+            "https://s.example/.well-known/oauth-protected-resource/api/mcp"
+        );
+        assert_eq!(
+            well_known(&server, "oauth-protected-resource", false)
+                .unwrap()
+                .as_str(),
+            "https://s.example/.well-known/oauth-protected-resource"
+        );
+    }
+
+    #[test]
+    fn client_auth_is_picked_from_what_the_server_supports() {
+        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(pick_client_auth(ClientAuth::Basic, None), ClientAuth::Basic);
+        assert_eq!(
+            pick_client_auth(ClientAuth::Basic, Some(&list(&["client_secret_post"]))),
+            ClientAuth::Post
+        );
+        assert_eq!(
+            pick_client_auth(
+                ClientAuth::Post,
+                Some(&list(&["client_secret_basic", "client_secret_post"]))
+            ),
+            ClientAuth::Post
+        );
+        assert_eq!(
+            pick_client_auth(ClientAuth::Post, Some(&list(&["private_key_jwt"]))),
+            ClientAuth::Post
+        );
+    }
+
+    #[test]
+    fn errors_never_show_the_secret() {
+        let e = AuthError::TokenEndpoint {
+            url: "https://idp/token".into(),
+            error: "invalid_client".into(),
+            description: Some("client authentication failed".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "OAuth2 token request to https://idp/token failed: invalid_client: client authentication failed"
+        );
+        let t = Token {
+            access_token: "tok-123".into(),
+            expires_in: Some(3),
+        };
+        assert!(!format!("{t:?}").contains("tok-123"));
+    }
+}
