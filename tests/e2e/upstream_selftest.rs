@@ -1,4 +1,5 @@
-//! Self-tests of the test support: the Rust test upstream, driven directly
+//! Self-tests of the test support: the Rust test upstream and the test
+//! token endpoint (with the OAuth discovery documents), driven directly
 //! with awc, and the interop peers, poked with the raw client. They prove the
 //! tools before the engine's tests rely on them; when an engine test fails,
 //! these say whether the upstream or the engine is at fault.
@@ -16,6 +17,10 @@ use crate::support::mcp_client::{
 };
 use crate::support::peers::{
     self, EverythingTransport, PythonTransport, EVERYTHING_TOOLS, PYTHON_TOOLS,
+};
+use crate::support::token_endpoint::{
+    base64_decode, base64_encode, client_secret_basic, form_urldecode, form_urlencode, http_basic,
+    AcceptedAuth, AsMetadataDocs, ClientAuthMethod, TokenEndpoint, TokenError, TokenStore,
 };
 use crate::support::upstream::{
     hanging_server, refusing_port, tool_names, Fault, GetStream, Methods, SseStyle, TestUpstream,
@@ -812,6 +817,505 @@ async fn a_farm_serves_each_upstream_on_its_own_port() {
     farm.stop().await;
 }
 
+// --------------------------------------------- OAuth: token endpoint, bearer
+
+/// POSTs a token request; the status, the JSON answer and the
+/// `WWW-Authenticate` header.
+async fn token_request(
+    url: &str,
+    basic: Option<&str>,
+    content_type: &str,
+    form: &[(&str, &str)],
+) -> (u16, Value, Option<String>) {
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let mut req = awc::Client::new()
+        .post(url)
+        .insert_header(("Content-Type", content_type));
+    if let Some(value) = basic {
+        req = req.insert_header(("Authorization", value));
+    }
+    let mut res = req.send_body(body).await.unwrap();
+    let challenge = res
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = res.body().await.unwrap();
+    let status = res.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+        challenge,
+    )
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+async fn get_json(url: &str) -> (u16, Value) {
+    let mut res = awc::Client::new().get(url).send().await.unwrap();
+    let body = res.body().await.unwrap();
+    (
+        res.status().as_u16(),
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    )
+}
+
+/// The parameters of a `Bearer k="v", k2="v2"` challenge.
+fn challenge_params(challenge: &str) -> Vec<(String, String)> {
+    let rest = challenge.strip_prefix("Bearer").unwrap_or_default().trim();
+    rest.split(", ")
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            Some((k.to_owned(), v.trim_matches('"').to_owned()))
+        })
+        .collect()
+}
+
+fn param(params: &[(String, String)], name: &str) -> Option<String> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+}
+
+#[actix_web::test]
+async fn issued_tokens_open_a_bearer_upstream_until_revoked() {
+    let idp = TokenEndpoint::builder()
+        .client("id-1", "secret-1")
+        .expires_in(Some(60))
+        .start()
+        .unwrap();
+    let up = TestUpstream::builder()
+        .tools(2)
+        .require_bearer(idp.bearer_auth())
+        .start()
+        .unwrap();
+
+    let mut anonymous = McpClient::new(up.url());
+    assert!(anonymous
+        .initialize()
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("401"));
+    let rejection = &up.auth_rejections()[0];
+    assert_eq!(rejection.status, 401);
+    assert_eq!(rejection.rpc_method.as_deref(), Some("initialize"));
+    assert_eq!(rejection.token, None);
+    assert_eq!(
+        rejection.challenge,
+        format!("Bearer resource_metadata=\"{}\"", up.prm_url())
+    );
+    assert_eq!(up.requests("initialize"), 0, "refused before the RPC");
+
+    let (status, answer, _) = token_request(
+        &idp.token_url(),
+        Some(&client_secret_basic("id-1", "secret-1")),
+        FORM,
+        &[
+            ("grant_type", "client_credentials"),
+            ("scope", "a b"),
+            ("resource", &up.url()),
+            ("audience", "aud-1"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["token_type"], "Bearer");
+    assert_eq!(answer["expires_in"], 60);
+    assert_eq!(answer["scope"], "a b");
+    let token = answer["access_token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("tok-") && token.len() == 36, "{token}");
+    let record = idp.last_token_request().unwrap();
+    assert_eq!(record.auth_method, Some(ClientAuthMethod::Basic));
+    assert_eq!(record.client_id.as_deref(), Some("id-1"));
+    assert_eq!(record.client_secret.as_deref(), Some("secret-1"));
+    assert_eq!(record.grant_type.as_deref(), Some("client_credentials"));
+    assert_eq!(record.scope.as_deref(), Some("a b"));
+    assert_eq!(record.resource, Some(up.url()));
+    assert_eq!(record.audience.as_deref(), Some("aud-1"));
+    assert_eq!(record.token.as_deref(), Some(token.as_str()));
+    assert_eq!(idp.issued_tokens(), vec![token.clone()]);
+    let expiry = idp.store().expiry(&token).unwrap().unwrap();
+    assert!(expiry > Instant::now() + Duration::from_secs(55));
+
+    let bearer = format!("Bearer {token}");
+    let mut client = McpClient::new(up.url()).with_header("Authorization", &bearer);
+    client.initialize().await.unwrap();
+    assert_eq!(client.list_tool_names().await.unwrap(), tool_names(2));
+    assert_eq!(up.bearer_tokens(), vec![token.clone()]);
+
+    // Revoked: the next request gets a 401 naming the bad token.
+    assert_eq!(idp.store().revoke_all(), 1);
+    assert!(client
+        .request("tools/list", json!({}))
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("401"));
+    let last = up.auth_rejections().pop().unwrap();
+    assert_eq!(last.rpc_method.as_deref(), Some("tools/list"));
+    assert_eq!(last.token.as_deref(), Some(token.as_str()));
+    let params = challenge_params(&last.challenge);
+    assert_eq!(param(&params, "error").as_deref(), Some("invalid_token"));
+    assert_eq!(param(&params, "resource_metadata"), Some(up.prm_url()));
+    assert_eq!(up.unauthorized_responses(), 2);
+    assert_eq!(up.forbidden_responses(), 0);
+
+    // An expired token is refused too.
+    idp.store().insert("short", Some(Duration::from_millis(1)));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while idp.store().is_valid("short") {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let expired = McpClient::new(up.url()).with_header("Authorization", "Bearer short");
+    let reply = expired
+        .post(&initialize_request(1, CLIENT_PROTOCOL_VERSION))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 401);
+}
+
+#[actix_web::test]
+async fn the_token_endpoint_checks_client_authentication_like_rfc_6749() {
+    let id = "svc:reader";
+    let secret = "p@ss w+rd&=x";
+    let idp = TokenEndpoint::builder().client(id, secret).start().unwrap();
+    let url = idp.token_url();
+    let grant = ("grant_type", "client_credentials");
+
+    // client_secret_basic: form-urlencoded, then base64 (RFC 6749 2.3.1).
+    let basic = client_secret_basic(id, secret);
+    let (status, body, _) = token_request(&url, Some(&basic), FORM, &[grant]).await;
+    assert_eq!(status, 200, "{body}");
+    let r = idp.last_token_request().unwrap();
+    assert_eq!(
+        (
+            r.auth_method,
+            r.client_id.as_deref(),
+            r.client_secret.as_deref()
+        ),
+        (Some(ClientAuthMethod::Basic), Some(id), Some(secret))
+    );
+    // Not encoded first: the colon in the id splits in the wrong place.
+    let raw = http_basic(id, secret);
+    let (status, body, challenge) = token_request(&url, Some(&raw), FORM, &[grant]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    assert!(challenge.unwrap().starts_with("Basic"));
+
+    // client_secret_post.
+    let post = [grant, ("client_id", id), ("client_secret", secret)];
+    let (status, _, _) = token_request(&url, None, FORM, &post).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        idp.last_token_request().unwrap().auth_method,
+        Some(ClientAuthMethod::Post)
+    );
+
+    // Both at once, neither, a wrong secret, the wrong body, the wrong grant.
+    let (status, body, _) = token_request(&url, Some(&basic), FORM, &post).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    assert!(idp.last_token_request().unwrap().both_methods);
+    let (status, body, _) = token_request(&url, None, FORM, &[grant]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let wrong = client_secret_basic(id, "nope");
+    let (status, body, _) = token_request(&url, Some(&wrong), FORM, &[grant]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    assert_eq!(body["error_description"], "client authentication failed");
+    let (status, body, _) = token_request(&url, Some(&basic), "application/json", &[grant]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    let (status, body, _) =
+        token_request(&url, Some(&basic), FORM, &[("grant_type", "password")]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("unsupported_grant_type"))
+    );
+
+    // Only one method accepted.
+    idp.update(|b| b.auth_method = AcceptedAuth::Post);
+    let (status, _, _) = token_request(&url, Some(&basic), FORM, &[grant]).await;
+    assert_eq!(status, 401);
+    let (status, _, _) = token_request(&url, None, FORM, &post).await;
+    assert_eq!(status, 200);
+    idp.update(|b| b.auth_method = AcceptedAuth::Basic);
+    let (status, _, _) = token_request(&url, None, FORM, &post).await;
+    assert_eq!(status, 401);
+
+    // Injected failure, fixed token, no expires_in.
+    idp.set_fail_with(Some(TokenError::new(503, "temporarily_unavailable", None)));
+    let (status, body, _) = token_request(&url, Some(&basic), FORM, &[grant]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("temporarily_unavailable"))
+    );
+    idp.set_fail_with(None);
+    idp.update(|b| b.fixed_token = Some("fixed-1".to_owned()));
+    idp.set_expires_in(None);
+    let (status, body, _) = token_request(&url, Some(&basic), FORM, &[grant]).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["access_token"], "fixed-1");
+    assert!(body.get("expires_in").is_none(), "{body}");
+    assert_eq!(idp.store().expiry("fixed-1"), Some(None));
+    assert_eq!(idp.requests(), 13);
+    assert_eq!(idp.token_requests().len(), 13);
+    assert_eq!(idp.tokens_issued(), 4);
+}
+
+#[actix_web::test]
+async fn a_delayed_token_request_is_in_flight_then_answered() {
+    let idp = TokenEndpoint::builder()
+        .delay(Duration::from_millis(600))
+        .start()
+        .unwrap();
+    let url = idp.token_url();
+    let basic = client_secret_basic("a", "b");
+    let started = Instant::now();
+    let request = actix_web::rt::spawn(async move {
+        token_request(
+            &url,
+            Some(&basic),
+            FORM,
+            &[("grant_type", "client_credentials")],
+        )
+        .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while idp.in_flight() == 0 {
+        assert!(Instant::now() < deadline, "the request never arrived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(idp.requests(), 1);
+    assert!(idp.token_requests().is_empty(), "recorded when answered");
+    let (status, _, _) = request.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert_eq!(idp.in_flight(), 0);
+    assert_eq!(idp.tokens_issued(), 1);
+}
+
+#[actix_web::test]
+async fn discovery_documents_lead_from_the_challenge_to_the_token_endpoint() {
+    let idp = TokenEndpoint::builder()
+        .auth_methods_supported(["client_secret_post"])
+        .start()
+        .unwrap();
+    let up = TestUpstream::builder()
+        .require_bearer(
+            idp.bearer_auth()
+                .challenge_scope("mcp:tools")
+                .scopes_supported(["mcp:tools"]),
+        )
+        .start()
+        .unwrap();
+    let reply = McpClient::new(up.url())
+        .post(&initialize_request(1, CLIENT_PROTOCOL_VERSION))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 401);
+    let params = challenge_params(reply.header("www-authenticate").unwrap());
+    assert_eq!(param(&params, "scope").as_deref(), Some("mcp:tools"));
+    assert_eq!(param(&params, "error"), None, "no token, no error code");
+    let prm_url = param(&params, "resource_metadata").unwrap();
+    assert_eq!(prm_url, up.prm_url());
+    assert!(prm_url.ends_with("/.well-known/oauth-protected-resource/mcp"));
+
+    let (status, prm) = get_json(&prm_url).await;
+    assert_eq!(status, 200);
+    assert_eq!(prm["resource"], up.url());
+    assert_eq!(prm["authorization_servers"], json!([idp.issuer()]));
+    assert_eq!(prm["scopes_supported"], json!(["mcp:tools"]));
+    let (status, root) = get_json(&up.prm_root_url()).await;
+    assert_eq!((status, &root), (200, &prm));
+    assert_eq!(
+        up.prm_requests(),
+        vec![
+            ("/.well-known/oauth-protected-resource/mcp".to_owned(), 200),
+            ("/.well-known/oauth-protected-resource".to_owned(), 200),
+        ]
+    );
+    assert_eq!(up.http_requests(), 1, "metadata GETs are not MCP traffic");
+
+    let (status, meta) = get_json(&format!(
+        "{}/.well-known/oauth-authorization-server",
+        idp.issuer()
+    ))
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(meta["issuer"], idp.issuer());
+    assert_eq!(meta["token_endpoint"], idp.token_url());
+    assert_eq!(
+        meta["token_endpoint_auth_methods_supported"],
+        json!(["client_secret_post"])
+    );
+    let (status, _) = get_json(&format!("{}/.well-known/openid-configuration", idp.url())).await;
+    assert_eq!(status, 404);
+
+    // Without resource_metadata in the challenge, and with only the root
+    // document.
+    up.update(|b| {
+        let auth = b.bearer.as_mut().unwrap();
+        auth.challenge_resource_metadata = false;
+        auth.challenge_scope = None;
+        auth.prm_at_path = false;
+    });
+    let reply = McpClient::new(up.url())
+        .post(&initialize_request(1, CLIENT_PROTOCOL_VERSION))
+        .await
+        .unwrap();
+    assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(get_json(&up.prm_url()).await.0, 404);
+    assert_eq!(get_json(&up.prm_root_url()).await.0, 200);
+
+    // 403 insufficient_scope for a valid token.
+    idp.store().insert("good", None);
+    up.update(|b| b.bearer.as_mut().unwrap().insufficient_scope = Some("mcp:admin".to_owned()));
+    let reply = McpClient::new(up.url())
+        .with_header("Authorization", "Bearer good")
+        .post(&initialize_request(1, CLIENT_PROTOCOL_VERSION))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 403);
+    let params = challenge_params(reply.header("www-authenticate").unwrap());
+    assert_eq!(
+        param(&params, "error").as_deref(),
+        Some("insufficient_scope")
+    );
+    assert_eq!(param(&params, "scope").as_deref(), Some("mcp:admin"));
+    assert_eq!(up.forbidden_responses(), 1);
+}
+
+#[actix_web::test]
+async fn openid_and_issuer_path_metadata_sit_where_the_specs_put_them() {
+    let idp = TokenEndpoint::builder()
+        .issuer_path("/tenant1")
+        .metadata(AsMetadataDocs {
+            oauth: false,
+            openid_insert: false,
+            openid_append: true,
+        })
+        .start()
+        .unwrap();
+    assert_eq!(idp.issuer(), format!("{}/tenant1", idp.url()));
+    let base = idp.url();
+    for (path, want) in [
+        ("/.well-known/oauth-authorization-server/tenant1", 404),
+        ("/.well-known/openid-configuration/tenant1", 404),
+        ("/tenant1/.well-known/openid-configuration", 200),
+        ("/.well-known/oauth-authorization-server", 404),
+    ] {
+        let (status, doc) = get_json(&format!("{base}{path}")).await;
+        assert_eq!(status, want, "{path}");
+        if want == 200 {
+            assert_eq!(doc["issuer"], idp.issuer());
+            assert_eq!(doc["token_endpoint"], idp.token_url());
+        }
+    }
+    assert_eq!(idp.metadata_requests().len(), 4);
+
+    idp.update(|b| b.metadata = AsMetadataDocs::OAUTH);
+    let (status, _) = get_json(&format!(
+        "{base}/.well-known/oauth-authorization-server/tenant1"
+    ))
+    .await;
+    assert_eq!(status, 200);
+    idp.update(|b| {
+        b.metadata = AsMetadataDocs::OPENID;
+        b.issuer_path = String::new();
+    });
+    let (status, doc) = get_json(&format!("{base}/.well-known/openid-configuration")).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["issuer"], base);
+}
+
+#[actix_web::test]
+async fn the_push_stream_and_delete_need_the_bearer_too() {
+    let store = TokenStore::new();
+    store.insert("t", None);
+    let up = TestUpstream::builder()
+        .get_stream(GetStream::Open)
+        .require_bearer(store)
+        .start()
+        .unwrap();
+    let mut client = McpClient::new(up.url()).with_header("Authorization", "Bearer t");
+    client.initialize().await.unwrap();
+    let session = client.session_id.clone().unwrap();
+    let get = |bearer: Option<&'static str>| {
+        let mut req = awc::Client::new()
+            .get(up.url())
+            .insert_header(("Accept", "text/event-stream"))
+            .insert_header(("Mcp-Session-Id", session.as_str()));
+        if let Some(token) = bearer {
+            req = req.insert_header(("Authorization", format!("Bearer {token}")));
+        }
+        req.send()
+    };
+    assert_eq!(get(None).await.unwrap().status().as_u16(), 401);
+    assert_eq!(get(Some("other")).await.unwrap().status().as_u16(), 401);
+    let open = get(Some("t")).await.unwrap();
+    assert_eq!(open.status().as_u16(), 200);
+    let rejections = up.auth_rejections();
+    assert_eq!(rejections.len(), 2);
+    assert!(rejections.iter().all(|r| r.http_method == "GET"));
+
+    let delete = awc::Client::new()
+        .delete(up.url())
+        .insert_header(("Mcp-Session-Id", session.as_str()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status().as_u16(), 401);
+    assert_eq!(up.sessions_deleted(), 0);
+    let delete = awc::Client::new()
+        .delete(up.url())
+        .insert_header(("Mcp-Session-Id", session.as_str()))
+        .insert_header(("Authorization", "Bearer t"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status().as_u16(), 200);
+    assert_eq!(up.sessions_deleted(), 1);
+}
+
+#[test]
+fn base64_and_form_encoding_round_trip() {
+    for (plain, encoded) in [
+        ("", ""),
+        ("f", "Zg=="),
+        ("fo", "Zm8="),
+        ("foo", "Zm9v"),
+        ("user:pass", "dXNlcjpwYXNz"),
+    ] {
+        assert_eq!(base64_encode(plain.as_bytes()), encoded);
+        assert_eq!(base64_decode(encoded).unwrap(), plain.as_bytes());
+    }
+    assert_eq!(base64_decode("not base64!"), None);
+    assert_eq!(form_urlencode("p@ss w+rd&=x:"), "p%40ss+w%2Brd%26%3Dx%3A");
+    assert_eq!(form_urldecode("p%40ss+w%2Brd%26%3Dx%3A"), "p@ss w+rd&=x:");
+    assert_eq!(
+        client_secret_basic("svc:reader", "s"),
+        format!("Basic {}", base64_encode(b"svc%3Areader:s"))
+    );
+}
+
 // ------------------------------------------------------- interop peers
 
 #[actix_web::test]
@@ -828,6 +1332,30 @@ async fn python_sdk_sse_lists_its_tools() {
     let peer = crate::require_peer!(peers::python(PythonTransport::Sse));
     let mut client = LegacySseClient::connect(peer.url()).await.unwrap();
     client.initialize("2024-11-05").await.unwrap();
+    assert_eq!(client.list_tool_names().await.unwrap(), PYTHON_TOOLS);
+}
+
+#[actix_web::test]
+async fn python_sdk_behind_a_bearer_requires_the_token() {
+    let peer = crate::require_peer!(peers::python_with_bearer(
+        PythonTransport::StreamableHttp,
+        "py-selftest-token"
+    ));
+    let reply = McpClient::new(peer.url())
+        .post(&initialize_request(1, CLIENT_PROTOCOL_VERSION))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+    let wrong = McpClient::new(peer.url())
+        .with_header("Authorization", "Bearer nope")
+        .post(&initialize_request(1, CLIENT_PROTOCOL_VERSION))
+        .await
+        .unwrap();
+    assert_eq!(wrong.status, 401);
+    let mut client =
+        McpClient::new(peer.url()).with_header("Authorization", "Bearer py-selftest-token");
+    client.initialize().await.unwrap();
     assert_eq!(client.list_tool_names().await.unwrap(), PYTHON_TOOLS);
 }
 

@@ -1,5 +1,5 @@
 //! Test support shared by the integration tests: a scriptable MCP upstream,
-//! the interop peers (official Python SDK, npm server-everything) and a raw
+//! a test OAuth2 token endpoint, the interop peers (official Python SDK, npm server-everything) and a raw
 //! MCP client to talk to either.
 //!
 //! Declared from a test crate root with
@@ -8,4 +8,5 @@
 
 pub mod mcp_client;
 pub mod peers;
+pub mod token_endpoint;
 pub mod upstream;

@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | Python SDK, Streamable HTTP | `.deps/venv/bin/python tests/fixtures/python_server.py --transport streamable-http --port 0` | `http://127.0.0.1:P/mcp` |
 //! | Python SDK, HTTP+SSE | `... --transport sse --port 0` | `http://127.0.0.1:P/sse` |
+//! | Python SDK behind a bearer | `... --require-bearer TOKEN` | as above, 401 without the token |
 //! | server-everything, stdio | `node .deps/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js stdio` | (stdio) |
 //! | server-everything, Streamable HTTP | `PORT=0 node --require tests/fixtures/pin-loopback.js <index.js> streamableHttp` | `http://127.0.0.1:P/mcp` |
 //! | server-everything, HTTP+SSE | `PORT=0 node --require tests/fixtures/pin-loopback.js <index.js> sse` | `http://127.0.0.1:P/sse` |
@@ -191,6 +192,19 @@ fn ensure_installed(what: &str, path: &Path) -> Result<(), PeerError> {
 
 /// Starts the Python SDK server of `tests/fixtures/python_server.py`.
 pub fn python(transport: PythonTransport) -> Result<PeerProcess, PeerError> {
+    python_with_args(transport, &[])
+}
+
+/// The Python SDK server behind a bearer requirement (`--require-bearer`):
+/// every request without `Authorization: Bearer <token>` gets 401.
+pub fn python_with_bearer(
+    transport: PythonTransport,
+    token: &str,
+) -> Result<PeerProcess, PeerError> {
+    python_with_args(transport, &["--require-bearer", token])
+}
+
+fn python_with_args(transport: PythonTransport, extra: &[&str]) -> Result<PeerProcess, PeerError> {
     ensure_installed("the MCP Python SDK", &python_bin())?;
     let (arg, path) = match transport {
         PythonTransport::StreamableHttp => ("streamable-http", "/mcp"),
@@ -199,6 +213,7 @@ pub fn python(transport: PythonTransport) -> Result<PeerProcess, PeerError> {
     let mut cmd = Command::new(python_bin());
     cmd.arg(python_fixture())
         .args(["--transport", arg, "--port", "0"])
+        .args(extra)
         .env("PYTHONUNBUFFERED", "1");
     PeerProcess::spawn(&format!("python-sdk-{arg}"), cmd, path)
 }

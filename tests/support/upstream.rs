@@ -19,6 +19,12 @@
 //! assert_eq!(up.requests("initialize"), 1);
 //! up.stop().await;
 //! ```
+//!
+//! As an OAuth-protected resource ([`UpstreamBuilder::require_bearer`]), it
+//! demands a bearer token from a [`TokenStore`] on every request, answers
+//! 401 with the MCP authorization spec's `WWW-Authenticate` challenge and
+//! serves its protected resource metadata (see [`BearerAuth`]); the test
+//! token endpoint in `token_endpoint.rs` issues into the same store.
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
@@ -202,6 +208,212 @@ impl GetRecord {
     }
 }
 
+// --------------------------------------------------------------- bearer auth
+
+/// The access tokens a protected upstream accepts, each with its expiry.
+///
+/// The test token endpoint (`tests/support/token_endpoint.rs`) issues into a
+/// store; an upstream with [`BearerAuth`] validates against the same one.
+/// Cloning shares the store; two stores are equal only if they are the same
+/// store.
+#[derive(Clone, Default)]
+pub struct TokenStore {
+    tokens: Arc<Mutex<HashMap<String, Option<Instant>>>>,
+}
+
+impl TokenStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Accepts `token` for `ttl` from now (`None`: forever). Inserting a
+    /// known token again resets its expiry.
+    pub fn insert(&self, token: impl Into<String>, ttl: Option<Duration>) {
+        let expires = ttl.map(|ttl| Instant::now() + ttl);
+        lock(&self.tokens).insert(token.into(), expires);
+    }
+    /// Issued, not revoked and not expired.
+    pub fn is_valid(&self, token: &str) -> bool {
+        match lock(&self.tokens).get(token) {
+            Some(Some(expires)) => Instant::now() < *expires,
+            Some(None) => true,
+            None => false,
+        }
+    }
+    /// When `token` expires: `None` if unknown, `Some(None)` if never.
+    pub fn expiry(&self, token: &str) -> Option<Option<Instant>> {
+        lock(&self.tokens).get(token).copied()
+    }
+    /// Forgets `token`; whether it was known.
+    pub fn revoke(&self, token: &str) -> bool {
+        lock(&self.tokens).remove(token).is_some()
+    }
+    /// Forgets every token (the next request carrying one gets a 401);
+    /// returns how many there were.
+    pub fn revoke_all(&self) -> usize {
+        let mut tokens = lock(&self.tokens);
+        let n = tokens.len();
+        tokens.clear();
+        n
+    }
+    /// Every known token, expired ones included.
+    pub fn tokens(&self) -> Vec<String> {
+        lock(&self.tokens).keys().cloned().collect()
+    }
+    /// Tokens that are valid now.
+    pub fn valid_count(&self) -> usize {
+        let now = Instant::now();
+        lock(&self.tokens)
+            .values()
+            .filter(|e| e.is_none_or(|e| now < e))
+            .count()
+    }
+}
+
+impl PartialEq for TokenStore {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.tokens, &other.tokens)
+    }
+}
+
+impl Eq for TokenStore {}
+
+impl std::fmt::Debug for TokenStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenStore")
+            .field("tokens", &lock(&self.tokens).len())
+            .finish()
+    }
+}
+
+/// An OAuth-protected MCP server (MCP authorization spec 2025-06-18 /
+/// 2025-11-25, RFC 6750, RFC 9728), as [`UpstreamBehavior::bearer`].
+///
+/// Every request (POST, the GET push stream, DELETE, and the legacy
+/// transport's GET and POST) must carry `Authorization: Bearer <token>` with
+/// a token valid in `store`. Otherwise: 401 with
+/// `WWW-Authenticate: Bearer resource_metadata="<prm>"` (no `error` when no
+/// token was sent, `error="invalid_token"` for an unknown, revoked or expired
+/// one), plus `scope="..."` with [`challenge_scope`](Self::challenge_scope).
+/// A request with a valid token gets 403
+/// `Bearer error="insufficient_scope", scope="..."` when
+/// [`insufficient_scope`](Self::insufficient_scope) is set.
+///
+/// The protected resource metadata (RFC 9728) is served by the upstream
+/// itself, without authentication, at `GET /.well-known/oauth-protected-resource/mcp`
+/// (`prm_at_path`) and `GET /.well-known/oauth-protected-resource`
+/// (`prm_at_root`): `{"resource": <the MCP URL>, "authorization_servers":
+/// [...], "bearer_methods_supported": ["header"]}`. These requests are logged
+/// in [`UpstreamHandle::prm_requests`], not in the other counters. The
+/// authorization server metadata lives with the token endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BearerAuth {
+    pub store: TokenStore,
+    /// Put `resource_metadata="..."` in the challenge (default true).
+    pub challenge_resource_metadata: bool,
+    /// The `resource_metadata` URL; default: this upstream's path-suffixed
+    /// document, `http://127.0.0.1:P/.well-known/oauth-protected-resource/mcp`.
+    pub resource_metadata_url: Option<String>,
+    /// Add `scope="..."` to the 401 challenge.
+    pub challenge_scope: Option<String>,
+    /// Answer every request with a valid token 403 `insufficient_scope`,
+    /// naming this scope.
+    pub insufficient_scope: Option<String>,
+    /// `authorization_servers` of the metadata (issuer URLs).
+    pub authorization_servers: Vec<String>,
+    /// `scopes_supported` of the metadata (left out when empty).
+    pub scopes_supported: Vec<String>,
+    /// The metadata's `resource`; default: the MCP URL.
+    pub prm_resource: Option<String>,
+    /// Serve `/.well-known/oauth-protected-resource/mcp` (default true).
+    pub prm_at_path: bool,
+    /// Serve `/.well-known/oauth-protected-resource` (default true).
+    pub prm_at_root: bool,
+}
+
+impl BearerAuth {
+    pub fn new(store: TokenStore) -> Self {
+        Self {
+            store,
+            challenge_resource_metadata: true,
+            resource_metadata_url: None,
+            challenge_scope: None,
+            insufficient_scope: None,
+            authorization_servers: Vec::new(),
+            scopes_supported: Vec::new(),
+            prm_resource: None,
+            prm_at_path: true,
+            prm_at_root: true,
+        }
+    }
+    /// Adds an issuer to `authorization_servers`.
+    pub fn authorization_server(mut self, issuer: impl Into<String>) -> Self {
+        self.authorization_servers.push(issuer.into());
+        self
+    }
+    /// A challenge without `resource_metadata` (the client must try the
+    /// well-known URIs).
+    pub fn without_resource_metadata(mut self) -> Self {
+        self.challenge_resource_metadata = false;
+        self
+    }
+    pub fn resource_metadata_url(mut self, url: impl Into<String>) -> Self {
+        self.resource_metadata_url = Some(url.into());
+        self
+    }
+    pub fn challenge_scope(mut self, scope: impl Into<String>) -> Self {
+        self.challenge_scope = Some(scope.into());
+        self
+    }
+    pub fn insufficient_scope(mut self, scope: impl Into<String>) -> Self {
+        self.insufficient_scope = Some(scope.into());
+        self
+    }
+    pub fn scopes_supported<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scopes_supported = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+    pub fn prm_resource(mut self, resource: impl Into<String>) -> Self {
+        self.prm_resource = Some(resource.into());
+        self
+    }
+    /// Which protected resource metadata documents exist.
+    pub fn prm_docs(mut self, at_path: bool, at_root: bool) -> Self {
+        self.prm_at_path = at_path;
+        self.prm_at_root = at_root;
+        self
+    }
+}
+
+impl From<TokenStore> for BearerAuth {
+    fn from(store: TokenStore) -> Self {
+        Self::new(store)
+    }
+}
+
+/// A request a [`BearerAuth`] upstream refused (401 or 403).
+#[derive(Clone, Debug)]
+pub struct AuthRejection {
+    pub at: Instant,
+    /// `POST`, `GET`, `DELETE`.
+    pub http_method: String,
+    pub path: String,
+    /// The JSON-RPC method of a POSTed message, when the body had one.
+    pub rpc_method: Option<String>,
+    /// The bearer token it carried, if any.
+    pub token: Option<String>,
+    pub status: u16,
+    /// The `WWW-Authenticate` value sent back.
+    pub challenge: String,
+}
+
+/// The protected resource metadata paths (RFC 9728 section 3.1) of the MCP
+/// endpoint `/mcp` (or `/sse`), and the root one.
+pub const PRM_ROOT_PATH: &str = "/.well-known/oauth-protected-resource";
+
 /// Everything the test upstream can be told. `Default` is a well-behaved
 /// server with 5 tools, sessions, JSON answers and no push stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -239,6 +451,10 @@ pub struct UpstreamBehavior {
     pub strict_accept: bool,
     /// Every request must carry this header with this value, else 401.
     pub required_header: Option<(String, String)>,
+    /// OAuth-protected resource: every request must carry a bearer token
+    /// valid in [`BearerAuth::store`], and the protected resource metadata
+    /// documents are served (see [`BearerAuth`]).
+    pub bearer: Option<BearerAuth>,
     pub fault: Option<Fault>,
     pub fault_on: Methods,
     /// Wait this long before answering.
@@ -272,6 +488,7 @@ impl Default for UpstreamBehavior {
             require_protocol_header: false,
             strict_accept: true,
             required_header: None,
+            bearer: None,
             fault: None,
             fault_on: Methods::All,
             delay: None,
@@ -383,6 +600,12 @@ impl UpstreamBuilder {
     }
     pub fn required_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.behavior.required_header = Some((name.into(), value.into()));
+        self
+    }
+    /// Require a bearer token valid in a [`TokenStore`] on every request;
+    /// takes a store or a configured [`BearerAuth`].
+    pub fn require_bearer(mut self, auth: impl Into<BearerAuth>) -> Self {
+        self.behavior.bearer = Some(auth.into());
         self
     }
     pub fn fault(mut self, fault: Fault) -> Self {
@@ -630,6 +853,12 @@ struct Stats {
     last_initialize_params: Option<Value>,
     sessions_created: u64,
     sessions_deleted: u64,
+    /// Requests refused by [`BearerAuth`].
+    auth_rejections: Vec<AuthRejection>,
+    /// Distinct bearer tokens accepted, in order of first use.
+    bearer_tokens: Vec<String>,
+    /// Protected resource metadata fetches: path and status.
+    prm_requests: Vec<(String, u16)>,
 }
 
 #[derive(Default)]
@@ -850,6 +1079,49 @@ impl UpstreamHandle {
     pub fn reset_counters(&self) {
         *lock(&self.inner.stats) = Stats::default();
     }
+
+    // -- bearer auth -------------------------------------------------------
+
+    /// Protects the upstream from now on (`None`: open again).
+    pub fn set_bearer(&self, auth: Option<BearerAuth>) {
+        self.update(|b| b.bearer = auth);
+    }
+    /// The path-suffixed protected resource metadata URL,
+    /// `http://127.0.0.1:P/.well-known/oauth-protected-resource/mcp`.
+    pub fn prm_url(&self) -> String {
+        self.inner.prm_url(&self.behavior())
+    }
+    /// `http://127.0.0.1:P/.well-known/oauth-protected-resource`.
+    pub fn prm_root_url(&self) -> String {
+        format!("http://{}{PRM_ROOT_PATH}", self.inner.addr)
+    }
+    /// Requests refused with 401 or 403 by [`BearerAuth`], in order.
+    pub fn auth_rejections(&self) -> Vec<AuthRejection> {
+        lock(&self.inner.stats).auth_rejections.clone()
+    }
+    /// How many requests were answered 401.
+    pub fn unauthorized_responses(&self) -> usize {
+        self.count_rejections(401)
+    }
+    /// How many requests were answered 403.
+    pub fn forbidden_responses(&self) -> usize {
+        self.count_rejections(403)
+    }
+    fn count_rejections(&self, status: u16) -> usize {
+        lock(&self.inner.stats)
+            .auth_rejections
+            .iter()
+            .filter(|r| r.status == status)
+            .count()
+    }
+    /// The distinct bearer tokens the upstream accepted, in order of first use.
+    pub fn bearer_tokens(&self) -> Vec<String> {
+        lock(&self.inner.stats).bearer_tokens.clone()
+    }
+    /// Protected resource metadata fetches (path, status), in order.
+    pub fn prm_requests(&self) -> Vec<(String, u16)> {
+        lock(&self.inner.stats).prm_requests.clone()
+    }
 }
 
 fn find_header(headers: &[(String, String)], name: &str) -> Option<String> {
@@ -960,7 +1232,17 @@ impl Inner {
 
     async fn serve(self: Arc<Self>, req: HttpRequest, body: Bytes) -> HttpResponse {
         let b = self.behavior();
+        if let Some(auth) = &b.bearer {
+            if let Some(doc) = self.protected_resource_metadata(&req, auth, &b) {
+                return doc;
+            }
+        }
         self.record_request(&req);
+        if let Some(auth) = &b.bearer {
+            if let Some(rejection) = self.check_bearer(&req, &body, auth, &b) {
+                return rejection;
+            }
+        }
         if let Some((name, value)) = &b.required_header {
             if header_str(&req, name).as_deref() != Some(value.as_str()) {
                 return json_status(
@@ -1002,6 +1284,137 @@ impl Inner {
         if method == "initialize" {
             stats.last_initialize_params = msg.get("params").cloned();
         }
+    }
+
+    // -- OAuth-protected resource -----------------------------------------
+
+    /// The MCP endpoint's URL: what the metadata names as `resource`.
+    fn endpoint_url(&self, b: &UpstreamBehavior) -> String {
+        let path = if b.legacy_sse { "sse" } else { "mcp" };
+        format!("http://{}/{path}", self.addr)
+    }
+
+    /// `http://127.0.0.1:P/.well-known/oauth-protected-resource/mcp`.
+    fn prm_url(&self, b: &UpstreamBehavior) -> String {
+        let path = if b.legacy_sse { "sse" } else { "mcp" };
+        format!("http://{}{PRM_ROOT_PATH}/{path}", self.addr)
+    }
+
+    /// Answers a GET of a protected resource metadata path (a document, or
+    /// 404 when that one is switched off); `None` for any other request.
+    fn protected_resource_metadata(
+        &self,
+        req: &HttpRequest,
+        auth: &BearerAuth,
+        b: &UpstreamBehavior,
+    ) -> Option<HttpResponse> {
+        let path = req.path();
+        if !path.starts_with(PRM_ROOT_PATH) {
+            return None;
+        }
+        let endpoint_path = if b.legacy_sse { "/sse" } else { "/mcp" };
+        let exists = if path == PRM_ROOT_PATH {
+            auth.prm_at_root
+        } else if path.strip_prefix(PRM_ROOT_PATH) == Some(endpoint_path) {
+            auth.prm_at_path
+        } else {
+            false
+        };
+        let res = if req.method().as_str() != "GET" {
+            method_not_allowed("GET")
+        } else if exists {
+            let mut doc = json!({
+                "resource": auth.prm_resource.clone().unwrap_or_else(|| self.endpoint_url(b)),
+                "authorization_servers": auth.authorization_servers,
+                "bearer_methods_supported": ["header"],
+            });
+            if !auth.scopes_supported.is_empty() {
+                doc["scopes_supported"] = json!(auth.scopes_supported);
+            }
+            json_status(StatusCode::OK, &doc)
+        } else {
+            json_status(StatusCode::NOT_FOUND, &json!({ "error": "not found" }))
+        };
+        lock(&self.stats)
+            .prm_requests
+            .push((path.to_owned(), res.status().as_u16()));
+        Some(res)
+    }
+
+    /// 401 without a valid bearer token, 403 with `insufficient_scope`;
+    /// `None` lets the request through.
+    fn check_bearer(
+        &self,
+        req: &HttpRequest,
+        body: &Bytes,
+        auth: &BearerAuth,
+        b: &UpstreamBehavior,
+    ) -> Option<HttpResponse> {
+        let token = header_str(req, "authorization").and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_owned())
+        });
+        let valid = token.as_deref().is_some_and(|t| auth.store.is_valid(t));
+        let mut params = Vec::new();
+        let status = if !valid {
+            if token.is_some() {
+                params.push(("error", "invalid_token".to_owned()));
+            }
+            if let Some(scope) = &auth.challenge_scope {
+                params.push(("scope", scope.clone()));
+            }
+            StatusCode::UNAUTHORIZED
+        } else if let Some(scope) = &auth.insufficient_scope {
+            params.push(("error", "insufficient_scope".to_owned()));
+            params.push(("scope", scope.clone()));
+            StatusCode::FORBIDDEN
+        } else {
+            if let Some(t) = token {
+                let mut stats = lock(&self.stats);
+                if !stats.bearer_tokens.contains(&t) {
+                    stats.bearer_tokens.push(t);
+                }
+            }
+            return None;
+        };
+        if auth.challenge_resource_metadata {
+            let url = auth
+                .resource_metadata_url
+                .clone()
+                .unwrap_or_else(|| self.prm_url(b));
+            params.push(("resource_metadata", url));
+        }
+        let challenge = if params.is_empty() {
+            "Bearer".to_owned()
+        } else {
+            let params: Vec<String> = params.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            format!("Bearer {}", params.join(", "))
+        };
+        let rpc_method = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|m| m.get("method").and_then(Value::as_str).map(str::to_owned));
+        lock(&self.stats).auth_rejections.push(AuthRejection {
+            at: Instant::now(),
+            http_method: req.method().as_str().to_owned(),
+            path: req.path().to_owned(),
+            rpc_method,
+            token,
+            status: status.as_u16(),
+            challenge: challenge.clone(),
+        });
+        let error = if status == StatusCode::FORBIDDEN {
+            "insufficient_scope"
+        } else {
+            "invalid_token"
+        };
+        Some(
+            HttpResponse::build(status)
+                .insert_header((header::WWW_AUTHENTICATE, challenge))
+                .content_type("application/json")
+                .body(json!({ "error": error }).to_string()),
+        )
     }
 
     // -- Streamable HTTP ------------------------------------------------

@@ -291,6 +291,8 @@ struct ProtectedResourceMetadata {
 
 #[derive(Deserialize)]
 struct AuthorizationServerMetadata {
+    #[serde(default)]
+    issuer: Option<String>,
     token_endpoint: Option<String>,
     #[serde(default)]
     token_endpoint_auth_methods_supported: Option<Vec<String>>,
@@ -423,6 +425,19 @@ pub async fn discover(
                 .join(", ")
         ))
     })?;
+    // RFC 9728 3.3: the metadata must be about this server, or a token for
+    // another resource would be requested (and sent here).
+    let resource = match prm.resource.as_deref() {
+        Some(resource) => {
+            if !resource_covers(resource, server) {
+                return Err(fail(format!(
+                    "the protected resource metadata is for {resource}, not for this server"
+                )));
+            }
+            resource.to_owned()
+        }
+        None => canonical_resource(server),
+    };
     let issuer = prm.authorization_servers.first().ok_or_else(|| {
         fail("the protected resource metadata lists no authorization_servers".into())
     })?;
@@ -461,6 +476,15 @@ pub async fn discover(
             redact_url(&issuer)
         ))
     })?;
+    // RFC 8414 3.3: the document must be the named issuer's own.
+    if let Some(stated) = asm.issuer.as_deref() {
+        if stated.trim_end_matches('/') != issuer.as_str().trim_end_matches('/') {
+            return Err(fail(format!(
+                "the authorization server metadata names issuer {stated}, not {}",
+                redact_url(&issuer)
+            )));
+        }
+    }
     let token_url = asm
         .token_endpoint
         .ok_or_else(|| fail("the authorization server metadata has no token_endpoint".into()))?;
@@ -472,9 +496,21 @@ pub async fn discover(
     Ok(TokenEndpoint {
         url: token_url,
         client_auth,
-        resource: prm.resource.unwrap_or_else(|| canonical_resource(server)),
+        resource,
         challenge_scope: challenge.scope,
     })
+}
+
+/// Whether the metadata's `resource` identifies `server`: the same origin,
+/// and a path that is the server's or a parent of it.
+fn resource_covers(resource: &str, server: &Url) -> bool {
+    let Ok(resource) = Url::parse(resource) else {
+        return false;
+    };
+    let path = resource.path().trim_end_matches('/');
+    let server_path = server.path().trim_end_matches('/');
+    resource.origin() == server.origin()
+        && (path.is_empty() || server_path == path || server_path.starts_with(&format!("{path}/")))
 }
 
 /// The configured method if the server supports it (or says nothing),
@@ -552,6 +588,21 @@ mod tests {
                 .as_str(),
             "https://s.example/.well-known/oauth-protected-resource"
         );
+    }
+
+    #[test]
+    fn metadata_must_be_about_this_server() {
+        let server = Url::parse("http://127.0.0.1:8000/api/mcp").unwrap();
+        assert!(resource_covers("http://127.0.0.1:8000/api/mcp", &server));
+        assert!(resource_covers("http://127.0.0.1:8000/api", &server));
+        assert!(resource_covers("http://127.0.0.1:8000/", &server));
+        assert!(!resource_covers("http://127.0.0.1:8000/ap", &server));
+        assert!(!resource_covers(
+            "https://elsewhere.example/api/mcp",
+            &server
+        ));
+        assert!(!resource_covers("http://127.0.0.1:8001/api/mcp", &server));
+        assert!(!resource_covers("not a url", &server));
     }
 
     #[test]
