@@ -181,7 +181,9 @@ servers:
         .map_err(|e| anyhow::anyhow!("the bench's configuration is invalid: {e}"))?;
     let options = AppOptions::for_tests();
     let app_workers = options.workers;
-    let app = Application::build(Arc::new(config), options).context("building the application")?;
+    let app = Application::build(Arc::new(config), options)
+        .await
+        .context("building the application")?;
     let base = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
     let running = actix_rt::spawn(app.run());

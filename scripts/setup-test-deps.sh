@@ -5,6 +5,8 @@
 #                package pinned in tests/fixtures/requirements.txt
 #   .deps/node   npm `@modelcontextprotocol/server-everything`, pinned by
 #                tests/fixtures/node/package.json + package-lock.json
+#   PostgreSQL   Debian's `postgresql` package (system-wide, root only), for
+#                the store and replica tests
 #
 # Idempotent: each part is skipped when its stamp matches the pin files, so a
 # second run takes well under a second. Needs python3 (3.10+) and node 20+/npm
@@ -81,6 +83,26 @@ install_node() {
     log "node: server-everything $(node -p "require('$dir/node_modules/@modelcontextprotocol/server-everything/package.json').version")"
 }
 
+# ------------------------------------------------------ PostgreSQL server
+# Debian's package, installed once here so that tests running in parallel
+# never race for the apt lock (scripts/postgres-test.sh starts throwaway
+# servers from it). Skipped when present, or when MCP_DISCOVERY_SKIP_POSTGRES=1.
+install_postgres() {
+    if [[ "${MCP_DISCOVERY_SKIP_POSTGRES:-}" == 1 ]]; then
+        log "postgres: skipped (MCP_DISCOVERY_SKIP_POSTGRES=1)"
+        return
+    fi
+    if compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null; then
+        log "postgres: installed"
+        return
+    fi
+    [[ "$(id -u)" == 0 ]] || die "PostgreSQL is missing and only root can install it (apt-get install postgresql), or set MCP_DISCOVERY_SKIP_POSTGRES=1"
+    log "installing PostgreSQL from Debian's packages"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+}
+
 install_python
 install_node
+install_postgres
 log "done; peers in $DEPS"

@@ -173,7 +173,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     };
     let system = actix_rt::System::new();
     let result = system.block_on(async move {
-        let outcome = match Application::build(Arc::new(config), options) {
+        let outcome = match Application::build(Arc::new(config), options).await {
             Ok(app) => app.run().await,
             Err(err) => Err(err),
         };

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod probe;
 pub mod reload;
 pub mod startup;
+pub mod store;
 pub mod telemetry;
 
 pub use metrics::Metrics;

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use discovery_actors::supervisor::{ApplyConfig, Supervisor};
+use discovery_actors::supervisor::{ApplyConfig, ApplyError, Supervisor};
 use discovery_config::{restart_required, Config, ConfigErrors};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -235,10 +235,28 @@ impl Handler<Reload> for ConfigWatcher {
         AtomicResponse::new(Box::pin(
             async move {
                 let config = prepared?;
-                let diff = supervisor
+                let applied = supervisor
                     .send(ApplyConfig(config.clone()))
                     .await
                     .map_err(|e| ReloadError::Engine(e.to_string()))?;
+                let diff = applied.map_err(|e| match e {
+                    ApplyError::NameTaken(names) => ReloadError::Rejected(ConfigErrors(
+                        names
+                            .iter()
+                            .map(|name| {
+                                discovery_config::ConfigError::new(
+                                    config.source.as_deref(),
+                                    format!("servers.{name}"),
+                                    format!(
+                                        "the name {name:?} is already registered over the API. \
+                                         Hint: DELETE /v1/servers/{name} first, or pick another name"
+                                    ),
+                                )
+                            })
+                            .collect(),
+                    )),
+                    ApplyError::ShuttingDown => ReloadError::Engine(e.to_string()),
+                })?;
                 Ok((config, diff))
             }
             .into_actor(self)

@@ -10,13 +10,14 @@ use actix::{Actor, Addr};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, HttpServer};
 use anyhow::Context as _;
-use discovery_actors::supervisor::Shutdown;
+use discovery_actors::supervisor::{Shutdown, SyncApiServers};
 use discovery_actors::{start_engine, DiscoveryEvents, Engine};
 use discovery_config::Config;
 
 use crate::api::{self, ApiState, Readiness};
 use crate::metrics::Metrics;
 use crate::reload::{ConfigWatcher, Reload, ReloadTrigger};
+use crate::store::Store;
 
 /// Knobs that are not part of the configuration file.
 #[derive(Clone, Debug)]
@@ -31,6 +32,8 @@ pub struct AppOptions {
     pub engine_shutdown_deadline: Duration,
     /// Stop gracefully on SIGTERM / SIGINT (a second signal exits at once).
     pub handle_signals: bool,
+    /// Overrides `store.url` (tests use `sqlite::memory:`).
+    pub store_url: Option<String>,
 }
 
 impl AppOptions {
@@ -43,6 +46,7 @@ impl AppOptions {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             workers: Some(2),
             handle_signals: false,
+            store_url: Some("sqlite::memory:".into()),
             ..Self::default()
         }
     }
@@ -56,6 +60,7 @@ impl Default for AppOptions {
             http_shutdown_timeout: Self::DEFAULT_HTTP_SHUTDOWN_TIMEOUT,
             engine_shutdown_deadline: Self::DEFAULT_ENGINE_SHUTDOWN_DEADLINE,
             handle_signals: true,
+            store_url: None,
         }
     }
 }
@@ -67,6 +72,7 @@ pub struct Application {
     local_addr: SocketAddr,
     engine: Engine,
     reloader: Addr<ConfigWatcher>,
+    syncer: actix_rt::task::JoinHandle<()>,
     metrics: Arc<Metrics>,
     options: AppOptions,
 }
@@ -92,9 +98,13 @@ impl Application {
     /// prepares the HTTP server (it serves once [`Application::run`] is
     /// polled; connections queue until then). Must be called inside a
     /// running System (`#[actix_web::test]`, `System::new().block_on`).
-    pub fn build(config: Arc<Config>, options: AppOptions) -> anyhow::Result<Application> {
+    pub async fn build(config: Arc<Config>, options: AppOptions) -> anyhow::Result<Application> {
         if actix_rt::System::try_current().is_none() {
             anyhow::bail!("Application::build must be called inside a running actix System");
+        }
+        let store = open_store(&config, &options).await?;
+        if config.admin.api_keys.is_empty() {
+            tracing::warn!("admin.api_keys is not set: writes (register, refresh, reload) are accepted only from loopback clients");
         }
         let metrics = Arc::new(Metrics::new().context("could not set up the metrics")?);
 
@@ -118,6 +128,35 @@ impl Application {
         let (watcher, running_config) =
             ConfigWatcher::new(config.clone(), engine.supervisor.clone(), metrics.clone());
         let reloader = watcher.start();
+        // Registered servers start with the file's (same path, same actor),
+        // and follow the other replicas' writes.
+        let mut changes = store
+            .changes()
+            .await
+            .context("could not subscribe to the store's changes")?;
+        let stored = store
+            .list()
+            .await
+            .context("could not read the stored servers")?;
+        engine.supervisor.do_send(SyncApiServers {
+            entries: stored.into_iter().map(|s| (s.name, s.entry)).collect(),
+        });
+        let syncer = {
+            let store = store.clone();
+            let supervisor = engine.supervisor.clone();
+            actix_rt::spawn(async move {
+                while changes.recv().await.is_some() {
+                    match store.list().await {
+                        Ok(stored) => supervisor.do_send(SyncApiServers {
+                            entries: stored.into_iter().map(|s| (s.name, s.entry)).collect(),
+                        }),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "Could not re-read the stored servers; retrying on the next change.")
+                        }
+                    }
+                }
+            })
+        };
 
         let state = web::Data::new(ApiState::new(
             &engine,
@@ -125,6 +164,7 @@ impl Application {
             readiness,
             reloader.clone().recipient(),
             running_config,
+            Some(Arc::new(store)),
         ));
         let mut http = HttpServer::new(move || api::app(state.clone()))
             .shutdown_timeout(options.http_shutdown_timeout.as_secs())
@@ -165,6 +205,7 @@ impl Application {
             local_addr,
             engine,
             reloader,
+            syncer,
             metrics,
             options,
         })
@@ -203,6 +244,7 @@ impl Application {
             handle,
             engine,
             reloader,
+            syncer,
             options,
             ..
         } = self;
@@ -234,8 +276,27 @@ impl Application {
             stop.abort();
             reload.abort();
         }
+        syncer.abort();
         served.context("the HTTP server failed")
     }
+}
+
+/// The store of runtime registrations: `store.url`, or a SQLite file next
+/// to the configuration file.
+async fn open_store(config: &Config, options: &AppOptions) -> anyhow::Result<Store> {
+    let url = options
+        .store_url
+        .clone()
+        .or_else(|| config.store.url.as_ref().map(|u| u.expose().to_owned()))
+        .unwrap_or_else(|| Store::default_url(config.source.as_deref()));
+    let store = Store::connect(&url, config.store.encryption_key.as_ref())
+        .await
+        .context("could not open the store of runtime registrations (store.url)")?;
+    tracing::info!(store = %store.location(), encrypted = store.is_encrypted(), "Opened the store of runtime registrations.");
+    if !store.is_encrypted() {
+        tracing::warn!("store.encryption_key is not set: secrets of servers registered over the API are stored unencrypted");
+    }
+    Ok(store)
 }
 
 /// SIGHUP: reload the configuration file (the outcome is logged by the
@@ -314,12 +375,16 @@ mod tests {
 
     #[test]
     fn build_outside_a_system_is_an_error_not_a_panic() {
-        let err = Application::build(
-            Arc::new(Config::embedded_defaults()),
-            AppOptions::for_tests(),
-        )
-        .err()
-        .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let err = runtime
+            .block_on(Application::build(
+                Arc::new(Config::embedded_defaults()),
+                AppOptions::for_tests(),
+            ))
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("actix System"), "{err}");
     }
 
@@ -329,6 +394,7 @@ mod tests {
             Arc::new(Config::embedded_defaults()),
             AppOptions::for_tests(),
         )
+        .await
         .unwrap();
         assert_ne!(app.port(), 0);
         assert!(app.local_addr().ip().is_loopback());
@@ -360,6 +426,7 @@ mod tests {
             ..AppOptions::for_tests()
         };
         let err = Application::build(Arc::new(Config::embedded_defaults()), options)
+            .await
             .err()
             .unwrap();
         assert!(

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use discovery_config::{diff_servers, Config, ConfigDiff, ServerName, ServerSpec};
+use discovery_config::{
+    diff_servers, server_from_value, Config, ConfigDiff, ConfigErrors, ServerName, ServerSource,
+    ServerSpec,
+};
 use futures_util::future::join_all;
 use indexmap::IndexMap;
 use tokio::sync::watch;
@@ -60,6 +63,11 @@ pub struct Supervisor {
     next_generation: u64,
     separator: String,
     upstreams: IndexMap<ServerName, Running>,
+    /// The last applied configuration (its globals apply to API servers).
+    config: Arc<Config>,
+    /// Servers registered over the API, as registered (raw config
+    /// entries): their effective settings are recomputed on every reload.
+    api: IndexMap<ServerName, serde_json::Value>,
     shutting_down: bool,
 }
 
@@ -75,6 +83,8 @@ impl Supervisor {
             next_generation: 0,
             separator: String::new(),
             upstreams: IndexMap::new(),
+            config: Arc::new(Config::embedded_defaults()),
+            api: IndexMap::new(),
             shutting_down: false,
         }
     }
@@ -137,29 +147,64 @@ impl Actor for Supervisor {
     }
 }
 
-/// Sent by the service (start-up, reload): diff against the running servers
-/// and start / stop / restart upstreams accordingly. Replies with the diff.
-#[derive(Message)]
-#[rtype(result = "ConfigDiff")]
-pub struct ApplyConfig(pub Arc<Config>);
-
-impl Handler<ApplyConfig> for Supervisor {
-    type Result = MessageResult<ApplyConfig>;
-
-    fn handle(&mut self, msg: ApplyConfig, _ctx: &mut Self::Context) -> Self::Result {
-        if self.shutting_down {
-            return MessageResult(ConfigDiff::default());
+impl Supervisor {
+    /// Every server that should run under `config`: the file's, then the
+    /// API's with their effective settings under `config`'s globals. A
+    /// name in both is an error (the reload that adds it is rejected).
+    fn desired(
+        &self,
+        config: &Config,
+        api: &IndexMap<ServerName, serde_json::Value>,
+    ) -> Result<IndexMap<ServerName, ServerSpec>, ApplyError> {
+        let mut out = config.servers.clone();
+        let taken: Vec<String> = api
+            .keys()
+            .filter(|name| out.contains_key(*name))
+            .map(ToString::to_string)
+            .collect();
+        if !taken.is_empty() {
+            return Err(ApplyError::NameTaken(taken));
         }
-        let config = msg.0;
+        for (name, entry) in api {
+            match server_from_value(
+                name.as_str(),
+                entry.clone(),
+                &config.discovery,
+                &config.catalog.separator,
+                ServerSource::Api,
+            ) {
+                Ok(spec) => {
+                    out.insert(name.clone(), spec);
+                }
+                // Valid when registered; invalid under the new globals (a new
+                // separator inside its name): keep what runs, say why.
+                Err(errors) => {
+                    tracing::warn!(server = %name, errors = %errors, "A registered server is not valid under the new configuration; it keeps its settings.");
+                    if let Some(running) = self.upstreams.get(name) {
+                        out.insert(name.clone(), (*running.spec).clone());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes the running upstreams match `desired`: start added, stop
+    /// removed, restart changed, leave the others alone.
+    fn converge(
+        &mut self,
+        desired: &IndexMap<ServerName, ServerSpec>,
+        separator: &str,
+    ) -> ConfigDiff {
         let current: IndexMap<ServerName, ServerSpec> = self
             .upstreams
             .iter()
             .map(|(name, r)| (name.clone(), (*r.spec).clone()))
             .collect();
-        let mut diff = diff_servers(&current, &config.servers);
+        let mut diff = diff_servers(&current, desired);
         // The separator is part of every tool name: a new one changes all.
-        if config.catalog.separator != self.separator {
-            self.separator = config.catalog.separator.clone();
+        if separator != self.separator {
+            self.separator = separator.to_owned();
             diff.changed.append(&mut diff.unchanged);
         }
         for name in &diff.removed {
@@ -169,13 +214,48 @@ impl Handler<ApplyConfig> for Supervisor {
             self.stop_upstream(name, false);
         }
         for name in diff.added.iter().chain(&diff.changed) {
-            if let Some(spec) = config.servers.get(name) {
+            if let Some(spec) = desired.get(name) {
                 self.start_upstream(Arc::new(spec.clone()));
             }
         }
-        // Keep config order for the registry's listing of new servers.
+        // Keep the desired order (file order, then API registrations).
         self.upstreams
-            .sort_by_cached_key(|name, _| config.servers.get_index_of(name));
+            .sort_by_cached_key(|name, _| desired.get_index_of(name));
+        diff
+    }
+
+    fn is_file_server(&self, name: &ServerName) -> bool {
+        self.config.servers.contains_key(name)
+    }
+}
+
+/// Why a configuration was not applied (nothing changed).
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("server name(s) {} are already registered over the API. Hint: delete them with DELETE /v1/servers/NAME first, or pick other names", .0.join(", "))]
+    NameTaken(Vec<String>),
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+}
+
+/// Sent by the service (start-up, reload): diff against the running servers
+/// and start / stop / restart upstreams accordingly. Replies with the diff,
+/// or why nothing was applied.
+#[derive(Message)]
+#[rtype(result = "Result<ConfigDiff, ApplyError>")]
+pub struct ApplyConfig(pub Arc<Config>);
+
+impl Handler<ApplyConfig> for Supervisor {
+    type Result = Result<ConfigDiff, ApplyError>;
+
+    fn handle(&mut self, msg: ApplyConfig, _ctx: &mut Self::Context) -> Self::Result {
+        if self.shutting_down {
+            return Err(ApplyError::ShuttingDown);
+        }
+        let config = msg.0;
+        let desired = self.desired(&config, &self.api)?;
+        let diff = self.converge(&desired, &config.catalog.separator);
+        self.config = config;
         tracing::info!(
             added = diff.added.len(),
             removed = diff.removed.len(),
@@ -183,7 +263,122 @@ impl Handler<ApplyConfig> for Supervisor {
             unchanged = diff.unchanged.len(),
             "Applied configuration."
         );
-        MessageResult(diff)
+        Ok(diff)
+    }
+}
+
+/// Why a runtime (API) registration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiServerError {
+    #[error("server {0:?} is defined in the configuration file; it can only be changed there")]
+    FileServer(String),
+    #[error("no server named {0:?} was registered over the API")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+}
+
+/// Sent by the API after a registration (POST) or replacement (PUT) was
+/// stored: start the server, or restart it if its settings changed. The
+/// same path as a file server; only the source differs.
+#[derive(Message)]
+#[rtype(result = "Result<(), ApiServerError>")]
+pub struct UpsertApiServer {
+    pub name: ServerName,
+    pub entry: serde_json::Value,
+}
+
+impl Handler<UpsertApiServer> for Supervisor {
+    type Result = Result<(), ApiServerError>;
+
+    fn handle(&mut self, msg: UpsertApiServer, _ctx: &mut Self::Context) -> Self::Result {
+        if self.shutting_down {
+            return Err(ApiServerError::ShuttingDown);
+        }
+        if self.is_file_server(&msg.name) {
+            return Err(ApiServerError::FileServer(msg.name.to_string()));
+        }
+        server_from_value(
+            msg.name.as_str(),
+            msg.entry.clone(),
+            &self.config.discovery,
+            &self.config.catalog.separator,
+            ServerSource::Api,
+        )
+        .map_err(ApiServerError::Invalid)?;
+        let mut api = self.api.clone();
+        api.insert(msg.name, msg.entry);
+        let config = self.config.clone();
+        let desired = self
+            .desired(&config, &api)
+            .map_err(|e| ApiServerError::FileServer(e.to_string()))?;
+        self.api = api;
+        self.converge(&desired, &config.catalog.separator);
+        Ok(())
+    }
+}
+
+/// Sent by the API after a deletion was stored: stop the server.
+#[derive(Message)]
+#[rtype(result = "Result<(), ApiServerError>")]
+pub struct RemoveApiServer {
+    pub name: ServerName,
+}
+
+impl Handler<RemoveApiServer> for Supervisor {
+    type Result = Result<(), ApiServerError>;
+
+    fn handle(&mut self, msg: RemoveApiServer, _ctx: &mut Self::Context) -> Self::Result {
+        if self.is_file_server(&msg.name) {
+            return Err(ApiServerError::FileServer(msg.name.to_string()));
+        }
+        if self.api.shift_remove(&msg.name).is_none() {
+            return Err(ApiServerError::NotFound(msg.name.to_string()));
+        }
+        let config = self.config.clone();
+        let api = self.api.clone();
+        if let Ok(desired) = self.desired(&config, &api) {
+            self.converge(&desired, &config.catalog.separator);
+        }
+        Ok(())
+    }
+}
+
+/// Sent at start-up with the stored registrations, and whenever another
+/// replica changed them: the API servers become exactly these (invalid
+/// or clashing entries are logged and skipped).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SyncApiServers {
+    pub entries: Vec<(String, serde_json::Value)>,
+}
+
+impl Handler<SyncApiServers> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SyncApiServers, _ctx: &mut Self::Context) {
+        if self.shutting_down {
+            return;
+        }
+        let mut api = IndexMap::new();
+        for (name, entry) in msg.entries {
+            let Ok(name) = ServerName::parse(&name, &self.config.catalog.separator) else {
+                tracing::warn!(server = %name, "Skipped a stored server with an invalid name.");
+                continue;
+            };
+            if self.is_file_server(&name) {
+                tracing::warn!(server = %name, "Skipped a stored server whose name the configuration file now uses.");
+                continue;
+            }
+            api.insert(name, entry);
+        }
+        let config = self.config.clone();
+        if let Ok(desired) = self.desired(&config, &api) {
+            self.api = api;
+            self.converge(&desired, &config.catalog.separator);
+        }
     }
 }
 

@@ -46,6 +46,8 @@ pub struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     pub url: Option<Text>,
+    /// Key for encryption at rest of stored entries (64 hex digits).
+    pub encryption_key: Option<Text>,
 }
 
 /// `discovery:` — global timing and limits, the defaults of every server.

@@ -33,6 +33,56 @@ pub struct AdminConfig {
 pub struct StoreConfig {
     /// `sqlite://...` or `postgres://...`; None: the default next to the config.
     pub url: Option<Secret>,
+    /// Key that encrypts stored entries at rest; None: stored in clear. When
+    /// set, [`parse_encryption_key`] accepts it (checked at load).
+    pub encryption_key: Option<Secret>,
+}
+
+/// Length in bytes of `store.encryption_key`.
+pub const ENCRYPTION_KEY_LEN: usize = 32;
+
+/// `store.encryption_key` as key bytes: exactly 32 bytes written as 64
+/// hexadecimal digits (either case; surrounding whitespace ignored), as
+/// `openssl rand -hex 32` prints them. No passphrase and no KDF: the key is
+/// used as given, so it must come from a random source. The error never
+/// repeats the value.
+pub fn parse_encryption_key(text: &str) -> Result<[u8; ENCRYPTION_KEY_LEN], String> {
+    const HINT: &str = "Hint: generate one with `openssl rand -hex 32`.";
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(format!(
+            "must not be empty (an unset variable with an empty default is the usual \
+             cause). {HINT}"
+        ));
+    }
+    let digits = text.as_bytes();
+    if digits.len() != 2 * ENCRYPTION_KEY_LEN {
+        return Err(format!(
+            "must be {} hexadecimal digits ({ENCRYPTION_KEY_LEN} bytes), found {} characters. \
+             {HINT}",
+            2 * ENCRYPTION_KEY_LEN,
+            text.chars().count()
+        ));
+    }
+    let mut key = [0u8; ENCRYPTION_KEY_LEN];
+    for (byte, pair) in key.iter_mut().zip(digits.chunks_exact(2)) {
+        let (Some(hi), Some(lo)) = (hex_value(pair[0]), hex_value(pair[1])) else {
+            return Err(format!(
+                "must be written in hexadecimal digits (0-9, a-f) only. {HINT}"
+            ));
+        };
+        *byte = (hi << 4) | lo;
+    }
+    Ok(key)
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
 }
 
 /// Discovery timing and limits. The global block is the default for every

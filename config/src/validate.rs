@@ -22,9 +22,9 @@ use crate::schema::{
 };
 use crate::tree;
 use crate::types::{
-    AdminConfig, AuthConfig, BackoffSettings, CatalogSettings, ClientAuth, Config,
-    DiscoverySettings, Endpoint, OAuth2Config, Secret, ServerName, ServerSource, ServerSpec,
-    StoreConfig, ToolFilter, TransportKind,
+    parse_encryption_key, AdminConfig, AuthConfig, BackoffSettings, CatalogSettings, ClientAuth,
+    Config, DiscoverySettings, Endpoint, OAuth2Config, Secret, ServerName, ServerSource,
+    ServerSpec, StoreConfig, ToolFilter, TransportKind,
 };
 
 /// One problem in a config: where (file, key path) and why.
@@ -419,7 +419,20 @@ fn store(raw: RawStore, r: &mut Report) -> StoreConfig {
             None
         }
     });
-    StoreConfig { url }
+    // Never echo the key, not even a part of it.
+    let encryption_key =
+        raw.encryption_key
+            .and_then(|Text(key)| match parse_encryption_key(&key) {
+                Ok(_) => Some(Secret::new(key.trim())),
+                Err(message) => {
+                    r.error("store.encryption_key", message);
+                    None
+                }
+            });
+    StoreConfig {
+        url,
+        encryption_key,
+    }
 }
 
 /// A duration from the file or its default; zero refused unless it means
@@ -1435,6 +1448,51 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(paths(&err), ["admin.api_keys[0]"]);
+    }
+
+    #[test]
+    fn store_encryption_key_is_64_hex_digits_and_never_echoed() {
+        let key = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
+        let config = validate_value(
+            json!({"store": {"encryption_key": format!(" {key}\n")}}),
+            None,
+        )
+        .unwrap();
+        let stored = config.store.encryption_key.unwrap();
+        assert_eq!(stored.expose(), key, "kept trimmed");
+        let bytes = crate::parse_encryption_key(stored.expose()).unwrap();
+        assert_eq!(bytes[0], 0x00);
+        assert_eq!(bytes[15], 0xff);
+        assert_eq!(bytes[31], 0xff);
+
+        for (bad, needle) in [
+            ("", "must not be empty"),
+            (
+                "c2VjcmV0LWtleS10aGF0LWlzLWJhc2U2NC1lbmNvZGVkMTI=",
+                "64 hexadecimal digits",
+            ),
+            (&key[..62], "found 62 characters"),
+            (
+                "zz112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+                "hexadecimal digits (0-9, a-f) only",
+            ),
+        ] {
+            let err = validate_value(json!({"store": {"encryption_key": bad}}), None).unwrap_err();
+            assert_eq!(paths(&err), ["store.encryption_key"], "{err}");
+            let text = err.to_string();
+            assert!(text.contains(needle), "{bad:?}: {text}");
+            assert!(text.contains("openssl rand -hex 32"), "{text}");
+            if !bad.is_empty() {
+                assert!(!text.contains(&bad[..16]), "key echoed: {text}");
+            }
+        }
+        assert_eq!(
+            validate_value(json!({}), None)
+                .unwrap()
+                .store
+                .encryption_key,
+            None
+        );
     }
 
     #[test]

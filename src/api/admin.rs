@@ -15,13 +15,20 @@ use crate::reload::{Reload, ReloadError, ReloadTrigger};
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// When `admin.api_keys` is set, a write needs one of them as a bearer
-/// token (compared in constant time). The keys come from the running
-/// configuration, so a reload that changes them takes effect at once.
+/// token (compared in constant time); with no keys, writes are accepted only
+/// from loopback clients. The keys come from the running configuration, so
+/// a reload that changes them takes effect at once.
 pub fn require_admin(req: &HttpRequest, state: &ApiState) -> Result<(), ApiError> {
     let config = state.config.borrow().clone();
     let keys = &config.admin.api_keys;
     if keys.is_empty() {
-        return Ok(());
+        // No keys: only a local operator may write.
+        let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+        return if loopback {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden)
+        };
     }
     let presented = req
         .headers()

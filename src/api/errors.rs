@@ -28,6 +28,26 @@ pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
 
+    /// A registration body that is not a valid config entry.
+    #[error("the server definition is invalid ({} problem(s))", .0.len())]
+    InvalidServer(discovery_config::ConfigErrors),
+
+    /// The name belongs to a server of the configuration file.
+    #[error("server {0:?} is defined in the configuration file. Hint: change or remove it there (the file is reloaded on change), or register under another name")]
+    FileServer(String),
+
+    /// POST of a name that is already registered.
+    #[error("a server named {0:?} is already registered. Hint: PUT /v1/servers/{0} replaces it")]
+    AlreadyRegistered(String),
+
+    /// A body over the limit.
+    #[error("the body exceeds {0} bytes")]
+    PayloadTooLarge(usize),
+
+    /// A write from a non-loopback client while no admin key is configured.
+    #[error("writes are accepted only from loopback clients while no admin key is configured. Hint: set admin.api_keys and send Authorization: Bearer <key>")]
+    Forbidden,
+
     /// A write without a valid admin key (when keys are configured).
     #[error("this endpoint needs `Authorization: Bearer <admin key>`. Hint: the keys are `admin.api_keys` in the configuration")]
     Unauthorized,
@@ -58,6 +78,11 @@ impl ApiError {
             ApiError::ServerNotFound(_) => "server_not_found",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::InvalidServer(_) => "invalid_server",
+            ApiError::FileServer(_) => "file_server",
+            ApiError::AlreadyRegistered(_) => "already_registered",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::Forbidden => "forbidden",
             ApiError::ConfigRejected(_) => "config_rejected",
             ApiError::NoConfigFile => "no_config_file",
             ApiError::EngineUnavailable(_) => "engine_unavailable",
@@ -94,6 +119,10 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::InvalidServer(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::FileServer(_) | ApiError::AlreadyRegistered(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::ConfigRejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NoConfigFile => StatusCode::CONFLICT,
             ApiError::EngineUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -110,7 +139,7 @@ impl ResponseError for ApiError {
             res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
         let errors = match self {
-            ApiError::ConfigRejected(errors) => Some(
+            ApiError::ConfigRejected(errors) | ApiError::InvalidServer(errors) => Some(
                 errors
                     .iter()
                     .map(|e| ProblemJson {

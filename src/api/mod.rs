@@ -16,6 +16,7 @@ pub mod admin;
 pub mod errors;
 pub mod health;
 pub mod metrics;
+pub mod registrations;
 pub mod servers;
 pub mod tools;
 
@@ -25,7 +26,7 @@ use actix::Recipient;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{web, App, HttpRequest};
-use discovery_actors::supervisor::RefreshServer;
+use discovery_actors::supervisor::{RefreshServer, RemoveApiServer, UpsertApiServer};
 use discovery_actors::{Catalog, Engine, ServersSnapshot};
 use discovery_config::Config;
 use tokio::sync::watch;
@@ -50,6 +51,10 @@ pub struct ApiState {
     /// The running configuration (admin keys are read from it, so a reload
     /// changes them at once).
     pub config: watch::Receiver<Arc<Config>>,
+    /// Runtime registrations: the supervisor, and the store that keeps them.
+    pub registrar: Recipient<UpsertApiServer>,
+    pub unregistrar: Recipient<RemoveApiServer>,
+    pub store: Option<Arc<crate::store::Store>>,
 }
 
 impl ApiState {
@@ -59,6 +64,7 @@ impl ApiState {
         readiness: Arc<Readiness>,
         reloader: Recipient<Reload>,
         config: watch::Receiver<Arc<Config>>,
+        store: Option<Arc<crate::store::Store>>,
     ) -> Self {
         Self {
             catalog: engine.catalog.clone(),
@@ -68,6 +74,9 @@ impl ApiState {
             readiness,
             reloader,
             config,
+            registrar: engine.supervisor.clone().recipient(),
+            unregistrar: engine.supervisor.clone().recipient(),
+            store,
         }
     }
 
@@ -107,6 +116,17 @@ pub fn app(
                 ApiError::BadRequest(format!("invalid path: {err}")).into()
             }),
         )
+        .app_data(
+            web::JsonConfig::default()
+                .limit(registrations::MAX_BODY_BYTES)
+                .error_handler(|err, _req| match err {
+                    actix_web::error::JsonPayloadError::Overflow { limit }
+                    | actix_web::error::JsonPayloadError::OverflowKnownLength { limit, .. } => {
+                        ApiError::PayloadTooLarge(limit).into()
+                    }
+                    other => ApiError::BadRequest(format!("malformed JSON body: {other}")).into(),
+                }),
+        )
         .configure(routes)
         .default_service(web::to(not_found))
         .wrap_fn(move |req, srv| metrics::track(metrics.clone(), req, srv))
@@ -122,12 +142,15 @@ fn routes(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/v1/servers")
             .route(web::get().to(servers::list_servers))
-            .default_service(web::to(method_not_allowed("GET"))),
+            .route(web::post().to(registrations::register))
+            .default_service(web::to(method_not_allowed("GET, POST"))),
     )
     .service(
         web::resource("/v1/servers/{name}")
             .route(web::get().to(servers::get_server))
-            .default_service(web::to(method_not_allowed("GET"))),
+            .route(web::put().to(registrations::replace))
+            .route(web::delete().to(registrations::remove))
+            .default_service(web::to(method_not_allowed("GET, PUT, DELETE"))),
     )
     .service(
         web::resource("/v1/servers/{name}/refresh")

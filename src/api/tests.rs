@@ -11,7 +11,9 @@ use actix_web::http::{header, StatusCode};
 use actix_web::test::{self, TestRequest};
 use discovery_actors::catalog::ServerTools;
 use discovery_actors::mcp::Tool;
-use discovery_actors::supervisor::{RefreshServer, UnknownServer};
+use discovery_actors::supervisor::{
+    ApiServerError, RefreshServer, RemoveApiServer, UnknownServer, UpsertApiServer,
+};
 use discovery_actors::{
     Catalog, DiscoveryEvents, DiscoveryState, PushStreamState, ServerView, ServersSnapshot,
 };
@@ -43,6 +45,22 @@ impl Handler<RefreshServer> for FakeSupervisor {
         } else {
             Err(UnknownServer(msg.name))
         }
+    }
+}
+
+impl Handler<UpsertApiServer> for FakeSupervisor {
+    type Result = Result<(), ApiServerError>;
+
+    fn handle(&mut self, _: UpsertApiServer, _: &mut Context<Self>) -> Self::Result {
+        Ok(())
+    }
+}
+
+impl Handler<RemoveApiServer> for FakeSupervisor {
+    type Result = Result<(), ApiServerError>;
+
+    fn handle(&mut self, _: RemoveApiServer, _: &mut Context<Self>) -> Self::Result {
+        Ok(())
     }
 }
 
@@ -143,8 +161,11 @@ fn harness(readiness: Readiness) -> Harness {
         refresher: supervisor.clone().recipient(),
         metrics: Arc::new(Metrics::new().unwrap()),
         readiness: Arc::new(readiness),
-        reloader: supervisor.recipient(),
+        reloader: supervisor.clone().recipient(),
         config: config_rx,
+        registrar: supervisor.clone().recipient(),
+        unregistrar: supervisor.recipient(),
+        store: None,
     });
     Harness {
         catalog_tx,
@@ -352,11 +373,34 @@ async fn one_server_has_its_catalog_entries_in_the_tools_shape() {
 #[actix_web::test]
 async fn refresh_is_202_for_a_known_server_and_404_otherwise() {
     let h = harness(ready_now());
-    let (status, _, body) = call(&h, TestRequest::post().uri("/v1/servers/alpha/refresh")).await;
+    let local = "127.0.0.1:40000".parse().unwrap();
+    let (status, _, body) = call(
+        &h,
+        TestRequest::post()
+            .uri("/v1/servers/alpha/refresh")
+            .peer_addr(local),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(json(&body), serde_json::json!({"accepted": true}));
-    let (status, _, body) = call(&h, TestRequest::post().uri("/v1/servers/nope/refresh")).await;
+    let (status, _, body) = call(
+        &h,
+        TestRequest::post()
+            .uri("/v1/servers/nope/refresh")
+            .peer_addr(local),
+    )
+    .await;
     assert_error(status, &body, 404, "server_not_found");
+    assert_eq!(h.refresh_calls.load(Ordering::SeqCst), 2);
+    // No admin key configured: a write from elsewhere is refused.
+    let (status, _, body) = call(
+        &h,
+        TestRequest::post()
+            .uri("/v1/servers/alpha/refresh")
+            .peer_addr("10.1.2.3:5555".parse().unwrap()),
+    )
+    .await;
+    assert_error(status, &body, 403, "forbidden");
     assert_eq!(h.refresh_calls.load(Ordering::SeqCst), 2);
 
     let (status, headers, body) =

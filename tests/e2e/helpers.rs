@@ -43,7 +43,12 @@ pub async fn spawn_app_file(path: &std::path::Path) -> TestApp {
 }
 
 async fn start(config: discovery_config::Config) -> TestApp {
-    let app = Application::build(Arc::new(config), AppOptions::for_tests()).unwrap();
+    start_with(config, AppOptions::for_tests()).await
+}
+
+/// Starts the application on `config` with `options`.
+pub async fn start_with(config: discovery_config::Config, options: AppOptions) -> TestApp {
+    let app = Application::build(Arc::new(config), options).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
     let task = actix_rt::spawn(app.run());

@@ -10,6 +10,8 @@ mod discovery;
 mod helpers;
 mod interop;
 mod push_stream;
+mod registrations;
 mod reload;
 mod stdio;
+mod store;
 mod upstream_selftest;
