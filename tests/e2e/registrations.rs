@@ -563,3 +563,58 @@ async fn two_replicas_share_registrations_through_postgres() {
     drop(_b);
     schema.remove().await;
 }
+
+/// File reloads leave API servers alone, and a reload that adds a file
+/// server under a name registered over the API is rejected whole.
+#[actix_web::test]
+async fn file_reloads_do_not_touch_api_servers_and_refuse_their_names() {
+    let file_up = TestUpstream::builder().tools(1).start().unwrap();
+    let api_up = TestUpstream::builder().tools(2).start().unwrap();
+    let other = TestUpstream::builder().tools(3).start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    let write = |servers: &[(&str, &TestUpstream)]| {
+        let entries: Vec<(&str, String)> =
+            servers.iter().map(|(n, u)| (*n, http(&u.url()))).collect();
+        std::fs::write(&config, format!("{FAST}{}", servers_yaml(&entries))).unwrap();
+    };
+    write(&[("f", &file_up)]);
+    let app = crate::helpers::spawn_app_file(&config).await;
+    app.wait_healthy("f", 1).await;
+    let (status, body, _) = send(
+        &app,
+        "POST",
+        "/v1/servers",
+        Some(json!({"name": "api", "url": api_up.url()})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    app.wait_healthy("api", 2).await;
+
+    // A reload that changes the file's servers: the API server stays as is.
+    write(&[("f", &file_up), ("g", &other)]);
+    let (status, body) = app.post_json("/v1/admin/reload", None).await;
+    assert_eq!(status, 200, "{body}");
+    app.wait_healthy("g", 3).await;
+    assert_eq!(
+        api_up.requests("initialize"),
+        1,
+        "the API server was restarted"
+    );
+    assert_eq!(app.server("api").await["source"], "api");
+
+    // A file server named like the API server: rejected whole.
+    write(&[("f", &file_up), ("api", &other)]);
+    let (status, body) = app.post_json("/v1/admin/reload", None).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.to_string().contains("registered over the API"),
+        "{body}"
+    );
+    assert_eq!(app.server("api").await["source"], "api");
+    assert!(
+        app.servers().await.iter().any(|s| s["name"] == "g"),
+        "the running config was touched"
+    );
+    app.stop().await;
+}
