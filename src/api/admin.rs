@@ -55,6 +55,16 @@ pub fn require_admin(req: &HttpRequest, state: &ApiState) -> Result<(), ApiError
     }
 }
 
+/// With `admin.protect_reads: true`, reads of the catalog and the servers
+/// need an admin key too (health probes and `/metrics` stay open).
+pub fn require_reader(req: &HttpRequest, state: &ApiState) -> Result<(), ApiError> {
+    let config = state.config.borrow().clone();
+    if !config.admin.protect_reads || config.admin.api_keys.is_empty() {
+        return Ok(());
+    }
+    require_admin(req, state)
+}
+
 pub(super) async fn reload(
     req: HttpRequest,
     state: web::Data<ApiState>,

@@ -20,11 +20,15 @@ struct ServerList<'a> {
     servers: Vec<&'a ServerView>,
 }
 
-pub(super) async fn list_servers(state: web::Data<ApiState>) -> HttpResponse {
+pub(super) async fn list_servers(
+    req: actix_web::HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    super::admin::require_reader(&req, &state)?;
     let snapshot = state.servers();
-    HttpResponse::Ok().json(ServerList {
+    Ok(HttpResponse::Ok().json(ServerList {
         servers: snapshot.servers.values().collect(),
-    })
+    }))
 }
 
 #[derive(Serialize)]
@@ -37,9 +41,11 @@ struct ServerDetail<'a> {
 }
 
 pub(super) async fn get_server(
+    req: actix_web::HttpRequest,
     state: web::Data<ApiState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    super::admin::require_reader(&req, &state)?;
     let name = name.into_inner();
     let snapshot = state.servers();
     let view = snapshot

@@ -29,6 +29,7 @@ pub(super) async fn list_tools(
     req: HttpRequest,
     query: web::Query<ToolsQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    super::admin::require_reader(&req, &state)?;
     let ToolsQuery { server, q } = query.into_inner();
     if let Some(name) = &server {
         if !state.servers.borrow().servers.contains_key(name.as_str()) {

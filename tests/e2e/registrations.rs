@@ -618,3 +618,26 @@ async fn file_reloads_do_not_touch_api_servers_and_refuse_their_names() {
     );
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn protect_reads_closes_the_catalog_but_not_the_probes() {
+    let app = spawn_app(&format!(
+        "admin: {{ api_keys: [\"rd-key\"], protect_reads: true }}\n{FAST}servers: {{}}\n"
+    ))
+    .await;
+    for path in ["/v1/tools", "/v1/servers"] {
+        assert_eq!(app.get(path).await.0, 401, "{path}");
+        let res = app
+            .client
+            .get(format!("{}{path}", app.base))
+            .insert_header(("Authorization", "Bearer rd-key"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200, "{path}");
+    }
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(app.get_text(path).await.0, 200, "{path}");
+    }
+    app.stop().await;
+}
