@@ -9,15 +9,12 @@
 //! and fail on the first bad sample.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::helpers::{namespaced, servers_yaml, spawn_app, TestApp, DEADLINE, FAST};
+use crate::process::{find, EngineProcess};
 use crate::support::peers::{self, PythonTransport, PYTHON_TOOLS};
 use crate::support::token_endpoint::{
     base64_encode, client_secret_basic, http_basic, AcceptedAuth, AsMetadataDocs, ClientAuthMethod,
@@ -580,7 +577,7 @@ async fn no_secret_in_the_binary_debug_logs_or_its_api() {
     );
     std::fs::write(&config, yaml).unwrap();
     let log = dir.path().join("stderr.log");
-    let mut engine = Engine::start(&config, &log);
+    let mut engine = EngineProcess::start(&config, Some(&log));
 
     let servers = engine
         .wait("bad degraded, the others healthy", |s| {
@@ -648,108 +645,6 @@ async fn no_secret_in_the_binary_debug_logs_or_its_api() {
             );
         }
     }
-}
-
-/// The real binary, with stderr to a file.
-struct Engine {
-    child: Child,
-    base: String,
-    client: awc::Client,
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Engine {
-    fn start(config: &Path, log: &Path) -> Engine {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let stderr = File::create(log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_mcp-discovery"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .unwrap();
-        Engine {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            client: awc::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .finish(),
-        }
-    }
-
-    async fn get_text(&self, path: &str) -> String {
-        let mut res = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status().as_u16(), 200, "{path}");
-        let body = res.body().limit(1 << 24).await.unwrap();
-        String::from_utf8_lossy(&body).into_owned()
-    }
-
-    async fn servers(&self) -> Option<Vec<Value>> {
-        let mut res = self
-            .client
-            .get(format!("{}/v1/servers", self.base))
-            .send()
-            .await
-            .ok()?;
-        let v: Value = res.json().limit(1 << 24).await.ok()?;
-        v["servers"].as_array().cloned()
-    }
-
-    async fn wait(&self, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(servers) = self.servers().await {
-                if pred(&servers) {
-                    return servers;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "never: {what}: {:#?}",
-                self.servers().await
-            );
-            actix_rt::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    /// SIGTERM, then waits for the exit (so every log line is written).
-    async fn terminate(&mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
-            actix_rt::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
-fn find<'a>(servers: &'a [Value], name: &str) -> &'a Value {
-    servers
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no server {name}"))
 }
 
 fn state<'a>(servers: &'a [Value], name: &str) -> &'a str {

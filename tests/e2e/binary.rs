@@ -3,87 +3,12 @@
 //! with every problem listed; SIGTERM closes upstream sessions.
 
 use std::io::Write;
-use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use serde_json::Value;
 
+use crate::process::{find, EngineProcess, BIN};
 use crate::support::upstream::{hanging_server, refusing_port, TestUpstream};
-
-const BIN: &str = env!("CARGO_BIN_EXE_mcp-discovery");
-
-/// The engine process; killed by PID if a test fails before stopping it.
-struct Engine {
-    child: Child,
-    base: String,
-    client: awc::Client,
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Engine {
-    fn start(config: &std::path::Path) -> Engine {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(config)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Engine {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            client: awc::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .finish(),
-        }
-    }
-
-    async fn servers(&self) -> Option<Vec<Value>> {
-        let mut res = self
-            .client
-            .get(format!("{}/v1/servers", self.base))
-            .send()
-            .await
-            .ok()?;
-        let v: Value = res.json().limit(1 << 24).await.ok()?;
-        v["servers"].as_array().cloned()
-    }
-
-    async fn wait(&self, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(servers) = self.servers().await {
-                if pred(&servers) {
-                    return servers;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "never: {what}: {:#?}",
-                self.servers().await
-            );
-            actix_rt::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
-fn find<'a>(servers: &'a [Value], name: &str) -> &'a Value {
-    servers.iter().find(|s| s["name"] == name).unwrap()
-}
 
 fn write_config(yaml: &str) -> tempfile::NamedTempFile {
     let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
@@ -109,7 +34,7 @@ async fn healthy_ones_first_refused_recovers_hung_times_out_sigterm_closes_sessi
         b.url(),
         hung.url()
     ));
-    let engine = Engine::start(config.path());
+    let engine = EngineProcess::start(config.path(), None);
 
     let servers = engine
         .wait("a and b healthy", |s| {
@@ -158,19 +83,7 @@ async fn healthy_ones_first_refused_recovers_hung_times_out_sigterm_closes_sessi
 
     // Graceful stop: every HTTP upstream sees its session DELETEd.
     let mut engine = engine;
-    let status = Command::new("kill")
-        .args(["-TERM", &engine.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(exit) = engine.child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        actix_rt::time::sleep(Duration::from_millis(25)).await;
-    };
+    let exit = engine.terminate().await;
     assert!(exit.success(), "{exit:?}");
     for (name, up) in [("a", &a), ("b", &b), ("late", &late)] {
         assert_eq!(

@@ -2,12 +2,12 @@
 //! file server, persistence across restarts and `kill -9`, the OAuth2 field
 //! scenario, secrets.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::helpers::{http, servers_yaml, spawn_app, TestApp, DEADLINE, FAST};
+use crate::process::EngineProcess;
 use crate::support::token_endpoint::TokenEndpoint;
 use crate::support::upstream::{tool_names, TestUpstream};
 
@@ -292,103 +292,39 @@ async fn registrations_survive_a_restart() {
     app.stop().await;
 }
 
-/// The engine process, killed by PID whatever happens.
-struct Engine(Child);
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_binary(config: &std::path::Path, port: u16, log: Option<&std::path::Path>) -> Engine {
-    let stderr = match log {
-        Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
-        None => Stdio::null(),
-    };
-    Engine(
-        Command::new(env!("CARGO_BIN_EXE_mcp-discovery"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", if log.is_some() { "debug" } else { "warn" })
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap(),
-    )
-}
-
-async fn wait_listening(client: &awc::Client, port: u16) {
-    let deadline = Instant::now() + DEADLINE;
-    while client
-        .get(format!("http://127.0.0.1:{port}/healthz"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "the engine never listened");
-        actix_rt::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 #[actix_web::test]
 async fn kill_9_right_after_the_answer_loses_nothing() {
     let up = TestUpstream::builder().tools(3).start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, format!("{FAST}servers: {{}}\n")).unwrap();
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .finish();
-    let port = free_port();
-    let mut engine = start_binary(&config, port, None);
-    wait_listening(&client, port).await;
+    let mut engine = EngineProcess::start(&config, None);
+    engine.wait_listening().await;
+    let client = engine.client.clone();
     for i in 0..5 {
         let res = client
-            .post(format!("http://127.0.0.1:{port}/v1/servers"))
+            .post(format!("{}/v1/servers", engine.base))
             .send_json(&json!({"name": format!("d{i}"), "url": up.url()}))
             .await
             .unwrap();
         assert_eq!(res.status().as_u16(), 201);
     }
     // SIGKILL at once: no shutdown path runs.
-    engine.0.kill().unwrap();
-    engine.0.wait().unwrap();
+    engine.child.kill().unwrap();
+    engine.child.wait().unwrap();
     drop(engine);
 
-    let port = free_port();
-    let _engine = start_binary(&config, port, None);
-    wait_listening(&client, port).await;
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let mut res = client
-            .get(format!("http://127.0.0.1:{port}/v1/servers"))
-            .send()
-            .await
-            .unwrap();
-        let v: Value = res.json().limit(1 << 20).await.unwrap();
-        let healthy = v["servers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["state"] == "healthy" && s["tool_count"] == 3)
-            .count();
-        if healthy == 5 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "registrations lost: {v}");
-        actix_rt::time::sleep(Duration::from_millis(25)).await;
-    }
+    let engine = EngineProcess::start(&config, None);
+    engine.wait_listening().await;
+    engine
+        .wait("all five registrations back and healthy", |servers| {
+            servers
+                .iter()
+                .filter(|s| s["state"] == "healthy" && s["tool_count"] == 3)
+                .count()
+                == 5
+        })
+        .await;
 }
 
 #[actix_web::test]
@@ -408,12 +344,10 @@ async fn an_oauth2_server_registered_by_post_reaches_healthy_and_no_secret_leaks
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, format!("{FAST}servers: {{}}\n")).unwrap();
     let log = dir.path().join("engine.log");
-    let port = free_port();
-    let _engine = start_binary(&config, port, Some(&log));
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .finish();
-    wait_listening(&client, port).await;
+    let engine = EngineProcess::start(&config, Some(&log));
+    engine.wait_listening().await;
+    let client = engine.client.clone();
+    let port = engine.port;
 
     let entry = json!({
         "name": "guarded",
@@ -498,14 +432,12 @@ async fn two_replicas_share_registrations_through_postgres() {
         ),
     )
     .unwrap();
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .finish();
-    let (port_a, port_b) = (free_port(), free_port());
-    let _a = start_binary(&config, port_a, None);
-    let _b = start_binary(&config, port_b, None);
-    wait_listening(&client, port_a).await;
-    wait_listening(&client, port_b).await;
+    let a = EngineProcess::start(&config, None);
+    let b = EngineProcess::start(&config, None);
+    a.wait_listening().await;
+    b.wait_listening().await;
+    let client = a.client.clone();
+    let (port_a, port_b) = (a.port, b.port);
 
     let servers_on = |port: u16| {
         let client = client.clone();
@@ -559,8 +491,8 @@ async fn two_replicas_share_registrations_through_postgres() {
         );
         actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
-    drop(_a);
-    drop(_b);
+    drop(a);
+    drop(b);
     schema.remove().await;
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::helpers::{spawn_app_file, TestApp, DEADLINE};
+use crate::process::EngineProcess;
 use crate::support::upstream::{Methods, TestUpstream};
 
 const HEAD: &str = "\
@@ -436,61 +437,20 @@ async fn sighup_reloads_the_real_binary() {
     let a = TestUpstream::builder().tools(1).start().unwrap();
     let b = TestUpstream::builder().tools(2).start().unwrap();
     let dir = ConfigDir::new(&config(&[("a", &a.url(), "")]));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let log_path = dir.dir.path().join("engine.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-discovery"))
-        .args(["serve", "--config"])
-        .arg(dir.path())
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let client = awc::Client::default();
-    let servers = |client: awc::Client| async move {
-        let mut res = client
-            .get(format!("http://127.0.0.1:{port}/v1/servers"))
-            .send()
-            .await
-            .ok()?;
-        let v: Value = res.json().await.ok()?;
-        Some(v["servers"].as_array()?.clone())
+    let mut engine = EngineProcess::start(&dir.path(), Some(&log_path));
+    let all_healthy = |want: usize| {
+        move |s: &[Value]| s.len() == want && s.iter().all(|s| s["state"] == "healthy")
     };
-    let wait = |want: usize| {
-        let client = client.clone();
-        async move {
-            let deadline = Instant::now() + DEADLINE;
-            loop {
-                if let Some(s) = servers(client.clone()).await {
-                    if s.len() == want && s.iter().all(|s| s["state"] == "healthy") {
-                        return;
-                    }
-                }
-                assert!(Instant::now() < deadline, "never {want} healthy servers");
-                actix_rt::time::sleep(Duration::from_millis(25)).await;
-            }
-        }
-    };
-    wait(1).await;
+    engine.wait("1 healthy server", all_healthy(1)).await;
     std::fs::write(
         dir.path(),
         config(&[("a", &a.url(), ""), ("b", &b.url(), "")]),
     )
     .unwrap();
-    let hup = std::process::Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
-    wait(2).await;
-    let _ = child.kill();
-    let _ = child.wait();
+    engine.signal("HUP");
+    engine.wait("2 healthy servers", all_healthy(2)).await;
+    engine.terminate().await;
     // The watcher sees the write too, but only after its debounce, and then
     // finds the bytes already applied: the reload that happened is SIGHUP's.
     let logs = std::fs::read_to_string(&log_path).unwrap();
