@@ -561,6 +561,21 @@ async fn postgres_store() {
     crud(&store).await;
     concurrent_inserts(&store).await;
 
+    // TLS is built in: `sslmode=require` reaches the server, which (this
+    // test server has no certificate) refuses it, instead of failing on a
+    // client built without TLS.
+    let sep = if schema.url.contains('?') { '&' } else { '?' };
+    let err = Store::connect(&format!("{}{sep}sslmode=require", schema.url), None)
+        .await
+        .err()
+        .map(|e| format!("{e:#} {:?}", e))
+        .unwrap_or_default();
+    assert!(
+        !err.is_empty(),
+        "a server without TLS accepted sslmode=require"
+    );
+    assert!(!err.contains("without TLS"), "{err}");
+
     // Durable across reopen; a second connect does not migrate again.
     let a = store.insert("alpha", &entry("http://a/mcp")).await.unwrap();
     drop(store);
