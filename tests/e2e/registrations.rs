@@ -385,7 +385,8 @@ async fn an_oauth2_server_registered_by_post_reaches_healthy_and_no_secret_leaks
         if v["state"] == "healthy" && v["tool_count"] == 5 {
             break v;
         }
-        assert_ne!(v["state"], "unknown", "stuck in unknown: {v}");
+        // `unknown` for the moment between the registration and the
+        // actor's start is fine; the field bug was staying there.
         assert!(Instant::now() < deadline, "never healthy: {v}");
         actix_rt::time::sleep(Duration::from_millis(50)).await;
     };
