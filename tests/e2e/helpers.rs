@@ -171,8 +171,15 @@ impl TestApp {
     ) -> Value {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            let s = self.server(name).await;
-            if pred(&s) {
+            // Not listed yet is "not yet" too: the engine registers its
+            // servers just after the application starts.
+            let s = self
+                .servers()
+                .await
+                .into_iter()
+                .find(|s| s["name"] == name)
+                .unwrap_or(Value::Null);
+            if !s.is_null() && pred(&s) {
                 return s;
             }
             assert!(

@@ -109,8 +109,12 @@ async fn a_registered_server_takes_the_same_path_as_a_file_server() {
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    let file = app.wait_healthy("file", 6).await;
-    let api = app.wait_healthy("api", 6).await;
+    // Settled: healthy with every tool, and the push-stream probe answered.
+    let settled = |s: &Value| {
+        s["state"] == "healthy" && s["tool_count"] == 6 && s["push_stream"] != "connecting"
+    };
+    let file = app.wait_server("file", "settled", settled).await;
+    let api = app.wait_server("api", "settled", settled).await;
     for key in [
         "state",
         "tool_count",
