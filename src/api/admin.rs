@@ -65,6 +65,15 @@ pub fn require_reader(req: &HttpRequest, state: &ApiState) -> Result<(), ApiErro
     require_admin(req, state)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/reload",
+    tag = "admin",
+    operation_id = "reload",
+    summary = "Reload the configuration file now",
+    responses((status = 200, description = "Applied.", body = super::openapi::ReloadSummary)),
+    security(("admin_key" = [])),
+)]
 pub(super) async fn reload(
     req: HttpRequest,
     state: web::Data<ApiState>,

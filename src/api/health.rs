@@ -10,10 +10,29 @@ use serde::Serialize;
 
 use super::ApiState;
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "probes",
+    operation_id = "healthz",
+    summary = "Liveness",
+    responses((status = 200, description = "The process serves.", body = super::openapi::Health)),
+)]
 pub(super) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "probes",
+    operation_id = "readyz",
+    summary = "Readiness (start-up only)",
+    responses(
+        (status = 200, description = "Ready; it stays ready.", body = super::openapi::Ready),
+        (status = 503, description = "Starting: some first discovery attempts have not finished and the grace has not passed.", body = super::openapi::Ready),
+    ),
+)]
 pub(super) async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
     let status = state.readiness.check(&state.servers());
     if status.ready {

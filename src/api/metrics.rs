@@ -10,6 +10,14 @@ use actix_web::{web, HttpResponse};
 use super::{ApiError, ApiState};
 use crate::metrics::{method_label, Metrics, UNMATCHED_ROUTE};
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "probes",
+    operation_id = "metrics",
+    summary = "Prometheus metrics",
+    responses((status = 200, description = "Prometheus text format.", content_type = "text/plain", body = String)),
+)]
 pub(super) async fn metrics(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     let text = state
         .metrics

@@ -8,6 +8,7 @@
 //! | `GET /v1/servers`, `GET /v1/servers/{name}`, `POST /v1/servers/{name}/refresh` | [`servers`] |
 //! | `GET /healthz`, `GET /readyz` | [`health`] |
 //! | `GET /metrics` | [`metrics`] |
+//! | `GET /openapi.json` | [`openapi`] (the OpenAPI 3.1 description of all of these) |
 //!
 //! Every error, including unknown routes, wrong methods and bad query
 //! strings, is `{"error":{"code","message"}}` (see [`ApiError`]).
@@ -16,6 +17,7 @@ pub mod admin;
 pub mod errors;
 pub mod health;
 pub mod metrics;
+pub mod openapi;
 pub mod registrations;
 pub mod servers;
 pub mod tools;
@@ -170,6 +172,11 @@ fn routes(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/readyz")
             .route(web::get().to(health::readyz))
+            .default_service(web::to(method_not_allowed("GET"))),
+    )
+    .service(
+        web::resource("/openapi.json")
+            .route(web::get().to(openapi::openapi))
             .default_service(web::to(method_not_allowed("GET"))),
     )
     .service(

@@ -128,6 +128,17 @@ fn store_error(e: StoreError, name: &str) -> ApiError {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/servers",
+    tag = "servers",
+    operation_id = "register_server",
+    summary = "Register a server at runtime",
+    request_body(content = super::openapi::Registration, content_type = "application/json"),
+    responses((status = 201, description = "Stored and starting; discovery runs after the answer.", body = super::openapi::Server,
+        headers(("Location" = String, description = "`/v1/servers/{name}`.")))),
+    security(("admin_key" = [])),
+)]
 pub(super) async fn register(
     req: HttpRequest,
     state: web::Data<ApiState>,
@@ -162,6 +173,17 @@ pub(super) async fn register(
         .json(created_view(&spec)))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/servers/{name}",
+    tag = "servers",
+    operation_id = "replace_server",
+    summary = "Register or replace a runtime server",
+    params(("name" = String, Path, description = "The server's name.")),
+    request_body(content = super::openapi::Registration, content_type = "application/json"),
+    responses((status = 200, description = "Stored and (re)starting.", body = super::openapi::Server)),
+    security(("admin_key" = [])),
+)]
 pub(super) async fn replace(
     req: HttpRequest,
     state: web::Data<ApiState>,
@@ -192,6 +214,16 @@ pub(super) async fn replace(
     Ok(HttpResponse::Ok().json(created_view(&spec)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/servers/{name}",
+    tag = "servers",
+    operation_id = "remove_server",
+    summary = "Remove a runtime server",
+    params(("name" = String, Path, description = "The server's name.")),
+    responses((status = 204, description = "Removed.")),
+    security(("admin_key" = [])),
+)]
 pub(super) async fn remove(
     req: HttpRequest,
     state: web::Data<ApiState>,

@@ -20,6 +20,15 @@ struct ServerList<'a> {
     servers: Vec<&'a ServerView>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/servers",
+    tag = "servers",
+    operation_id = "list_servers",
+    summary = "Every server and its discovery state",
+    responses((status = 200, description = "In configuration order, then the registered ones.", body = super::openapi::ServerList)),
+    security((), ("admin_key" = [])),
+)]
 pub(super) async fn list_servers(
     req: actix_web::HttpRequest,
     state: web::Data<ApiState>,
@@ -40,6 +49,16 @@ struct ServerDetail<'a> {
     tools: Box<RawValue>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/servers/{name}",
+    tag = "servers",
+    operation_id = "get_server",
+    summary = "One server, with its catalog entries",
+    params(("name" = String, Path, description = "The server's name.")),
+    responses((status = 200, description = "The server.", body = super::openapi::ServerDetail)),
+    security((), ("admin_key" = [])),
+)]
 pub(super) async fn get_server(
     req: actix_web::HttpRequest,
     state: web::Data<ApiState>,
@@ -70,6 +89,17 @@ struct Accepted {
     accepted: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/servers/{name}/refresh",
+    tag = "servers",
+    operation_id = "refresh_server",
+    summary = "Rediscover a server now",
+    description = "Answers before the discovery runs.",
+    params(("name" = String, Path, description = "The server's name.")),
+    responses((status = 202, description = "Taken; the discovery runs after the answer.", body = super::openapi::Accepted)),
+    security(("admin_key" = [])),
+)]
 pub(super) async fn refresh_server(
     req: actix_web::HttpRequest,
     state: web::Data<ApiState>,

@@ -25,6 +25,10 @@ use tokio::sync::watch;
 
 use super::*;
 
+/// The OpenAPI document against this service (same harness).
+#[path = "openapi_tests.rs"]
+mod openapi;
+
 /// Answers `RefreshServer` for the names it knows, counting calls.
 struct FakeSupervisor {
     known: Vec<String>,

@@ -13,8 +13,9 @@ use super::{ApiError, ApiState};
 
 /// `?server=NAME&q=TEXT`; any other parameter is refused (a typo such as
 /// `?sever=` would otherwise silently return the whole catalog).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ToolsQuery {
     /// Only this server's tools; 404 `server_not_found` if there is no such
     /// server (a known server without tools gives an empty list).
@@ -24,6 +25,24 @@ pub struct ToolsQuery {
     pub q: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tools",
+    tag = "catalog",
+    operation_id = "list_tools",
+    summary = "The aggregated tool catalog",
+    params(
+        ToolsQuery,
+        ("If-None-Match" = Option<String>, Header, description = "Entity tags (a list, `*`, weak tags); a match gives 304."),
+    ),
+    responses(
+        (status = 200, description = "The catalog (or one server's part of it, or the tools matching `q`).", body = super::openapi::ToolList,
+            headers(("ETag" = String, description = "Strong entity tag of the catalog."), ("Cache-Control" = String, description = "`no-cache`."))),
+        (status = 304, description = "`If-None-Match` matched: the catalog has not changed.",
+            headers(("ETag" = String, description = "Strong entity tag of the catalog."))),
+    ),
+    security((), ("admin_key" = [])),
+)]
 pub(super) async fn list_tools(
     state: web::Data<ApiState>,
     req: HttpRequest,
