@@ -3,6 +3,9 @@
 #
 #   .deps/venv   Python venv with the official MCP Python SDK (PyPI `mcp`), every
 #                package pinned in tests/fixtures/requirements.txt
+#   .deps/schemathesis
+#                Python venv with schemathesis (PyPI), every package pinned in
+#                tests/fixtures/schemathesis-requirements.txt (the OpenAPI test)
 #   .deps/node   npm `@modelcontextprotocol/server-everything`, pinned by
 #                tests/fixtures/node/package.json + package-lock.json
 #   PostgreSQL   Debian's `postgresql` package (system-wide, root only), for
@@ -27,6 +30,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEPS="${MCP_DISCOVERY_DEPS_DIR:-$ROOT/.deps}"
 PYTHON="${PYTHON:-python3}"
 PY_REQ="$ROOT/tests/fixtures/requirements.txt"
+ST_REQ="$ROOT/tests/fixtures/schemathesis-requirements.txt"
 NODE_PIN_DIR="$ROOT/tests/fixtures/node"
 
 log() { printf 'setup-test-deps: %s\n' "$*" >&2; }
@@ -57,6 +61,26 @@ install_python() {
         || die "the pinned mcp package has no mcp.server.fastmcp.FastMCP"
     printf '%s\n' "$want" >"$venv/.mcp-discovery-stamp"
     log "python: $("$venv/bin/python" -m pip show mcp | sed -n 's/^Version: /mcp /p')"
+}
+
+# ------------------------------------------------------------ schemathesis
+# Its own venv: its pins (hypothesis, requests, ...) never meet the SDK's.
+install_schemathesis() {
+    local venv="$DEPS/schemathesis" want have=""
+    want="$(stamp_of "$ST_REQ")-$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    [[ -f "$venv/.mcp-discovery-stamp" ]] && have="$(cat "$venv/.mcp-discovery-stamp")"
+    if [[ "$want" == "$have" && -x "$venv/bin/st" ]]; then
+        log "schemathesis venv up to date ($venv)"
+        return
+    fi
+    log "installing schemathesis into $venv"
+    rm -rf "$venv"
+    "$PYTHON" -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+        --requirement "$ST_REQ"
+    "$venv/bin/st" --version >/dev/null || die "schemathesis installed but \`st\` does not run"
+    printf '%s\n' "$want" >"$venv/.mcp-discovery-stamp"
+    log "schemathesis: $("$venv/bin/st" --version)"
 }
 
 # ------------------------------------------------- npm server-everything
@@ -103,6 +127,7 @@ install_postgres() {
 }
 
 install_python
+install_schemathesis
 install_node
 install_postgres
 log "done; peers in $DEPS"

@@ -68,7 +68,7 @@ pub(super) async fn openapi() -> HttpResponse {
     ),
     components(schemas(
         ErrorBody, ErrorDetail, Problem, ToolList, ToolEntry, ServerList, Server, ServerDetail,
-        Auth, Registration, RegistrationAuth, ToolFilter, Accepted, ReloadSummary, Health, Ready,
+        Auth, Registration, RegistrationAuth, AuthType, ClientAuth, ToolFilter, Accepted, ReloadSummary, Health, Ready,
         DiscoveryState, PushStream, TransportName,
     )),
     modifiers(&SharedErrors),
@@ -387,9 +387,8 @@ pub struct Registration {
 #[derive(ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistrationAuth {
-    /// `none`, `bearer`, `basic` or `oauth2`.
     #[serde(rename = "type")]
-    pub kind: Option<String>,
+    pub kind: AuthType,
     pub token: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
@@ -398,9 +397,28 @@ pub struct RegistrationAuth {
     pub client_secret: Option<String>,
     pub scopes: Option<Vec<String>>,
     pub audience: Option<String>,
-    /// `basic` or `post`.
-    pub client_auth: Option<String>,
+    /// How the client authenticates to the token endpoint.
+    pub client_auth: Option<ClientAuth>,
     pub token_timeout: Option<String>,
+}
+
+/// `auth.type` of a registration.
+#[derive(ToSchema, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthType {
+    None,
+    Bearer,
+    Basic,
+    #[serde(rename = "oauth2")]
+    OAuth2,
+}
+
+/// `auth.client_auth`: HTTP Basic or the form.
+#[derive(ToSchema, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    Basic,
+    Post,
 }
 
 /// Glob patterns on upstream tool names.

@@ -9,6 +9,7 @@ mod binary;
 mod discovery;
 mod helpers;
 mod interop;
+mod openapi;
 mod process;
 mod push_stream;
 mod registrations;

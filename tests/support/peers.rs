@@ -392,3 +392,13 @@ fn drain<R: Read + Send + 'static>(
             }
         });
 }
+
+/// schemathesis' `st`, installed by `scripts/setup-test-deps.sh` into its
+/// own venv (`.deps/schemathesis`, pinned by
+/// tests/fixtures/schemathesis-requirements.txt). Same skip/missing rules as
+/// the MCP peers.
+pub fn schemathesis() -> Result<PathBuf, PeerError> {
+    let st = deps_dir().join("schemathesis/bin/st");
+    ensure_installed("schemathesis", &st)?;
+    Ok(st)
+}
