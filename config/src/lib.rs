@@ -6,6 +6,9 @@
 //! This crate is pure: no actix, no I/O beyond reading the config file.
 
 pub mod diff;
+/// Property tests of loading (the stable-toolchain fuzz targets).
+#[cfg(test)]
+mod fuzz;
 mod interpolate;
 pub mod load;
 pub mod schema;

@@ -204,12 +204,17 @@ pub async fn request_token(req: &TokenRequest<'_>) -> Result<Token, AuthError> {
             },
         });
     }
-    let token: TokenResponse =
-        serde_json::from_slice(&bytes).map_err(|e| AuthError::TokenEndpoint {
-            url: shown.clone(),
-            error: "invalid token response".into(),
-            description: Some(e.to_string()),
-        })?;
+    parse_token_response(&bytes).map_err(|e| AuthError::TokenEndpoint {
+        url: shown.clone(),
+        error: "invalid token response".into(),
+        description: Some(e.to_string()),
+    })
+}
+
+/// The body of a successful token response (RFC 6749 5.1); pure, so the
+/// property tests can feed it anything.
+pub(crate) fn parse_token_response(bytes: &[u8]) -> Result<Token, serde_json::Error> {
+    let token: TokenResponse = serde_json::from_slice(bytes)?;
     // Some servers send `expires_in` as a string.
     let expires_in = token.expires_in.and_then(|v| match v {
         serde_json::Value::Number(n) => n.as_u64(),

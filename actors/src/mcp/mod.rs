@@ -10,6 +10,9 @@
 
 pub mod auth;
 pub mod error;
+/// Property tests (the stable-toolchain fuzz targets of the parsers).
+#[cfg(test)]
+mod fuzz;
 pub mod http;
 pub mod jsonrpc;
 pub mod legacy_sse;

@@ -126,7 +126,9 @@ impl SseParser {
         mut rest: &[u8],
         out: &mut E,
     ) -> Result<(), SseError> {
-        if self.after_cr {
+        // An empty chunk says nothing about whether a CR was half of a CRLF
+        // (found by the chunking property in mcp/fuzz.rs).
+        if self.after_cr && !rest.is_empty() {
             self.after_cr = false;
             if let [b'\n', tail @ ..] = rest {
                 rest = tail;
