@@ -36,6 +36,14 @@ pub enum AuthError {
     Timeout { url: String, after: Duration },
     #[error("OAuth2 request to {url} failed: {detail}")]
     Transport { url: String, detail: String },
+    /// A 3xx from the token endpoint: not followed, so the client
+    /// credentials stay where they were configured to go (ADR 0011).
+    #[error("OAuth2 token request to {url} was answered with HTTP {status} redirecting to {location}; redirects are not followed, so the client secret never goes elsewhere. Hint: set auth.token_url to the final URL")]
+    Redirected {
+        url: String,
+        status: u16,
+        location: String,
+    },
     #[error(
         "could not discover the token endpoint of {server}: {detail}. Hint: set auth.token_url"
     )]
@@ -173,6 +181,13 @@ pub async fn request_token(req: &TokenRequest<'_>) -> Result<Token, AuthError> {
                 detail: e.to_string(),
             })?;
         let status = resp.status();
+        if status.is_redirection() {
+            return Err(AuthError::Redirected {
+                url: shown.clone(),
+                status: status.as_u16(),
+                location: http::redirect_location(&resp, req.endpoint.url.as_str()),
+            });
+        }
         let bytes = resp
             .body()
             .limit(MAX_AUTH_BODY)
@@ -298,6 +313,16 @@ struct AuthorizationServerMetadata {
     token_endpoint_auth_methods_supported: Option<Vec<String>>,
 }
 
+/// The discovery detail for a 3xx: named, not followed (ADR 0011).
+fn redirect_detail(method: &str, url: &Url, resp: &awc::ClientResponse) -> String {
+    format!(
+        "{method} {} answered HTTP {} redirecting to {}; redirects are not followed",
+        redact_url(url),
+        resp.status().as_u16(),
+        http::redirect_location(resp, url.as_str())
+    )
+}
+
 async fn get_json<T: serde::de::DeserializeOwned>(
     url: &Url,
     timeout: Duration,
@@ -317,6 +342,9 @@ async fn get_json<T: serde::de::DeserializeOwned>(
         Ok(Err(e)) => return Err(format!("GET {}: {e}", redact_url(url))),
         Err(_) => return Err(format!("GET {}: timed out", redact_url(url))),
     };
+    if resp.status().is_redirection() {
+        return Err(redirect_detail("GET", url, &resp));
+    }
     if !resp.status().is_success() {
         return Ok(None);
     }
@@ -382,6 +410,9 @@ pub async fn discover(
             .and_then(|v| v.to_str().ok())
             .and_then(parse_challenge)
             .unwrap_or_default(),
+        Ok(Ok(resp)) if resp.status().is_redirection() => {
+            return Err(fail(redirect_detail("POST", server, &resp)))
+        }
         Ok(Ok(resp)) => {
             return Err(fail(format!(
                 "an unauthenticated request got HTTP {}, not 401",
