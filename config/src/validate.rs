@@ -561,7 +561,13 @@ fn discovery(raw: RawDiscovery, r: &mut Report) -> DiscoverySettings {
             CONNECT_TIMEOUT,
         ),
         backoff,
-        stale_ttl: duration(r, "discovery.stale_ttl", raw.stale_ttl, d.stale_ttl, STALE_TTL),
+        stale_ttl: duration(
+            r,
+            "discovery.stale_ttl",
+            raw.stale_ttl,
+            d.stale_ttl,
+            STALE_TTL,
+        ),
         max_response_bytes,
         max_pages,
         startup_grace: duration(
@@ -1429,8 +1435,7 @@ mod tests {
             None,
         )
         .unwrap_err();
-        let errs: Vec<(String, String)> =
-            errs.0.into_iter().map(|e| (e.path, e.message)).collect();
+        let errs: Vec<(String, String)> = errs.0.into_iter().map(|e| (e.path, e.message)).collect();
         for path in [
             "discovery.poll_interval",
             "discovery.request_timeout",
@@ -1441,9 +1446,19 @@ mod tests {
             "discovery.startup_grace",
             "discovery.push_idle_timeout",
         ] {
-            assert!(has(&errs, path, "is out of range. Hint: use a duration from"), "{path}: {errs:?}");
+            assert!(
+                has(&errs, path, "is out of range. Hint: use a duration from"),
+                "{path}: {errs:?}"
+            );
         }
-        assert!(has(&errs, "discovery.poll_interval", "1ms is out of range. Hint: use a duration from 100ms to 7days"), "{errs:?}");
+        assert!(
+            has(
+                &errs,
+                "discovery.poll_interval",
+                "1ms is out of range. Hint: use a duration from 100ms to 7days"
+            ),
+            "{errs:?}"
+        );
         // The bounds themselves are accepted.
         let config = validate_value(
             json!({"discovery": {
@@ -1461,9 +1476,18 @@ mod tests {
             "url": "http://x/", "poll_interval": "1ms", "request_timeout": "2h",
             "auth": {"type": "oauth2", "client_id": "a", "client_secret": "b", "token_timeout": "1h"}
         }));
-        assert!(has(&errs, "servers.s.poll_interval", "out of range"), "{errs:?}");
-        assert!(has(&errs, "servers.s.request_timeout", "out of range"), "{errs:?}");
-        assert!(has(&errs, "servers.s.auth.token_timeout", "from 100ms to 10m"), "{errs:?}");
+        assert!(
+            has(&errs, "servers.s.poll_interval", "out of range"),
+            "{errs:?}"
+        );
+        assert!(
+            has(&errs, "servers.s.request_timeout", "out of range"),
+            "{errs:?}"
+        );
+        assert!(
+            has(&errs, "servers.s.auth.token_timeout", "from 100ms to 10m"),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -1481,13 +1505,30 @@ mod tests {
             o.allowed_issuers,
             vec![Url::parse("https://idp.example/t").unwrap()]
         );
-        let errs = server_err(oauth2(json!(["https://ok.example", "not a url", "ftp://x"])));
-        assert!(has(&errs, "servers.s.auth.allowed_issuers[1]", "Hint:"), "{errs:?}");
-        assert!(has(&errs, "servers.s.auth.allowed_issuers[2]", "scheme"), "{errs:?}");
+        let errs = server_err(oauth2(json!([
+            "https://ok.example",
+            "not a url",
+            "ftp://x"
+        ])));
+        assert!(
+            has(&errs, "servers.s.auth.allowed_issuers[1]", "Hint:"),
+            "{errs:?}"
+        );
+        assert!(
+            has(&errs, "servers.s.auth.allowed_issuers[2]", "scheme"),
+            "{errs:?}"
+        );
         let errs = server_err(json!({"url": "http://x/", "auth": {
             "type": "bearer", "token": "t", "allowed_issuers": ["https://a"]
         }}));
-        assert!(has(&errs, "servers.s.auth.allowed_issuers", "not used by auth type bearer"), "{errs:?}");
+        assert!(
+            has(
+                &errs,
+                "servers.s.auth.allowed_issuers",
+                "not used by auth type bearer"
+            ),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -746,16 +746,28 @@ mod tests {
         let u = |s: &str| Url::parse(s).unwrap();
         let remote = u("https://mcp.example/mcp");
         assert!(require_secure("x", &u("https://idp.example/token"), &remote).is_ok());
-        let e = require_secure("token endpoint", &u("http://idp.example/token?k=v"), &remote)
-            .unwrap_err();
-        assert!(e.contains("token endpoint http://idp.example/token?…"), "{e}");
+        let e = require_secure(
+            "token endpoint",
+            &u("http://idp.example/token?k=v"),
+            &remote,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("token endpoint http://idp.example/token?…"),
+            "{e}"
+        );
         // An https MCP URL does not open loopback http.
         assert!(require_secure("x", &u("http://127.0.0.1:9/token"), &remote).is_err());
         // A plain-http remote MCP URL does not either.
         let plain = u("http://mcp.example/mcp");
         assert!(require_secure("x", &u("http://mcp.example/.well-known/x"), &plain).is_err());
         assert!(require_secure("x", &u("http://127.0.0.1:9/token"), &plain).is_err());
-        for local in ["http://127.0.0.1:8000/mcp", "http://127.8.9.1/mcp", "http://[::1]:1/mcp", "http://LocalHost:1/mcp"] {
+        for local in [
+            "http://127.0.0.1:8000/mcp",
+            "http://127.8.9.1/mcp",
+            "http://[::1]:1/mcp",
+            "http://LocalHost:1/mcp",
+        ] {
             let local = u(local);
             assert!(require_secure("x", &u("http://127.0.0.1:9/token"), &local).is_ok());
             assert!(require_secure("x", &u("http://localhost:9/token"), &local).is_ok());
@@ -776,9 +788,15 @@ mod tests {
         assert!(!same_issuer("https://idp.example/other", &issuer));
         assert!(issuer_allowed(&issuer, &[]));
         let list = |v: &[&str]| v.iter().map(|s| Url::parse(s).unwrap()).collect::<Vec<_>>();
-        assert!(issuer_allowed(&issuer, &list(&["https://IDP.example/tenant/"])));
+        assert!(issuer_allowed(
+            &issuer,
+            &list(&["https://IDP.example/tenant/"])
+        ));
         assert!(!issuer_allowed(&issuer, &list(&["https://idp.example/"])));
-        assert!(!issuer_allowed(&issuer, &list(&["https://other.example/tenant"])));
+        assert!(!issuer_allowed(
+            &issuer,
+            &list(&["https://other.example/tenant"])
+        ));
     }
 
     #[test]

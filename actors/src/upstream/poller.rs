@@ -149,9 +149,18 @@ mod tests {
             assert!(d >= Duration::MAX - Duration::MAX / 9, "{u} {d:?}");
             assert_eq!(jittered_by(Duration::ZERO, u), Duration::ZERO);
         }
-        assert_eq!(jittered_by(Duration::from_secs(100), 0.0), Duration::from_secs(90));
-        assert_eq!(jittered_by(Duration::from_secs(100), 0.5), Duration::from_secs(100));
-        assert_eq!(jittered_by(Duration::from_secs(100), 1.0), Duration::from_secs(110));
+        assert_eq!(
+            jittered_by(Duration::from_secs(100), 0.0),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            jittered_by(Duration::from_secs(100), 0.5),
+            Duration::from_secs(100)
+        );
+        assert_eq!(
+            jittered_by(Duration::from_secs(100), 1.0),
+            Duration::from_secs(110)
+        );
     }
 
     #[actix_rt::test]

@@ -327,12 +327,21 @@ mod tests {
             initial: Duration::from_millis(100),
             max: Duration::from_secs(2),
         };
-        assert_eq!(reconnect_delay(&b, 1, 1.0, None), Duration::from_millis(100));
+        assert_eq!(
+            reconnect_delay(&b, 1, 1.0, None),
+            Duration::from_millis(100)
+        );
         let retry = Some(Duration::from_millis(1500));
-        assert_eq!(reconnect_delay(&b, 1, 1.0, retry), Duration::from_millis(1500));
+        assert_eq!(
+            reconnect_delay(&b, 1, 1.0, retry),
+            Duration::from_millis(1500)
+        );
         let huge = Some(Duration::from_millis(999_999_999_999));
         assert_eq!(reconnect_delay(&b, 1, 0.0, huge), Duration::from_secs(2));
         let max = Some(Duration::from_millis(u64::MAX));
-        assert_eq!(reconnect_delay(&b, u32::MAX, 1.0, max), Duration::from_secs(2));
+        assert_eq!(
+            reconnect_delay(&b, u32::MAX, 1.0, max),
+            Duration::from_secs(2)
+        );
     }
 }

@@ -133,7 +133,9 @@ pub fn backoff_delay(backoff: &BackoffSettings, failures: u32, jitter: f64) -> D
         .unwrap_or(backoff.max)
         .min(backoff.max);
     let half = base / 2;
-    let delay = base.saturating_sub(half).saturating_add(fraction(half, jitter));
+    let delay = base
+        .saturating_sub(half)
+        .saturating_add(fraction(half, jitter));
     delay.clamp(backoff.initial.min(backoff.max), backoff.max)
 }
 
@@ -227,11 +229,20 @@ mod tests {
 
     #[test]
     fn fraction_never_overflows() {
-        assert_eq!(fraction(Duration::from_secs(10), 0.5), Duration::from_secs(5));
-        assert_eq!(fraction(Duration::from_secs(10), 1.0), Duration::from_secs(10));
+        assert_eq!(
+            fraction(Duration::from_secs(10), 0.5),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            fraction(Duration::from_secs(10), 1.0),
+            Duration::from_secs(10)
+        );
         assert_eq!(fraction(Duration::from_secs(10), f64::NAN), Duration::ZERO);
         assert_eq!(fraction(Duration::from_secs(10), -3.0), Duration::ZERO);
-        assert_eq!(fraction(Duration::from_secs(10), 7.0), Duration::from_secs(10));
+        assert_eq!(
+            fraction(Duration::from_secs(10), 7.0),
+            Duration::from_secs(10)
+        );
         let max = fraction(Duration::MAX, 1.0);
         assert!(max <= Duration::MAX && max > Duration::MAX / 2, "{max:?}");
         assert!(fraction(Duration::MAX, 0.5) <= Duration::MAX / 2 + Duration::from_secs(1));

@@ -211,7 +211,8 @@ impl TokenRefresher {
                     );
                 }
                 if self.init.config.token_url.is_none() {
-                    if let Some((old, new)) = endpoint_change(self.discovered.as_ref(), &endpoint.url)
+                    if let Some((old, new)) =
+                        endpoint_change(self.discovered.as_ref(), &endpoint.url)
                     {
                         let _g = self.init.span.enter();
                         tracing::warn!(
