@@ -481,6 +481,7 @@ mod tests {
                 audience: None,
                 client_auth: discovery_config::ClientAuth::Basic,
                 token_timeout: Duration::from_secs(10),
+                allowed_issuers: vec![],
             }),
         );
         http.discovery.poll_interval = Duration::from_secs(60);

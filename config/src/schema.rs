@@ -129,6 +129,7 @@ pub struct RawAuth {
     pub audience: Option<Text>,
     pub client_auth: Option<RawClientAuth>,
     pub token_timeout: Option<HumanDuration>,
+    pub allowed_issuers: Option<Vec<Text>>,
 }
 
 /// `auth.type:` values.

@@ -226,6 +226,9 @@ pub struct OAuth2Config {
     pub audience: Option<String>,
     pub client_auth: ClientAuth,
     pub token_timeout: Duration,
+    /// Authorization servers (issuer URLs) a discovered token endpoint may
+    /// belong to; empty: any that passes the discovery checks (ADR 0011).
+    pub allowed_issuers: Vec<Url>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -435,19 +435,58 @@ fn store(raw: RawStore, r: &mut Report) -> StoreConfig {
     }
 }
 
-/// A duration from the file or its default; zero refused unless it means
-/// something ("no grace", "drop stale tools at once").
+/// The accepted range of a duration setting (README, configuration table).
+/// Bounds keep untrusted or mistyped values from turning into a busy loop
+/// (a 1 ms `poll_interval`) or a hang (a 100-year timeout), and keep every
+/// derived computation (jitter, backoff, deadlines) far from overflow.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Range(pub Duration, pub Duration);
+
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+const HOUR: u64 = 3600 * 1000;
+const DAY: u64 = 24 * HOUR;
+
+pub(crate) const POLL_INTERVAL: Range = Range(ms(100), ms(7 * DAY));
+pub(crate) const REQUEST_TIMEOUT: Range = Range(ms(100), ms(HOUR));
+pub(crate) const CONNECT_TIMEOUT: Range = Range(ms(100), ms(HOUR));
+pub(crate) const BACKOFF_INITIAL: Range = Range(ms(10), ms(HOUR));
+pub(crate) const BACKOFF_MAX: Range = Range(ms(100), ms(DAY));
+pub(crate) const STALE_TTL: Range = Range(ms(0), ms(30 * DAY));
+pub(crate) const STARTUP_GRACE: Range = Range(ms(0), ms(HOUR));
+pub(crate) const PUSH_IDLE_TIMEOUT: Range = Range(ms(100), ms(DAY));
+pub(crate) const TOKEN_TIMEOUT: Range = Range(ms(100), ms(10 * 60 * 1000));
+
+/// A duration from the file or its default; outside `range` it is an error
+/// (and the default is used so that validation goes on).
 fn duration(
     r: &mut Report,
     path: &str,
     value: Option<HumanDuration>,
     default: Duration,
-    zero_ok: bool,
+    range: Range,
 ) -> Duration {
+    let Range(min, max) = range;
     match value {
         None => default,
-        Some(HumanDuration(d)) if d.is_zero() && !zero_ok => {
-            r.error(path, "must be greater than zero");
+        Some(HumanDuration(d)) if d < min || d > max => {
+            let shown = |d: Duration| {
+                if d.is_zero() {
+                    "0s".to_owned()
+                } else {
+                    humantime::format_duration(d).to_string()
+                }
+            };
+            r.error(
+                path,
+                format!(
+                    "{} is out of range. Hint: use a duration from {} to {}",
+                    shown(d),
+                    shown(min),
+                    shown(max)
+                ),
+            );
             default
         }
         Some(HumanDuration(d)) => d,
@@ -463,14 +502,14 @@ fn discovery(raw: RawDiscovery, r: &mut Report) -> DiscoverySettings {
             "discovery.backoff.initial",
             backoff.initial,
             d.backoff.initial,
-            false,
+            BACKOFF_INITIAL,
         ),
         max: duration(
             r,
             "discovery.backoff.max",
             backoff.max,
             d.backoff.max,
-            false,
+            BACKOFF_MAX,
         ),
     };
     if backoff.initial > backoff.max {
@@ -505,24 +544,30 @@ fn discovery(raw: RawDiscovery, r: &mut Report) -> DiscoverySettings {
             "discovery.poll_interval",
             raw.poll_interval,
             d.poll_interval,
-            false,
+            POLL_INTERVAL,
         ),
         request_timeout: duration(
             r,
             "discovery.request_timeout",
             raw.request_timeout,
             d.request_timeout,
-            false,
+            REQUEST_TIMEOUT,
         ),
         connect_timeout: duration(
             r,
             "discovery.connect_timeout",
             raw.connect_timeout,
             d.connect_timeout,
-            false,
+            CONNECT_TIMEOUT,
         ),
         backoff,
-        stale_ttl: duration(r, "discovery.stale_ttl", raw.stale_ttl, d.stale_ttl, true),
+        stale_ttl: duration(
+            r,
+            "discovery.stale_ttl",
+            raw.stale_ttl,
+            d.stale_ttl,
+            STALE_TTL,
+        ),
         max_response_bytes,
         max_pages,
         startup_grace: duration(
@@ -530,14 +575,14 @@ fn discovery(raw: RawDiscovery, r: &mut Report) -> DiscoverySettings {
             "discovery.startup_grace",
             raw.startup_grace,
             d.startup_grace,
-            true,
+            STARTUP_GRACE,
         ),
         push_idle_timeout: duration(
             r,
             "discovery.push_idle_timeout",
             raw.push_idle_timeout,
             d.push_idle_timeout,
-            false,
+            PUSH_IDLE_TIMEOUT,
         ),
     }
 }
@@ -632,14 +677,14 @@ fn server(
         &tree::join(&base, "poll_interval"),
         raw.poll_interval,
         global.poll_interval,
-        false,
+        POLL_INTERVAL,
     );
     discovery.request_timeout = duration(
         r,
         &tree::join(&base, "request_timeout"),
         raw.request_timeout,
         global.request_timeout,
-        false,
+        REQUEST_TIMEOUT,
     );
     let push = raw.push.is_none_or(|f| f.0);
 
@@ -871,6 +916,7 @@ fn auth(raw: Option<RawAuth>, base: &str, r: &mut Report) -> AuthConfig {
         ("audience", raw.audience.is_some()),
         ("client_auth", raw.client_auth.is_some()),
         ("token_timeout", raw.token_timeout.is_some()),
+        ("allowed_issuers", raw.allowed_issuers.is_some()),
     ];
     let allowed: &[&str] = match kind {
         RawAuthType::None => &[],
@@ -884,6 +930,7 @@ fn auth(raw: Option<RawAuth>, base: &str, r: &mut Report) -> AuthConfig {
             "audience",
             "client_auth",
             "token_timeout",
+            "allowed_issuers",
         ],
     };
     for (key, is_present) in present {
@@ -935,6 +982,10 @@ fn auth(raw: Option<RawAuth>, base: &str, r: &mut Report) -> AuthConfig {
                 &auth_path,
                 r,
             )
+            .map(|partial| OAuth2Config {
+                allowed_issuers: allowed_issuers(raw.allowed_issuers, &auth_path, r),
+                ..partial
+            })
             .zip(client_id.zip(client_secret))
             .map(|(partial, (client_id, client_secret))| {
                 AuthConfig::OAuth2(OAuth2Config {
@@ -946,6 +997,22 @@ fn auth(raw: Option<RawAuth>, base: &str, r: &mut Report) -> AuthConfig {
         }
     };
     config.unwrap_or(AuthConfig::None)
+}
+
+/// `auth.allowed_issuers`: absolute http(s) issuer URLs.
+fn allowed_issuers(list: Option<Vec<Text>>, auth_path: &str, r: &mut Report) -> Vec<Url> {
+    let path = tree::join(auth_path, "allowed_issuers");
+    let mut out = Vec::new();
+    for (i, Text(issuer)) in list.into_iter().flatten().enumerate() {
+        match parse_http_url(&issuer) {
+            Ok(url) => out.push(url),
+            Err(e) => r.error(
+                format!("{path}[{i}]"),
+                format!("{e}. Hint: an issuer URL as its metadata states it, e.g. https://idp.example.com"),
+            ),
+        }
+    }
+    out
 }
 
 /// The optional OAuth2 fields; `client_id`/`client_secret` are filled in by
@@ -991,7 +1058,7 @@ fn oauth2(
         &path("token_timeout"),
         token_timeout,
         Duration::from_secs(30),
-        false,
+        TOKEN_TIMEOUT,
     );
     if r.count() > before {
         return None;
@@ -1007,6 +1074,7 @@ fn oauth2(
             Some(RawClientAuth::Basic) | None => ClientAuth::Basic,
         },
         token_timeout,
+        allowed_issuers: Vec::new(),
     })
 }
 
@@ -1353,7 +1421,114 @@ mod tests {
         assert_eq!(spec.discovery.connect_timeout, global.connect_timeout);
         assert!(!spec.push);
         let errs = server_err(json!({"url": "http://x/", "poll_interval": "0s"}));
-        assert!(has(&errs, "servers.s.poll_interval", "greater than zero"));
+        assert!(has(&errs, "servers.s.poll_interval", "0s is out of range"));
+    }
+
+    #[test]
+    fn durations_have_sane_ranges() {
+        let errs = validate_value(
+            json!({"discovery": {
+                "poll_interval": "1ms", "request_timeout": "50ms", "connect_timeout": "2h",
+                "backoff": {"initial": "1ms", "max": "30d"}, "stale_ttl": "100d",
+                "startup_grace": "2h", "push_idle_timeout": "10ms"
+            }}),
+            None,
+        )
+        .unwrap_err();
+        let errs: Vec<(String, String)> = errs.0.into_iter().map(|e| (e.path, e.message)).collect();
+        for path in [
+            "discovery.poll_interval",
+            "discovery.request_timeout",
+            "discovery.connect_timeout",
+            "discovery.backoff.initial",
+            "discovery.backoff.max",
+            "discovery.stale_ttl",
+            "discovery.startup_grace",
+            "discovery.push_idle_timeout",
+        ] {
+            assert!(
+                has(&errs, path, "is out of range. Hint: use a duration from"),
+                "{path}: {errs:?}"
+            );
+        }
+        assert!(
+            has(
+                &errs,
+                "discovery.poll_interval",
+                "1ms is out of range. Hint: use a duration from 100ms to 7days"
+            ),
+            "{errs:?}"
+        );
+        // The bounds themselves are accepted.
+        let config = validate_value(
+            json!({"discovery": {
+                "poll_interval": "100ms", "request_timeout": "1h", "connect_timeout": "100ms",
+                "backoff": {"initial": "10ms", "max": "24h"}, "stale_ttl": "0s",
+                "startup_grace": "0s", "push_idle_timeout": "100ms"
+            }}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(config.discovery.poll_interval, Duration::from_millis(100));
+        assert_eq!(config.discovery.backoff.max, Duration::from_secs(24 * 3600));
+        // A registration goes through the same checks, per server and auth.
+        let errs = server_err(json!({
+            "url": "http://x/", "poll_interval": "1ms", "request_timeout": "2h",
+            "auth": {"type": "oauth2", "client_id": "a", "client_secret": "b", "token_timeout": "1h"}
+        }));
+        assert!(
+            has(&errs, "servers.s.poll_interval", "out of range"),
+            "{errs:?}"
+        );
+        assert!(
+            has(&errs, "servers.s.request_timeout", "out of range"),
+            "{errs:?}"
+        );
+        assert!(
+            has(&errs, "servers.s.auth.token_timeout", "from 100ms to 10m"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn allowed_issuers_are_urls_and_only_for_oauth2() {
+        let oauth2 = |issuers: Value| {
+            json!({"url": "http://x/", "auth": {
+                "type": "oauth2", "client_id": "a", "client_secret": "b", "allowed_issuers": issuers
+            }})
+        };
+        let spec = one_server(oauth2(json!(["https://idp.example/t"]))).unwrap();
+        let AuthConfig::OAuth2(o) = spec.auth else {
+            panic!("not oauth2")
+        };
+        assert_eq!(
+            o.allowed_issuers,
+            vec![Url::parse("https://idp.example/t").unwrap()]
+        );
+        let errs = server_err(oauth2(json!([
+            "https://ok.example",
+            "not a url",
+            "ftp://x"
+        ])));
+        assert!(
+            has(&errs, "servers.s.auth.allowed_issuers[1]", "Hint:"),
+            "{errs:?}"
+        );
+        assert!(
+            has(&errs, "servers.s.auth.allowed_issuers[2]", "scheme"),
+            "{errs:?}"
+        );
+        let errs = server_err(json!({"url": "http://x/", "auth": {
+            "type": "bearer", "token": "t", "allowed_issuers": ["https://a"]
+        }}));
+        assert!(
+            has(
+                &errs,
+                "servers.s.auth.allowed_issuers",
+                "not used by auth type bearer"
+            ),
+            "{errs:?}"
+        );
     }
 
     #[test]

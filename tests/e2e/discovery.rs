@@ -401,13 +401,14 @@ async fn polls_are_skipped_while_a_refresh_is_in_flight() {
         .unwrap();
     let yaml = format!(
         "{}{}",
-        FAST.replace("poll_interval: 10m", "poll_interval: 20ms"),
+        FAST.replace("poll_interval: 10m", "poll_interval: 100ms"),
         servers_yaml(&[("slow", http(&up.url()))])
     );
     let app = spawn_app(&yaml).await;
     app.wait_healthy("slow", 1).await;
     let before = up.requests("tools/list");
-    // Ten polls fire per 200 ms; with one refresh of 600 ms in flight at a
+    // 15 polls fire in 1.5 s (100 ms, the shortest poll_interval allowed);
+    // with one refresh of 600 ms in flight at a
     // time, only about one listing per 600 ms may start.
     actix_rt::time::sleep(Duration::from_millis(1500)).await;
     let during = up.requests("tools/list") - before;

@@ -8,5 +8,6 @@
 
 pub mod mcp_client;
 pub mod peers;
+pub mod recorder;
 pub mod token_endpoint;
 pub mod upstream;

@@ -182,6 +182,9 @@ pub enum GetStream {
     /// blank line), streamed in 64 KiB chunks; then it stays open. Only a size
     /// limit can fault it.
     OversizedEvent(usize),
+    /// 307 to `http://127.0.0.1:<port>/mcp?api_key=redirect-secret` (a
+    /// recorder in `recorder.rs`), answered at once like `Status`.
+    RedirectTo(u16),
 }
 
 /// One `GET /mcp` as the upstream saw it.
@@ -225,10 +228,10 @@ impl TokenStore {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Accepts `token` for `ttl` from now (`None`: forever). Inserting a
-    /// known token again resets its expiry.
+    /// Accepts `token` for `ttl` from now (`None`, or a ttl too long to
+    /// represent: forever). Inserting a known token again resets its expiry.
     pub fn insert(&self, token: impl Into<String>, ttl: Option<Duration>) {
-        let expires = ttl.map(|ttl| Instant::now() + ttl);
+        let expires = ttl.and_then(|ttl| Instant::now().checked_add(ttl));
         lock(&self.tokens).insert(token.into(), expires);
     }
     /// Issued, not revoked and not expired.
@@ -1560,7 +1563,10 @@ impl Inner {
             return sse_stream_response(stream::iter([Ok::<_, io::Error>(event)]), None);
         }
         let mode = b.get_stream;
-        if !matches!(mode, GetStream::Refuse | GetStream::Status(_)) {
+        if !matches!(
+            mode,
+            GetStream::Refuse | GetStream::Status(_) | GetStream::RedirectTo(_)
+        ) {
             if let Some(rejection) = self.check_get(req, b) {
                 return rejection;
             }
@@ -1570,6 +1576,7 @@ impl Inner {
             GetStream::Status(code) => {
                 return json_status(status(code), &json!({ "error": "injected GET status" }))
             }
+            GetStream::RedirectTo(port) => return redirect_to(port, req.path()),
             GetStream::Open => {
                 let opening =
                     stream::iter([Ok::<_, io::Error>(Bytes::from_static(b": stream open\n\n"))]);
@@ -2084,6 +2091,16 @@ fn oversized_chunks(total: usize, id: &Value, sse: bool) -> impl Iterator<Item =
 
 /// A boxed response body.
 type BodyStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>>>>;
+
+/// A 307 to the same path on `127.0.0.1:<port>`, with a secret-looking query.
+fn redirect_to(port: u16, path: &str) -> HttpResponse {
+    HttpResponse::TemporaryRedirect()
+        .insert_header((
+            header::LOCATION,
+            format!("http://127.0.0.1:{port}{path}?api_key=redirect-secret"),
+        ))
+        .finish()
+}
 
 /// The chunks of [`GetStream::OversizedEvent`]: one `data:` line of about
 /// `total` bytes holding a valid notification, then the blank line.

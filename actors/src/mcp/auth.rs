@@ -36,6 +36,18 @@ pub enum AuthError {
     Timeout { url: String, after: Duration },
     #[error("OAuth2 request to {url} failed: {detail}")]
     Transport { url: String, detail: String },
+    /// A 3xx from the token endpoint: not followed, so the client
+    /// credentials stay where they were configured to go (ADR 0011).
+    #[error("OAuth2 token request to {url} was answered with HTTP {status} redirecting to {location}; redirects are not followed, so the client secret never goes elsewhere. Hint: set auth.token_url to the final URL")]
+    Redirected {
+        url: String,
+        status: u16,
+        location: String,
+    },
+    /// `auth.allowed_issuers` is set and the discovered authorization
+    /// server is not in it: refused before anything is sent to it.
+    #[error("the authorization server {issuer} named by {server} is not in auth.allowed_issuers; nothing was sent to it. Hint: add it to auth.allowed_issuers if you trust it, or set auth.token_url")]
+    IssuerNotAllowed { server: String, issuer: String },
     #[error(
         "could not discover the token endpoint of {server}: {detail}. Hint: set auth.token_url"
     )]
@@ -173,6 +185,13 @@ pub async fn request_token(req: &TokenRequest<'_>) -> Result<Token, AuthError> {
                 detail: e.to_string(),
             })?;
         let status = resp.status();
+        if status.is_redirection() {
+            return Err(AuthError::Redirected {
+                url: shown.clone(),
+                status: status.as_u16(),
+                location: http::redirect_location(&resp, req.endpoint.url.as_str()),
+            });
+        }
         let bytes = resp
             .body()
             .limit(MAX_AUTH_BODY)
@@ -215,16 +234,37 @@ pub async fn request_token(req: &TokenRequest<'_>) -> Result<Token, AuthError> {
 /// property tests can feed it anything.
 pub(crate) fn parse_token_response(bytes: &[u8]) -> Result<Token, serde_json::Error> {
     let token: TokenResponse = serde_json::from_slice(bytes)?;
-    // Some servers send `expires_in` as a string.
-    let expires_in = token.expires_in.and_then(|v| match v {
-        serde_json::Value::Number(n) => n.as_u64(),
-        serde_json::Value::String(s) => s.parse().ok(),
-        _ => None,
-    });
+    let expires_in = token.expires_in.as_ref().and_then(parse_expires_in);
     Ok(Token {
         access_token: token.access_token,
         expires_in,
     })
+}
+
+/// `expires_in` as the server sent it, in whole seconds: an integer, a
+/// float (truncated; huge ones saturate at `u64::MAX`), or either as a
+/// string (some servers quote it). Negative means already expired (0);
+/// anything else (NaN, `true`, `"soon"`) is as if it were absent. The
+/// refresher clamps the result; this only reads it without panicking.
+pub fn parse_expires_in(value: &serde_json::Value) -> Option<u64> {
+    fn number(f: f64) -> Option<u64> {
+        // `as` saturates: 1e30 is u64::MAX, -5.0 is 0.
+        (!f.is_nan()).then_some(f as u64)
+    }
+    match value {
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_i64().map(|_| 0))
+            .or_else(|| n.as_f64().and_then(number)),
+        serde_json::Value::String(s) => {
+            let s = s.trim();
+            s.parse::<u64>()
+                .ok()
+                .or_else(|| s.parse::<i64>().ok().map(|_| 0))
+                .or_else(|| s.parse::<f64>().ok().and_then(number))
+        }
+        _ => None,
+    }
 }
 
 /// The parameters of a `Bearer` challenge (`WWW-Authenticate`).
@@ -303,6 +343,16 @@ struct AuthorizationServerMetadata {
     token_endpoint_auth_methods_supported: Option<Vec<String>>,
 }
 
+/// The discovery detail for a 3xx: named, not followed (ADR 0011).
+fn redirect_detail(method: &str, url: &Url, resp: &awc::ClientResponse) -> String {
+    format!(
+        "{method} {} answered HTTP {} redirecting to {}; redirects are not followed",
+        redact_url(url),
+        resp.status().as_u16(),
+        http::redirect_location(resp, url.as_str())
+    )
+}
+
 async fn get_json<T: serde::de::DeserializeOwned>(
     url: &Url,
     timeout: Duration,
@@ -322,6 +372,9 @@ async fn get_json<T: serde::de::DeserializeOwned>(
         Ok(Err(e)) => return Err(format!("GET {}: {e}", redact_url(url))),
         Err(_) => return Err(format!("GET {}: timed out", redact_url(url))),
     };
+    if resp.status().is_redirection() {
+        return Err(redirect_detail("GET", url, &resp));
+    }
     if !resp.status().is_success() {
         return Ok(None);
     }
@@ -350,15 +403,71 @@ fn well_known(base: &Url, suffix: &str, with_path: bool) -> Option<Url> {
     Some(url)
 }
 
+/// Whether `host` is loopback: 127.0.0.0/8, ::1 or `localhost`.
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// Discovered URLs (metadata, authorization server, token endpoint) must be
+/// https: over plain http anyone on the path could name another token
+/// endpoint and receive the client secret. The one exception is a loopback
+/// http MCP URL (a local test or sidecar), which may use loopback http.
+fn require_secure(what: &str, url: &Url, server: &Url) -> Result<(), String> {
+    let local = server.scheme() == "http" && is_loopback(server);
+    if url.scheme() == "https" || (local && url.scheme() == "http" && is_loopback(url)) {
+        return Ok(());
+    }
+    Err(format!(
+        "the {what} {} is not https (plain http is accepted only on loopback, with a loopback http MCP URL)",
+        redact_url(url)
+    ))
+}
+
+/// RFC 8414 3.3: the metadata's `issuer` is the issuer its URL was built
+/// from (a trailing `/` aside).
+fn same_issuer(stated: &str, issuer: &Url) -> bool {
+    stated.trim_end_matches('/') == issuer.as_str().trim_end_matches('/')
+}
+
+/// Whether `issuer` may receive a secret: any when `allowed` is empty, else
+/// one of the list (compared as parsed URLs, a trailing `/` aside).
+fn issuer_allowed(issuer: &Url, allowed: &[Url]) -> bool {
+    allowed.is_empty()
+        || allowed
+            .iter()
+            .any(|a| a.as_str().trim_end_matches('/') == issuer.as_str().trim_end_matches('/'))
+}
+
+/// [`discover_checked`] with no `auth.allowed_issuers`.
+pub async fn discover(
+    server: &Url,
+    configured: ClientAuth,
+    timeout: Duration,
+) -> Result<TokenEndpoint, AuthError> {
+    discover_checked(server, configured, timeout, &[]).await
+}
+
 /// Finds the token endpoint of the MCP server at `server`, as the MCP
 /// authorization spec says: its 401 challenge (made with an unauthenticated
 /// request) names the protected resource metadata, or the well-known
 /// locations are tried; its first authorization server's metadata names the
 /// token endpoint. `configured` is the client auth method of the config.
-pub async fn discover(
+///
+/// Nothing is trusted blindly (ADR 0011): every URL involved must be https
+/// (loopback http only for a loopback http MCP URL), the resource metadata
+/// must name this server as its `resource`, the authorization server
+/// metadata must state the issuer it was fetched for, and when
+/// `allowed_issuers` is not empty the issuer must be one of them.
+pub async fn discover_checked(
     server: &Url,
     configured: ClientAuth,
     timeout: Duration,
+    allowed_issuers: &[Url],
 ) -> Result<TokenEndpoint, AuthError> {
     let shown = redact_url(server);
     let fail = |detail: String| AuthError::Discovery {
@@ -387,6 +496,9 @@ pub async fn discover(
             .and_then(|v| v.to_str().ok())
             .and_then(parse_challenge)
             .unwrap_or_default(),
+        Ok(Ok(resp)) if resp.status().is_redirection() => {
+            return Err(fail(redirect_detail("POST", server, &resp)))
+        }
         Ok(Ok(resp)) => {
             return Err(fail(format!(
                 "an unauthenticated request got HTTP {}, not 401",
@@ -412,6 +524,7 @@ pub async fn discover(
     }
     let mut prm = None;
     for url in &candidates {
+        require_secure("protected resource metadata URL", url, server).map_err(&fail)?;
         if let Some(doc) = get_json::<ProtectedResourceMetadata>(url, timeout)
             .await
             .map_err(&fail)?
@@ -432,6 +545,8 @@ pub async fn discover(
     })?;
     // RFC 9728 3.3: the metadata must be about this server, or a token for
     // another resource would be requested (and sent here).
+    // `resource` is REQUIRED (RFC 9728 2): without it nothing says the
+    // document is about this server.
     let resource = match prm.resource.as_deref() {
         Some(resource) => {
             if !resource_covers(resource, server) {
@@ -441,13 +556,24 @@ pub async fn discover(
             }
             resource.to_owned()
         }
-        None => canonical_resource(server),
+        None => {
+            return Err(fail(
+                "the protected resource metadata has no `resource` (RFC 9728 requires it)".into(),
+            ))
+        }
     };
     let issuer = prm.authorization_servers.first().ok_or_else(|| {
         fail("the protected resource metadata lists no authorization_servers".into())
     })?;
     let issuer =
         Url::parse(issuer).map_err(|e| fail(format!("bad authorization server URL: {e}")))?;
+    require_secure("authorization server", &issuer, server).map_err(&fail)?;
+    if !issuer_allowed(&issuer, allowed_issuers) {
+        return Err(AuthError::IssuerNotAllowed {
+            server: shown.clone(),
+            issuer: redact_url(&issuer),
+        });
+    }
 
     // 3. Authorization server metadata, in the spec's order.
     let has_path = !issuer.path().trim_end_matches('/').is_empty();
@@ -481,19 +607,29 @@ pub async fn discover(
             redact_url(&issuer)
         ))
     })?;
-    // RFC 8414 3.3: the document must be the named issuer's own.
-    if let Some(stated) = asm.issuer.as_deref() {
-        if stated.trim_end_matches('/') != issuer.as_str().trim_end_matches('/') {
+    // RFC 8414 3.3: the document must be the named issuer's own (`issuer`
+    // is REQUIRED).
+    match asm.issuer.as_deref() {
+        Some(stated) if same_issuer(stated, &issuer) => {}
+        Some(stated) => {
             return Err(fail(format!(
-                "the authorization server metadata names issuer {stated}, not {}",
+                "the authorization server metadata names issuer {}, not {}",
+                super::error::excerpt(stated.as_bytes(), 200),
                 redact_url(&issuer)
-            )));
+            )))
+        }
+        None => {
+            return Err(fail(format!(
+                "the authorization server metadata for {} has no `issuer` (RFC 8414 requires it)",
+                redact_url(&issuer)
+            )))
         }
     }
     let token_url = asm
         .token_endpoint
         .ok_or_else(|| fail("the authorization server metadata has no token_endpoint".into()))?;
     let token_url = Url::parse(&token_url).map_err(|e| fail(format!("bad token_endpoint: {e}")))?;
+    require_secure("token endpoint", &token_url, server).map_err(&fail)?;
     let client_auth = pick_client_auth(
         configured,
         asm.token_endpoint_auth_methods_supported.as_deref(),
@@ -611,6 +747,64 @@ mod tests {
     }
 
     #[test]
+    fn discovered_urls_must_be_https_unless_all_loopback_http() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        let remote = u("https://mcp.example/mcp");
+        assert!(require_secure("x", &u("https://idp.example/token"), &remote).is_ok());
+        let e = require_secure(
+            "token endpoint",
+            &u("http://idp.example/token?k=v"),
+            &remote,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("token endpoint http://idp.example/token?…"),
+            "{e}"
+        );
+        // An https MCP URL does not open loopback http.
+        assert!(require_secure("x", &u("http://127.0.0.1:9/token"), &remote).is_err());
+        // A plain-http remote MCP URL does not either.
+        let plain = u("http://mcp.example/mcp");
+        assert!(require_secure("x", &u("http://mcp.example/.well-known/x"), &plain).is_err());
+        assert!(require_secure("x", &u("http://127.0.0.1:9/token"), &plain).is_err());
+        for local in [
+            "http://127.0.0.1:8000/mcp",
+            "http://127.8.9.1/mcp",
+            "http://[::1]:1/mcp",
+            "http://LocalHost:1/mcp",
+        ] {
+            let local = u(local);
+            assert!(require_secure("x", &u("http://127.0.0.1:9/token"), &local).is_ok());
+            assert!(require_secure("x", &u("http://localhost:9/token"), &local).is_ok());
+            assert!(require_secure("x", &u("http://[::1]:9/token"), &local).is_ok());
+            assert!(require_secure("x", &u("https://idp.example/token"), &local).is_ok());
+            assert!(require_secure("x", &u("http://idp.example/token"), &local).is_err());
+            assert!(require_secure("x", &u("http://10.0.0.1/token"), &local).is_err());
+        }
+        assert!(require_secure("x", &u("ftp://127.0.0.1/x"), &u("http://127.0.0.1/")).is_err());
+    }
+
+    #[test]
+    fn the_issuer_must_be_the_one_asked_and_allowed() {
+        let issuer = Url::parse("https://idp.example/tenant").unwrap();
+        assert!(same_issuer("https://idp.example/tenant", &issuer));
+        assert!(same_issuer("https://idp.example/tenant/", &issuer));
+        assert!(!same_issuer("https://evil.example/tenant", &issuer));
+        assert!(!same_issuer("https://idp.example/other", &issuer));
+        assert!(issuer_allowed(&issuer, &[]));
+        let list = |v: &[&str]| v.iter().map(|s| Url::parse(s).unwrap()).collect::<Vec<_>>();
+        assert!(issuer_allowed(
+            &issuer,
+            &list(&["https://IDP.example/tenant/"])
+        ));
+        assert!(!issuer_allowed(&issuer, &list(&["https://idp.example/"])));
+        assert!(!issuer_allowed(
+            &issuer,
+            &list(&["https://other.example/tenant"])
+        ));
+    }
+
+    #[test]
     fn client_auth_is_picked_from_what_the_server_supports() {
         let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(pick_client_auth(ClientAuth::Basic, None), ClientAuth::Basic);
@@ -629,6 +823,28 @@ mod tests {
             pick_client_auth(ClientAuth::Post, Some(&list(&["private_key_jwt"]))),
             ClientAuth::Post
         );
+    }
+
+    #[test]
+    fn expires_in_is_read_in_every_form_without_panicking() {
+        use serde_json::json;
+        let p = |v: serde_json::Value| parse_expires_in(&v);
+        assert_eq!(p(json!(3600)), Some(3600));
+        assert_eq!(p(json!(0)), Some(0));
+        assert_eq!(p(json!(u64::MAX)), Some(u64::MAX));
+        assert_eq!(p(json!(3600.9)), Some(3600));
+        assert_eq!(p(json!(1e30)), Some(u64::MAX));
+        assert_eq!(p(json!(-5)), Some(0));
+        assert_eq!(p(json!(-1e30)), Some(0));
+        assert_eq!(p(json!("120")), Some(120));
+        assert_eq!(p(json!(" 1e30 ")), Some(u64::MAX));
+        assert_eq!(p(json!("-3")), Some(0));
+        assert_eq!(p(json!("99999999999999999999999999")), Some(u64::MAX));
+        assert_eq!(p(json!("NaN")), None);
+        assert_eq!(p(json!("soon")), None);
+        assert_eq!(p(json!(true)), None);
+        assert_eq!(p(json!(null)), None);
+        assert_eq!(p(json!({"s": 1})), None);
     }
 
     #[test]

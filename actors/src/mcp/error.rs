@@ -59,6 +59,17 @@ pub enum McpError {
         body: String,
     },
 
+    /// A 3xx: redirects are never followed (ADR 0011), so nothing configured
+    /// for this server (headers, token, body) can reach another host.
+    #[error("{url} answered `{method}` with HTTP {status} redirecting to {location}; redirects are not followed, so credentials never go elsewhere. Hint: configure the final URL")]
+    Redirected {
+        method: String,
+        url: String,
+        status: u16,
+        /// The redacted `Location`.
+        location: String,
+    },
+
     /// 401 or 403: the server wants (other) credentials. `challenge` is its
     /// `WWW-Authenticate` header (no secret: the server's own words).
     #[error("{url} answered `{method}` with HTTP {status}{}", Challenge(challenge.as_deref()))]
@@ -203,6 +214,7 @@ impl McpError {
             McpError::Http { .. } => "http_failed",
             McpError::HttpStatus { .. } => "http_status",
             McpError::Unauthorized { .. } => "unauthorized",
+            McpError::Redirected { .. } => "redirect_refused",
             McpError::UnexpectedContentType { .. } => "unexpected_content_type",
             McpError::NoResponse { .. } => "no_response",
             McpError::BodyTooLarge { .. } => "body_too_large",

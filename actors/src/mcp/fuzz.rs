@@ -373,12 +373,26 @@ proptest! {
         let body = json!({"access_token": token, "expires_in": expires, "token_type": "Bearer", "x": extra});
         let parsed = parse_token_response(&serde_json::to_vec(&body).unwrap()).unwrap();
         prop_assert_eq!(&parsed.access_token, &token);
-        let want = match &expires {
+        let fits = match &expires {
             Value::Number(n) => n.as_u64(),
             Value::String(s) => s.parse::<u64>().ok(),
             _ => None,
         };
-        prop_assert_eq!(parsed.expires_in, want);
+        match (&expires, fits) {
+            (_, Some(seconds)) => prop_assert_eq!(parsed.expires_in, Some(seconds)),
+            // Negative: already expired.
+            (Value::Number(n), None) if n.as_i64().is_some() => {
+                prop_assert_eq!(parsed.expires_in, Some(0))
+            }
+            // Too many digits for u64: saturates (the refresher clamps it).
+            (Value::String(s), None) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+                prop_assert_eq!(parsed.expires_in, Some(u64::MAX))
+            }
+            (Value::Null | Value::Bool(_) | Value::Array(_) | Value::Object(_), None) => {
+                prop_assert_eq!(parsed.expires_in, None)
+            }
+            _ => {}
+        }
     }
 
     #[test]

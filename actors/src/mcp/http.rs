@@ -15,6 +15,15 @@
 //!
 //! The client-wide timeout is disabled: every request sets its own
 //! (`request_timeout`), and long-lived streams must not inherit one.
+//!
+//! Redirects are never followed (ADR 0011). awc 3 follows up to 10 by
+//! default (its `Redirect` middleware is wrapped whenever `max_redirects` is
+//! above 0) and, on an origin change, drops only `Authorization`, `Cookie`
+//! and `Proxy-Authorization`: a static `X-Api-Key` header, and a 307/308's
+//! body (a `client_secret` in a token request's form), would go to whatever
+//! host the `Location` names. With `disable_redirects()` a 3xx comes back as
+//! the response, and [`status_error`] turns it into
+//! [`McpError::Redirected`].
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -31,9 +40,6 @@ use futures_util::StreamExt;
 use super::error::{excerpt, message};
 use super::sse::{Event, SseParser};
 use super::McpError;
-
-/// Redirects a POST may follow (307/308 keep the method and body).
-const MAX_REDIRECTS: u8 = 5;
 
 /// How much of an error body we read for the message.
 const ERROR_BODY_PREFIX: usize = 4 * 1024;
@@ -69,7 +75,7 @@ fn build_client(connect_timeout: Duration) -> Client {
     Client::builder()
         .connector(connector)
         .disable_timeout()
-        .max_redirects(MAX_REDIRECTS)
+        .disable_redirects()
         .add_default_header((
             awc::http::header::USER_AGENT,
             concat!("mcp-discovery/", env!("CARGO_PKG_VERSION")),
@@ -230,6 +236,14 @@ pub(crate) async fn read_body(
 /// need it); others carry a body excerpt.
 pub(crate) async fn status_error(resp: &mut ClientResponse, method: &str, url: &str) -> McpError {
     let status = resp.status().as_u16();
+    if resp.status().is_redirection() {
+        return McpError::Redirected {
+            method: method.to_owned(),
+            url: url.to_owned(),
+            status,
+            location: redirect_location(resp, url),
+        };
+    }
     if status == 401 || status == 403 {
         let challenge = resp
             .headers()
@@ -248,6 +262,22 @@ pub(crate) async fn status_error(resp: &mut ClientResponse, method: &str, url: &
         url: url.to_owned(),
         status,
         body: error_excerpt(resp).await,
+    }
+}
+
+/// Where a 3xx points, safe to show: resolved against the request URL and
+/// redacted (no user info, no query string); `(none)` when absent.
+pub(crate) fn redirect_location(resp: &ClientResponse, request_url: &str) -> String {
+    let Some(location) = resp.headers().get(awc::http::header::LOCATION) else {
+        return "(none)".to_owned();
+    };
+    let text = String::from_utf8_lossy(location.as_bytes());
+    let resolved = url::Url::parse(request_url)
+        .and_then(|base| base.join(text.trim()))
+        .or_else(|_| url::Url::parse(text.trim()));
+    match resolved {
+        Ok(target) => super::error::redact_url(&target),
+        Err(_) => "(an unparsable Location)".to_owned(),
     }
 }
 
@@ -386,6 +416,57 @@ mod tests {
         std::thread::spawn(|| CLIENTS.with(|c| assert!(c.borrow().is_empty())))
             .join()
             .unwrap();
+    }
+
+    /// awc follows redirects by default; ours must not: the 307 comes back
+    /// as the response (and reads as `Redirected`, with the `Location`
+    /// redacted), and the target is never asked.
+    #[actix_web::test]
+    async fn redirects_are_not_followed() {
+        use actix_web::{web, App, HttpResponse, HttpServer};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&hits);
+        let server = HttpServer::new(move || {
+            let seen = Arc::clone(&seen);
+            App::new()
+                .route(
+                    "/from",
+                    web::post().to(|| async {
+                        HttpResponse::TemporaryRedirect()
+                            .insert_header(("Location", "/to?api_key=s3cret"))
+                            .finish()
+                    }),
+                )
+                .route(
+                    "/to",
+                    web::post().to(move || {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        async { HttpResponse::Ok().finish() }
+                    }),
+                )
+        })
+        .workers(1)
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+        let addr = server.addrs()[0];
+        actix_rt::spawn(server.run());
+        let url = format!("http://{addr}/from");
+        let mut resp = client(Duration::from_secs(5))
+            .post(&url)
+            .insert_header(("X-Api-Key", "k"))
+            .send_body("client_secret=x")
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 307);
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+        let e = status_error(&mut resp, "initialize", &url).await;
+        assert_eq!(e.code(), "redirect_refused");
+        let text = e.to_string();
+        assert!(text.contains(&format!("http://{addr}/to?…")), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert_eq!(e.http_status(), None, "no transport fallback on a 3xx");
     }
 
     /// More concurrent long-lived streams than awc's default pool limit (100)

@@ -9,6 +9,7 @@ use actix::prelude::*;
 use actix::WeakRecipient;
 use rand::Rng;
 
+use super::state::fraction;
 use super::{ChildExited, ChildKind};
 
 /// Jitter: each period is the interval times a factor in [1 - J, 1 + J].
@@ -65,8 +66,17 @@ impl Poller {
 
 /// `interval` scaled by a uniform factor in [1 - JITTER, 1 + JITTER].
 pub fn jittered(interval: Duration) -> Duration {
-    let factor = rand::rng().random_range((1.0 - JITTER)..=(1.0 + JITTER));
-    interval.mul_f64(factor)
+    jittered_by(interval, rand::rng().random_range(0.0..=1.0))
+}
+
+/// `interval` moved by up to `JITTER` of itself either way, `u` in [0, 1]
+/// picking where; saturating, so even `Duration::MAX` cannot overflow
+/// (`Duration::mul_f64(1.1)` would panic there).
+fn jittered_by(interval: Duration, u: f64) -> Duration {
+    let spread = fraction(interval, JITTER);
+    interval
+        .saturating_sub(spread)
+        .saturating_add(fraction(spread.saturating_mul(2), u))
 }
 
 impl Actor for Poller {
@@ -130,6 +140,27 @@ mod tests {
             let d = jittered(Duration::from_secs(100));
             assert!(d >= Duration::from_secs(90) && d <= Duration::from_secs(110));
         }
+    }
+
+    #[test]
+    fn jitter_cannot_overflow() {
+        for u in [0.0, 0.5, 1.0, f64::NAN, 9.0] {
+            let d = jittered_by(Duration::MAX, u);
+            assert!(d >= Duration::MAX - Duration::MAX / 9, "{u} {d:?}");
+            assert_eq!(jittered_by(Duration::ZERO, u), Duration::ZERO);
+        }
+        assert_eq!(
+            jittered_by(Duration::from_secs(100), 0.0),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            jittered_by(Duration::from_secs(100), 0.5),
+            Duration::from_secs(100)
+        );
+        assert_eq!(
+            jittered_by(Duration::from_secs(100), 1.0),
+            Duration::from_secs(110)
+        );
     }
 
     #[actix_rt::test]

@@ -7,8 +7,8 @@
 //! the server has no push stream (`unsupported`, the actor stops; polling
 //! covers). Any other failure (status, reset, end of stream, malformed
 //! event, oversized event, silence longer than `push_idle_timeout`) is
-//! `failed`, then a reconnect with backoff (at least the server's `retry`)
-//! and `Last-Event-ID`.
+//! `failed`, then a reconnect with backoff (at least the server's `retry`,
+//! at most `backoff.max`) and `Last-Event-ID`.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -190,8 +190,7 @@ impl PushStream {
         }
         self.failures = self.failures.saturating_add(1);
         let jitter = rand::rng().random_range(0.0..=1.0);
-        let delay = backoff_delay(&self.init.backoff, self.failures, jitter)
-            .max(self.retry.unwrap_or_default());
+        let delay = reconnect_delay(&self.init.backoff, self.failures, jitter, self.retry);
         {
             let _g = self.init.span.enter();
             tracing::info!(
@@ -250,6 +249,18 @@ impl PushStream {
     }
 }
 
+/// The backoff delay, or the server's `retry` when longer, but never more
+/// than `backoff.max`: `retry` is the server's advice, and a huge one
+/// (`retry: 999999999999`) must not park the stream for years.
+fn reconnect_delay(
+    backoff: &BackoffSettings,
+    failures: u32,
+    jitter: f64,
+    retry: Option<Duration>,
+) -> Duration {
+    backoff_delay(backoff, failures, jitter).max(retry.unwrap_or_default().min(backoff.max))
+}
+
 impl Actor for PushStream {
     type Context = Context<Self>;
 
@@ -303,5 +314,34 @@ impl Handler<StopPushStream> for PushStream {
     fn handle(&mut self, _: StopPushStream, ctx: &mut Self::Context) {
         self.stop_requested = true;
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_servers_retry_is_honoured_up_to_backoff_max() {
+        let b = BackoffSettings {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        };
+        assert_eq!(
+            reconnect_delay(&b, 1, 1.0, None),
+            Duration::from_millis(100)
+        );
+        let retry = Some(Duration::from_millis(1500));
+        assert_eq!(
+            reconnect_delay(&b, 1, 1.0, retry),
+            Duration::from_millis(1500)
+        );
+        let huge = Some(Duration::from_millis(999_999_999_999));
+        assert_eq!(reconnect_delay(&b, 1, 0.0, huge), Duration::from_secs(2));
+        let max = Some(Duration::from_millis(u64::MAX));
+        assert_eq!(
+            reconnect_delay(&b, u32::MAX, 1.0, max),
+            Duration::from_secs(2)
+        );
     }
 }

@@ -122,17 +122,34 @@ impl Discovery {
 
 /// Exponential backoff with "equal jitter": the `n`th consecutive failure
 /// (1-based) waits between half and all of `initial * 2^(n-1)`, never less
-/// than `initial` nor more than `max`. `jitter` is a uniform sample in [0, 1].
+/// than `initial` nor more than `max`. `jitter` is a uniform sample in [0, 1]
+/// (anything else, NaN included, is clamped). Integer arithmetic that
+/// saturates: no setting can make it overflow or panic.
 pub fn backoff_delay(backoff: &BackoffSettings, failures: u32, jitter: f64) -> Duration {
-    let exp = failures.saturating_sub(1).min(32);
+    let exp = failures.saturating_sub(1).min(31);
     let base = backoff
         .initial
-        .checked_mul(1u32 << exp.min(31))
+        .checked_mul(1u32 << exp)
         .unwrap_or(backoff.max)
         .min(backoff.max);
-    let jitter = jitter.clamp(0.0, 1.0);
-    let delay = base.mul_f64(0.5 + 0.5 * jitter);
+    let half = base / 2;
+    let delay = base
+        .saturating_sub(half)
+        .saturating_add(fraction(half, jitter));
     delay.clamp(backoff.initial.min(backoff.max), backoff.max)
+}
+
+/// `d * f` for `f` in [0, 1] (clamped; NaN is 0), in integer arithmetic so
+/// that even `Duration::MAX` cannot overflow (`Duration::mul_f64` panics
+/// when the product does not fit).
+pub fn fraction(d: Duration, f: f64) -> Duration {
+    const PPM: u32 = 1_000_000;
+    // `as` saturates, and NaN becomes 0.
+    let ppm = (f.clamp(0.0, 1.0) * f64::from(PPM)) as u32;
+    match d.checked_mul(ppm) {
+        Some(product) => product / PPM,
+        None => (d / PPM).saturating_mul(ppm),
+    }
 }
 
 #[cfg(test)]
@@ -211,6 +228,27 @@ mod tests {
     }
 
     #[test]
+    fn fraction_never_overflows() {
+        assert_eq!(
+            fraction(Duration::from_secs(10), 0.5),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            fraction(Duration::from_secs(10), 1.0),
+            Duration::from_secs(10)
+        );
+        assert_eq!(fraction(Duration::from_secs(10), f64::NAN), Duration::ZERO);
+        assert_eq!(fraction(Duration::from_secs(10), -3.0), Duration::ZERO);
+        assert_eq!(
+            fraction(Duration::from_secs(10), 7.0),
+            Duration::from_secs(10)
+        );
+        let max = fraction(Duration::MAX, 1.0);
+        assert!(max <= Duration::MAX && max > Duration::MAX / 2, "{max:?}");
+        assert!(fraction(Duration::MAX, 0.5) <= Duration::MAX / 2 + Duration::from_secs(1));
+    }
+
+    #[test]
     fn backoff_grows_with_jitter_and_is_capped() {
         let b = backoff();
         assert_eq!(backoff_delay(&b, 1, 1.0), Duration::from_millis(500));
@@ -221,6 +259,28 @@ mod tests {
         assert_eq!(backoff_delay(&b, 20, 1.0), Duration::from_secs(60));
         assert_eq!(backoff_delay(&b, 20, 0.0), Duration::from_secs(30));
         assert_eq!(backoff_delay(&b, u32::MAX, 1.0), Duration::from_secs(60));
+        for n in [0, 1, 2, 31, 32, 33, 64, u32::MAX] {
+            for j in [f64::NAN, -1.0, 0.0, 0.5, 1.0, 2.0, f64::INFINITY] {
+                let huge = BackoffSettings {
+                    initial: Duration::MAX / 3,
+                    max: Duration::MAX,
+                };
+                let d = backoff_delay(&huge, n, j);
+                assert!(d >= huge.initial && d <= huge.max, "{n} {j} {d:?}");
+                let odd = BackoffSettings {
+                    initial: Duration::MAX,
+                    max: Duration::from_secs(1),
+                };
+                assert_eq!(backoff_delay(&odd, n, j), Duration::from_secs(1));
+                let zero = BackoffSettings {
+                    initial: Duration::ZERO,
+                    max: Duration::ZERO,
+                };
+                assert_eq!(backoff_delay(&zero, n, j), Duration::ZERO);
+                let d = backoff_delay(&b, n, j);
+                assert!(d >= b.initial && d <= b.max, "{n} {j} {d:?}");
+            }
+        }
         for n in 1..50 {
             for j in [0.0, 0.3, 0.99, 1.0] {
                 let d = backoff_delay(&b, n, j);
