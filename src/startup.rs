@@ -165,6 +165,8 @@ impl Application {
             Some(Arc::new(store)),
         ));
         let mut http = HttpServer::new(move || api::app(state.clone()))
+            // The address each client dialled, for the Host check.
+            .on_connect(api::guard::remember_local_addr)
             .shutdown_timeout(options.http_shutdown_timeout.as_secs())
             // Our own handler stops the HTTP server *without* stopping the
             // System, so the engine can still shut down after it (actix's
@@ -188,7 +190,7 @@ impl Application {
         };
         let handle = server.handle();
         if local_addr.ip().is_unspecified() {
-            tracing::warn!(addr = %local_addr, allowed_hosts = config.http.allowed_hosts.len(), "Listening on every interface: requests are answered only for Host localhost, 127.0.0.1, [::1] and the listen address; list the names clients use (DNS names, the reverse proxy's) in http.allowed_hosts.");
+            tracing::warn!(addr = %local_addr, allowed_hosts = config.http.allowed_hosts.len(), "Listening on every interface: requests are answered only for Host localhost, 127.0.0.1, [::1] and the listen address; list the DNS names clients use (a Service, an ingress, a reverse proxy) in http.allowed_hosts. The IP a client dialled is accepted too.");
         }
         tracing::info!(
             addr = %local_addr,

@@ -5,7 +5,8 @@
 //! In order:
 //! 1. `Host` (or the request target's authority) must be one of the names
 //!    this service answers: `localhost`, `127.0.0.1`, `[::1]` (any port),
-//!    the listen address, `http.allowed_hosts`. Else 421. This is what stops
+//!    the listen address (and the address the client connected to),
+//!    `http.allowed_hosts`. Else 421. This is what stops
 //!    DNS rebinding: the browser sends the attacker's name.
 //! 2. A request that changes anything (any method but GET, HEAD, OPTIONS),
 //!    or a protected read, with an `Origin` not in `http.allowed_origins`:
@@ -81,6 +82,24 @@ impl std::fmt::Display for Writer {
                 write!(f, "admin.api_keys[{index}] (sha256 {fingerprint})")
             }
             Writer::Loopback => f.write_str("none (loopback peer)"),
+        }
+    }
+}
+
+/// The local address of the connection a request came on (the address the
+/// client dialled), stored by [`remember_local_addr`]. On 0.0.0.0 this is
+/// what lets a probe or scraper that dials the pod IP (kubelet sends
+/// `Host: <pod IP>:<port>`) through: an IP the client connected to is not a
+/// rebinding name.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnLocalAddr(pub SocketAddr);
+
+/// `HttpServer::on_connect` callback: keeps the connection's local address
+/// for the Host check.
+pub fn remember_local_addr(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        if let Ok(addr) = tcp.local_addr() {
+            ext.insert(ConnLocalAddr(addr));
         }
     }
 }
@@ -286,7 +305,10 @@ fn check_host(config: &Config, req: &ServiceRequest) -> Result<(), ApiError> {
     let Some(host) = host else {
         return Err(ApiError::MisdirectedRequest("(none)".into()));
     };
-    let listen = [req.app_config().local_addr(), config.listen];
+    let mut listen = vec![req.app_config().local_addr(), config.listen];
+    if let Some(ConnLocalAddr(addr)) = req.conn_data::<ConnLocalAddr>() {
+        listen.push(*addr);
+    }
     if host_allowed(host, &config.http.allowed_hosts, &listen) {
         Ok(())
     } else {
@@ -402,6 +424,32 @@ mod tests {
         assert!(!host_allowed("api.internal", &allowed, &listen()));
         assert!(!host_allowed("api.internal:80", &allowed, &listen()));
         assert!(!host_allowed("example.com", &allowed, &listen()));
+    }
+
+    #[actix_web::test]
+    async fn the_dialled_address_is_remembered_per_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut ext = actix_web::dev::Extensions::new();
+        remember_local_addr(&server, &mut ext);
+        let ConnLocalAddr(seen) = ext.get::<ConnLocalAddr>().copied().unwrap();
+        assert_eq!(seen, addr);
+        // On 0.0.0.0, the address the client dialled is a name it may use.
+        let any: SocketAddr = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+        assert!(!host_allowed(
+            &format!("10.9.8.7:{}", addr.port()),
+            &[],
+            &[any]
+        ));
+        let dialled: SocketAddr = SocketAddr::from(([10, 9, 8, 7], addr.port()));
+        assert!(host_allowed(
+            &format!("10.9.8.7:{}", addr.port()),
+            &[],
+            &[any, dialled]
+        ));
+        drop(client);
     }
 
     #[test]
