@@ -332,16 +332,26 @@ pub fn summary(config: &Config) -> String {
         dur(d.startup_grace),
     );
     let _ = writeln!(out, "catalog    separator {:?}", config.catalog.separator);
-    let keys = config.admin.api_keys.len();
+    let admin = &config.admin;
+    let count = |n: usize, what: &str| match n {
+        1 => format!("1 {what} key"),
+        n => format!("{n} {what} keys"),
+    };
+    let mode = if !admin.api_keys.is_empty() {
+        format!(
+            "writes need a key ({}, {})",
+            count(admin.api_keys.len(), "write"),
+            count(admin.read_keys.len(), "read")
+        )
+    } else if admin.allow_loopback_writes {
+        "loopback-only writes without a key".to_owned()
+    } else {
+        "writes refused (no API keys)".to_owned()
+    };
     let _ = writeln!(
         out,
-        "admin      {}{}",
-        match keys {
-            0 => "no API keys".to_owned(),
-            1 => "1 API key".to_owned(),
-            n => format!("{n} API keys"),
-        },
-        if config.admin.protect_reads {
+        "admin      {mode}{}",
+        if admin.protect_reads {
             ", reads protected"
         } else {
             ""

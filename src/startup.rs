@@ -103,9 +103,7 @@ impl Application {
             anyhow::bail!("Application::build must be called inside a running actix System");
         }
         let store = open_store(&config, &options).await?;
-        if config.admin.api_keys.is_empty() {
-            tracing::warn!("admin.api_keys is not set: writes (register, refresh, reload) are accepted only from loopback clients");
-        }
+        log_access_mode(&config);
         let metrics = Arc::new(Metrics::new().context("could not set up the metrics")?);
 
         let addr = options.listen.unwrap_or(config.listen);
@@ -167,6 +165,8 @@ impl Application {
             Some(Arc::new(store)),
         ));
         let mut http = HttpServer::new(move || api::app(state.clone()))
+            // The address each client dialled, for the Host check.
+            .on_connect(api::guard::remember_local_addr)
             .shutdown_timeout(options.http_shutdown_timeout.as_secs())
             // Our own handler stops the HTTP server *without* stopping the
             // System, so the engine can still shut down after it (actix's
@@ -189,6 +189,9 @@ impl Application {
             }
         };
         let handle = server.handle();
+        if local_addr.ip().is_unspecified() {
+            tracing::warn!(addr = %local_addr, allowed_hosts = config.http.allowed_hosts.len(), "Listening on every interface: requests are answered only for Host localhost, 127.0.0.1, [::1] and the listen address; list the DNS names clients use (a Service, an ingress, a reverse proxy) in http.allowed_hosts. The IP a client dialled is accepted too.");
+        }
         tracing::info!(
             addr = %local_addr,
             servers = config.servers.len(),
@@ -278,6 +281,29 @@ impl Application {
         }
         syncer.abort();
         served.context("the HTTP server failed")
+    }
+}
+
+/// Says at start-up who may write, and who may read (ADR 0009).
+fn log_access_mode(config: &Config) {
+    let admin = &config.admin;
+    if !admin.api_keys.is_empty() {
+        tracing::info!(
+            write_keys = admin.api_keys.len(),
+            read_keys = admin.read_keys.len(),
+            protect_reads = admin.protect_reads,
+            "Access mode: keys. Writes need a key of admin.api_keys."
+        );
+    } else if admin.allow_loopback_writes {
+        tracing::warn!(
+            protect_reads = admin.protect_reads,
+            "Access mode: loopback-only writes. With no admin.api_keys, writes (register, refresh, reload) are accepted without a key from loopback clients only (admin.allow_loopback_writes)."
+        );
+    } else {
+        tracing::info!(
+            protect_reads = admin.protect_reads,
+            "Access mode: writes refused. No admin.api_keys is set, so register, refresh and reload over the API are refused; set admin.api_keys (or admin.allow_loopback_writes for a local trial)."
+        );
     }
 }
 

@@ -387,7 +387,8 @@ fn is_list_key(path: &[String]) -> bool {
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
     matches!(
         p.as_slice(),
-        ["admin", "api_keys"]
+        ["admin", "api_keys" | "read_keys"]
+            | ["http", "allowed_hosts" | "allowed_origins"]
             | ["servers", _, "args"]
             | ["servers", _, "auth", "scopes"]
             | ["servers", _, "tools", "allow" | "deny"]
@@ -868,13 +869,13 @@ servers:
 # A ${COMMENTED_OUT} reference in a comment is not expanded.
 ",
             &[
-                ("ADMIN_KEY", "k1"),
+                ("ADMIN_KEY", "k1-key-0123456789"),
                 ("HOST", "10.0.0.5"),
                 ("SEARCH_SECRET", "a: \"b\" # c"),
             ],
         )
         .unwrap();
-        assert_eq!(config.admin.api_keys[0].expose(), "k1");
+        assert_eq!(config.admin.api_keys[0].expose(), "k1-key-0123456789");
         assert_eq!(url(&config, "search"), "http://10.0.0.5:20200/mcp");
         let spec = server(&config, "search");
         assert_eq!(
@@ -903,7 +904,7 @@ servers:
     url: ${OTHER_URL}
 admin: { api_keys: [\"${ADMIN_KEY}\"] }
 ",
-            &[("ADMIN_KEY", "k")],
+            &[("ADMIN_KEY", "k-key-0123456789")],
         ));
         let e = find(&errs, "servers.search.auth.client_secret");
         assert!(
@@ -933,7 +934,10 @@ servers:
                 ("MCP_DISCOVERY__DISCOVERY__BACKOFF__MAX", "2m"),
                 ("MCP_DISCOVERY__SERVERS__SEARCH__URL", "http://new/mcp"),
                 ("MCP_DISCOVERY__SERVERS__SEARCH__PUSH", "false"),
-                ("MCP_DISCOVERY__ADMIN__API_KEYS", "k1, k2"),
+                (
+                    "MCP_DISCOVERY__ADMIN__API_KEYS",
+                    "k1-key-0123456789, k2-key-0123456789",
+                ),
                 ("MCP_DISCOVERY__ADMIN__PROTECT_READS", "true"),
                 ("MCP_DISCOVERY__SERVERS__EXTRA__COMMAND", "npx"),
                 ("MCP_DISCOVERY__SERVERS__EXTRA__ARGS", r#"["-y", "a,b"]"#),
@@ -956,7 +960,7 @@ servers:
             Duration::from_secs(60)
         );
         let keys: Vec<&str> = config.admin.api_keys.iter().map(|k| k.expose()).collect();
-        assert_eq!(keys, ["k1", "k2"]);
+        assert_eq!(keys, ["k1-key-0123456789", "k2-key-0123456789"]);
         assert!(config.admin.protect_reads);
         assert_eq!(config.store.url, None, "an empty variable is unset");
         match &server(&config, "extra").endpoint {
@@ -1018,7 +1022,7 @@ servers:
     fn secrets_are_redacted_in_debug_output() {
         let config = yaml_env(
             "\
-admin: { api_keys: [k-secret-1] }
+admin: { api_keys: [k-secret-1-0123456789] }
 store: { url: 'postgres://u:pw-secret-2@db/x' }
 servers:
   a:
@@ -1083,7 +1087,8 @@ servers:
             Format::Yaml,
             Some(Path::new("full.yaml")),
             &env(&[
-                ("MCP_DISCOVERY_ADMIN_KEY", "admin"),
+                ("MCP_DISCOVERY_ADMIN_KEY", "admin-key-0123456789"),
+                ("MCP_DISCOVERY_READ_KEY", "read-key-0123456789"),
                 ("SEARCH_SECRET", "s"),
                 ("TICKETS_TOKEN", "t"),
                 ("WIKI_PASSWORD", "p"),
@@ -1091,6 +1096,9 @@ servers:
         )
         .unwrap();
         assert!(full.admin.protect_reads);
+        assert_eq!(full.admin.read_keys.len(), 1);
+        assert_eq!(full.http.allowed_origins, ["https://ui.example.com"]);
+        assert!(quickstart.admin.allow_loopback_writes);
         assert_eq!(full.servers.len(), 4);
         let kinds: Vec<&str> = full.servers.values().map(|s| s.auth.kind()).collect();
         assert_eq!(kinds, ["oauth2", "bearer", "basic", "none"]);
@@ -1111,6 +1119,6 @@ servers:
             None,
             &[],
         ));
-        assert_eq!(errs.len(), 4, "{errs}");
+        assert_eq!(errs.len(), 5, "{errs}");
     }
 }

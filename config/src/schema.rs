@@ -26,6 +26,7 @@ pub struct RawConfig {
     /// Socket address of the HTTP API, e.g. `127.0.0.1:8080`.
     pub listen: Option<Text>,
     pub admin: Option<RawAdmin>,
+    pub http: Option<RawHttp>,
     pub store: Option<RawStore>,
     pub discovery: Option<RawDiscovery>,
     pub catalog: Option<RawCatalog>,
@@ -38,7 +39,18 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub api_keys: Option<Vec<Text>>,
+    pub read_keys: Option<Vec<Text>>,
     pub protect_reads: Option<Flag>,
+    pub allow_loopback_writes: Option<Flag>,
+}
+
+/// `http:` — the names and web origins the API answers (DNS rebinding and
+/// cross-site requests are refused otherwise).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub allowed_hosts: Option<Vec<Text>>,
+    pub allowed_origins: Option<Vec<Text>>,
 }
 
 /// `store:` — where runtime registrations are persisted.

@@ -13,6 +13,7 @@ use url::Url;
 pub struct Config {
     pub listen: SocketAddr,
     pub admin: AdminConfig,
+    pub http: HttpConfig,
     pub store: StoreConfig,
     pub discovery: DiscoverySettings,
     pub catalog: CatalogSettings,
@@ -24,9 +25,25 @@ pub struct Config {
 
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct AdminConfig {
-    /// Empty: no key required (issue 5 restricts writes to loopback then).
+    /// Write keys (a write key also reads). Empty: writes are refused, or
+    /// taken from loopback peers with `allow_loopback_writes`.
     pub api_keys: Vec<Secret>,
+    /// Keys that only read (`/v1/tools`, `/v1/servers`) when `protect_reads`.
+    pub read_keys: Vec<Secret>,
     pub protect_reads: bool,
+    /// With no `api_keys`: accept writes from loopback peers without a key
+    /// (a local trial). Never combined with keys (validation refuses it).
+    pub allow_loopback_writes: bool,
+}
+
+/// Who may talk to the API, by name: see `http.*` in the README.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct HttpConfig {
+    /// Extra `Host` names, lowercase, each `host` (any port) or `host:port`.
+    pub allowed_hosts: Vec<String>,
+    /// Web origins whose requests are served, normalised as browsers send
+    /// them (`https://ui.example.com`, default port left out).
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -432,6 +449,7 @@ impl Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin: AdminConfig::default(),
+            http: HttpConfig::default(),
             store: StoreConfig::default(),
             discovery: DiscoverySettings::default(),
             catalog: CatalogSettings::default(),
@@ -439,4 +457,91 @@ impl Config {
             source: None,
         }
     }
+}
+
+/// Shortest `admin.api_keys` / `admin.read_keys` entry accepted: a guessable
+/// key is no key.
+pub const MIN_API_KEY_LEN: usize = 16;
+
+/// Splits `host[:port]` (`[v6]` in brackets) as it appears in a `Host`
+/// header; None when it is not of that shape. The name is returned as
+/// written (callers lowercase).
+pub fn split_host_port(text: &str) -> Option<(&str, Option<u16>)> {
+    let (name, port) = if text.starts_with('[') {
+        let end = text.find(']')?;
+        let (name, rest) = text.split_at(end + 1);
+        match rest {
+            "" => (name, None),
+            _ => (name, Some(rest.strip_prefix(':')?)),
+        }
+    } else {
+        match text.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (text, None),
+        }
+    };
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+    let name_ok = if let Some(v6) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !name.is_empty() && name.chars().all(ok_char)
+    };
+    if !name_ok {
+        return None;
+    }
+    let port = match port {
+        None => None,
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => Some(p.parse().ok()?),
+        Some(_) => return None,
+    };
+    Some((name, port))
+}
+
+/// An `http.allowed_hosts` entry, lowercased: `name` (any port) or
+/// `name:port`, the way clients write the `Host` header.
+pub fn normalize_host(text: &str) -> Result<String, String> {
+    let host = text.trim().to_ascii_lowercase();
+    if host.contains("://") || host.contains('/') {
+        return Err(format!(
+            "{host:?} is not a host name. Hint: write the name clients put in the Host header, \
+             e.g. mcp.example.com or mcp.example.com:8443, without a scheme or a path"
+        ));
+    }
+    match split_host_port(&host) {
+        Some(_) => Ok(host),
+        None => Err(format!(
+            "{host:?} is not a host name with an optional port (IPv6 addresses in brackets, \
+             e.g. [fd00::1]:8080)"
+        )),
+    }
+}
+
+/// An `Origin` as browsers send it: `scheme://host[:port]`, host
+/// lowercased, the scheme's default port left out. Used for the
+/// `http.allowed_origins` entries and for the requests' `Origin` alike, so
+/// the comparison is exact. `null` and anything with a path, user info,
+/// query or fragment is refused.
+pub fn normalize_origin(text: &str) -> Result<String, String> {
+    const HINT: &str = "Hint: write the origin of the web page, e.g. https://ui.example.com or \
+                        http://localhost:3000";
+    let text = text.trim();
+    let url = Url::parse(text).map_err(|e| format!("{text:?} is not an origin ({e}). {HINT}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "{text:?}: the scheme must be http or https. {HINT}"
+        ));
+    }
+    let bare = url.username().is_empty()
+        && url.password().is_none()
+        && url.path() == "/"
+        && !text.ends_with('/')
+        && url.query().is_none()
+        && url.fragment().is_none();
+    if !bare {
+        return Err(format!(
+            "{text:?} has more than scheme://host[:port] (no path, user, query or trailing \
+             slash in an origin). {HINT}"
+        ));
+    }
+    Ok(url.origin().ascii_serialization())
 }

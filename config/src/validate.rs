@@ -16,11 +16,13 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use url::Url;
 
+use crate::schema::RawHttp;
 use crate::schema::{
     HumanDuration, RawAdmin, RawAuth, RawAuthType, RawClientAuth, RawConfig, RawDiscovery,
     RawServer, RawStore, RawToolFilter, RawTransport, Text,
 };
 use crate::tree;
+use crate::types::{normalize_host, normalize_origin, HttpConfig, MIN_API_KEY_LEN};
 use crate::types::{
     parse_encryption_key, AdminConfig, AuthConfig, BackoffSettings, CatalogSettings, ClientAuth,
     Config, DiscoverySettings, Endpoint, OAuth2Config, Secret, ServerName, ServerSource,
@@ -309,7 +311,7 @@ pub(crate) fn build_config(mut value: Value, r: &mut Report) -> Config {
         }
     };
     let servers_value = top.shift_remove("servers");
-    for section in ["admin", "store", "discovery", "catalog"] {
+    for section in ["admin", "http", "store", "discovery", "catalog"] {
         require_map(&mut top, section, section, r);
     }
     if let Some(Value::Object(discovery)) = top.get_mut("discovery") {
@@ -331,6 +333,7 @@ pub(crate) fn build_config(mut value: Value, r: &mut Report) -> Config {
         }),
     };
     let admin = admin(raw.admin.unwrap_or_default(), r);
+    let http = http(raw.http.unwrap_or_default(), r);
     let store = store(raw.store.unwrap_or_default(), r);
     let discovery = discovery(raw.discovery.unwrap_or_default(), r);
     let catalog = catalog(raw.catalog.map(|c| c.separator), r);
@@ -365,6 +368,7 @@ pub(crate) fn build_config(mut value: Value, r: &mut Report) -> Config {
     Config {
         listen,
         admin,
+        http,
         store,
         discovery,
         catalog,
@@ -374,32 +378,97 @@ pub(crate) fn build_config(mut value: Value, r: &mut Report) -> Config {
 }
 
 fn admin(raw: RawAdmin, r: &mut Report) -> AdminConfig {
-    let mut api_keys = Vec::new();
-    let mut rejected = r.touches("admin.api_keys");
-    for (i, key) in raw.api_keys.unwrap_or_default().into_iter().enumerate() {
-        if key.0.trim().is_empty() {
-            rejected = true;
-            r.error(
-                format!("admin.api_keys[{i}]"),
-                "an API key must not be empty (an unset variable with an empty default is the \
-                 usual cause)",
-            );
-        } else {
-            api_keys.push(Secret::new(key.0));
-        }
-    }
+    let mut rejected = r.touches("admin.api_keys") || r.touches("admin.read_keys");
+    let api_keys = keys(raw.api_keys, "admin.api_keys", &mut rejected, r);
+    let read_keys = keys(raw.read_keys, "admin.read_keys", &mut rejected, r);
     let protect_reads = raw.protect_reads.is_some_and(|f| f.0);
+    let allow_loopback_writes = raw.allow_loopback_writes.is_some_and(|f| f.0);
     // After a rejected key, "no keys" is a consequence, not news.
-    if protect_reads && api_keys.is_empty() && !rejected {
+    if protect_reads && api_keys.is_empty() && read_keys.is_empty() && !rejected {
         r.error(
             "admin.protect_reads",
-            "needs at least one key in admin.api_keys, or nobody could read",
+            "needs at least one key in admin.api_keys or admin.read_keys, or nobody could read",
+        );
+    }
+    if !read_keys.is_empty() && !protect_reads {
+        r.error(
+            "admin.read_keys",
+            "has no effect while reads are open. Hint: set admin.protect_reads: true, or remove \
+             the read keys",
+        );
+    }
+    if allow_loopback_writes && (!api_keys.is_empty() || r.touches("admin.api_keys")) {
+        r.error(
+            "admin.allow_loopback_writes",
+            "cannot be combined with admin.api_keys (with keys, every write needs one). Hint: \
+             remove one of the two",
         );
     }
     AdminConfig {
         api_keys,
+        read_keys,
         protect_reads,
+        allow_loopback_writes,
     }
+}
+
+/// One list of API keys: trimmed, never empty, never short. An error names
+/// the key by its index and never repeats it.
+fn keys(raw: Option<Vec<Text>>, path: &str, rejected: &mut bool, r: &mut Report) -> Vec<Secret> {
+    let mut out = Vec::new();
+    for (i, Text(key)) in raw.unwrap_or_default().into_iter().enumerate() {
+        let key = key.trim();
+        let len = key.chars().count();
+        if len == 0 {
+            *rejected = true;
+            r.error(
+                format!("{path}[{i}]"),
+                "an API key must not be empty (an unset variable with an empty default is the \
+                 usual cause)",
+            );
+        } else if len < MIN_API_KEY_LEN {
+            *rejected = true;
+            r.error(
+                format!("{path}[{i}]"),
+                format!(
+                    "is {len} characters long; an API key needs at least {MIN_API_KEY_LEN}. \
+                     Hint: generate one with `openssl rand -hex 32`"
+                ),
+            );
+        } else {
+            out.push(Secret::new(key));
+        }
+    }
+    out
+}
+
+/// `http.allowed_hosts` and `http.allowed_origins`, normalised for exact
+/// comparison with what clients send.
+fn http(raw: RawHttp, r: &mut Report) -> HttpConfig {
+    let mut config = HttpConfig::default();
+    for (i, Text(host)) in raw
+        .allowed_hosts
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        match normalize_host(&host) {
+            Ok(host) => config.allowed_hosts.push(host),
+            Err(message) => r.error(format!("http.allowed_hosts[{i}]"), message),
+        }
+    }
+    for (i, Text(origin)) in raw
+        .allowed_origins
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        match normalize_origin(&origin) {
+            Ok(origin) => config.allowed_origins.push(origin),
+            Err(message) => r.error(format!("http.allowed_origins[{i}]"), message),
+        }
+    }
+    config
 }
 
 fn store(raw: RawStore, r: &mut Report) -> StoreConfig {
@@ -1684,5 +1753,103 @@ mod tests {
         assert_eq!(paths(&err), [""]);
         let err = validate_value(json!({"servers": [1], "admin": "x"}), None).unwrap_err();
         assert_eq!(paths(&err), ["admin", "servers"]);
+    }
+    fn all_errors(value: Value) -> Vec<(String, String)> {
+        match validate_value(value, None) {
+            Ok(c) => panic!("expected errors, got {c:?}"),
+            Err(e) => e.0.into_iter().map(|e| (e.path, e.message)).collect(),
+        }
+    }
+
+    #[test]
+    fn keys_are_trimmed_and_long_enough_and_never_echoed() {
+        let config = validate_value(
+            json!({"admin": {
+                "api_keys": ["  write-key-0123456789 "],
+                "read_keys": ["read-key-0123456789"],
+                "protect_reads": true,
+            }}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(config.admin.api_keys[0].expose(), "write-key-0123456789");
+        assert_eq!(config.admin.read_keys[0].expose(), "read-key-0123456789");
+        let errors = all_errors(json!({"admin": {
+            "api_keys": ["short-key", "ok-key-0123456789abc"],
+            "read_keys": ["  "],
+            "protect_reads": true,
+        }}));
+        assert!(
+            has(&errors, "admin.api_keys[0]", "at least 16"),
+            "{errors:?}"
+        );
+        assert!(has(&errors, "admin.api_keys[0]", "Hint:"), "{errors:?}");
+        assert!(has(&errors, "admin.read_keys[0]", "must not be empty"));
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors.iter().all(|(_, m)| !m.contains("short-key")));
+    }
+
+    #[test]
+    fn admin_modes_that_mean_nothing_are_refused() {
+        let errors = all_errors(json!({"admin": {
+            "api_keys": ["write-key-0123456789"], "allow_loopback_writes": true
+        }}));
+        assert!(
+            has(&errors, "admin.allow_loopback_writes", "Hint:"),
+            "{errors:?}"
+        );
+        let errors = all_errors(json!({"admin": {"read_keys": ["read-key-0123456789"]}}));
+        assert!(
+            has(&errors, "admin.read_keys", "protect_reads"),
+            "{errors:?}"
+        );
+        let errors = all_errors(json!({"admin": {"protect_reads": true}}));
+        assert!(
+            has(&errors, "admin.protect_reads", "read_keys"),
+            "{errors:?}"
+        );
+        // Read keys alone may protect reads; writes stay refused then.
+        let config = validate_value(
+            json!({"admin": {"read_keys": ["read-key-0123456789"], "protect_reads": true}}),
+            None,
+        )
+        .unwrap();
+        assert!(config.admin.api_keys.is_empty() && !config.admin.allow_loopback_writes);
+    }
+
+    #[test]
+    fn allowed_hosts_and_origins_are_normalised() {
+        let config = validate_value(
+            json!({"http": {
+                "allowed_hosts": ["MCP.Example.com", "mcp.example.com:8443", "[FD00::1]:80"],
+                "allowed_origins": ["HTTPS://UI.Example.com:443", "http://localhost:3000"],
+            }}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            config.http.allowed_hosts,
+            ["mcp.example.com", "mcp.example.com:8443", "[fd00::1]:80"]
+        );
+        assert_eq!(
+            config.http.allowed_origins,
+            ["https://ui.example.com", "http://localhost:3000"]
+        );
+        let errors = all_errors(json!({"http": {
+            "allowed_hosts": ["https://mcp.example.com", "a b", "h:port"],
+            "allowed_origins": ["null", "https://ui.example.com/app", "ftp://x", "https://u@x"],
+        }}));
+        for i in 0..3 {
+            assert!(
+                has(&errors, &format!("http.allowed_hosts[{i}]"), ""),
+                "{errors:?}"
+            );
+        }
+        for i in 0..4 {
+            assert!(
+                has(&errors, &format!("http.allowed_origins[{i}]"), "Hint:"),
+                "{errors:?}"
+            );
+        }
     }
 }

@@ -1,68 +1,39 @@
-//! Write access (`Authorization: Bearer <admin key>`) and
-//! `POST /v1/admin/reload`.
+//! The handlers' side of access control (the checks run in
+//! [`super::guard`]) and `POST /v1/admin/reload`.
 
 use std::time::Duration;
 
-use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
-use subtle::ConstantTimeEq;
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, Grant};
 use crate::reload::{Reload, ReloadError, ReloadTrigger};
 
 /// A reload reads one small file and does one supervisor round trip; this
 /// only guards against an engine that is gone.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// When `admin.api_keys` is set, a write needs one of them as a bearer
-/// token (compared in constant time); with no keys, writes are accepted only
-/// from loopback clients. The keys come from the running configuration, so
-/// a reload that changes them takes effect at once.
-pub fn require_admin(req: &HttpRequest, state: &ApiState) -> Result<(), ApiError> {
-    let config = state.config.borrow().clone();
-    let keys = &config.admin.api_keys;
-    if keys.is_empty() {
-        // No keys: only a local operator may write.
-        let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
-        return if loopback {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden)
-        };
-    }
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
-    let Some(presented) = presented else {
-        return Err(ApiError::Unauthorized);
-    };
-    // Every key is compared, so the time taken does not say which matched.
-    let matched = keys.iter().fold(0u8, |acc, key| {
-        acc | presented
-            .as_bytes()
-            .ct_eq(key.expose().as_bytes())
-            .unwrap_u8()
-    });
-    if matched == 1 {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
+/// Whether the guard ([`super::guard`]) let this request write. The key
+/// check itself runs there, before any extractor reads the body; this is
+/// the handler's side of it, so a write route that the route table does not
+/// mark as a write fails closed instead of open.
+pub fn require_admin(req: &HttpRequest, _state: &ApiState) -> Result<(), ApiError> {
+    match req.extensions().get::<Grant>() {
+        Some(Grant::Write(_)) => Ok(()),
+        _ => Err(ApiError::Internal(
+            "this write route is not marked as a write in the route table".into(),
+        )),
     }
 }
 
-/// With `admin.protect_reads: true`, reads of the catalog and the servers
-/// need an admin key too (health probes and `/metrics` stay open).
-pub fn require_reader(req: &HttpRequest, state: &ApiState) -> Result<(), ApiError> {
-    let config = state.config.borrow().clone();
-    if !config.admin.protect_reads || config.admin.api_keys.is_empty() {
-        return Ok(());
+/// Whether the guard let this request read (with `admin.protect_reads`,
+/// only with a read or write key).
+pub fn require_reader(req: &HttpRequest, _state: &ApiState) -> Result<(), ApiError> {
+    match req.extensions().get::<Grant>() {
+        Some(Grant::Read | Grant::Write(_)) => Ok(()),
+        None => Err(ApiError::Internal(
+            "this read route is not in the route table".into(),
+        )),
     }
-    require_admin(req, state)
 }
 
 #[utoipa::path(

@@ -17,8 +17,22 @@ pub enum ApiError {
     MethodNotAllowed {
         method: String,
         path: String,
-        allowed: &'static str,
+        allowed: String,
     },
+
+    /// The `Host` is none of the names this service answers (DNS
+    /// rebinding, or a name the operator did not list).
+    #[error("this service does not answer for Host {0}. Hint: use localhost, 127.0.0.1, [::1] or the listen address, or add the name to http.allowed_hosts")]
+    MisdirectedRequest(String),
+
+    /// A request from a web page whose origin is not listed.
+    #[error("requests from the web origin {0} are not accepted. Hint: add it to http.allowed_origins if a page there must use this API")]
+    ForbiddenOrigin(String),
+
+    /// A body of the wrong type (a JSON route), or a body-less POST without
+    /// a JSON content type or a key (what a cross-site HTML form sends).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
 
     /// A `{name}` in the path or `?server=` names no known server.
     #[error("no server named {0:?}. Hint: GET /v1/servers lists the servers")]
@@ -44,12 +58,12 @@ pub enum ApiError {
     #[error("the body exceeds {0} bytes")]
     PayloadTooLarge(usize),
 
-    /// A write from a non-loopback client while no admin key is configured.
-    #[error("writes are accepted only from loopback clients while no admin key is configured. Hint: set admin.api_keys and send Authorization: Bearer <key>")]
-    Forbidden,
+    /// A write that is not allowed at all (why, with a hint, is the text).
+    #[error("{0}")]
+    Forbidden(&'static str),
 
     /// A write without a valid admin key (when keys are configured).
-    #[error("this endpoint needs `Authorization: Bearer <admin key>`. Hint: the keys are `admin.api_keys` in the configuration")]
+    #[error("this endpoint needs `Authorization: Bearer <key>`. Hint: writes take a key of `admin.api_keys`; protected reads one of `admin.api_keys` or `admin.read_keys`")]
     Unauthorized,
 
     /// A reload found problems; nothing changed.
@@ -82,7 +96,10 @@ impl ApiError {
             ApiError::FileServer(_) => "file_server",
             ApiError::AlreadyRegistered(_) => "already_registered",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
-            ApiError::Forbidden => "forbidden",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::MisdirectedRequest(_) => "misdirected_request",
+            ApiError::ForbiddenOrigin(_) => "forbidden_origin",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::ConfigRejected(_) => "config_rejected",
             ApiError::NoConfigFile => "no_config_file",
             ApiError::EngineUnavailable(_) => "engine_unavailable",
@@ -122,7 +139,9 @@ impl ResponseError for ApiError {
             ApiError::InvalidServer(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::FileServer(_) | ApiError::AlreadyRegistered(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
+            ApiError::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::ConfigRejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NoConfigFile => StatusCode::CONFLICT,
             ApiError::EngineUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -133,7 +152,7 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let mut res = HttpResponse::build(self.status_code());
         if let ApiError::MethodNotAllowed { allowed, .. } = self {
-            res.insert_header((header::ALLOW, *allowed));
+            res.insert_header((header::ALLOW, allowed.as_str()));
         }
         if let ApiError::Unauthorized = self {
             res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
@@ -198,7 +217,7 @@ mod tests {
                 ApiError::MethodNotAllowed {
                     method: "PUT".into(),
                     path: "/v1/tools".into(),
-                    allowed: "GET",
+                    allowed: "GET".into(),
                 },
                 405,
                 "method_not_allowed",
@@ -215,6 +234,22 @@ mod tests {
                 "engine_unavailable",
             ),
             (ApiError::Internal("i".into()), 500, "internal"),
+            (
+                ApiError::MisdirectedRequest("evil.example.com".into()),
+                421,
+                "misdirected_request",
+            ),
+            (
+                ApiError::ForbiddenOrigin("https://evil.example.com".into()),
+                403,
+                "forbidden_origin",
+            ),
+            (
+                ApiError::UnsupportedMediaType("u".into()),
+                415,
+                "unsupported_media_type",
+            ),
+            (ApiError::Forbidden("f"), 403, "forbidden"),
         ];
         for (err, status, code) in cases {
             let (got, v) = body_json(&err);
@@ -228,7 +263,7 @@ mod tests {
         let res = ApiError::MethodNotAllowed {
             method: "PUT".into(),
             path: "/v1/tools".into(),
-            allowed: "GET",
+            allowed: "GET".into(),
         }
         .error_response();
         assert_eq!(res.headers().get(header::ALLOW).unwrap(), "GET");

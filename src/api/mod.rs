@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod errors;
+pub mod guard;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
@@ -27,13 +28,15 @@ use std::sync::Arc;
 use actix::Recipient;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::{web, App, HttpRequest};
+use actix_web::http::{header, Method};
+use actix_web::{guard as method_guard, web, App, HttpRequest, HttpResponse, Route};
 use discovery_actors::supervisor::{RefreshServer, RemoveApiServer, UpsertApiServer};
 use discovery_actors::{Catalog, Engine, ServersSnapshot};
 use discovery_config::Config;
 use tokio::sync::watch;
 
 pub use errors::ApiError;
+pub use guard::{Access, Body, Grant};
 pub use health::{Readiness, ReadyStatus};
 
 use crate::metrics::Metrics;
@@ -93,8 +96,8 @@ impl ApiState {
     }
 }
 
-/// The whole application: routes, JSON error handlers and the metrics
-/// middleware. `HttpServer` calls it once per worker; tests call it with
+/// The whole application: routes, JSON error handlers, the guard (Host,
+/// Origin, keys, content type: [`guard`]) and the metrics middleware. `HttpServer` calls it once per worker; tests call it with
 /// `actix_web::test::init_service`.
 pub fn app(
     state: web::Data<ApiState>,
@@ -108,6 +111,7 @@ pub fn app(
     >,
 > {
     let metrics = state.metrics.clone();
+    let config = state.config.clone();
     App::new()
         .app_data(state)
         .app_data(web::QueryConfig::default().error_handler(|err, _req| {
@@ -126,64 +130,190 @@ pub fn app(
                     | actix_web::error::JsonPayloadError::OverflowKnownLength { limit, .. } => {
                         ApiError::PayloadTooLarge(limit).into()
                     }
+                    actix_web::error::JsonPayloadError::ContentType => {
+                        ApiError::UnsupportedMediaType(
+                            "the body must be JSON. Hint: send Content-Type: application/json"
+                                .into(),
+                        )
+                        .into()
+                    }
                     other => ApiError::BadRequest(format!("malformed JSON body: {other}")).into(),
                 }),
         )
         .configure(routes)
         .default_service(web::to(not_found))
+        // Inside the metrics middleware, so refusals are counted too.
+        .wrap_fn(move |req, srv| guard::check(&config, req, srv))
         .wrap_fn(move |req, srv| metrics::track(metrics.clone(), req, srv))
 }
 
-/// Route table. Each resource answers other methods with a JSON 405.
+/// One row of the route table: the single source of truth for routing, for
+/// the guard ([`guard`]: who may call it, what body it takes) and for the
+/// tests that prove every route is guarded.
+pub struct Endpoint {
+    pub method: Method,
+    /// The actix pattern, as `match_pattern()` gives it back.
+    pub path: &'static str,
+    pub access: Access,
+    pub body: Body,
+    /// Attaches the handler to a route already guarded by method (a GET
+    /// route also answers HEAD).
+    handler: fn(Route) -> Route,
+}
+
+/// Every route of the API. Per path, the methods missing here answer 405
+/// with `Allow`, OPTIONS answers 204 with `Allow`, and GET answers HEAD too.
+pub static ROUTES: &[Endpoint] = &[
+    Endpoint {
+        method: Method::GET,
+        path: "/v1/tools",
+        access: Access::Read,
+        body: Body::None,
+        handler: |r| r.to(tools::list_tools),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/v1/servers",
+        access: Access::Read,
+        body: Body::None,
+        handler: |r| r.to(servers::list_servers),
+    },
+    Endpoint {
+        method: Method::POST,
+        path: "/v1/servers",
+        access: Access::Write,
+        body: Body::Json,
+        handler: |r| r.to(registrations::register),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/v1/servers/{name}",
+        access: Access::Read,
+        body: Body::None,
+        handler: |r| r.to(servers::get_server),
+    },
+    Endpoint {
+        method: Method::PUT,
+        path: "/v1/servers/{name}",
+        access: Access::Write,
+        body: Body::Json,
+        handler: |r| r.to(registrations::replace),
+    },
+    Endpoint {
+        method: Method::DELETE,
+        path: "/v1/servers/{name}",
+        access: Access::Write,
+        body: Body::None,
+        handler: |r| r.to(registrations::remove),
+    },
+    Endpoint {
+        method: Method::POST,
+        path: "/v1/servers/{name}/refresh",
+        access: Access::Write,
+        body: Body::None,
+        handler: |r| r.to(servers::refresh_server),
+    },
+    Endpoint {
+        method: Method::POST,
+        path: "/v1/admin/reload",
+        access: Access::Write,
+        body: Body::None,
+        handler: |r| r.to(admin::reload),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/healthz",
+        access: Access::Open,
+        body: Body::None,
+        handler: |r| r.to(health::healthz),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/readyz",
+        access: Access::Open,
+        body: Body::None,
+        handler: |r| r.to(health::readyz),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/openapi.json",
+        access: Access::Open,
+        body: Body::None,
+        handler: |r| r.to(openapi::openapi),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/metrics",
+        access: Access::Open,
+        body: Body::None,
+        handler: |r| r.to(metrics::metrics),
+    },
+];
+
+/// The table's entry for a matched route pattern and a method (HEAD is
+/// served by the GET entry).
+pub fn find_endpoint(pattern: Option<&str>, method: &Method) -> Option<&'static Endpoint> {
+    let pattern = pattern?;
+    let method = if *method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
+    ROUTES
+        .iter()
+        .find(|e| e.path == pattern && e.method == *method)
+}
+
+/// The table's paths, each once, in table order.
+pub fn route_paths() -> Vec<&'static str> {
+    let mut paths: Vec<&'static str> = Vec::new();
+    for endpoint in ROUTES {
+        if !paths.contains(&endpoint.path) {
+            paths.push(endpoint.path);
+        }
+    }
+    paths
+}
+
+/// The `Allow` value of a path: its methods, HEAD after GET, and OPTIONS.
+pub fn allow_header(path: &str) -> String {
+    let mut methods: Vec<&str> = Vec::new();
+    for endpoint in ROUTES.iter().filter(|e| e.path == path) {
+        methods.push(endpoint.method.as_str());
+        if endpoint.method == Method::GET {
+            methods.push("HEAD");
+        }
+    }
+    methods.push("OPTIONS");
+    methods.join(", ")
+}
+
+/// Registers [`ROUTES`], one resource per path.
 fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/v1/tools")
-            .route(web::get().to(tools::list_tools))
-            .default_service(web::to(method_not_allowed("GET"))),
-    )
-    .service(
-        web::resource("/v1/servers")
-            .route(web::get().to(servers::list_servers))
-            .route(web::post().to(registrations::register))
-            .default_service(web::to(method_not_allowed("GET, POST"))),
-    )
-    .service(
-        web::resource("/v1/servers/{name}")
-            .route(web::get().to(servers::get_server))
-            .route(web::put().to(registrations::replace))
-            .route(web::delete().to(registrations::remove))
-            .default_service(web::to(method_not_allowed("GET, PUT, DELETE"))),
-    )
-    .service(
-        web::resource("/v1/servers/{name}/refresh")
-            .route(web::post().to(servers::refresh_server))
-            .default_service(web::to(method_not_allowed("POST"))),
-    )
-    .service(
-        web::resource("/v1/admin/reload")
-            .route(web::post().to(admin::reload))
-            .default_service(web::to(method_not_allowed("POST"))),
-    )
-    .service(
-        web::resource("/healthz")
-            .route(web::get().to(health::healthz))
-            .default_service(web::to(method_not_allowed("GET"))),
-    )
-    .service(
-        web::resource("/readyz")
-            .route(web::get().to(health::readyz))
-            .default_service(web::to(method_not_allowed("GET"))),
-    )
-    .service(
-        web::resource("/openapi.json")
-            .route(web::get().to(openapi::openapi))
-            .default_service(web::to(method_not_allowed("GET"))),
-    )
-    .service(
-        web::resource("/metrics")
-            .route(web::get().to(metrics::metrics))
-            .default_service(web::to(method_not_allowed("GET"))),
-    );
+    for path in route_paths() {
+        let allow = allow_header(path);
+        let mut resource = web::resource(path);
+        for endpoint in ROUTES.iter().filter(|e| e.path == path) {
+            let route = if endpoint.method == Method::GET {
+                web::route().guard(method_guard::Any(method_guard::Get()).or(method_guard::Head()))
+            } else {
+                web::route().method(endpoint.method.clone())
+            };
+            resource = resource.route((endpoint.handler)(route));
+        }
+        let options_allow = allow.clone();
+        resource = resource
+            .route(web::route().method(Method::OPTIONS).to(move || {
+                let allow = options_allow.clone();
+                async move {
+                    HttpResponse::NoContent()
+                        .insert_header((header::ALLOW, allow))
+                        .finish()
+                }
+            }))
+            .default_service(web::to(method_not_allowed(allow)));
+        cfg.service(resource);
+    }
 }
 
 async fn not_found(req: HttpRequest) -> Result<&'static str, ApiError> {
@@ -194,13 +324,13 @@ async fn not_found(req: HttpRequest) -> Result<&'static str, ApiError> {
 }
 
 fn method_not_allowed(
-    allowed: &'static str,
+    allowed: String,
 ) -> impl Fn(HttpRequest) -> std::future::Ready<Result<&'static str, ApiError>> + Clone + 'static {
     move |req: HttpRequest| {
         std::future::ready(Err(ApiError::MethodNotAllowed {
             method: req.method().to_string(),
             path: req.path().to_owned(),
-            allowed,
+            allowed: allowed.clone(),
         }))
     }
 }

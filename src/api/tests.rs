@@ -158,7 +158,10 @@ fn harness(readiness: Readiness) -> Harness {
         calls: refresh_calls.clone(),
     }
     .start();
-    let (_config_tx, config_rx) = watch::channel(Arc::new(Config::embedded_defaults()));
+    // Writes from loopback without a key, as on a developer's machine.
+    let mut config = Config::embedded_defaults();
+    config.admin.allow_loopback_writes = true;
+    let (_config_tx, config_rx) = watch::channel(Arc::new(config));
     let state = web::Data::new(ApiState {
         catalog: catalog_rx,
         servers: servers_rx,
@@ -191,6 +194,8 @@ async fn call(
     req: TestRequest,
 ) -> (StatusCode, actix_web::http::header::HeaderMap, bytes::Bytes) {
     let app = test::init_service(app(h.state.clone())).await;
+    // Every client sends a Host; the guard refuses a request without one.
+    let req = req.insert_header((header::HOST, "localhost:8080"));
     let res = test::call_service(&app, req.to_request()).await;
     let status = res.status();
     let headers = res.headers().clone();
@@ -382,6 +387,7 @@ async fn refresh_is_202_for_a_known_server_and_404_otherwise() {
         &h,
         TestRequest::post()
             .uri("/v1/servers/alpha/refresh")
+            .insert_header(header::ContentType::json())
             .peer_addr(local),
     )
     .await;
@@ -391,6 +397,7 @@ async fn refresh_is_202_for_a_known_server_and_404_otherwise() {
         &h,
         TestRequest::post()
             .uri("/v1/servers/nope/refresh")
+            .insert_header(header::ContentType::json())
             .peer_addr(local),
     )
     .await;
@@ -410,7 +417,7 @@ async fn refresh_is_202_for_a_known_server_and_404_otherwise() {
     let (status, headers, body) =
         call(&h, TestRequest::get().uri("/v1/servers/alpha/refresh")).await;
     assert_error(status, &body, 405, "method_not_allowed");
-    assert_eq!(headers.get(header::ALLOW).unwrap(), "POST");
+    assert_eq!(headers.get(header::ALLOW).unwrap(), "POST, OPTIONS");
 }
 
 #[actix_web::test]
@@ -420,7 +427,7 @@ async fn unknown_routes_and_methods_are_json_errors() {
     assert_error(status, &body, 404, "not_found");
     let (status, headers, body) = call(&h, TestRequest::delete().uri("/v1/tools")).await;
     assert_error(status, &body, 405, "method_not_allowed");
-    assert_eq!(headers.get(header::ALLOW).unwrap(), "GET");
+    assert_eq!(headers.get(header::ALLOW).unwrap(), "GET, HEAD, OPTIONS");
 }
 
 #[actix_web::test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::helpers::{namespaced, servers_yaml, spawn_app, TestApp, DEADLINE, FAST};
+use crate::helpers::{namespaced, servers_yaml, spawn_app, TestApp, DEADLINE, FAST, LOCAL_WRITES};
 use crate::process::{find, EngineProcess};
 use crate::support::peers::{self, PythonTransport, PYTHON_TOOLS};
 use crate::support::token_endpoint::{
@@ -194,7 +194,7 @@ async fn a_slow_token_endpoint_is_waited_for_in_connecting_then_healthy() {
         "",
     );
     let app = spawn_app(&format!(
-        "{SHORT_TIMEOUTS}{}",
+        "{LOCAL_WRITES}{SHORT_TIMEOUTS}{}",
         servers_yaml(&[("field", entry)])
     ))
     .await;
@@ -339,7 +339,11 @@ async fn a_401_mid_session_gets_one_fresh_token_and_the_request_is_retried() {
         .start()
         .unwrap();
     let entry = oauth2_entry(&up.url(), Some(&idp.token_url()), "c", "s", "", "");
-    let app = spawn_app(&format!("{FAST}{}", servers_yaml(&[("mid", entry)]))).await;
+    let app = spawn_app(&format!(
+        "{LOCAL_WRITES}{FAST}{}",
+        servers_yaml(&[("mid", entry)])
+    ))
+    .await;
     let before = app.wait_healthy("mid", 4).await;
     assert_eq!(idp.requests(), 1);
     let lists = up.requests("tools/list");

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{http, namespaced, servers_yaml, spawn_app, FAST};
+use crate::helpers::{http, namespaced, servers_yaml, spawn_app, FAST, LOCAL_WRITES};
 use crate::support::upstream::{
     hanging_server, refusing_port, tool_names, Fault, Methods, SseStyle, TestUpstream,
 };
@@ -61,7 +61,7 @@ async fn every_tool_of_every_server_namespaced_with_pagination() {
 async fn etag_and_if_none_match_give_304_until_the_catalog_changes() {
     let up = TestUpstream::builder().tools(2).start().unwrap();
     let app = spawn_app(&format!(
-        "{FAST}{}",
+        "{LOCAL_WRITES}{FAST}{}",
         servers_yaml(&[("a", http(&up.url()))])
     ))
     .await;
@@ -162,7 +162,7 @@ async fn an_expired_session_is_reinitialized_once_and_stays_healthy() {
             .start()
             .unwrap();
         let app = spawn_app(&format!(
-            "{FAST}{}",
+            "{LOCAL_WRITES}{FAST}{}",
             servers_yaml(&[("s", http(&up.url()))])
         ))
         .await;
@@ -338,7 +338,7 @@ async fn a_hung_server_does_not_hold_back_the_others() {
 async fn degraded_keeps_tools_stale_for_stale_ttl_then_drops_them_and_recovers() {
     let up = TestUpstream::builder().tools(3).start().unwrap();
     let yaml = format!(
-        "{}{}",
+        "{LOCAL_WRITES}{}{}",
         FAST.replace("stale_ttl: 10m", "stale_ttl: 1s").replace(
             "backoff: { initial: 100ms, max: 1s }",
             "backoff: { initial: 30s, max: 60s }"
@@ -455,7 +455,7 @@ async fn a_required_header_and_bearer_auth_are_sent() {
 async fn refresh_of_an_unknown_server_is_404_and_metrics_show_state() {
     let up = TestUpstream::builder().tools(2).start().unwrap();
     let app = spawn_app(&format!(
-        "{FAST}{}",
+        "{LOCAL_WRITES}{FAST}{}",
         servers_yaml(&[("m", http(&up.url()))])
     ))
     .await;

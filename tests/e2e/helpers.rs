@@ -21,6 +21,10 @@ discovery:
   stale_ttl: 10m
 ";
 
+/// Writes without a key from this (loopback) test client: the mode most
+/// tests run in (the default, no keys, refuses every write).
+pub const LOCAL_WRITES: &str = "admin: { allow_loopback_writes: true }\n";
+
 pub struct TestApp {
     pub base: String,
     pub handle: AppHandle,
@@ -108,7 +112,12 @@ impl TestApp {
 
     /// POST with an optional bearer token; the status and the JSON body.
     pub async fn post_json(&self, path: &str, bearer: Option<&str>) -> (u16, Value) {
-        let mut req = self.client.post(format!("{}{path}", self.base));
+        // A JSON client says so, body or not (a body-less POST without a key
+        // and without it is refused: it is what an HTML form sends).
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .content_type("application/json");
         if let Some(token) = bearer {
             req = req.insert_header(("Authorization", format!("Bearer {token}")));
         }
@@ -129,6 +138,7 @@ impl TestApp {
     pub async fn post(&self, path: &str) -> u16 {
         self.client
             .post(format!("{}{path}", self.base))
+            .content_type("application/json")
             .send()
             .await
             .unwrap()

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{namespaced, servers_yaml, spawn_app, TestApp, DEADLINE};
+use crate::helpers::{namespaced, servers_yaml, spawn_app, TestApp, DEADLINE, LOCAL_WRITES};
 use crate::support::peers::{self, EverythingTransport, PythonTransport};
 use crate::support::upstream::{
     tool_names, GetStream, TestUpstream, UpstreamBehavior, UpstreamFarm, UpstreamHandle,
@@ -379,7 +379,11 @@ async fn a_reinitialized_session_restarts_the_push_stream() {
         .get_stream(GetStream::Open)
         .start()
         .unwrap();
-    let app = app_with(&discovery(FAST_BACKOFF, ""), &[("n", entry(&up, ""))]).await;
+    let app = app_with(
+        &format!("{LOCAL_WRITES}{}", discovery(FAST_BACKOFF, "")),
+        &[("n", entry(&up, ""))],
+    )
+    .await;
     app.wait_healthy("n", 5).await;
     wait_push_connected(&app, "n", 5, &up).await;
     let old = up.live_sessions();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{http, servers_yaml, spawn_app, TestApp, DEADLINE, FAST};
+use crate::helpers::{http, servers_yaml, spawn_app, TestApp, DEADLINE, FAST, LOCAL_WRITES};
 use crate::process::EngineProcess;
 use crate::support::token_endpoint::TokenEndpoint;
 use crate::support::upstream::{tool_names, TestUpstream};
@@ -52,7 +52,7 @@ async fn wait_gone(app: &TestApp, name: &str) {
 #[actix_web::test]
 async fn register_update_delete_lifecycle() {
     let up = TestUpstream::builder().tools(4).start().unwrap();
-    let app = spawn_app(&format!("{FAST}servers: {{}}\n")).await;
+    let app = spawn_app(&format!("{LOCAL_WRITES}{FAST}servers: {{}}\n")).await;
 
     let (status, body, location) = send(
         &app,
@@ -97,7 +97,7 @@ async fn a_registered_server_takes_the_same_path_as_a_file_server() {
         .start()
         .unwrap();
     let app = spawn_app(&format!(
-        "{FAST}{}",
+        "{LOCAL_WRITES}{FAST}{}",
         servers_yaml(&[("file", http(&up.url()))])
     ))
     .await;
@@ -142,7 +142,7 @@ async fn a_registered_server_takes_the_same_path_as_a_file_server() {
 async fn every_error_path_has_its_status() {
     let up = TestUpstream::builder().tools(1).start().unwrap();
     let app = spawn_app(&format!(
-        "{FAST}{}",
+        "{LOCAL_WRITES}{FAST}{}",
         servers_yaml(&[("file", http(&up.url()))])
     ))
     .await;
@@ -243,7 +243,7 @@ async fn every_error_path_has_its_status() {
 async fn writes_need_the_admin_key_when_keys_are_set() {
     let up = TestUpstream::builder().tools(1).start().unwrap();
     let app = spawn_app(&format!(
-        "admin: {{ api_keys: [\"adm-key\"] }}\n{FAST}servers: {{}}\n"
+        "admin: {{ api_keys: [\"adm-key-0123456789\"] }}\n{FAST}servers: {{}}\n"
     ))
     .await;
     let entry = json!({"name": "k", "url": up.url()});
@@ -252,7 +252,7 @@ async fn writes_need_the_admin_key_when_keys_are_set() {
     let mut res = app
         .client
         .post(format!("{}/v1/servers", app.base))
-        .insert_header(("Authorization", "Bearer adm-key"))
+        .insert_header(("Authorization", "Bearer adm-key-0123456789"))
         .send_json(&entry)
         .await
         .unwrap();
@@ -265,7 +265,7 @@ async fn registrations_survive_a_restart() {
     let up = TestUpstream::builder().tools(2).start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yaml");
-    std::fs::write(&config, format!("{FAST}servers: {{}}\n")).unwrap();
+    std::fs::write(&config, format!("{LOCAL_WRITES}{FAST}servers: {{}}\n")).unwrap();
     let db = format!("sqlite://{}", dir.path().join("store.db").display());
     let start = || {
         let config = config.clone();
@@ -301,7 +301,7 @@ async fn kill_9_right_after_the_answer_loses_nothing() {
     let up = TestUpstream::builder().tools(3).start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yaml");
-    std::fs::write(&config, format!("{FAST}servers: {{}}\n")).unwrap();
+    std::fs::write(&config, format!("{LOCAL_WRITES}{FAST}servers: {{}}\n")).unwrap();
     let mut engine = EngineProcess::start(&config, None);
     engine.wait_listening().await;
     let client = engine.client.clone();
@@ -346,7 +346,7 @@ async fn an_oauth2_server_registered_by_post_reaches_healthy_and_no_secret_leaks
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yaml");
-    std::fs::write(&config, format!("{FAST}servers: {{}}\n")).unwrap();
+    std::fs::write(&config, format!("{LOCAL_WRITES}{FAST}servers: {{}}\n")).unwrap();
     let log = dir.path().join("engine.log");
     let engine = EngineProcess::start(&config, Some(&log));
     engine.wait_listening().await;
@@ -432,7 +432,7 @@ async fn two_replicas_share_registrations_through_postgres() {
     std::fs::write(
         &config,
         format!(
-            "store: {{ url: \"{}\" }}\n{FAST}servers: {{}}\n",
+            "store: {{ url: \"{}\" }}\n{LOCAL_WRITES}{FAST}servers: {{}}\n",
             schema.url
         ),
     )
@@ -513,7 +513,11 @@ async fn file_reloads_do_not_touch_api_servers_and_refuse_their_names() {
     let write = |servers: &[(&str, &TestUpstream)]| {
         let entries: Vec<(&str, String)> =
             servers.iter().map(|(n, u)| (*n, http(&u.url()))).collect();
-        std::fs::write(&config, format!("{FAST}{}", servers_yaml(&entries))).unwrap();
+        std::fs::write(
+            &config,
+            format!("{LOCAL_WRITES}{FAST}{}", servers_yaml(&entries)),
+        )
+        .unwrap();
     };
     write(&[("f", &file_up)]);
     let app = crate::helpers::spawn_app_file(&config).await;
@@ -559,7 +563,7 @@ async fn file_reloads_do_not_touch_api_servers_and_refuse_their_names() {
 #[actix_web::test]
 async fn protect_reads_closes_the_catalog_but_not_the_probes() {
     let app = spawn_app(&format!(
-        "admin: {{ api_keys: [\"rd-key\"], protect_reads: true }}\n{FAST}servers: {{}}\n"
+        "admin: {{ api_keys: [\"rd-key-0123456789\"], protect_reads: true }}\n{FAST}servers: {{}}\n"
     ))
     .await;
     for path in ["/v1/tools", "/v1/servers"] {
@@ -567,7 +571,7 @@ async fn protect_reads_closes_the_catalog_but_not_the_probes() {
         let res = app
             .client
             .get(format!("{}{path}", app.base))
-            .insert_header(("Authorization", "Bearer rd-key"))
+            .insert_header(("Authorization", "Bearer rd-key-0123456789"))
             .send()
             .await
             .unwrap();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::helpers::{spawn_app_file, TestApp, DEADLINE};
+use crate::helpers::{spawn_app_file, TestApp, DEADLINE, LOCAL_WRITES};
 use crate::process::EngineProcess;
 use crate::support::upstream::{Methods, TestUpstream};
 
@@ -21,7 +21,7 @@ discovery:
 
 /// A config with `servers` as `(name, url, extra YAML in the entry)`.
 fn config(servers: &[(&str, &str, &str)]) -> String {
-    let mut out = format!("{HEAD}servers:\n");
+    let mut out = format!("{LOCAL_WRITES}{HEAD}servers:\n");
     for (name, url, extra) in servers {
         out.push_str(&format!("  {name}: {{ url: \"{url}\"{extra} }}\n"));
     }
@@ -393,8 +393,8 @@ async fn the_catalog_never_fails_during_fifty_reloads() {
 async fn reload_and_refresh_need_the_admin_key_when_keys_are_set() {
     let a = TestUpstream::builder().tools(1).start().unwrap();
     let yaml = format!(
-        "admin: {{ api_keys: [\"k-one\", \"k-two\"] }}\n{}",
-        config(&[("a", &a.url(), "")])
+        "admin: {{ api_keys: [\"k-one-0123456789\", \"k-two-0123456789\"] }}\n{}",
+        config(&[("a", &a.url(), "")]).replace(LOCAL_WRITES, "")
     );
     let dir = ConfigDir::new(&yaml);
     let app = spawn_app_file(&dir.path()).await;
@@ -403,16 +403,20 @@ async fn reload_and_refresh_need_the_admin_key_when_keys_are_set() {
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"]["code"], "unauthorized");
     assert_eq!(
-        app.post_json("/v1/admin/reload", Some("wrong")).await.0,
+        app.post_json("/v1/admin/reload", Some("wrong-key-0123456789"))
+            .await
+            .0,
         401
     );
     assert_eq!(app.post_json("/v1/servers/a/refresh", None).await.0, 401);
     assert_eq!(
-        app.post_json("/v1/admin/reload", Some("k-two")).await.0,
+        app.post_json("/v1/admin/reload", Some("k-two-0123456789"))
+            .await
+            .0,
         200
     );
     assert_eq!(
-        app.post_json("/v1/servers/a/refresh", Some("k-one"))
+        app.post_json("/v1/servers/a/refresh", Some("k-one-0123456789"))
             .await
             .0,
         202
@@ -423,7 +427,7 @@ async fn reload_and_refresh_need_the_admin_key_when_keys_are_set() {
 
 #[actix_web::test]
 async fn embedded_defaults_have_nothing_to_reload() {
-    let app = crate::helpers::spawn_app("servers: {}\n").await;
+    let app = crate::helpers::spawn_app(&format!("{LOCAL_WRITES}servers: {{}}\n")).await;
     let (status, body) = reload(&app).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "no_config_file");
