@@ -32,7 +32,7 @@ use discovery_config::Config;
 use tokio::sync::watch;
 
 pub use errors::ApiError;
-pub use health::{Readiness, ReadyStatus};
+pub use health::{Liveness, Readiness, ReadyStatus};
 
 use crate::metrics::Metrics;
 use crate::reload::Reload;
@@ -46,6 +46,8 @@ pub struct ApiState {
     pub refresher: Recipient<RefreshServer>,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
+    /// What `/healthz` checks (the engine's supervisor and registry).
+    pub liveness: Liveness,
     /// The config watcher, for `POST /v1/admin/reload`.
     pub reloader: Recipient<Reload>,
     /// The running configuration (admin keys are read from it, so a reload
@@ -72,6 +74,7 @@ impl ApiState {
             refresher: engine.supervisor.clone().recipient(),
             metrics,
             readiness,
+            liveness: Liveness::of_engine(engine),
             reloader,
             config,
             registrar: engine.supervisor.clone().recipient(),
