@@ -545,3 +545,79 @@ impl Handler<HaltUpstream> for Supervisor {
         }
     }
 }
+
+/// Test only: the address of a running upstream.
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "Option<Addr<Upstream>>")]
+struct UpstreamAddr(String);
+
+#[cfg(test)]
+impl Handler<UpstreamAddr> for Supervisor {
+    type Result = Option<Addr<Upstream>>;
+
+    fn handle(&mut self, msg: UpstreamAddr, _ctx: &mut Self::Context) -> Self::Result {
+        self.upstreams.get(msg.0.as_str()).map(|r| r.addr.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::NoEvents;
+    use crate::mcp::test_server::{start, Behavior};
+    use crate::status::DiscoveryState;
+
+    async fn wait_view(
+        engine: &Engine,
+        what: &str,
+        pred: impl Fn(&crate::status::ServerView) -> bool,
+    ) -> crate::status::ServerView {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut rx = engine.servers.clone();
+        loop {
+            if let Some(v) = rx.borrow_and_update().servers.get("a").cloned() {
+                if pred(&v) {
+                    return v;
+                }
+            }
+            assert!(Instant::now() < deadline, "server never {what}");
+            let _ = actix_rt::time::timeout(Duration::from_millis(100), rx.changed()).await;
+        }
+    }
+
+    #[actix_rt::test]
+    async fn an_upstream_that_panics_is_restarted() {
+        let server = start(Behavior::default()).await;
+        let yaml = format!(
+            "discovery: {{ poll_interval: 10m }}\nservers:\n  a: {{ url: \"{}\", transport: streamable-http }}\n",
+            server.url("/mcp")
+        );
+        let config =
+            discovery_config::load_str(&yaml, discovery_config::Format::Yaml, None, &[]).unwrap();
+        let engine = start_engine(Arc::new(config), Arc::new(NoEvents));
+        let first = wait_view(&engine, "healthy", |v| v.state == DiscoveryState::Healthy).await;
+        let addr = engine
+            .supervisor
+            .send(UpstreamAddr("a".into()))
+            .await
+            .unwrap()
+            .unwrap();
+        addr.do_send(crate::upstream::PanicForTest);
+        let again = wait_view(&engine, "restarted and healthy", |v| {
+            v.generation > first.generation && v.state == DiscoveryState::Healthy
+        })
+        .await;
+        assert_eq!(again.tool_count, 2);
+        assert!(!addr.connected(), "the panicked actor is gone");
+        // A server stopped on purpose is not brought back.
+        engine
+            .supervisor
+            .send(Shutdown {
+                deadline: Duration::from_secs(5),
+            })
+            .await
+            .unwrap();
+        assert!(!engine.supervisor.connected());
+    }
+}

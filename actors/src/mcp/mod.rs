@@ -17,7 +17,7 @@ pub mod sse;
 pub mod stdio;
 pub mod streamable_http;
 #[cfg(test)]
-mod test_server;
+pub(crate) mod test_server;
 
 use std::path::PathBuf;
 use std::sync::Arc;

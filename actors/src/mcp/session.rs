@@ -221,9 +221,16 @@ fn clip_server_info(value: Value) -> Value {
 fn clip_capabilities(value: Value) -> Value {
     match value {
         Value::Object(map) if serialized_len(&Value::Object(map.clone())) > CAPABILITIES_MAX => {
+            // The capabilities the engine reads first, then others.
+            const KNOWN: [&str; 3] = ["tools", "prompts", "resources"];
+            let (known, other): (Vec<_>, Vec<_>) = map
+                .into_iter()
+                .filter(|(key, _)| key.len() <= SERVER_INFO_KEY_MAX)
+                .partition(|(key, _)| KNOWN.contains(&key.as_str()));
             Value::Object(
-                map.into_iter()
-                    .filter(|(key, _)| key.len() <= SERVER_INFO_KEY_MAX)
+                known
+                    .into_iter()
+                    .chain(other)
                     .take(SERVER_INFO_FIELDS_MAX)
                     .map(|(key, _)| (key, Value::Object(serde_json::Map::new())))
                     .collect(),
@@ -794,6 +801,156 @@ mod tests {
             .methods()
             .iter()
             .any(|m| m == "prompts/list" || m == "resources/list"));
+    }
+
+    #[test]
+    fn initialize_result_is_clipped() {
+        let huge = "é".repeat(200_000);
+        let icons: Vec<Value> = (0..1000)
+            .map(|i| serde_json::json!({"src": format!("data:image/png;base64,{i:0>100}")}))
+            .collect();
+        let caps: serde_json::Map<String, Value> = (0..5000)
+            .map(|i| (format!("cap{i}"), serde_json::json!({"x": "y".repeat(20)})))
+            .chain([("tools".to_owned(), serde_json::json!({}))])
+            .collect();
+        let result = serde_json::json!({
+            "protocolVersion": "2025-06-18",
+            "capabilities": caps,
+            "serverInfo": {"name": huge, "version": "1", "icons": icons, "small": [1, 2]},
+            "instructions": huge,
+        });
+        let raw = RawValue::from_string(result.to_string()).unwrap();
+        let info = parse_initialize(&raw, "stdio", "x").unwrap();
+        let instructions = info.instructions.as_deref().unwrap();
+        assert!(instructions.len() <= MAX_INSTRUCTIONS_BYTES);
+        assert!(instructions.len() > MAX_INSTRUCTIONS_BYTES - 4);
+        assert!(
+            serialized_len(&info.server_info) < 8 * 1024,
+            "{}",
+            serialized_len(&info.server_info)
+        );
+        assert_eq!(info.server_info["version"], "1");
+        assert_eq!(info.server_info["small"], serde_json::json!([1, 2]));
+        assert!(
+            info.server_info.get("icons").is_none(),
+            "a large nested value is dropped"
+        );
+        assert!(serialized_len(&info.capabilities) <= CAPABILITIES_MAX);
+        assert!(info.has_capability("tools"), "names survive");
+        // Clones share, not copy.
+        let again = info.clone();
+        assert!(Arc::ptr_eq(&info.server_info, &again.server_info));
+    }
+
+    #[actix_web::test]
+    async fn listing_caps_stop_reading_at_the_page_that_crosses_them() {
+        let server = start(Behavior {
+            pages: 5,
+            tools_per_page: 2,
+            ..Behavior::default()
+        })
+        .await;
+        let t = Target::Http {
+            url: server.url("/mcp"),
+            transport: TransportKind::StreamableHttp,
+        };
+        let s = connect(
+            &t,
+            ClientOptions {
+                max_items: 5,
+                ..opts()
+            },
+        )
+        .await
+        .unwrap();
+        let e = s.list_tools().await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                McpError::TooManyItems {
+                    cap: 5,
+                    listed: 6,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "`tools/list` exceeded discovery.max_tools (5): 6 tools listed. Hint: raise discovery.max_tools if the server really offers that many"
+        );
+        let pages = |server: &super::super::test_server::TestServer| {
+            server
+                .methods()
+                .iter()
+                .filter(|m| *m == "tools/list")
+                .count()
+        };
+        assert_eq!(pages(&server), 3, "no page read after the cap");
+
+        let server = start(Behavior {
+            pages: 5,
+            pad_bytes: 1000,
+            ..Behavior::default()
+        })
+        .await;
+        let t = Target::Http {
+            url: server.url("/mcp"),
+            transport: TransportKind::StreamableHttp,
+        };
+        let s = connect(
+            &t,
+            ClientOptions {
+                max_listing_bytes: 2500,
+                ..opts()
+            },
+        )
+        .await
+        .unwrap();
+        let e = s.list_tools().await.unwrap_err();
+        assert!(
+            matches!(e, McpError::ListingTooLarge { cap: 2500, .. }),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .contains("discovery.max_listing_bytes (2500 bytes)"),
+            "{e}"
+        );
+        assert_eq!(pages(&server), 3);
+    }
+
+    #[actix_web::test]
+    async fn failing_prompts_or_resources_do_not_fail_the_discovery() {
+        let server = start(Behavior {
+            capabilities: serde_json::json!({"tools": {}, "prompts": {}, "resources": {}}),
+            hang_on: Some("resources/list"),
+            ..Behavior::default()
+        })
+        .await;
+        let t = Target::Http {
+            url: server.url("/mcp"),
+            transport: TransportKind::StreamableHttp,
+        };
+        let s = connect(
+            &t,
+            ClientOptions {
+                request_timeout: std::time::Duration::from_millis(300),
+                ..opts()
+            },
+        )
+        .await
+        .unwrap();
+        let inv = s.discover().await.unwrap();
+        assert_eq!(inv.tools.len(), 2);
+        assert_eq!(inv.prompts.len(), 1, "the other list is still read");
+        assert!(inv.resources.is_empty());
+        assert_eq!(inv.problems.len(), 1, "{:?}", inv.problems);
+        assert!(
+            inv.problems[0].contains("No response to `resources/list`"),
+            "{:?}",
+            inv.problems
+        );
     }
 
     #[actix_web::test]

@@ -818,6 +818,22 @@ impl Handler<Halt> for Upstream {
     }
 }
 
+/// Test only: a handler that panics, as a bug would.
+#[cfg(test)]
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub(crate) struct PanicForTest;
+
+#[cfg(test)]
+impl Handler<PanicForTest> for Upstream {
+    type Result = ();
+
+    #[allow(clippy::panic)]
+    fn handle(&mut self, _: PanicForTest, _ctx: &mut Self::Context) {
+        panic!("a bug in an upstream handler (test)");
+    }
+}
+
 /// Sent by a child actor from its `stopped()` when it ended on its own.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
