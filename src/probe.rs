@@ -518,8 +518,8 @@ mod tests {
     fn sample() -> (ServerInfo, Inventory) {
         let info = ServerInfo {
             protocol_version: "2025-06-18".into(),
-            server_info: serde_json::json!({"name": "everything", "version": "1.2.3"}),
-            capabilities: serde_json::json!({"tools": {"listChanged": true}, "logging": {}}),
+            server_info: serde_json::json!({"name": "everything", "version": "1.2.3"}).into(),
+            capabilities: serde_json::json!({"tools": {"listChanged": true}, "logging": {}}).into(),
             instructions: Some("\nUse wisely.\nMore text".into()),
             transport: "streamable-http",
         };
@@ -537,6 +537,7 @@ mod tests {
             tools: vec![tool("echo", "Echoes back.\nSecond line"), tool("add", "")],
             prompts: vec![],
             resources: vec![],
+            problems: vec![],
         };
         (info, inv)
     }

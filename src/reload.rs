@@ -11,14 +11,21 @@
 //!
 //! The directory is watched, not the file: editors replace files by rename,
 //! and a Kubernetes ConfigMap swaps a `..data` symlink, neither of which a
-//! watch on the file itself survives. Events are debounced (a burst of
-//! edits is one reload) and a file whose bytes did not change is not
-//! reloaded.
+//! watch on the file itself survives. Only events that concern the file
+//! (its name, or the ConfigMap's `..data` link, or the directory itself)
+//! count: a log or lock file written next to the config never delays or
+//! triggers anything. Events are debounced (a burst of edits is one reload),
+//! but never for longer than [`MAX_DEBOUNCE`] after the first one (a
+//! steady stream of edits cannot postpone the reload for ever), and a file
+//! whose bytes did not change is not reloaded. A directory that is replaced
+//! (removed and created again, or another one renamed in its place) is
+//! noticed by its identity every [`REARM_CHECK`] and watched again.
 
+use std::ffi::OsStr;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use discovery_actors::supervisor::{ApplyConfig, ApplyError, Supervisor};
@@ -30,6 +37,12 @@ use crate::metrics::{Metrics, ReloadOutcome};
 
 /// Quiet time after the last file event before reloading.
 pub const DEBOUNCE: Duration = Duration::from_secs(1);
+/// Longest a reload waits after the first event of a burst.
+pub const MAX_DEBOUNCE: Duration = Duration::from_secs(5);
+/// How often the watched directory's identity is checked (re-arm).
+pub const REARM_CHECK: Duration = Duration::from_secs(1);
+/// The ConfigMap symlink that the kubelet swaps on an update.
+const CONFIGMAP_DATA: &str = "..data";
 
 /// What started a reload (for logs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,10 +91,41 @@ pub enum ReloadError {
     Engine(String),
 }
 
-/// Sent by the `notify` watcher thread for any event in the directory.
+/// Sent by the `notify` watcher thread for an event that concerns the
+/// config file; `directory` when it names the watched directory itself
+/// (removed or renamed: watch it again).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-struct FileEvent;
+struct FileEvent {
+    directory: bool,
+}
+
+/// Whether an event on `path` concerns the config file `file` in `dir`.
+fn concerns(path: &Path, dir: &Path, file: Option<&OsStr>) -> bool {
+    path == dir
+        || path
+            .file_name()
+            .is_some_and(|name| Some(name) == file || name == CONFIGMAP_DATA)
+}
+
+/// The debounce delay for an event at `now` when the burst began at
+/// `first`: the quiet time, cut so the reload comes at most
+/// [`MAX_DEBOUNCE`] after the first event.
+fn debounce_wait(first: Instant, now: Instant) -> Duration {
+    DEBOUNCE.min(MAX_DEBOUNCE.saturating_sub(now.saturating_duration_since(first)))
+}
+
+/// Device and inode of a directory: what changes when it is replaced.
+#[cfg(unix)]
+fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(dir).ok().map(|_| (0, 0))
+}
 
 /// Owns the running configuration and applies reloads one at a time.
 pub struct ConfigWatcher {
@@ -93,6 +137,10 @@ pub struct ConfigWatcher {
     /// not change it (other files in the directory, touch).
     last_bytes: Option<u64>,
     debounce: Option<SpawnHandle>,
+    /// When the current burst of events began (for [`MAX_DEBOUNCE`]).
+    first_event: Option<Instant>,
+    /// Identity of the directory the watch is on; None: watch it again.
+    watched: Option<(u64, u64)>,
     /// Kept alive for as long as the actor runs.
     watcher: Option<notify::RecommendedWatcher>,
 }
@@ -114,23 +162,46 @@ impl ConfigWatcher {
             current,
             last_bytes,
             debounce: None,
+            first_event: None,
+            watched: None,
             watcher: None,
         };
         (watcher, rx)
     }
 
-    fn watch_directory(&mut self, ctx: &mut Context<Self>) {
-        let Some(path) = &self.path else {
-            return;
-        };
-        let dir = match path.parent() {
+    fn directory(&self) -> Option<PathBuf> {
+        let path = self.path.as_ref()?;
+        Some(match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
             _ => PathBuf::from("."),
+        })
+    }
+
+    fn watch_directory(&mut self, ctx: &mut Context<Self>) {
+        let (Some(path), Some(dir)) = (self.path.clone(), self.directory()) else {
+            return;
         };
+        // Drop the old watch first (a replaced directory's is dead).
+        self.watcher = None;
+        self.watched = dir_identity(&dir);
         let addr = ctx.address();
+        let file = path.file_name().map(OsStr::to_os_string);
+        let watched_dir = dir.clone();
         let handler = move |event: notify::Result<notify::Event>| {
-            if event.is_ok_and(|e| !e.kind.is_access()) {
-                addr.do_send(FileEvent);
+            let Ok(event) = event else {
+                return;
+            };
+            if event.kind.is_access() {
+                return;
+            }
+            let directory = event.paths.iter().any(|p| p == &watched_dir);
+            let relevant = event.paths.is_empty()
+                || event
+                    .paths
+                    .iter()
+                    .any(|p| concerns(p, &watched_dir, file.as_deref()));
+            if relevant {
+                addr.do_send(FileEvent { directory });
             }
         };
         let watched = notify::recommended_watcher(handler).and_then(|mut w| {
@@ -192,18 +263,28 @@ impl Actor for ConfigWatcher {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.watch_directory(ctx);
+        if self.path.is_some() {
+            ctx.run_interval(REARM_CHECK, |act, ctx| act.check_directory(ctx));
+        }
     }
 }
 
 impl Handler<FileEvent> for ConfigWatcher {
     type Result = ();
 
-    fn handle(&mut self, _: FileEvent, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: FileEvent, ctx: &mut Self::Context) {
+        if msg.directory {
+            // Removed or renamed: the next check watches it again.
+            self.watched = None;
+        }
         if let Some(pending) = self.debounce.take() {
             ctx.cancel_future(pending);
         }
-        self.debounce = Some(ctx.run_later(DEBOUNCE, |act, ctx| {
+        let now = Instant::now();
+        let first = *self.first_event.get_or_insert(now);
+        self.debounce = Some(ctx.run_later(debounce_wait(first, now), |act, ctx| {
             act.debounce = None;
+            act.first_event = None;
             let Some(path) = act.path.as_deref() else {
                 return;
             };
@@ -269,6 +350,26 @@ impl Handler<Reload> for ConfigWatcher {
 }
 
 impl ConfigWatcher {
+    /// Watches the directory again when it was replaced (another identity)
+    /// or lost; then looks at the file, which may have changed meanwhile.
+    fn check_directory(&mut self, ctx: &mut Context<Self>) {
+        let Some(dir) = self.directory() else {
+            return;
+        };
+        let now = dir_identity(&dir);
+        if now.is_none() {
+            // Gone for now: watch whatever comes back in its place.
+            self.watched = None;
+            return;
+        }
+        if now == self.watched {
+            return;
+        }
+        tracing::info!(dir = %dir.display(), "The configuration directory was replaced; watching it again.");
+        self.watch_directory(ctx);
+        ctx.notify(FileEvent { directory: false });
+    }
+
     fn finish(
         &mut self,
         trigger: ReloadTrigger,
@@ -303,5 +404,34 @@ impl ConfigWatcher {
                 Err(error)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_file_the_configmap_link_and_the_directory_concern_us() {
+        let dir = Path::new("/etc/mcp");
+        let file = Some(OsStr::new("config.yaml"));
+        assert!(concerns(Path::new("/etc/mcp/config.yaml"), dir, file));
+        assert!(concerns(Path::new("/etc/mcp/..data"), dir, file));
+        assert!(concerns(Path::new("/etc/mcp"), dir, file));
+        assert!(!concerns(Path::new("/etc/mcp/other.log"), dir, file));
+        assert!(!concerns(Path::new("/etc/mcp/.config.yaml.swp"), dir, file));
+        assert!(!concerns(Path::new("/etc/mcp/..2024_01_01"), dir, file));
+    }
+
+    #[test]
+    fn the_debounce_never_waits_past_the_maximum() {
+        let first = Instant::now();
+        assert_eq!(debounce_wait(first, first), DEBOUNCE);
+        let late = first + MAX_DEBOUNCE - Duration::from_millis(300);
+        assert_eq!(debounce_wait(first, late), Duration::from_millis(300));
+        assert_eq!(
+            debounce_wait(first, first + MAX_DEBOUNCE * 2),
+            Duration::ZERO
+        );
     }
 }

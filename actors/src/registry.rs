@@ -172,6 +172,22 @@ pub struct Unregister {
     pub generation: u64,
 }
 
+/// Test hook: stops the registry, so a test can prove `/healthz` notices
+/// an engine that lost it. Nothing in the service sends it.
+#[doc(hidden)]
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Halt;
+
+impl Handler<Halt> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, _: Halt, ctx: &mut Self::Context) {
+        tracing::warn!("The registry was told to stop (test hook).");
+        ctx.stop();
+    }
+}
+
 /// Self-notification: publish pending changes.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -295,6 +311,7 @@ mod tests {
             stale: false,
             protocol_version: None,
             server_info: None,
+            listing_warning: None,
             generation,
             first_attempt_done: false,
         }

@@ -93,7 +93,11 @@ pub struct ServerView {
     /// Whether the tools shown are last-known ones from before a failure.
     pub stale: bool,
     pub protocol_version: Option<String>,
-    pub server_info: Option<serde_json::Value>,
+    /// `serverInfo`, clipped, shared with the upstream (not a copy per view).
+    pub server_info: Option<std::sync::Arc<serde_json::Value>>,
+    /// Why prompts or resources are not listed (failed, timed out, over a
+    /// cap) while the tools are fine; None when they are (or not offered).
+    pub listing_warning: Option<String>,
     /// Increments each time the server is (re)started by a config change.
     pub generation: u64,
     /// Set once the first discovery attempt ended, success or not.

@@ -2,9 +2,14 @@
 //! every [`Upstream`]. It applies a [`ConfigDiff`] (start added, stop
 //! removed, restart changed with a new generation, leave unchanged alone)
 //! and spreads upstreams over a fixed pool of arbiters sized to the cores.
+//!
+//! An upstream that is gone without being told to stop (a panic in one of
+//! its handlers, its arbiter dying) reports [`UpstreamExited`] from the drop
+//! of its state; the supervisor restarts it, same spec, new generation,
+//! after a capped backoff (`UPSTREAM_RESTART_*`), and logs it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use discovery_config::{
@@ -19,12 +24,22 @@ use crate::catalog::Catalog;
 use crate::events::DiscoveryEvents;
 use crate::registry::{Register, Registry, Unregister};
 use crate::status::ServersSnapshot;
-use crate::upstream::{initial_view, Refresh, Stop, Upstream, UpstreamInit};
+use crate::upstream::{initial_view, Halt, Refresh, Stop, Upstream, UpstreamExited, UpstreamInit};
+
+/// Restart delay of an upstream actor that died: doubling from the first
+/// up to the cap; an incarnation that ran for `UPSTREAM_RESTART_RESET`
+/// starts the count over.
+const UPSTREAM_RESTART_INITIAL: Duration = Duration::from_millis(100);
+const UPSTREAM_RESTART_MAX: Duration = Duration::from_secs(30);
+const UPSTREAM_RESTART_RESET: Duration = Duration::from_secs(60);
 
 /// Handles to a running engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
     pub supervisor: Addr<Supervisor>,
+    /// The registry; `/healthz` checks it is still running
+    /// (`Addr::connected`, no mailbox round trip).
+    pub registry: Addr<Registry>,
     /// Latest catalog; read with `borrow()`, lock-free for practical purposes.
     pub catalog: watch::Receiver<Arc<Catalog>>,
     /// Latest per-server status.
@@ -39,10 +54,11 @@ pub fn start_engine(config: Arc<Config>, events: Arc<dyn DiscoveryEvents>) -> En
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let supervisor = Supervisor::new(registry, events, workers).start();
+    let supervisor = Supervisor::new(registry.clone(), events, workers).start();
     supervisor.do_send(ApplyConfig(config));
     Engine {
         supervisor,
+        registry,
         catalog,
         servers,
     }
@@ -52,6 +68,9 @@ struct Running {
     addr: Addr<Upstream>,
     generation: u64,
     spec: Arc<ServerSpec>,
+    started: Instant,
+    /// Unexpected exits in a row (for the restart backoff).
+    restarts: u32,
 }
 
 /// Owns every upstream. Exactly one per engine.
@@ -89,7 +108,17 @@ impl Supervisor {
         }
     }
 
-    fn start_upstream(&mut self, spec: Arc<ServerSpec>) {
+    fn start_upstream(&mut self, spec: Arc<ServerSpec>, ctx: &mut Context<Self>) {
+        self.start_upstream_after(spec, 0, ctx);
+    }
+
+    /// Starts an upstream that has died `restarts` times in a row.
+    fn start_upstream_after(
+        &mut self,
+        spec: Arc<ServerSpec>,
+        restarts: u32,
+        ctx: &mut Context<Self>,
+    ) {
         self.next_generation += 1;
         let generation = self.next_generation;
         // Register first so the server shows (and orders) at once, and so a
@@ -103,6 +132,7 @@ impl Supervisor {
             separator: self.separator.clone(),
             registry: self.registry.clone(),
             events: self.events.clone(),
+            exited: ctx.address().downgrade().recipient(),
         };
         let index = self.next_arbiter % self.arbiters.len();
         self.next_arbiter = self.next_arbiter.wrapping_add(1);
@@ -118,6 +148,8 @@ impl Supervisor {
                 addr,
                 generation,
                 spec,
+                started: Instant::now(),
+                restarts,
             },
         );
     }
@@ -195,6 +227,7 @@ impl Supervisor {
         &mut self,
         desired: &IndexMap<ServerName, ServerSpec>,
         separator: &str,
+        ctx: &mut Context<Self>,
     ) -> ConfigDiff {
         let current: IndexMap<ServerName, ServerSpec> = self
             .upstreams
@@ -215,7 +248,7 @@ impl Supervisor {
         }
         for name in diff.added.iter().chain(&diff.changed) {
             if let Some(spec) = desired.get(name) {
-                self.start_upstream(Arc::new(spec.clone()));
+                self.start_upstream(Arc::new(spec.clone()), ctx);
             }
         }
         // Keep the desired order (file order, then API registrations).
@@ -248,13 +281,13 @@ pub struct ApplyConfig(pub Arc<Config>);
 impl Handler<ApplyConfig> for Supervisor {
     type Result = Result<ConfigDiff, ApplyError>;
 
-    fn handle(&mut self, msg: ApplyConfig, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: ApplyConfig, ctx: &mut Self::Context) -> Self::Result {
         if self.shutting_down {
             return Err(ApplyError::ShuttingDown);
         }
         let config = msg.0;
         let desired = self.desired(&config, &self.api)?;
-        let diff = self.converge(&desired, &config.catalog.separator);
+        let diff = self.converge(&desired, &config.catalog.separator, ctx);
         self.config = config;
         tracing::info!(
             added = diff.added.len(),
@@ -293,7 +326,7 @@ pub struct UpsertApiServer {
 impl Handler<UpsertApiServer> for Supervisor {
     type Result = Result<(), ApiServerError>;
 
-    fn handle(&mut self, msg: UpsertApiServer, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: UpsertApiServer, ctx: &mut Self::Context) -> Self::Result {
         if self.shutting_down {
             return Err(ApiServerError::ShuttingDown);
         }
@@ -315,7 +348,7 @@ impl Handler<UpsertApiServer> for Supervisor {
             .desired(&config, &api)
             .map_err(|e| ApiServerError::FileServer(e.to_string()))?;
         self.api = api;
-        self.converge(&desired, &config.catalog.separator);
+        self.converge(&desired, &config.catalog.separator, ctx);
         Ok(())
     }
 }
@@ -330,7 +363,7 @@ pub struct RemoveApiServer {
 impl Handler<RemoveApiServer> for Supervisor {
     type Result = Result<(), ApiServerError>;
 
-    fn handle(&mut self, msg: RemoveApiServer, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: RemoveApiServer, ctx: &mut Self::Context) -> Self::Result {
         if self.is_file_server(&msg.name) {
             return Err(ApiServerError::FileServer(msg.name.to_string()));
         }
@@ -340,7 +373,7 @@ impl Handler<RemoveApiServer> for Supervisor {
         let config = self.config.clone();
         let api = self.api.clone();
         if let Ok(desired) = self.desired(&config, &api) {
-            self.converge(&desired, &config.catalog.separator);
+            self.converge(&desired, &config.catalog.separator, ctx);
         }
         Ok(())
     }
@@ -358,7 +391,7 @@ pub struct SyncApiServers {
 impl Handler<SyncApiServers> for Supervisor {
     type Result = ();
 
-    fn handle(&mut self, msg: SyncApiServers, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: SyncApiServers, ctx: &mut Self::Context) {
         if self.shutting_down {
             return;
         }
@@ -377,7 +410,7 @@ impl Handler<SyncApiServers> for Supervisor {
         let config = self.config.clone();
         if let Ok(desired) = self.desired(&config, &api) {
             self.api = api;
-            self.converge(&desired, &config.catalog.separator);
+            self.converge(&desired, &config.catalog.separator, ctx);
         }
     }
 }
@@ -439,5 +472,152 @@ impl Handler<Shutdown> for Supervisor {
             }
         };
         Box::pin(wait.into_actor(self).map(|(), _act, ctx| ctx.stop()))
+    }
+}
+
+impl Handler<UpstreamExited> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: UpstreamExited, ctx: &mut Self::Context) {
+        if self.shutting_down {
+            return;
+        }
+        // Stopped on purpose (removed, restarted by a reload): already gone
+        // from `upstreams`, or replaced by a newer generation.
+        let Some(running) = self.upstreams.get(&msg.name) else {
+            return;
+        };
+        if running.generation != msg.generation {
+            return;
+        }
+        let restarts = if running.started.elapsed() >= UPSTREAM_RESTART_RESET {
+            0
+        } else {
+            running.restarts
+        };
+        let delay = UPSTREAM_RESTART_INITIAL
+            .saturating_mul(1 << restarts.min(16))
+            .min(UPSTREAM_RESTART_MAX);
+        tracing::error!(
+            server = %msg.name,
+            generation = msg.generation,
+            restarts,
+            restart_in_ms = delay.as_millis() as u64,
+            "Upstream actor stopped unexpectedly; restarting it."
+        );
+        let name = msg.name;
+        let generation = msg.generation;
+        ctx.run_later(delay, move |act, ctx| {
+            if act.shutting_down {
+                return;
+            }
+            // Still the dead incarnation (no reload replaced or removed it
+            // meanwhile)?
+            let spec = match act.upstreams.get(&name) {
+                Some(r) if r.generation == generation => r.spec.clone(),
+                _ => return,
+            };
+            // Replaced in place: the entry keeps its position in the order.
+            act.start_upstream_after(spec, restarts.saturating_add(1), ctx);
+        });
+    }
+}
+
+/// Test hook: stops the named upstream as if it had ended on its own, to
+/// prove it is noticed and restarted. Nothing in the service sends it.
+#[doc(hidden)]
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct HaltUpstream {
+    pub name: String,
+}
+
+impl Handler<HaltUpstream> for Supervisor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: HaltUpstream, _ctx: &mut Self::Context) -> bool {
+        match self.upstreams.get(msg.name.as_str()) {
+            Some(running) => {
+                running.addr.do_send(Halt);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Test only: the address of a running upstream.
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "Option<Addr<Upstream>>")]
+struct UpstreamAddr(String);
+
+#[cfg(test)]
+impl Handler<UpstreamAddr> for Supervisor {
+    type Result = Option<Addr<Upstream>>;
+
+    fn handle(&mut self, msg: UpstreamAddr, _ctx: &mut Self::Context) -> Self::Result {
+        self.upstreams.get(msg.0.as_str()).map(|r| r.addr.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::NoEvents;
+    use crate::mcp::test_server::{start, Behavior};
+    use crate::status::DiscoveryState;
+
+    async fn wait_view(
+        engine: &Engine,
+        what: &str,
+        pred: impl Fn(&crate::status::ServerView) -> bool,
+    ) -> crate::status::ServerView {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut rx = engine.servers.clone();
+        loop {
+            if let Some(v) = rx.borrow_and_update().servers.get("a").cloned() {
+                if pred(&v) {
+                    return v;
+                }
+            }
+            assert!(Instant::now() < deadline, "server never {what}");
+            let _ = actix_rt::time::timeout(Duration::from_millis(100), rx.changed()).await;
+        }
+    }
+
+    #[actix_rt::test]
+    async fn an_upstream_that_panics_is_restarted() {
+        let server = start(Behavior::default()).await;
+        let yaml = format!(
+            "discovery: {{ poll_interval: 10m }}\nservers:\n  a: {{ url: \"{}\", transport: streamable-http }}\n",
+            server.url("/mcp")
+        );
+        let config =
+            discovery_config::load_str(&yaml, discovery_config::Format::Yaml, None, &[]).unwrap();
+        let engine = start_engine(Arc::new(config), Arc::new(NoEvents));
+        let first = wait_view(&engine, "healthy", |v| v.state == DiscoveryState::Healthy).await;
+        let addr = engine
+            .supervisor
+            .send(UpstreamAddr("a".into()))
+            .await
+            .unwrap()
+            .unwrap();
+        addr.do_send(crate::upstream::PanicForTest);
+        let again = wait_view(&engine, "restarted and healthy", |v| {
+            v.generation > first.generation && v.state == DiscoveryState::Healthy
+        })
+        .await;
+        assert_eq!(again.tool_count, 2);
+        assert!(!addr.connected(), "the panicked actor is gone");
+        // A server stopped on purpose is not brought back.
+        engine
+            .supervisor
+            .send(Shutdown {
+                deadline: Duration::from_secs(5),
+            })
+            .await
+            .unwrap();
+        assert!(!engine.supervisor.connected());
     }
 }

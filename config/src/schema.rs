@@ -73,6 +73,8 @@ pub struct RawDiscovery {
     pub stale_ttl: Option<HumanDuration>,
     pub max_response_bytes: Option<HumanBytes>,
     pub max_pages: Option<Count>,
+    pub max_tools: Option<Count>,
+    pub max_listing_bytes: Option<HumanBytes>,
     pub startup_grace: Option<HumanDuration>,
     pub push_idle_timeout: Option<HumanDuration>,
 }

@@ -114,6 +114,11 @@ pub struct DiscoverySettings {
     pub max_response_bytes: u64,
     /// Page cap for `tools/list` (and prompts/resources) pagination.
     pub max_pages: u32,
+    /// Most items one listing (all pages of `tools/list`, `prompts/list` or
+    /// `resources/list`) may have: what an upstream can make the engine hold.
+    pub max_tools: u32,
+    /// Most bytes one listing may have, all pages together.
+    pub max_listing_bytes: u64,
     /// `/readyz` turns ready after this even if some first attempts hang.
     pub startup_grace: Duration,
     /// A push stream that sends no byte for this long (comments and
@@ -404,6 +409,8 @@ impl DiscoverySettings {
     pub const DEFAULT_STALE_TTL: Duration = Duration::from_secs(600);
     pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
     pub const DEFAULT_MAX_PAGES: u32 = 100;
+    pub const DEFAULT_MAX_TOOLS: u32 = 10_000;
+    pub const DEFAULT_MAX_LISTING_BYTES: u64 = 32 * 1024 * 1024;
     pub const DEFAULT_STARTUP_GRACE: Duration = Duration::from_secs(30);
     pub const DEFAULT_PUSH_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 }
@@ -418,6 +425,8 @@ impl Default for DiscoverySettings {
             stale_ttl: Self::DEFAULT_STALE_TTL,
             max_response_bytes: Self::DEFAULT_MAX_RESPONSE_BYTES,
             max_pages: Self::DEFAULT_MAX_PAGES,
+            max_tools: Self::DEFAULT_MAX_TOOLS,
+            max_listing_bytes: Self::DEFAULT_MAX_LISTING_BYTES,
             startup_grace: Self::DEFAULT_STARTUP_GRACE,
             push_idle_timeout: Self::DEFAULT_PUSH_IDLE_TIMEOUT,
         }

@@ -607,6 +607,7 @@ fn discovery(raw: RawDiscovery, r: &mut Report) -> DiscoverySettings {
         Some(pages) => pages.0,
         None => d.max_pages,
     };
+    let (max_tools, max_listing_bytes) = listing_caps(raw.max_tools, raw.max_listing_bytes, &d, r);
     DiscoverySettings {
         poll_interval: duration(
             r,
@@ -639,6 +640,8 @@ fn discovery(raw: RawDiscovery, r: &mut Report) -> DiscoverySettings {
         ),
         max_response_bytes,
         max_pages,
+        max_tools,
+        max_listing_bytes,
         startup_grace: duration(
             r,
             "discovery.startup_grace",
@@ -654,6 +657,39 @@ fn discovery(raw: RawDiscovery, r: &mut Report) -> DiscoverySettings {
             PUSH_IDLE_TIMEOUT,
         ),
     }
+}
+
+/// `discovery.max_tools` and `discovery.max_listing_bytes`: the caps on
+/// what one upstream listing may make the engine hold.
+fn listing_caps(
+    max_tools: Option<crate::schema::Count>,
+    max_listing_bytes: Option<crate::schema::HumanBytes>,
+    d: &DiscoverySettings,
+    r: &mut Report,
+) -> (u32, u64) {
+    let max_tools = match max_tools {
+        Some(n) if n.0 == 0 => {
+            r.error(
+                "discovery.max_tools",
+                format!("must be at least 1. Hint: the default is {}", d.max_tools),
+            );
+            d.max_tools
+        }
+        Some(n) => n.0,
+        None => d.max_tools,
+    };
+    let max_listing_bytes = match max_listing_bytes {
+        Some(b) if b.0 == 0 => {
+            r.error(
+                "discovery.max_listing_bytes",
+                "must be greater than zero. Hint: the default is 32MiB",
+            );
+            d.max_listing_bytes
+        }
+        Some(b) => b.0,
+        None => d.max_listing_bytes,
+    };
+    (max_tools, max_listing_bytes)
 }
 
 fn catalog(separator: Option<Option<Text>>, r: &mut Report) -> CatalogSettings {
@@ -1851,5 +1887,34 @@ mod tests {
                 "{errors:?}"
             );
         }
+    }
+
+    #[test]
+    fn listing_caps_default_and_are_checked() {
+        let config = validate_value(json!({"servers": {"s": {"url": "http://x/"}}}), None).unwrap();
+        assert_eq!(config.discovery.max_tools, 10_000);
+        assert_eq!(config.discovery.max_listing_bytes, 32 * 1024 * 1024);
+        let config = validate_value(
+            json!({"discovery": {"max_tools": 7, "max_listing_bytes": "1KiB"},
+                   "servers": {"s": {"url": "http://x/"}}}),
+            None,
+        )
+        .unwrap();
+        let s = &config.servers.values().next().unwrap().discovery;
+        assert_eq!(
+            (s.max_tools, s.max_listing_bytes),
+            (7, 1024),
+            "servers inherit"
+        );
+        let err = validate_value(
+            json!({"discovery": {"max_tools": 0, "max_listing_bytes": 0}}),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            paths(&err),
+            ["discovery.max_tools", "discovery.max_listing_bytes"]
+        );
+        assert!(err.to_string().contains("Hint:"), "{err}");
     }
 }

@@ -1,25 +1,88 @@
-//! `GET /healthz` (liveness) and `GET /readyz` (readiness: the first
+//! `GET /healthz` (liveness: the engine's actors run) and `GET /readyz` (readiness: the first
 //! discovery round is done, or the start-up grace has passed).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpResponse};
-use discovery_actors::ServersSnapshot;
+use discovery_actors::{Engine, ServersSnapshot};
 use serde::Serialize;
 
 use super::ApiState;
 
+/// `200 {"status":"ok"}` while the engine's actors run; `503
+/// {"status":"failing","gone":[...]}` once the supervisor or the registry
+/// is gone (the engine would never change again: restart the process).
+/// Answered from the actors' mailbox state, never through a mailbox.
 #[utoipa::path(
     get,
     path = "/healthz",
     tag = "probes",
     operation_id = "healthz",
     summary = "Liveness",
-    responses((status = 200, description = "The process serves.", body = super::openapi::Health)),
+    responses(
+        (status = 200, description = "The engine's actors run.", body = super::openapi::Health),
+        (status = 503, description = "The supervisor or the registry is gone: restart the process.", body = super::openapi::Health),
+    ),
 )]
-pub(super) async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+pub(super) async fn healthz(state: web::Data<ApiState>) -> HttpResponse {
+    let gone = state.liveness.gone();
+    if gone.is_empty() {
+        HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+    } else {
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({
+            "status": "failing",
+            "gone": gone,
+        }))
+    }
+}
+
+type AliveCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// What `/healthz` checks: named "is it still running" tests, each cheap
+/// and lock-free (`Addr::connected`: the actor's mailbox is still open).
+#[derive(Clone, Default)]
+pub struct Liveness {
+    parts: Vec<(&'static str, AliveCheck)>,
+}
+
+impl Liveness {
+    /// The engine's supervisor and registry: without either, no server
+    /// would ever change state or tools again.
+    pub fn of_engine(engine: &Engine) -> Self {
+        let supervisor = engine.supervisor.clone();
+        let registry = engine.registry.clone();
+        Self::default()
+            .with("supervisor", move || supervisor.connected())
+            .with("registry", move || registry.connected())
+    }
+
+    /// Adds a part named `name`, alive while `alive()` says so.
+    pub fn with(
+        mut self,
+        name: &'static str,
+        alive: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.parts.push((name, Arc::new(alive)));
+        self
+    }
+
+    /// The parts that are gone, in order.
+    pub fn gone(&self) -> Vec<&'static str> {
+        self.parts
+            .iter()
+            .filter(|(_, alive)| !alive())
+            .map(|(name, _)| *name)
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for Liveness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.parts.iter().map(|(n, _)| *n).collect();
+        f.debug_struct("Liveness").field("parts", &names).finish()
+    }
 }
 
 #[utoipa::path(

@@ -37,7 +37,7 @@ use tokio::sync::watch;
 
 pub use errors::ApiError;
 pub use guard::{Access, Body, Grant};
-pub use health::{Readiness, ReadyStatus};
+pub use health::{Liveness, Readiness, ReadyStatus};
 
 use crate::metrics::Metrics;
 use crate::reload::Reload;
@@ -51,6 +51,8 @@ pub struct ApiState {
     pub refresher: Recipient<RefreshServer>,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
+    /// What `/healthz` checks (the engine's supervisor and registry).
+    pub liveness: Liveness,
     /// The config watcher, for `POST /v1/admin/reload`.
     pub reloader: Recipient<Reload>,
     /// The running configuration (admin keys are read from it, so a reload
@@ -77,6 +79,7 @@ impl ApiState {
             refresher: engine.supervisor.clone().recipient(),
             metrics,
             readiness,
+            liveness: Liveness::of_engine(engine),
             reloader,
             config,
             registrar: engine.supervisor.clone().recipient(),

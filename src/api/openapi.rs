@@ -451,8 +451,13 @@ pub struct ReloadSummary {
 #[derive(ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
-    #[schema(example = "ok")]
+    /// `ok`, or `failing` (503) when an engine actor is gone.
+    #[schema(example = "ok", pattern = "^(ok|failing)$")]
     pub status: String,
+    /// With `failing`: which of `supervisor`, `registry` is gone.
+    #[serde(default)]
+    #[schema(nullable = false)]
+    pub gone: Option<Vec<String>>,
 }
 
 /// `GET /readyz`.

@@ -114,6 +114,7 @@ fn view(name: &str, state: DiscoveryState, tools: usize, attempted: bool) -> Ser
         stale: false,
         protocol_version: None,
         server_info: None,
+        listing_warning: None,
         generation: 1,
         first_attempt_done: attempted,
     }
@@ -168,6 +169,10 @@ fn harness(readiness: Readiness) -> Harness {
         refresher: supervisor.clone().recipient(),
         metrics: Arc::new(Metrics::new().unwrap()),
         readiness: Arc::new(readiness),
+        liveness: Liveness::default().with("supervisor", {
+            let supervisor = supervisor.clone();
+            move || supervisor.connected()
+        }),
         reloader: supervisor.clone().recipient(),
         config: config_rx,
         registrar: supervisor.clone().recipient(),
@@ -436,6 +441,30 @@ async fn healthz_is_ok() {
     let (status, _, body) = call(&h, TestRequest::get().uri("/healthz")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json(&body), serde_json::json!({"status": "ok"}));
+}
+
+#[actix_web::test]
+async fn healthz_fails_when_an_engine_part_is_gone() {
+    let h = harness(ready_now());
+    let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut state = (*h.state.clone().into_inner()).clone();
+    state.liveness = state.liveness.clone().with("registry", {
+        let alive = alive.clone();
+        move || alive.load(std::sync::atomic::Ordering::Relaxed)
+    });
+    let h = Harness {
+        state: web::Data::new(state),
+        ..h
+    };
+    let (status, _, _) = call(&h, TestRequest::get().uri("/healthz")).await;
+    assert_eq!(status, StatusCode::OK);
+    alive.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (status, _, body) = call(&h, TestRequest::get().uri("/healthz")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        json(&body),
+        serde_json::json!({"status": "failing", "gone": ["registry"]})
+    );
 }
 
 #[actix_web::test]

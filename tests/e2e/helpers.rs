@@ -66,6 +66,27 @@ pub async fn start_with(config: discovery_config::Config, options: AppOptions) -
     }
 }
 
+/// As [`spawn_app`], also handing back the engine (to reach its actors).
+pub async fn spawn_app_with_engine(yaml: &str) -> (TestApp, discovery_actors::Engine) {
+    let config = load_str(yaml, Format::Yaml, None, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let app = Application::build(Arc::new(config), AppOptions::for_tests())
+        .await
+        .unwrap();
+    let engine = app.engine().clone();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    let task = actix_rt::spawn(app.run());
+    let app = TestApp {
+        base,
+        handle,
+        client: awc::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .finish(),
+        task: Some(task),
+    };
+    (app, engine)
+}
+
 /// `servers:` YAML for `(name, body)` pairs; `body` is the entry's YAML map
 /// in flow style, e.g. `{ url: "http://..." }`.
 pub fn servers_yaml(entries: &[(&str, String)]) -> String {

@@ -14,6 +14,7 @@ mod process;
 mod push_stream;
 mod registrations;
 mod reload;
+mod security_bounds;
 mod security_http;
 mod security_outbound;
 mod stdio;

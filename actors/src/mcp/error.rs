@@ -5,11 +5,19 @@
 //! sentence. Lower-level causes (io errors, serde errors) hang off
 //! `source()`; [`McpError::chain`] renders the whole chain on one line.
 //! URLs in messages are redacted (no credentials, no query string).
+//!
+//! Every string an upstream chose (a JSON-RPC error message, an HTTP body or
+//! challenge, a stdio exit reason, a stream's detail) is clipped here, when
+//! the error is rendered, to [`UPSTREAM_TEXT_MAX`] characters: `last_error`
+//! and the logs never hold more of it than that, whatever the server sent.
 
 use std::fmt;
 use std::time::Duration;
 
 use super::SUPPORTED_PROTOCOL_VERSIONS;
+
+/// Most characters of one upstream-provided string shown in an error.
+pub const UPSTREAM_TEXT_MAX: usize = 512;
 
 /// A cause that is only available as text (awc errors are not `Send`).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -80,7 +88,7 @@ pub enum McpError {
         challenge: Option<String>,
     },
 
-    #[error("{url} answered `{method}` with Content-Type `{content_type}`, expected application/json or text/event-stream")]
+    #[error("{url} answered `{method}` with Content-Type `{}`, expected application/json or text/event-stream", Clip(content_type, 100))]
     UnexpectedContentType {
         method: String,
         url: String,
@@ -106,10 +114,16 @@ pub enum McpError {
         source: serde_json::Error,
     },
 
-    #[error("Not a JSON-RPC 2.0 message in {context}: {detail}")]
+    #[error(
+        "Not a JSON-RPC 2.0 message in {context}: {}",
+        Clip(detail, UPSTREAM_TEXT_MAX)
+    )]
     NotJsonRpc { context: String, detail: String },
 
-    #[error("Malformed result of `{method}` from {target}: {detail}")]
+    #[error(
+        "Malformed result of `{method}` from {target}: {}",
+        Clip(detail, UPSTREAM_TEXT_MAX)
+    )]
     MalformedResult {
         method: String,
         target: String,
@@ -117,7 +131,8 @@ pub enum McpError {
     },
 
     #[error(
-        "The event stream from {url} ended before the response to `{method}` arrived ({detail})"
+        "The event stream from {url} ended before the response to `{method}` arrived ({})",
+        Clip(detail, UPSTREAM_TEXT_MAX)
     )]
     StreamEnded {
         method: String,
@@ -127,7 +142,7 @@ pub enum McpError {
 
     #[error(
         "Server answered `{method}` with JSON-RPC error {code}: {}",
-        Clip(message, 300)
+        Clip(message, UPSTREAM_TEXT_MAX)
     )]
     JsonRpc {
         method: String,
@@ -149,6 +164,22 @@ pub enum McpError {
     #[error("`{method}` still had more pages after {cap} pages (discovery.max_pages)")]
     PageCapExceeded { method: String, cap: u32 },
 
+    #[error("`{method}` exceeded discovery.max_tools ({cap}): {listed} {items} listed. Hint: raise discovery.max_tools if the server really offers that many")]
+    TooManyItems {
+        method: String,
+        /// `tools`, `prompts` or `resources`.
+        items: &'static str,
+        cap: u32,
+        listed: usize,
+    },
+
+    #[error("`{method}` exceeded discovery.max_listing_bytes ({cap} bytes): {bytes} bytes listed. Hint: raise discovery.max_listing_bytes if the server's listing is really that large")]
+    ListingTooLarge {
+        method: String,
+        cap: u64,
+        bytes: u64,
+    },
+
     #[error("Could not start stdio server `{command}`")]
     Spawn {
         command: String,
@@ -156,7 +187,10 @@ pub enum McpError {
         source: std::io::Error,
     },
 
-    #[error("Stdio server `{command}` exited ({status})")]
+    #[error(
+        "Stdio server `{command}` exited ({})",
+        Clip(status, UPSTREAM_TEXT_MAX)
+    )]
     ChildExited { command: String, status: String },
 
     #[error("Server chose protocol version `{}`, which this client does not support (supported: {})", Clip(version, 40), SUPPORTED_PROTOCOL_VERSIONS.join(", "))]
@@ -165,10 +199,16 @@ pub enum McpError {
     #[error("No `endpoint` event from {url} within {} (is this a legacy HTTP+SSE endpoint?)", Dur(*after))]
     NoEndpointEvent { url: String, after: Duration },
 
-    #[error("Unusable `endpoint` event from {url}: {detail}")]
+    #[error(
+        "Unusable `endpoint` event from {url}: {}",
+        Clip(detail, UPSTREAM_TEXT_MAX)
+    )]
     InvalidEndpoint { url: String, detail: String },
 
-    #[error("Connection to {target} is closed: {reason}")]
+    #[error(
+        "Connection to {target} is closed: {}",
+        Clip(reason, UPSTREAM_TEXT_MAX)
+    )]
     TransportClosed { target: String, reason: String },
 
     #[error("I/O error talking to {target}")]
@@ -187,7 +227,7 @@ pub enum McpError {
         source: Box<McpError>,
     },
 
-    #[error("Invalid MCP target: {0}")]
+    #[error("Invalid MCP target: {}", Clip(.0, UPSTREAM_TEXT_MAX))]
     InvalidTarget(String),
 }
 
@@ -226,6 +266,8 @@ impl McpError {
             McpError::SessionExpired { .. } => "session_expired",
             McpError::PaginationLoop { .. } => "pagination_loop",
             McpError::PageCapExceeded { .. } => "page_cap_exceeded",
+            McpError::TooManyItems { .. } => "too_many_items",
+            McpError::ListingTooLarge { .. } => "listing_too_large",
             McpError::Spawn { .. } => "spawn_failed",
             McpError::ChildExited { .. } => "child_exited",
             McpError::UnsupportedProtocolVersion { .. } => "unsupported_protocol_version",
@@ -266,7 +308,8 @@ impl fmt::Display for Challenge<'_> {
         let Some(challenge) = self.0 else {
             return Ok(());
         };
-        if challenge.contains("insufficient_scope") {
+        let challenge = Clip(challenge, UPSTREAM_TEXT_MAX);
+        if challenge.0.contains("insufficient_scope") {
             write!(
                 f,
                 ": insufficient_scope, the token lacks a scope the server requires ({challenge})"
@@ -283,7 +326,7 @@ pub struct Message(pub String);
 
 impl fmt::Display for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        Clip(&self.0, UPSTREAM_TEXT_MAX).fmt(f)
     }
 }
 
@@ -319,13 +362,23 @@ impl fmt::Display for Excerpt<'_> {
         if self.0.is_empty() {
             Ok(())
         } else {
-            write!(f, ": {}", self.0)
+            write!(f, ": {}", Clip(self.0, UPSTREAM_TEXT_MAX))
         }
     }
 }
 
-/// At most `n` characters, with an ellipsis when cut.
-struct Clip<'a>(&'a str, usize);
+/// At most `n` characters, with an ellipsis when cut (on a char boundary).
+pub(crate) struct Clip<'a>(pub &'a str, pub usize);
+
+/// `text` cut to at most `max` characters, with an ellipsis when cut: the
+/// one clipping rule for upstream-provided text kept outside an error
+/// (token errors, push stream errors, `last_error` as a whole).
+pub fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some(_) => Clip(text, max).to_string(),
+    }
+}
 
 impl fmt::Display for Clip<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -459,5 +512,54 @@ mod tests {
         assert_eq!(redact_url(&u), "https://example.com:8443/mcp?…");
         let u = url::Url::parse("http://example.com/mcp").unwrap();
         assert_eq!(redact_url(&u), "http://example.com/mcp");
+    }
+
+    #[test]
+    fn upstream_text_is_clipped_when_rendered() {
+        let huge = "é".repeat(100_000);
+        let errors = [
+            McpError::JsonRpc {
+                method: "tools/list".into(),
+                code: -32000,
+                message: huge.clone(),
+                data: None,
+            },
+            McpError::HttpStatus {
+                method: "initialize".into(),
+                url: "http://h/mcp".into(),
+                status: 500,
+                body: huge.clone(),
+            },
+            McpError::Unauthorized {
+                method: "initialize".into(),
+                url: "http://h/mcp".into(),
+                status: 401,
+                challenge: Some(huge.clone()),
+            },
+            McpError::ChildExited {
+                command: "srv".into(),
+                status: huge.clone(),
+            },
+            McpError::TransportClosed {
+                target: "srv".into(),
+                reason: huge.clone(),
+            },
+            McpError::Http {
+                method: "initialize".into(),
+                url: "http://h/mcp".into(),
+                source: message(huge.clone()),
+            },
+        ];
+        for e in errors {
+            let chain = e.chain();
+            assert!(
+                chain.chars().count() < UPSTREAM_TEXT_MAX + 200,
+                "{}",
+                e.code()
+            );
+            assert!(chain.contains("ééé…"), "{chain}");
+        }
+        assert_eq!(clip("abc", 3), "abc");
+        assert_eq!(clip("aéc", 2), "aé…");
     }
 }

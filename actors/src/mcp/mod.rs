@@ -20,7 +20,7 @@ pub mod sse;
 pub mod stdio;
 pub mod streamable_http;
 #[cfg(test)]
-mod test_server;
+pub(crate) mod test_server;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -63,6 +63,9 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     pub max_response_bytes: usize,
     pub max_pages: u32,
+    /// Caps on one whole listing (all pages): items and bytes.
+    pub max_items: u32,
+    pub max_listing_bytes: u64,
     /// Extra headers on every HTTP request (static headers and auth). Their
     /// values are secrets: never logged.
     pub headers: Vec<(String, String)>,
@@ -106,20 +109,28 @@ impl ClientOptions {
             connect_timeout: s.connect_timeout,
             max_response_bytes: usize::try_from(s.max_response_bytes).unwrap_or(usize::MAX),
             max_pages: s.max_pages,
+            max_items: s.max_tools,
+            max_listing_bytes: s.max_listing_bytes,
             headers: Vec::new(),
             bearer: None,
         }
     }
 }
 
-/// What the server told us in `initialize`.
+/// What the server told us in `initialize`, clipped to bounded sizes
+/// (see `session::parse_initialize`) and shared: every clone (each
+/// `Session::info()`, each server view) is a pointer copy, not a copy of
+/// what the upstream sent.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ServerInfo {
     pub protocol_version: String,
-    /// `serverInfo` verbatim (name, version, title, ...).
-    pub server_info: Value,
-    pub capabilities: Value,
-    pub instructions: Option<String>,
+    /// `serverInfo` (name, version, title, ...): strings clipped, large
+    /// nested values dropped.
+    pub server_info: Arc<Value>,
+    /// Kept whole when small, else only the capability names.
+    pub capabilities: Arc<Value>,
+    /// Clipped to `session::MAX_INSTRUCTIONS_BYTES`.
+    pub instructions: Option<Arc<str>>,
     /// The transport actually in use: `streamable-http`, `sse` or `stdio`.
     pub transport: &'static str,
 }
@@ -129,8 +140,8 @@ impl ServerInfo {
     pub fn unknown(transport: &'static str) -> Self {
         Self {
             protocol_version: String::new(),
-            server_info: Value::Null,
-            capabilities: Value::Null,
+            server_info: Arc::new(Value::Null),
+            capabilities: Arc::new(Value::Null),
             instructions: None,
             transport,
         }
@@ -158,6 +169,9 @@ pub struct Inventory {
     pub prompts: Vec<Arc<RawValue>>,
     /// Raw resource objects; empty when not advertised.
     pub resources: Vec<Arc<RawValue>>,
+    /// Why prompts or resources are missing (their listing failed, timed
+    /// out or was over a cap). Best effort: never a failure of the tools.
+    pub problems: Vec<String>,
 }
 
 /// A server-sent notification (e.g. `notifications/tools/list_changed`)
@@ -290,9 +304,17 @@ impl Session {
         self.inner.list_tools().await
     }
 
-    /// Tools, plus prompts and resources when the server advertises them.
+    /// Tools, plus prompts and resources when the server advertises them
+    /// (best effort: their failure is in `problems`, never an error).
     pub async fn discover(&self) -> Result<Inventory, McpError> {
         self.inner.discover().await
+    }
+
+    /// Prompts and resources only, best effort (`tools` stays empty): the
+    /// upstream actor lists them after its tools are published, so they can
+    /// never hold the tools back.
+    pub async fn list_extras(&self) -> Inventory {
+        self.inner.list_extras().await
     }
 
     /// Notifications that arrive on the transport itself (stdio, legacy

@@ -8,8 +8,14 @@
 //! - `tools/list` is always called; "method not found" from a server that
 //!   does not advertise `tools` means "no tools". `prompts/list` and
 //!   `resources/list` are called only when advertised, and "method not
-//!   found" from them means an empty list; any other failure fails the
-//!   discovery (a precise `last_error` beats a silently partial catalog).
+//!   found" from them means an empty list. They are best effort: any other
+//!   failure (an error, a timeout, a listing over a cap) is reported in
+//!   `Inventory::problems` and never fails or holds back the tools.
+//! - What an upstream can make the engine hold is bounded: one listing
+//!   (all its pages) by `discovery.max_tools` items and
+//!   `discovery.max_listing_bytes` bytes, checked page by page so reading
+//!   stops at the page that crosses a cap; `initialize`'s `serverInfo`,
+//!   `capabilities` and `instructions` are clipped (see [`parse_initialize`]).
 
 use std::collections::HashSet;
 use std::rc::Rc;
@@ -137,6 +143,104 @@ pub(super) fn initialize_params() -> Value {
     })
 }
 
+/// Most bytes of `instructions` kept (cut on a char boundary).
+pub(crate) const MAX_INSTRUCTIONS_BYTES: usize = 64 * 1024;
+/// Most characters of one string of `serverInfo` kept.
+const SERVER_INFO_STRING_MAX: usize = 1024;
+/// Most fields of `serverInfo` kept; longer field names are dropped.
+const SERVER_INFO_FIELDS_MAX: usize = 32;
+const SERVER_INFO_KEY_MAX: usize = 64;
+/// A nested `serverInfo` value (e.g. `icons`) larger than this, serialized,
+/// is dropped.
+const SERVER_INFO_NESTED_MAX: usize = 4 * 1024;
+/// `capabilities` larger than this, serialized, keep only their names.
+const CAPABILITIES_MAX: usize = 64 * 1024;
+
+/// Counts serialized bytes without keeping them.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn serialized_len(value: &Value) -> usize {
+    let mut count = ByteCount(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
+}
+
+/// `text` cut to at most `max` bytes, on a char boundary.
+fn clip_bytes(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut at = max;
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        text.truncate(at);
+    }
+    text
+}
+
+/// `serverInfo` with every string clipped, at most a few fields, and
+/// nested values only when small: a few KiB at most, whatever was sent.
+fn clip_server_info(value: Value) -> Value {
+    let Value::Object(map) = value else {
+        return Value::Null;
+    };
+    let clipped = map
+        .into_iter()
+        .filter(|(key, _)| key.len() <= SERVER_INFO_KEY_MAX)
+        .filter_map(|(key, value)| {
+            let value = match value {
+                Value::String(s) => Value::String(super::error::clip(&s, SERVER_INFO_STRING_MAX)),
+                v @ (Value::Array(_) | Value::Object(_)) => {
+                    if serialized_len(&v) > SERVER_INFO_NESTED_MAX {
+                        return None;
+                    }
+                    v
+                }
+                v => v,
+            };
+            Some((key, value))
+        })
+        .take(SERVER_INFO_FIELDS_MAX)
+        .collect();
+    Value::Object(clipped)
+}
+
+/// `capabilities` whole when small; else only the names (`has_capability`
+/// still answers), each with an empty object.
+fn clip_capabilities(value: Value) -> Value {
+    match value {
+        Value::Object(map) if serialized_len(&Value::Object(map.clone())) > CAPABILITIES_MAX => {
+            // The capabilities the engine reads first, then others.
+            const KNOWN: [&str; 3] = ["tools", "prompts", "resources"];
+            let (known, other): (Vec<_>, Vec<_>) = map
+                .into_iter()
+                .filter(|(key, _)| key.len() <= SERVER_INFO_KEY_MAX)
+                .partition(|(key, _)| KNOWN.contains(&key.as_str()));
+            Value::Object(
+                known
+                    .into_iter()
+                    .chain(other)
+                    .take(SERVER_INFO_FIELDS_MAX)
+                    .map(|(key, _)| (key, Value::Object(serde_json::Map::new())))
+                    .collect(),
+            )
+        }
+        Value::Object(map) => Value::Object(map),
+        _ => Value::Object(serde_json::Map::new()),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct InitializeResult {
@@ -150,7 +254,9 @@ struct InitializeResult {
 }
 
 /// Reads an `initialize` result; refuses a protocol version we do not
-/// speak.
+/// speak. What is kept is clipped: `instructions` to
+/// [`MAX_INSTRUCTIONS_BYTES`], `serverInfo` to a few KiB, `capabilities`
+/// to their names when large.
 pub(super) fn parse_initialize(
     raw: &RawValue,
     transport: &'static str,
@@ -167,15 +273,15 @@ pub(super) fn parse_initialize(
             version: r.protocol_version,
         });
     }
-    let capabilities = match r.capabilities {
-        Value::Null => Value::Object(serde_json::Map::new()),
-        v => v,
+    let instructions = match r.instructions {
+        Some(Value::String(text)) => Some(Arc::from(clip_bytes(text, MAX_INSTRUCTIONS_BYTES))),
+        _ => None,
     };
     Ok(ServerInfo {
         protocol_version: r.protocol_version,
-        server_info: r.server_info,
-        capabilities,
-        instructions: r.instructions.and_then(|v| v.as_str().map(str::to_owned)),
+        server_info: Arc::new(clip_server_info(r.server_info)),
+        capabilities: Arc::new(clip_capabilities(r.capabilities)),
+        instructions,
         transport,
     })
 }
@@ -355,15 +461,25 @@ impl Inner {
         }
     }
 
-    /// Every item of a paginated list.
+    /// Every item of a paginated list, within the listing caps (checked
+    /// at each page: reading stops at the page that crosses one).
     async fn list_all(&self, kind: ListKind) -> Result<Vec<Box<RawValue>>, McpError> {
         let method = kind.method();
         let mut guard = PageGuard::new(method, self.opts.max_pages);
         let mut cursor: Option<String> = None;
         let mut items = Vec::new();
+        let mut bytes: u64 = 0;
         loop {
             let params = cursor.as_ref().map(|c| serde_json::json!({ "cursor": c }));
             let raw = self.request(method, params).await?;
+            bytes = bytes.saturating_add(u64::try_from(raw.get().len()).unwrap_or(u64::MAX));
+            if bytes > self.opts.max_listing_bytes {
+                return Err(McpError::ListingTooLarge {
+                    method: method.to_owned(),
+                    cap: self.opts.max_listing_bytes,
+                    bytes,
+                });
+            }
             let page: Page =
                 serde_json::from_str(raw.get()).map_err(|e| McpError::MalformedResult {
                     method: method.to_owned(),
@@ -378,7 +494,16 @@ impl Inner {
                     detail: format!("no `{}` array in the result", kind.key()),
                 });
             };
+            drop(raw);
             items.extend(page_items);
+            if items.len() > usize::try_from(self.opts.max_items).unwrap_or(usize::MAX) {
+                return Err(McpError::TooManyItems {
+                    method: method.to_owned(),
+                    items: kind.key(),
+                    cap: self.opts.max_items,
+                    listed: items.len(),
+                });
+            }
             match guard.after_page(next)? {
                 Some(c) => cursor = Some(c),
                 None => return Ok(items),
@@ -410,22 +535,42 @@ impl Inner {
 
     pub(super) async fn discover(&self) -> Result<Inventory, McpError> {
         let tools = self.list_tools().await?;
-        let info = self.info();
-        let prompts = if info.has_capability("prompts") {
-            self.list_or_empty(ListKind::Prompts).await?
-        } else {
-            Vec::new()
-        };
-        let resources = if info.has_capability("resources") {
-            self.list_or_empty(ListKind::Resources).await?
-        } else {
-            Vec::new()
-        };
         Ok(Inventory {
             tools,
-            prompts: prompts.into_iter().map(Arc::from).collect(),
-            resources: resources.into_iter().map(Arc::from).collect(),
+            ..self.list_extras().await
         })
+    }
+
+    /// Prompts and resources when advertised, best effort: a failure is a
+    /// line in `problems`, the other list is still tried.
+    pub(super) async fn list_extras(&self) -> Inventory {
+        let info = self.info();
+        let mut inventory = Inventory::default();
+        for kind in [ListKind::Prompts, ListKind::Resources] {
+            if !info.has_capability(kind.key()) {
+                continue;
+            }
+            match self.list_or_empty(kind).await {
+                Ok(items) => {
+                    let items = items.into_iter().map(Arc::from).collect();
+                    match kind {
+                        ListKind::Prompts => inventory.prompts = items,
+                        ListKind::Resources => inventory.resources = items,
+                        ListKind::Tools => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(
+                        server = %self.opts.server_name,
+                        method = kind.method(),
+                        error = %crate::error_chain(&e),
+                        "Listing failed; the tools are not affected."
+                    );
+                    inventory.problems.push(crate::error_chain(&e));
+                }
+            }
+        }
+        inventory
     }
 
     pub(super) fn take_notifications(
@@ -656,6 +801,156 @@ mod tests {
             .methods()
             .iter()
             .any(|m| m == "prompts/list" || m == "resources/list"));
+    }
+
+    #[test]
+    fn initialize_result_is_clipped() {
+        let huge = "é".repeat(200_000);
+        let icons: Vec<Value> = (0..1000)
+            .map(|i| serde_json::json!({"src": format!("data:image/png;base64,{i:0>100}")}))
+            .collect();
+        let caps: serde_json::Map<String, Value> = (0..5000)
+            .map(|i| (format!("cap{i}"), serde_json::json!({"x": "y".repeat(20)})))
+            .chain([("tools".to_owned(), serde_json::json!({}))])
+            .collect();
+        let result = serde_json::json!({
+            "protocolVersion": "2025-06-18",
+            "capabilities": caps,
+            "serverInfo": {"name": huge, "version": "1", "icons": icons, "small": [1, 2]},
+            "instructions": huge,
+        });
+        let raw = RawValue::from_string(result.to_string()).unwrap();
+        let info = parse_initialize(&raw, "stdio", "x").unwrap();
+        let instructions = info.instructions.as_deref().unwrap();
+        assert!(instructions.len() <= MAX_INSTRUCTIONS_BYTES);
+        assert!(instructions.len() > MAX_INSTRUCTIONS_BYTES - 4);
+        assert!(
+            serialized_len(&info.server_info) < 8 * 1024,
+            "{}",
+            serialized_len(&info.server_info)
+        );
+        assert_eq!(info.server_info["version"], "1");
+        assert_eq!(info.server_info["small"], serde_json::json!([1, 2]));
+        assert!(
+            info.server_info.get("icons").is_none(),
+            "a large nested value is dropped"
+        );
+        assert!(serialized_len(&info.capabilities) <= CAPABILITIES_MAX);
+        assert!(info.has_capability("tools"), "names survive");
+        // Clones share, not copy.
+        let again = info.clone();
+        assert!(Arc::ptr_eq(&info.server_info, &again.server_info));
+    }
+
+    #[actix_web::test]
+    async fn listing_caps_stop_reading_at_the_page_that_crosses_them() {
+        let server = start(Behavior {
+            pages: 5,
+            tools_per_page: 2,
+            ..Behavior::default()
+        })
+        .await;
+        let t = Target::Http {
+            url: server.url("/mcp"),
+            transport: TransportKind::StreamableHttp,
+        };
+        let s = connect(
+            &t,
+            ClientOptions {
+                max_items: 5,
+                ..opts()
+            },
+        )
+        .await
+        .unwrap();
+        let e = s.list_tools().await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                McpError::TooManyItems {
+                    cap: 5,
+                    listed: 6,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "`tools/list` exceeded discovery.max_tools (5): 6 tools listed. Hint: raise discovery.max_tools if the server really offers that many"
+        );
+        let pages = |server: &super::super::test_server::TestServer| {
+            server
+                .methods()
+                .iter()
+                .filter(|m| *m == "tools/list")
+                .count()
+        };
+        assert_eq!(pages(&server), 3, "no page read after the cap");
+
+        let server = start(Behavior {
+            pages: 5,
+            pad_bytes: 1000,
+            ..Behavior::default()
+        })
+        .await;
+        let t = Target::Http {
+            url: server.url("/mcp"),
+            transport: TransportKind::StreamableHttp,
+        };
+        let s = connect(
+            &t,
+            ClientOptions {
+                max_listing_bytes: 2500,
+                ..opts()
+            },
+        )
+        .await
+        .unwrap();
+        let e = s.list_tools().await.unwrap_err();
+        assert!(
+            matches!(e, McpError::ListingTooLarge { cap: 2500, .. }),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .contains("discovery.max_listing_bytes (2500 bytes)"),
+            "{e}"
+        );
+        assert_eq!(pages(&server), 3);
+    }
+
+    #[actix_web::test]
+    async fn failing_prompts_or_resources_do_not_fail_the_discovery() {
+        let server = start(Behavior {
+            capabilities: serde_json::json!({"tools": {}, "prompts": {}, "resources": {}}),
+            hang_on: Some("resources/list"),
+            ..Behavior::default()
+        })
+        .await;
+        let t = Target::Http {
+            url: server.url("/mcp"),
+            transport: TransportKind::StreamableHttp,
+        };
+        let s = connect(
+            &t,
+            ClientOptions {
+                request_timeout: std::time::Duration::from_millis(300),
+                ..opts()
+            },
+        )
+        .await
+        .unwrap();
+        let inv = s.discover().await.unwrap();
+        assert_eq!(inv.tools.len(), 2);
+        assert_eq!(inv.prompts.len(), 1, "the other list is still read");
+        assert!(inv.resources.is_empty());
+        assert_eq!(inv.problems.len(), 1, "{:?}", inv.problems);
+        assert!(
+            inv.problems[0].contains("No response to `resources/list`"),
+            "{:?}",
+            inv.problems
+        );
     }
 
     #[actix_web::test]

@@ -125,13 +125,7 @@ impl StreamableHttp {
         match &*self.state.borrow() {
             Some(s) => s.info.clone(),
             // `connect` only returns an initialised transport.
-            None => ServerInfo {
-                protocol_version: String::new(),
-                server_info: Value::Null,
-                capabilities: Value::Null,
-                instructions: None,
-                transport: TRANSPORT,
-            },
+            None => ServerInfo::unknown(TRANSPORT),
         }
     }
 

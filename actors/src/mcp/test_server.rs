@@ -440,6 +440,8 @@ pub fn opts() -> super::ClientOptions {
         connect_timeout: std::time::Duration::from_secs(2),
         max_response_bytes: 256 * 1024,
         max_pages: 100,
+        max_items: 10_000,
+        max_listing_bytes: 32 * 1024 * 1024,
         headers: vec![("X-Test".into(), "yes".into())],
         bearer: None,
     }

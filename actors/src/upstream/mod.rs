@@ -38,8 +38,9 @@ use token::{GetToken, StopTokenRefresher, TokenEvent, TokenRefresher, TokenRefre
 pub enum UpstreamError {
     #[error(transparent)]
     Mcp(#[from] McpError),
-    /// No OAuth2 token could be had (the refresher's error, as a sentence).
-    #[error("{0}")]
+    /// No OAuth2 token could be had (the refresher's error, as a sentence;
+    /// it may quote the identity provider, so it is clipped).
+    #[error("{}", crate::mcp::error::Clip(.0, crate::mcp::error::UPSTREAM_TEXT_MAX))]
     Token(String),
     /// A second 401, right after a fresh token.
     #[error("upstream rejected a freshly issued token (401)")]
@@ -58,8 +59,16 @@ async fn discover_once(
         Some(session) => session,
         None => mcp::connect(target, options).await.map_err(|e| (None, e))?,
     };
-    match session.discover().await {
-        Ok(inventory) => Ok((session, inventory)),
+    // Prompts and resources come after, apart (`Upstream::list_extras`):
+    // they never hold the tools back.
+    match session.list_tools().await {
+        Ok(tools) => Ok((
+            session,
+            Inventory {
+                tools,
+                ..Inventory::default()
+            },
+        )),
         Err(e) => Err((Some(session), e)),
     }
 }
@@ -83,6 +92,10 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Restart delay of a child that exited unexpectedly (capped backoff).
 const CHILD_RESTART_INITIAL: Duration = Duration::from_millis(100);
 const CHILD_RESTART_MAX: Duration = Duration::from_secs(30);
+/// Most characters of a `last_error` (or push / token error) kept: each
+/// upstream-provided piece is already clipped where errors are rendered
+/// (`mcp::error`), this bounds the sentence as a whole.
+const ERROR_TEXT_MAX: usize = 2048;
 
 /// Everything an Upstream needs from its creator.
 pub struct UpstreamInit {
@@ -91,6 +104,37 @@ pub struct UpstreamInit {
     pub separator: String,
     pub registry: Addr<Registry>,
     pub events: Arc<dyn DiscoveryEvents>,
+    /// Told when this upstream is gone, however it went (see [`ExitNotice`]).
+    pub exited: actix::WeakRecipient<UpstreamExited>,
+}
+
+/// Sent to the supervisor when an upstream actor is gone: from the drop
+/// of its state, so also after a panic in a handler (the actor's task is
+/// dropped without `stopped()`) or when its arbiter dies. The supervisor
+/// ignores it for an upstream it stopped itself.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct UpstreamExited {
+    pub name: discovery_config::ServerName,
+    pub generation: u64,
+}
+
+/// Sends [`UpstreamExited`] when dropped (the last field of [`Upstream`]).
+struct ExitNotice {
+    to: actix::WeakRecipient<UpstreamExited>,
+    name: discovery_config::ServerName,
+    generation: u64,
+}
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        if let Some(to) = self.to.upgrade() {
+            to.do_send(UpstreamExited {
+                name: self.name.clone(),
+                generation: self.generation,
+            });
+        }
+    }
 }
 
 /// One upstream server's discovery.
@@ -133,6 +177,10 @@ pub struct Upstream {
     last_token_error: Option<String>,
     child_restarts: u32,
     stopping: bool,
+    /// The prompts/resources listing of the current session, after tools.
+    extras: Option<SpawnHandle>,
+    listing_warning: Option<String>,
+    _exit_notice: ExitNotice,
 }
 
 impl Upstream {
@@ -172,6 +220,13 @@ impl Upstream {
             last_token_error: None,
             child_restarts: 0,
             stopping: false,
+            extras: None,
+            listing_warning: None,
+            _exit_notice: ExitNotice {
+                to: init.exited,
+                name: spec_ref.name.clone(),
+                generation: init.generation,
+            },
         }
     }
 
@@ -196,6 +251,7 @@ impl Upstream {
                 v.protocol_version = Some(info.protocol_version.clone());
                 v.server_info = Some(info.server_info.clone());
             }
+            v.listing_warning = self.listing_warning.clone();
         })
     }
 
@@ -339,6 +395,7 @@ impl Upstream {
                 }
                 drop(_g);
                 self.report(changed);
+                self.list_extras(ctx);
             }
             Err((session, error)) => {
                 if let Some(session) = session {
@@ -359,6 +416,7 @@ impl Upstream {
     /// Enters `degraded`: keeps the last tools flagged stale (for
     /// `stale_ttl`) and arms the backoff timer.
     fn fail(&mut self, error: String, ctx: &mut Context<Self>) {
+        let error = mcp::error::clip(&error, ERROR_TEXT_MAX);
         let before = self.discovery.state();
         let jitter = rand::rng().random_range(0.0..=1.0);
         let delay = self
@@ -392,6 +450,43 @@ impl Upstream {
             }));
         }
         self.report(newly_stale);
+    }
+
+    /// Lists prompts and resources of the current session, best effort
+    /// and after the tools are published: a failure, a hang (bounded by
+    /// `request_timeout` per page) or a listing over a cap only sets
+    /// `listing_warning` (logged when it changes); the items themselves are
+    /// not kept (the catalog is tools only).
+    fn list_extras(&mut self, ctx: &mut Context<Self>) {
+        let Some(session) = self.session.clone() else {
+            return;
+        };
+        let info = session.info();
+        if !info.has_capability("prompts") && !info.has_capability("resources") {
+            if self.listing_warning.take().is_some() {
+                self.report(false);
+            }
+            return;
+        }
+        if let Some(old) = self.extras.take() {
+            ctx.cancel_future(old);
+        }
+        let work =
+            async move { session.list_extras().await.problems }.instrument(self.span.clone());
+        self.extras = Some(ctx.spawn(work.into_actor(self).map(|problems, act, _ctx| {
+            act.extras = None;
+            let warning = (!problems.is_empty())
+                .then(|| mcp::error::clip(&problems.join("; "), ERROR_TEXT_MAX));
+            if warning == act.listing_warning {
+                return;
+            }
+            if let Some(w) = &warning {
+                let _g = act.span.enter();
+                tracing::warn!(problem = %w, "Prompts or resources could not be listed; the tools are not affected.");
+            }
+            act.listing_warning = warning;
+            act.report(false);
+        })));
     }
 
     fn expire_stale(&mut self) {
@@ -492,6 +587,9 @@ impl Upstream {
         if let Some(handle) = self.notifications.take() {
             ctx.cancel_future(handle);
         }
+        if let Some(handle) = self.extras.take() {
+            ctx.cancel_future(handle);
+        }
         self.stop_push();
         if self.session.as_ref().is_some_and(|s| s.same_as(&session)) {
             self.session = None;
@@ -566,6 +664,7 @@ pub fn initial_view(spec: &ServerSpec, generation: u64) -> ServerView {
         stale: false,
         protocol_version: None,
         server_info: None,
+        listing_warning: None,
         generation,
         first_attempt_done: false,
     }
@@ -703,6 +802,38 @@ pub struct Refresh;
 #[rtype(result = "()")]
 pub struct Stop;
 
+/// Test hook: stops this upstream as if it had ended on its own (no
+/// [`Stop`] from the supervisor), so a test can prove the supervisor
+/// notices and restarts it. Nothing in the service sends it.
+#[doc(hidden)]
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Halt;
+
+impl Handler<Halt> for Upstream {
+    type Result = ();
+
+    fn handle(&mut self, _: Halt, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// Test only: a handler that panics, as a bug would.
+#[cfg(test)]
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub(crate) struct PanicForTest;
+
+#[cfg(test)]
+impl Handler<PanicForTest> for Upstream {
+    type Result = ();
+
+    #[allow(clippy::panic)]
+    fn handle(&mut self, _: PanicForTest, _ctx: &mut Self::Context) {
+        panic!("a bug in an upstream handler (test)");
+    }
+}
+
 /// Sent by a child actor from its `stopped()` when it ended on its own.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
@@ -740,6 +871,9 @@ impl Handler<Stop> for Upstream {
     fn handle(&mut self, _: Stop, ctx: &mut Self::Context) -> Self::Result {
         self.stopping = true;
         if let Some(handle) = self.in_flight.take() {
+            ctx.cancel_future(handle);
+        }
+        if let Some(handle) = self.extras.take() {
             ctx.cancel_future(handle);
         }
         if let Some(handle) = self.notifications.take() {
@@ -826,7 +960,9 @@ impl Handler<TokenEvent> for Upstream {
                 self.token_expires_at = Some(expires_at);
                 self.last_token_error = None;
             }
-            TokenEvent::Failed { error } => self.last_token_error = Some(error),
+            TokenEvent::Failed { error } => {
+                self.last_token_error = Some(mcp::error::clip(&error, ERROR_TEXT_MAX))
+            }
         }
         self.report(false);
     }
@@ -849,6 +985,7 @@ impl Handler<PushEvent> for Upstream {
                     self.events.push_stream_reconnect(self.spec.name.as_str());
                 }
                 // Connecting keeps showing the last failure until it works.
+                let error = error.map(|e| mcp::error::clip(&e, ERROR_TEXT_MAX));
                 let error = match state {
                     PushStreamState::Connecting => error.or_else(|| self.push_error.clone()),
                     _ => error,
