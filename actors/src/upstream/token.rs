@@ -42,7 +42,8 @@ pub struct GetToken {
 }
 
 /// Sent by the TokenRefresher to its Upstream after each token request.
-#[derive(Message, Debug)]
+/// `Debug` shows no token.
+#[derive(Message)]
 #[rtype(result = "()")]
 pub enum TokenEvent {
     Refreshed {
@@ -52,6 +53,19 @@ pub enum TokenEvent {
     Failed {
         error: String,
     },
+}
+
+impl std::fmt::Debug for TokenEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenEvent::Refreshed { expires_at, .. } => f
+                .debug_struct("Refreshed")
+                .field("token", &"[redacted]")
+                .field("expires_at", expires_at)
+                .finish(),
+            TokenEvent::Failed { error } => f.debug_struct("Failed").field("error", error).finish(),
+        }
+    }
 }
 
 /// Sent by the Upstream from `stopping()`.
@@ -279,5 +293,19 @@ impl Handler<StopTokenRefresher> for TokenRefresher {
     fn handle(&mut self, _: StopTokenRefresher, ctx: &mut Self::Context) {
         self.stop_requested = true;
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn a_token_event_does_not_print_the_token() {
+        let e = TokenEvent::Refreshed {
+            token: "tok-secret".into(),
+            expires_at: Utc::now(),
+        };
+        assert!(!format!("{e:?}").contains("tok-secret"));
     }
 }
