@@ -41,7 +41,7 @@ Examples:
   mcp-discovery check --config config.yaml
 
   # Discover one server once, without a configuration file
-  mcp-discovery probe http://127.0.0.1:3001/mcp --bearer \"$TOKEN\"
+  MCP_DISCOVERY_PROBE_TOKEN=\"$TOKEN\" mcp-discovery probe http://127.0.0.1:3001/mcp
   mcp-discovery probe --json --stdio -- npx -y @modelcontextprotocol/server-everything
 
 Exit codes:
@@ -53,6 +53,8 @@ Exit codes:
 Environment:
   MCP_DISCOVERY_CONFIG              configuration file when --config is absent
   MCP_DISCOVERY__SECTION__KEY       overrides one configuration key
+  MCP_DISCOVERY_PROBE_TOKEN         probe: bearer token (instead of --bearer)
+  MCP_DISCOVERY_PROBE_CLIENT_SECRET probe: OAuth2 client secret (instead of --client-secret)
   RUST_LOG                          log filter (default: info)";
 
 /// A live, aggregated catalog of the tools offered by many MCP servers.
