@@ -196,17 +196,16 @@ impl std::fmt::Debug for ProbeArgs {
             .field("timeout", timeout)
             .field("json", json)
             .field("log_format", log_format)
-            .field("command", &self.describe_command(command))
+            .field("command", &describe_command(command))
             .finish()
     }
 }
 
-impl ProbeArgs {
-    fn describe_command(&self, command: &[String]) -> Option<String> {
-        command
-            .split_first()
-            .map(|(c, args)| discovery_actors::status::stdio_display(c, args.len()))
-    }
+/// A stdio command as `/v1/servers` shows it: program and argument count.
+fn describe_command(command: &[String]) -> Option<String> {
+    command
+        .split_first()
+        .map(|(c, args)| discovery_actors::status::stdio_display(c, args.len()))
 }
 
 fn parse_http_url(s: &str) -> Result<Url, String> {
@@ -366,7 +365,7 @@ impl ProbeArgs {
     /// (no user info or query of the URL, no argument of the command).
     pub fn describe(&self) -> String {
         if self.stdio {
-            self.describe_command(&self.command)
+            describe_command(&self.command)
                 .map(|c| format!("`{c}`"))
                 .unwrap_or_default()
         } else {
