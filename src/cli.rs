@@ -41,7 +41,7 @@ Examples:
   mcp-discovery check --config config.yaml
 
   # Discover one server once, without a configuration file
-  mcp-discovery probe http://127.0.0.1:3001/mcp --bearer \"$TOKEN\"
+  MCP_DISCOVERY_PROBE_TOKEN=\"$TOKEN\" mcp-discovery probe http://127.0.0.1:3001/mcp
   mcp-discovery probe --json --stdio -- npx -y @modelcontextprotocol/server-everything
 
 Exit codes:
@@ -53,6 +53,8 @@ Exit codes:
 Environment:
   MCP_DISCOVERY_CONFIG              configuration file when --config is absent
   MCP_DISCOVERY__SECTION__KEY       overrides one configuration key
+  MCP_DISCOVERY_PROBE_TOKEN         probe: bearer token (instead of --bearer)
+  MCP_DISCOVERY_PROBE_CLIENT_SECRET probe: OAuth2 client secret (instead of --client-secret)
   RUST_LOG                          log filter (default: info)";
 
 /// A live, aggregated catalog of the tools offered by many MCP servers.
@@ -225,29 +227,10 @@ fn bytes(n: u64) -> String {
     }
 }
 
-/// Where a server is: its URL (password hidden) or its command line.
+/// Where a server is, as `/v1/servers` shows it: the URL without user info
+/// and query, or the program and its number of arguments.
 pub fn endpoint_text(spec: &ServerSpec) -> String {
-    match &spec.endpoint {
-        Endpoint::Http { url, .. } => {
-            let mut url = url.clone();
-            if url.password().is_some() {
-                // Only fails for URLs that cannot have credentials at all.
-                let _ = url.set_password(Some("***"));
-            }
-            url.to_string()
-        }
-        Endpoint::Stdio { command, args, .. } => std::iter::once(command)
-            .chain(args)
-            .map(|a| {
-                if a.is_empty() || a.contains(char::is_whitespace) {
-                    format!("{a:?}")
-                } else {
-                    a.clone()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
-    }
+    discovery_actors::status::endpoint_display(&spec.endpoint)
 }
 
 /// Settings of a server that differ from the global ones, for the summary.
@@ -478,7 +461,7 @@ mod tests {
         let mut http = spec(
             "search",
             Endpoint::Http {
-                url: "http://user:url-secret@127.0.0.1:20200/mcp"
+                url: "http://user:url-secret@127.0.0.1:20200/mcp?api_key=query-secret"
                     .parse()
                     .unwrap(),
                 transport: TransportKind::Auto,
@@ -503,8 +486,10 @@ mod tests {
                     "-y".into(),
                     "@modelcontextprotocol/server-filesystem".into(),
                     "/srv dir".into(),
+                    "--password=arg-secret".into(),
                 ],
                 env: IndexMap::from([("TOKEN".to_owned(), Secret::new("env-secret"))]),
+                env_inherit: false,
                 cwd: None,
             },
             AuthConfig::Bearer {
@@ -520,19 +505,16 @@ mod tests {
             "oauth-secret",
             "env-secret",
             "bearer-secret",
+            "query-secret",
+            "arg-secret",
+            "user:",
         ] {
             assert!(!text.contains(secret), "{secret} leaked:\n{text}");
         }
         assert!(text.contains("2 servers:"), "{text}");
         assert!(text.contains("search"), "{text}");
-        assert!(
-            text.contains("http://user:***@127.0.0.1:20200/mcp"),
-            "{text}"
-        );
-        assert!(
-            text.contains("npx -y @modelcontextprotocol/server-filesystem \"/srv dir\""),
-            "{text}"
-        );
+        assert!(text.contains("http://127.0.0.1:20200/mcp?…"), "{text}");
+        assert!(text.contains("npx (+4 args)"), "{text}");
         assert!(text.contains("poll_interval 1m"), "{text}");
         assert!(text.contains("oauth2"), "{text}");
         assert!(text.contains("max_response_bytes 16 MiB"), "{text}");

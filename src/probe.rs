@@ -1,6 +1,7 @@
 //! `mcp-discovery probe`: one discovery against one server, with the same
 //! MCP client the engine uses, and a readable (or `--json`) report.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use clap::{Args, ValueEnum};
 use discovery_actors::error_chain;
 use discovery_actors::mcp::auth::{self, AuthError, TokenEndpoint, TokenRequest};
 use discovery_actors::mcp::{connect, BearerSlot, ClientOptions, Inventory, ServerInfo, Target};
-use discovery_config::ClientAuth;
+use discovery_config::{ClientAuth, Secret};
 use discovery_config::{DiscoverySettings, TransportKind};
 use indexmap::IndexMap;
 use serde::Serialize;
@@ -23,12 +24,24 @@ use crate::telemetry::{self, LogFormat};
 const AFTER_HELP: &str = "\
 Examples:
   mcp-discovery probe http://127.0.0.1:3001/mcp
-  mcp-discovery probe https://mcp.example.com/mcp --bearer \"$TOKEN\" -H 'X-Team: infra'
-  mcp-discovery probe https://mcp.example.com/mcp --client-id my-app --client-secret \"$SECRET\" --scope mcp.read
+  MCP_DISCOVERY_PROBE_TOKEN=\"$TOKEN\" mcp-discovery probe https://mcp.example.com/mcp -H 'X-Team: infra'
+  mcp-discovery probe https://mcp.example.com/mcp --bearer-file /run/secrets/token -H @/run/secrets/headers
+  mcp-discovery probe https://mcp.example.com/mcp --client-id my-app --client-secret-file /run/secrets/oauth --scope mcp.read
   mcp-discovery probe http://127.0.0.1:3001/sse --transport sse --json
   mcp-discovery probe --stdio -- npx -y @modelcontextprotocol/server-everything
 
+Secrets: a flag's value is visible to every user of the machine (`ps`), so prefer a file
+(--bearer-file, --client-secret-file, -H @FILE) or the environment (MCP_DISCOVERY_PROBE_TOKEN,
+MCP_DISCOVERY_PROBE_CLIENT_SECRET). A flag wins over its file, a file over the environment.
+A --stdio child gets the same cleared environment as in the service (--env-inherit: all of it,
+MCP_DISCOVERY* excluded).
+
 Exit codes: 0 discovered, 2 the server was unreachable or answered badly, 64 usage error.";
+
+/// Environment variable with the bearer token (when no flag or file gives one).
+pub const TOKEN_ENV: &str = "MCP_DISCOVERY_PROBE_TOKEN";
+/// Environment variable with the OAuth2 client secret.
+pub const CLIENT_SECRET_ENV: &str = "MCP_DISCOVERY_PROBE_CLIENT_SECRET";
 
 /// HTTP transports `probe` can force.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -52,7 +65,9 @@ impl From<ProbeTransport> for TransportKind {
     }
 }
 
-#[derive(Debug, Clone, Args)]
+/// `probe`'s command line. `Debug` shows the URL redacted and no argument
+/// of a stdio command (secrets are [`Secret`]s already).
+#[derive(Clone, Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct ProbeArgs {
     /// The server's MCP endpoint (http:// or https://).
@@ -72,32 +87,44 @@ pub struct ProbeArgs {
     #[arg(long, value_enum, default_value_t = ProbeTransport::Auto, conflicts_with = "stdio")]
     pub transport: ProbeTransport,
 
-    /// Extra HTTP header, repeatable.
+    /// Extra HTTP header, repeatable; `@FILE` reads `NAME: VALUE` lines
+    /// from FILE (blank lines and `#` comments skipped), out of `ps`'s sight.
     #[arg(
         long = "header",
         short = 'H',
-        value_name = "'NAME: VALUE'",
-        value_parser = parse_header,
+        value_name = "'NAME: VALUE' | @FILE",
+        value_parser = parse_header_arg,
         conflicts_with = "stdio"
     )]
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<HeaderArg>,
 
-    /// Send `Authorization: Bearer TOKEN`.
-    #[arg(long, value_name = "TOKEN", conflicts_with_all = ["stdio", "client_id"])]
-    pub bearer: Option<String>,
+    /// Send `Authorization: Bearer TOKEN`. Visible in `ps`: prefer
+    /// --bearer-file or MCP_DISCOVERY_PROBE_TOKEN.
+    #[arg(long, value_name = "TOKEN", value_parser = parse_secret, conflicts_with_all = ["stdio", "client_id", "bearer_file"])]
+    pub bearer: Option<Secret>,
 
-    /// OAuth2 client credentials: the client id (with --client-secret).
-    #[arg(
-        long,
-        value_name = "ID",
-        requires = "client_secret",
-        conflicts_with = "stdio"
-    )]
+    /// Read the bearer token from FILE (surrounding whitespace trimmed).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["stdio", "client_id"])]
+    pub bearer_file: Option<PathBuf>,
+
+    /// OAuth2 client credentials: the client id; the secret comes from
+    /// --client-secret-file, MCP_DISCOVERY_PROBE_CLIENT_SECRET or --client-secret.
+    #[arg(long, value_name = "ID", conflicts_with = "stdio")]
     pub client_id: Option<String>,
 
     /// OAuth2 client credentials: the client secret (never printed).
-    #[arg(long, value_name = "SECRET", requires = "client_id")]
-    pub client_secret: Option<String>,
+    /// Visible in `ps`: prefer --client-secret-file or the environment.
+    #[arg(long, value_name = "SECRET", value_parser = parse_secret, requires = "client_id", conflicts_with = "client_secret_file")]
+    pub client_secret: Option<Secret>,
+
+    /// Read the OAuth2 client secret from FILE (surrounding whitespace trimmed).
+    #[arg(long, value_name = "FILE", requires = "client_id")]
+    pub client_secret_file: Option<PathBuf>,
+
+    /// With --stdio: pass this whole environment to the child (MCP_DISCOVERY*
+    /// excluded), not just the allowlist the service uses.
+    #[arg(long, requires = "stdio")]
+    pub env_inherit: bool,
 
     /// OAuth2 token endpoint; omitted: discovered from the server (MCP
     /// authorization spec).
@@ -125,6 +152,62 @@ pub struct ProbeArgs {
     pub command: Vec<String>,
 }
 
+impl std::fmt::Debug for ProbeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            url,
+            stdio,
+            transport,
+            headers,
+            bearer,
+            bearer_file,
+            client_id,
+            client_secret,
+            client_secret_file,
+            env_inherit,
+            token_url,
+            scopes,
+            timeout,
+            json,
+            log_format,
+            command,
+        } = self;
+        f.debug_struct("ProbeArgs")
+            .field(
+                "url",
+                &url.as_ref().map(discovery_actors::mcp::error::redact_url),
+            )
+            .field("stdio", stdio)
+            .field("transport", transport)
+            .field("headers", headers)
+            .field("bearer", bearer)
+            .field("bearer_file", bearer_file)
+            .field("client_id", client_id)
+            .field("client_secret", client_secret)
+            .field("client_secret_file", client_secret_file)
+            .field("env_inherit", env_inherit)
+            .field(
+                "token_url",
+                &token_url
+                    .as_ref()
+                    .map(discovery_actors::mcp::error::redact_url),
+            )
+            .field("scopes", scopes)
+            .field("timeout", timeout)
+            .field("json", json)
+            .field("log_format", log_format)
+            .field("command", &describe_command(command))
+            .finish()
+    }
+}
+
+/// A stdio command as `/v1/servers` shows it: program and argument count.
+fn describe_command(command: &[String]) -> Option<String> {
+    command
+        .split_first()
+        .map(|(c, args)| discovery_actors::status::stdio_display(c, args.len()))
+}
+
 fn parse_http_url(s: &str) -> Result<Url, String> {
     let url = Url::parse(s).map_err(|e| format!("{e}; expected e.g. http://127.0.0.1:3001/mcp"))?;
     match url.scheme() {
@@ -133,6 +216,44 @@ fn parse_http_url(s: &str) -> Result<Url, String> {
             "unsupported scheme {other:?}; expected http:// or https:// (use --stdio -- CMD for a local command)"
         )),
     }
+}
+
+/// One `-H` argument.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HeaderArg {
+    Inline(String, Secret),
+    File(PathBuf),
+}
+
+fn parse_header_arg(s: &str) -> Result<HeaderArg, String> {
+    match s.strip_prefix('@') {
+        Some(path) if !path.is_empty() => Ok(HeaderArg::File(PathBuf::from(path))),
+        Some(_) => Err("@ needs a file name: -H @FILE".into()),
+        None => parse_header(s).map(|(n, v)| HeaderArg::Inline(n, Secret::new(v))),
+    }
+}
+
+fn parse_secret(s: &str) -> Result<Secret, String> {
+    Ok(Secret::new(s))
+}
+
+/// A secret from a file: the contents, trimmed; never echoed.
+fn read_secret_file(path: &Path, what: &str) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the {what} file {}: {e}", path.display()))?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(format!("the {what} file {} is empty", path.display()));
+    }
+    Ok(Secret::new(text))
+}
+
+/// The secrets of a probe, from flags, files and the environment.
+#[derive(Debug, Default)]
+pub struct ProbeSecrets {
+    pub headers: Vec<(String, Secret)>,
+    pub bearer: Option<Secret>,
+    pub client_secret: Option<Secret>,
 }
 
 fn parse_header(s: &str) -> Result<(String, String), String> {
@@ -151,6 +272,63 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
 }
 
 impl ProbeArgs {
+    /// Gathers the secrets: a flag wins over its file, a file over the
+    /// environment (`env` looks a variable up; empty counts as unset).
+    pub fn secrets(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<ProbeSecrets, String> {
+        let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        let mut headers = Vec::new();
+        for h in &self.headers {
+            match h {
+                HeaderArg::Inline(name, value) => headers.push((name.clone(), value.clone())),
+                HeaderArg::File(path) => {
+                    let text = std::fs::read_to_string(path).map_err(|e| {
+                        format!("cannot read the header file {}: {e}", path.display())
+                    })?;
+                    for (n, line) in text.lines().enumerate() {
+                        let line = line.trim();
+                        if line.is_empty() || line.starts_with('#') {
+                            continue;
+                        }
+                        // The line is not echoed: it holds a secret.
+                        let (name, value) = parse_header(line).map_err(|_| {
+                            format!("{} line {}: not 'NAME: VALUE'", path.display(), n + 1)
+                        })?;
+                        headers.push((name, Secret::new(value)));
+                    }
+                }
+            }
+        }
+        let http = !self.stdio;
+        let bearer = match (&self.bearer, &self.bearer_file) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(path)) => Some(read_secret_file(path, "bearer token")?),
+            (None, None) if http && self.client_id.is_none() => env(TOKEN_ENV).map(Secret::new),
+            (None, None) => None,
+        };
+        let client_secret = match (
+            &self.client_id,
+            &self.client_secret,
+            &self.client_secret_file,
+        ) {
+            (None, _, _) => None,
+            (Some(_), Some(secret), _) => Some(secret.clone()),
+            (Some(_), None, Some(path)) => Some(read_secret_file(path, "client secret")?),
+            (Some(_), None, None) => {
+                Some(env(CLIENT_SECRET_ENV).map(Secret::new).ok_or_else(|| {
+                    format!(
+                        "--client-id needs the client secret: --client-secret-file FILE, \
+                         {CLIENT_SECRET_ENV}, or --client-secret"
+                    )
+                })?)
+            }
+        };
+        Ok(ProbeSecrets {
+            headers,
+            bearer,
+            client_secret,
+        })
+    }
+
     fn target(&self) -> Option<Target> {
         if self.stdio {
             let (command, args) = self.command.split_first()?;
@@ -158,6 +336,7 @@ impl ProbeArgs {
                 command: command.clone(),
                 args: args.to_vec(),
                 env: IndexMap::new(),
+                env_inherit: self.env_inherit,
                 cwd: None,
             });
         }
@@ -169,34 +348,49 @@ impl ProbeArgs {
 
     /// The OAuth2 client credentials, when given (HTTP only).
     #[allow(clippy::type_complexity)]
-    fn oauth2(&self) -> Option<(Url, String, String, Option<Url>, Vec<String>)> {
+    fn oauth2(
+        &self,
+        secrets: &ProbeSecrets,
+    ) -> Option<(Url, String, Secret, Option<Url>, Vec<String>)> {
         Some((
             self.url.clone()?,
             self.client_id.clone()?,
-            self.client_secret.clone()?,
+            secrets.client_secret.clone()?,
             self.token_url.clone(),
             self.scopes.clone(),
         ))
     }
 
-    /// How the target is named in messages (no secrets: headers are not shown).
-    fn describe(&self) -> String {
+    /// How the target is named in messages, as `/v1/servers` would show it
+    /// (no user info or query of the URL, no argument of the command).
+    pub fn describe(&self) -> String {
         if self.stdio {
-            format!("`{}`", self.command.join(" "))
+            describe_command(&self.command)
+                .map(|c| format!("`{c}`"))
+                .unwrap_or_default()
         } else {
-            self.url.as_ref().map(Url::to_string).unwrap_or_default()
+            self.url
+                .as_ref()
+                .map(discovery_actors::mcp::error::redact_url)
+                .unwrap_or_default()
         }
     }
 
-    fn client_options(&self) -> ClientOptions {
+    fn client_options(&self, secrets: &ProbeSecrets) -> ClientOptions {
         let defaults = DiscoverySettings::default();
         let mut opts = ClientOptions::from_settings("probe", &defaults);
         opts.request_timeout = self.timeout;
         opts.connect_timeout = self.timeout;
-        opts.headers = self.headers.clone();
-        if let Some(token) = &self.bearer {
-            opts.headers
-                .push(("Authorization".to_owned(), format!("Bearer {token}")));
+        opts.headers = secrets
+            .headers
+            .iter()
+            .map(|(n, v)| (n.clone(), v.expose().to_owned()))
+            .collect();
+        if let Some(token) = &secrets.bearer {
+            opts.headers.push((
+                "Authorization".to_owned(),
+                format!("Bearer {}", token.expose()),
+            ));
         }
         opts
     }
@@ -250,15 +444,22 @@ pub fn run(args: ProbeArgs) -> ExitCode {
         eprintln!("error: give a URL, or --stdio -- CMD ARGS...");
         return ExitCode::from(exit::USAGE);
     };
-    let mut opts = args.client_options();
+    let secrets = match args.secrets(&|name| std::env::var(name).ok()) {
+        Ok(secrets) => secrets,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let mut opts = args.client_options(&secrets);
     let system = actix_rt::System::new();
-    let oauth2 = args.oauth2();
+    let oauth2 = args.oauth2(&secrets);
     let result = system.block_on(async move {
         if let Some((server, client_id, secret, token_url, scopes)) = oauth2 {
             let token = fetch_token(
                 &server,
                 &client_id,
-                &secret,
+                secret.expose(),
                 token_url,
                 &scopes,
                 args.timeout,
@@ -466,7 +667,7 @@ mod tests {
         assert_eq!(p.transport, ProbeTransport::StreamableHttp);
         assert_eq!(p.timeout, Duration::from_secs(5));
         assert!(p.json);
-        let opts = p.client_options();
+        let opts = p.client_options(&p.secrets(&|_| None).unwrap());
         assert_eq!(
             opts.headers,
             [
@@ -513,6 +714,138 @@ mod tests {
         assert!(parse(&["http://x/", "--stdio", "--", "cmd"]).is_err());
         assert!(parse(&["--stdio", "--transport", "sse", "--", "cmd"]).is_err());
         assert!(parse(&["http://x/", "--timeout", "soon"]).is_err());
+    }
+
+    #[test]
+    fn secrets_come_from_flags_files_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "file-token\n").unwrap();
+        let secret_file = dir.path().join("secret");
+        std::fs::write(&secret_file, "  file-secret \n").unwrap();
+        let headers = dir.path().join("headers");
+        std::fs::write(
+            &headers,
+            "# team headers\nX-Api-Key: file-header\n\nX-Team: infra\n",
+        )
+        .unwrap();
+        let env = |name: &str| match name {
+            TOKEN_ENV => Some("env-token".to_owned()),
+            CLIENT_SECRET_ENV => Some("env-secret".to_owned()),
+            _ => None,
+        };
+        let url = "http://127.0.0.1:1/mcp";
+
+        let p = parse(&[url]).unwrap();
+        let s = p.secrets(&env).unwrap();
+        assert_eq!(s.bearer.as_ref().map(Secret::expose), Some("env-token"));
+        let s = p.secrets(&|_| None).unwrap();
+        assert!(s.bearer.is_none());
+
+        let file = token_file.to_str().unwrap();
+        let p = parse(&[url, "--bearer-file", file]).unwrap();
+        let s = p.secrets(&env).unwrap();
+        assert_eq!(
+            s.bearer.as_ref().map(Secret::expose),
+            Some("file-token"),
+            "file over env"
+        );
+        let p = parse(&[url, "--bearer", "flag-token"]).unwrap();
+        let s = p.secrets(&env).unwrap();
+        assert_eq!(
+            s.bearer.as_ref().map(Secret::expose),
+            Some("flag-token"),
+            "flag over env"
+        );
+        assert!(parse(&[url, "--bearer", "t", "--bearer-file", file]).is_err());
+
+        let p = parse(&[url, "--client-id", "app"]).unwrap();
+        let s = p.secrets(&env).unwrap();
+        assert_eq!(
+            s.client_secret.as_ref().map(Secret::expose),
+            Some("env-secret")
+        );
+        assert!(
+            s.bearer.is_none(),
+            "no bearer token with client credentials"
+        );
+        let e = p.secrets(&|_| None).unwrap_err();
+        assert!(e.contains(CLIENT_SECRET_ENV), "{e}");
+        let p = parse(&[
+            url,
+            "--client-id",
+            "app",
+            "--client-secret-file",
+            secret_file.to_str().unwrap(),
+        ])
+        .unwrap();
+        let s = p.secrets(&env).unwrap();
+        assert_eq!(
+            s.client_secret.as_ref().map(Secret::expose),
+            Some("file-secret")
+        );
+        assert!(
+            parse(&[url, "--client-secret-file", "x"]).is_err(),
+            "needs --client-id"
+        );
+
+        let at = format!("@{}", headers.display());
+        let p = parse(&[url, "-H", &at, "-H", "X-Other: 1"]).unwrap();
+        let opts = p.client_options(&p.secrets(&|_| None).unwrap());
+        assert_eq!(
+            opts.headers,
+            [
+                ("X-Api-Key".to_owned(), "file-header".to_owned()),
+                ("X-Team".to_owned(), "infra".to_owned()),
+                ("X-Other".to_owned(), "1".to_owned()),
+            ]
+        );
+        let missing = parse(&[url, "--bearer-file", "/nonexistent/token"]).unwrap();
+        assert!(missing
+            .secrets(&env)
+            .unwrap_err()
+            .contains("/nonexistent/token"));
+    }
+
+    #[test]
+    fn no_debug_output_shows_a_probe_secret() {
+        let p = parse(&[
+            "http://user:url-pw@127.0.0.1:1/mcp?api_key=q-secret",
+            "--bearer",
+            "flag-token",
+            "-H",
+            "X-Api-Key: hdr-secret",
+        ])
+        .unwrap();
+        let s = p.secrets(&|_| None).unwrap();
+        let opts = p.client_options(&s);
+        let p2 = parse(&[
+            "http://x/mcp",
+            "--client-id",
+            "a",
+            "--client-secret",
+            "cs-secret",
+        ])
+        .unwrap();
+        let debug = format!(
+            "{p:?} {s:?} {opts:?} {p2:?} {:?}",
+            p2.secrets(&|_| None).unwrap()
+        );
+        for secret in [
+            "flag-token",
+            "hdr-secret",
+            "cs-secret",
+            "url-pw",
+            "q-secret",
+        ] {
+            assert!(!debug.contains(secret), "{secret} leaked: {debug}");
+        }
+        // Messages name the target as /v1/servers does.
+        let shown = p.describe();
+        assert_eq!(shown, "http://127.0.0.1:1/mcp?…");
+        let p = parse(&["--stdio", "--", "srv", "--password", "pw-secret"]).unwrap();
+        assert_eq!(p.describe(), "`srv (+2 args)`");
+        assert!(!format!("{:?} {p:?}", p.target()).contains("pw-secret"));
     }
 
     fn sample() -> (ServerInfo, Inventory) {

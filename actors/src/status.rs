@@ -117,3 +117,80 @@ impl ServersSnapshot {
         self.servers.values().all(|s| s.first_attempt_done)
     }
 }
+
+/// How `/v1/servers`, `check` and `probe` show where a server is, without
+/// anything that may be a secret: an HTTP URL through
+/// [`crate::mcp::error::redact_url`] (scheme, host, port and path; no user
+/// info, the query as `?…`), a stdio server as its program and the number
+/// of its arguments (`npx (+3 args)`): arguments, `env` and `cwd` are never
+/// shown.
+pub fn endpoint_display(endpoint: &discovery_config::Endpoint) -> String {
+    match endpoint {
+        discovery_config::Endpoint::Http { url, .. } => crate::mcp::error::redact_url(url),
+        discovery_config::Endpoint::Stdio { command, args, .. } => {
+            stdio_display(command, args.len())
+        }
+    }
+}
+
+/// `program (+N args)`; see [`program_label`] for the program.
+pub fn stdio_display(command: &str, args: usize) -> String {
+    let program = program_label(command);
+    match args {
+        0 => program,
+        1 => format!("{program} (+1 arg)"),
+        n => format!("{program} (+{n} args)"),
+    }
+}
+
+/// A stdio server's program as configured (its path is where it lives, not
+/// a secret), cut at the first whitespace: a whole command line written into
+/// `command` by mistake would otherwise show its arguments.
+pub fn program_label(command: &str) -> String {
+    let command = command.trim();
+    match command.find(char::is_whitespace) {
+        Some(at) => format!("{}…", &command[..at]),
+        None => command.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use discovery_config::{Endpoint, TransportKind};
+    use indexmap::IndexMap;
+
+    #[test]
+    fn endpoints_are_shown_without_secrets() {
+        let http = Endpoint::Http {
+            url: "https://user:pw-secret@mcp.example.com:8443/v1/mcp?api_key=q-secret#frag"
+                .parse()
+                .unwrap(),
+            transport: TransportKind::Auto,
+        };
+        assert_eq!(
+            endpoint_display(&http),
+            "https://mcp.example.com:8443/v1/mcp?…"
+        );
+        let stdio = |command: &str, args: &[&str]| Endpoint::Stdio {
+            command: command.into(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            env: IndexMap::new(),
+            env_inherit: false,
+            cwd: None,
+        };
+        assert_eq!(
+            endpoint_display(&stdio("npx", &["-y", "pkg", "--token=a-secret"])),
+            "npx (+3 args)"
+        );
+        assert_eq!(
+            endpoint_display(&stdio("/usr/bin/srv", &["x"])),
+            "/usr/bin/srv (+1 arg)"
+        );
+        assert_eq!(endpoint_display(&stdio("node", &[])), "node");
+        assert_eq!(
+            endpoint_display(&stdio("npx -y pkg --password hunter2", &[])),
+            "npx…"
+        );
+    }
+}

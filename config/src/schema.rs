@@ -105,6 +105,8 @@ pub struct RawServer {
     pub command: Option<Text>,
     pub args: Option<Vec<Text>>,
     pub env: Option<IndexMap<String, Text>>,
+    /// stdio: pass the service's whole environment (default: an allowlist).
+    pub env_inherit: Option<Flag>,
     pub cwd: Option<Text>,
     pub headers: Option<IndexMap<String, Text>>,
     pub auth: Option<RawAuth>,
@@ -186,8 +188,16 @@ pub struct RawToolFilter {
 }
 
 /// A string that also accepts a number or a boolean, written back as text.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Raw values may be secrets (tokens, header values, `env`), so `Debug`
+/// shows only the length.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Text(pub String);
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Text([{} bytes])", self.0.len())
+    }
+}
 
 impl Text {
     pub fn as_str(&self) -> &str {
@@ -375,6 +385,19 @@ impl<'de> Deserialize<'de> for HumanBytes {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn raw_debug_output_shows_no_value() {
+        let raw: RawServer = de(json!({
+            "url": "http://u:url-secret@x/mcp", "headers": {"X-Key": "hdr-secret"},
+            "env": {"T": "env-secret"}, "auth": {"type": "bearer", "token": "tok-secret"}
+        }))
+        .unwrap();
+        let debug = format!("{raw:?}");
+        for secret in ["url-secret", "hdr-secret", "env-secret", "tok-secret"] {
+            assert!(!debug.contains(secret), "{secret} leaked: {debug}");
+        }
+    }
 
     fn de<T: for<'de> Deserialize<'de>>(v: serde_json::Value) -> Result<T, String> {
         serde_json::from_value(v).map_err(|e| e.to_string())

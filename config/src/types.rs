@@ -189,6 +189,9 @@ pub enum Endpoint {
         command: String,
         args: Vec<String>,
         env: IndexMap<String, Secret>,
+        /// Start from the service's whole environment instead of the
+        /// allowlist (`MCP_DISCOVERY*` variables are dropped either way).
+        env_inherit: bool,
         cwd: Option<PathBuf>,
     },
 }

@@ -825,6 +825,7 @@ fn endpoint(raw: &RawServer, base: &str, r: &mut Report) -> Option<Endpoint> {
         ("command", raw.command.is_some()),
         ("args", raw.args.is_some()),
         ("env", raw.env.is_some()),
+        ("env_inherit", raw.env_inherit.is_some()),
         ("cwd", raw.cwd.is_some()),
     ];
     for (key, present) in stdio_keys {
@@ -920,6 +921,7 @@ fn stdio_endpoint(raw: &RawServer, base: &str, r: &mut Report) -> Option<Endpoin
         command: command?,
         args,
         env,
+        env_inherit: raw.env_inherit.is_some_and(|f| f.0),
         cwd,
     })
 }
@@ -1275,8 +1277,10 @@ mod tests {
                 command,
                 args,
                 env,
+                env_inherit,
                 cwd,
             } => {
+                assert!(!env_inherit, "an allowlist by default");
                 assert_eq!(command, "npx");
                 assert_eq!(args, ["-y", "pkg", "8080"]);
                 assert_eq!(env.get("A").map(Secret::expose), Some("1"));
@@ -1297,6 +1301,27 @@ mod tests {
         let errs = server_err(json!({"command": "  "}));
         assert!(
             has(&errs, "servers.s.command", "must not be empty"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn env_inherit_is_for_stdio_only() {
+        let spec = one_server(json!({"command": "x", "env_inherit": true})).unwrap();
+        assert!(matches!(
+            spec.endpoint,
+            Endpoint::Stdio {
+                env_inherit: true,
+                ..
+            }
+        ));
+        let errs = server_err(json!({"url": "http://x/mcp", "env_inherit": true}));
+        assert!(
+            has(
+                &errs,
+                "servers.s.env_inherit",
+                "only used by the stdio transport"
+            ),
             "{errs:?}"
         );
     }

@@ -146,8 +146,8 @@ pub enum StoreError {
     UnknownFormat { name: String, format: i16 },
 }
 
-/// One registered server as stored.
-#[derive(Clone, Debug, PartialEq)]
+/// One registered server as stored. `Debug` leaves `entry` out (secrets).
+#[derive(Clone, PartialEq)]
 pub struct StoredServer {
     pub name: String,
     /// The config entry exactly as registered (without `name`). Holds
@@ -157,6 +157,25 @@ pub struct StoredServer {
     pub updated_at: DateTime<Utc>,
     /// 1 after the insert, +1 with every replace.
     pub revision: i64,
+}
+
+impl std::fmt::Debug for StoredServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            name,
+            entry: _,
+            created_at,
+            updated_at,
+            revision,
+        } = self;
+        f.debug_struct("StoredServer")
+            .field("name", name)
+            .field("entry", &"[redacted]")
+            .field("created_at", created_at)
+            .field("updated_at", updated_at)
+            .field("revision", revision)
+            .finish()
+    }
 }
 
 /// Which database a [`Store`] runs on.

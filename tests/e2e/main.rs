@@ -17,6 +17,7 @@ mod reload;
 mod security_bounds;
 mod security_http;
 mod security_outbound;
+mod security_secrets;
 mod stdio;
 mod store;
 mod upstream_selftest;

@@ -151,3 +151,37 @@ pub fn find<'a>(servers: &'a [Value], name: &str) -> &'a Value {
         .find(|s| s["name"] == name)
         .unwrap_or(&MISSING)
 }
+
+impl EngineProcess {
+    /// Like [`EngineProcess::start`], with extra environment variables for
+    /// the engine (and so for what it may pass on to stdio children).
+    pub fn start_with_env(
+        config: &Path,
+        log: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> EngineProcess {
+        let port = free_port();
+        let (stderr, level) = match log {
+            Some(path) => (Stdio::from(std::fs::File::create(path).unwrap()), "info"),
+            None => (Stdio::null(), "warn"),
+        };
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", level)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        EngineProcess {
+            child,
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+            client: awc::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .finish(),
+        }
+    }
+}

@@ -416,8 +416,10 @@ pub(crate) fn excerpt(body: &[u8], max: usize) -> String {
     out
 }
 
-/// A URL safe to show: no user info, the query replaced by `?…`.
-pub(crate) fn redact_url(url: &url::Url) -> String {
+/// A URL safe to show: no user info, the query replaced by `?…`, no
+/// fragment. The project's one URL redaction (API views, `check`, `probe`,
+/// logs and errors all use it).
+pub fn redact_url(url: &url::Url) -> String {
     let mut u = url.clone();
     let had_query = u.query().is_some();
     let _ = u.set_username("");

@@ -38,8 +38,9 @@ pub const SUPPORTED_PROTOCOL_VERSIONS: &[&str] =
     &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
 pub const LATEST_PROTOCOL_VERSION: &str = "2025-11-25";
 
-/// What to connect to.
-#[derive(Clone, Debug)]
+/// What to connect to. `Debug` shows no argument and no `env` value: they
+/// may be secrets.
+#[derive(Clone)]
 pub enum Target {
     Http {
         url: Url,
@@ -49,13 +50,43 @@ pub enum Target {
     Stdio {
         command: String,
         args: Vec<String>,
+        /// Set on top of the allowlisted environment (see `stdio`).
         env: IndexMap<String, String>,
+        /// Start from the whole environment of this process instead.
+        env_inherit: bool,
         cwd: Option<PathBuf>,
     },
 }
 
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Http { url, transport } => f
+                .debug_struct("Http")
+                .field("url", &error::redact_url(url))
+                .field("transport", transport)
+                .finish(),
+            Target::Stdio {
+                command,
+                args,
+                env,
+                env_inherit,
+                cwd,
+            } => f
+                .debug_struct("Stdio")
+                .field("command", &crate::status::program_label(command))
+                .field("args", &args.len())
+                .field("env", &env.keys().collect::<Vec<_>>())
+                .field("env_inherit", env_inherit)
+                .field("cwd", &cwd.as_ref().map(|_| "[set]"))
+                .finish(),
+        }
+    }
+}
+
 /// Limits and extras for one session. Every request has its own timeout.
-#[derive(Clone, Debug)]
+/// `Debug` shows header names only.
+#[derive(Clone)]
 pub struct ClientOptions {
     /// Used in stdio stderr log lines and tracing fields.
     pub server_name: String,
@@ -98,6 +129,35 @@ impl std::fmt::Debug for BearerSlot {
             "empty"
         };
         write!(f, "BearerSlot({state})")
+    }
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            server_name,
+            request_timeout,
+            connect_timeout,
+            max_response_bytes,
+            max_pages,
+            headers,
+            bearer,
+        } = self;
+        f.debug_struct("ClientOptions")
+            .field("server_name", server_name)
+            .field("request_timeout", request_timeout)
+            .field("connect_timeout", connect_timeout)
+            .field("max_response_bytes", max_response_bytes)
+            .field("max_pages", max_pages)
+            .field(
+                "headers",
+                &headers
+                    .iter()
+                    .map(|(name, _)| (name.as_str(), "[redacted]"))
+                    .collect::<Vec<_>>(),
+            )
+            .field("bearer", bearer)
+            .finish()
     }
 }
 

@@ -56,8 +56,11 @@ pub(super) async fn connect(target: &Target, opts: ClientOptions) -> Result<Sess
             command,
             args,
             env,
+            env_inherit,
             cwd,
-        } => Transport::Stdio(Stdio::connect(command, args, env, cwd.as_deref(), &opts).await?),
+        } => Transport::Stdio(
+            Stdio::connect(command, args, env, *env_inherit, cwd.as_deref(), &opts).await?,
+        ),
     };
     let inner = Inner { transport, opts };
     let info = inner.info();

@@ -1,25 +1,32 @@
 //! stdio transport: a child process speaking newline-delimited JSON-RPC on
 //! stdin/stdout; stderr is its log.
 //!
-//! Three tasks on the current arbiter: the stdout reader (routes responses
-//! by id, answers `ping`, forwards `list_changed`), the stderr logger, and
-//! the waiter, which owns the `Child`, reaps it, and fails every pending
-//! request with the exit status. Lines are read with a bound: an overlong
-//! line fails what is pending and is skipped, never buffered whole.
+//! Four tasks on the current arbiter: the stdout reader (routes responses
+//! by id, queues answers to server requests, forwards `list_changed`), the
+//! answerer (writes those answers from a bounded queue), the stderr logger
+//! (rate-limited per server), and the waiter, which owns the `Child`, reaps
+//! it, and fails every pending request with the exit status. Lines are read
+//! with a bound: an overlong line fails what is pending and is skipped,
+//! never buffered whole. Nothing the child writes can make the engine hold
+//! unbounded memory or stop reading stdout.
+//!
+//! The child starts from a cleared environment plus [`ENV_ALLOWLIST`]
+//! (docs/adr/0010-stdio-environment.md), then the server's own `env`.
 
 use std::cell::RefCell;
+use std::ffi::OsString;
 use std::future::Future;
 use std::path::Path;
 use std::process::Stdio as Pipe;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{self, unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::{oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
 
@@ -31,8 +38,25 @@ use super::session::{initialize_params, parse_initialize};
 use super::{ClientOptions, McpError, Notification, ServerInfo};
 
 const TRANSPORT: &str = "stdio";
-/// A stderr line longer than this is logged truncated.
+/// A stderr line longer than this is skipped (noted, not buffered).
 const MAX_STDERR_LINE: usize = 16 * 1024;
+/// A stderr line is logged clipped to this many characters.
+const STDERR_SHOWN: usize = 2000;
+/// Stderr lines logged per server: a burst of this many ...
+const STDERR_BURST: u32 = 100;
+/// ... then this many per second; the rest is counted, not logged.
+const STDERR_PER_SECOND: u32 = 20;
+/// How often the count of suppressed stderr lines is logged (at most).
+const STDERR_SUMMARY_EVERY: Duration = Duration::from_secs(10);
+/// The stderr reader yields to the arbiter after this many lines in a row,
+/// so a child writing megabytes cannot starve the other tasks there.
+const STDERR_YIELD_EVERY: u32 = 64;
+/// Answers to server-to-client requests waiting for stdin; when full (the
+/// child floods requests and does not read its stdin), more are dropped
+/// and counted.
+const SERVER_REQUEST_QUEUE: usize = 32;
+/// An answer larger than this (a huge request id) is not sent.
+const MAX_ANSWER_BYTES: usize = 16 * 1024;
 /// After the child exits, how long the stdout reader may take to hand
 /// over what the child wrote just before (a grandchild holding the pipe
 /// open must not stall the exit report).
@@ -44,6 +68,65 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// pipe usually means the child just died).
 const EXIT_AFTER_WRITE_ERROR: Duration = Duration::from_millis(500);
 
+/// Variables of this process a stdio child gets (unless `env_inherit`), and
+/// why: `PATH` to find programs (`npx` is `#!/usr/bin/env node`), `HOME`
+/// for npm's cache and `~/.npmrc` and Python's user site, `USER`, `LOGNAME`
+/// and `SHELL` that tools read to know who runs them, `TERM`, `TZ`, `LANG`
+/// and `LANGUAGE` (with `LC_*`) for the locale Python and Node decode text
+/// with, `TMPDIR`, `XDG_*` (caches and config dirs of uv, pip and others),
+/// and the CA bundle paths `SSL_CERT_FILE`, `SSL_CERT_DIR` and
+/// `NODE_EXTRA_CA_CERTS` (paths, not secrets) for TLS behind a corporate CA.
+/// Deliberately not: proxy variables and `npm_config_*` (they may carry
+/// credentials), `LD_*` and `NODE_OPTIONS`/`PYTHON*` (they change what code
+/// runs). A server that needs them gets them through its `env`.
+pub const ENV_ALLOWLIST: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TERM",
+    "TZ",
+    "LANG",
+    "LANGUAGE",
+    "TMPDIR",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "NODE_EXTRA_CA_CERTS",
+];
+/// Prefixes of allowlisted variables (see [`ENV_ALLOWLIST`]).
+pub const ENV_ALLOWLIST_PREFIXES: &[&str] = &["LC_", "XDG_"];
+/// Variables of this process whose name starts with this (any case) are
+/// never passed on, even with `env_inherit`: they configure this service
+/// and may hold its admin keys or probe tokens.
+pub const ENV_NEVER_PREFIX: &str = "MCP_DISCOVERY";
+
+/// What a child inherits of `parent` (this process's environment): the
+/// allowlist, or everything with `inherit`; never `MCP_DISCOVERY*`. The
+/// server's own `env` is applied on top by the caller (an operator's
+/// explicit choice, so it may even set an `MCP_DISCOVERY*` variable).
+pub fn inherited_env(
+    parent: impl IntoIterator<Item = (OsString, OsString)>,
+    inherit: bool,
+) -> Vec<(OsString, OsString)> {
+    parent
+        .into_iter()
+        .filter(|(name, _)| {
+            let Some(name) = name.to_str() else {
+                // Not UTF-8: nothing on the allowlist, so only `inherit`.
+                return inherit;
+            };
+            let upper = name.to_ascii_uppercase();
+            if upper.starts_with(ENV_NEVER_PREFIX) {
+                return false;
+            }
+            inherit
+                || ENV_ALLOWLIST.contains(&name)
+                || ENV_ALLOWLIST_PREFIXES.iter().any(|p| name.starts_with(p))
+        })
+        .collect()
+}
+
 /// One line from a bounded reader.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Line<'a> {
@@ -53,12 +136,16 @@ pub(crate) enum Line<'a> {
 }
 
 /// Reads `\n`-terminated lines holding at most `max` bytes of one line in
-/// memory. The rest of an overlong line is skipped.
+/// memory. The rest of an overlong line is skipped. Cancel-safe: a partial
+/// line is kept until the next call (the stderr logger races it against a
+/// timer).
 pub(crate) struct LineReader<R> {
     inner: R,
     buf: Vec<u8>,
     max: usize,
     skipping: bool,
+    /// `buf` holds a line already returned (cleared on the next call).
+    returned: bool,
 }
 
 impl<R: AsyncBufRead + Unpin> LineReader<R> {
@@ -68,16 +155,21 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
             buf: Vec::new(),
             max,
             skipping: false,
+            returned: false,
         }
     }
 
     /// The next line without its terminator; `None` at EOF.
     pub(crate) async fn next_line(&mut self) -> std::io::Result<Option<Line<'_>>> {
-        self.buf.clear();
+        if self.returned {
+            self.buf.clear();
+            self.returned = false;
+        }
         loop {
             let avail = self.inner.fill_buf().await?;
             if avail.is_empty() {
                 self.skipping = false;
+                self.returned = true;
                 return Ok(if self.buf.is_empty() {
                     None
                 } else {
@@ -98,6 +190,7 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
                     }
                     self.buf.extend_from_slice(&avail[..pos]);
                     self.inner.consume(pos + 1);
+                    self.returned = true;
                     return Ok(Some(Line::Text(&self.buf)));
                 }
                 None => {
@@ -159,13 +252,16 @@ impl Stdio {
         command: &str,
         args: &[String],
         env: &IndexMap<String, String>,
+        env_inherit: bool,
         cwd: Option<&Path>,
         opts: &ClientOptions,
     ) -> Result<Self, McpError> {
         // Only the program: arguments may carry secrets.
-        let label = command.to_owned();
+        let label = crate::status::program_label(command);
         let mut cmd = Command::new(command);
         cmd.args(args)
+            .env_clear()
+            .envs(inherited_env(std::env::vars_os(), env_inherit))
             .envs(env)
             .stdin(Pipe::piped())
             .stdout(Pipe::piped())
@@ -202,14 +298,23 @@ impl Stdio {
         let (stdout_done_tx, stdout_done_rx) = oneshot::channel();
         let (kill_tx, kill_rx) = oneshot::channel();
         let (exit_tx, exit_rx) = watch::channel(None);
+        let (answers_tx, answers_rx) = mpsc::channel(SERVER_REQUEST_QUEUE);
 
+        let answerer = actix_rt::spawn(write_answers(
+            answers_rx,
+            Rc::clone(&stdin),
+            opts.server_name.clone(),
+        ));
         let reader = actix_rt::spawn(read_stdout(
             LineReader::new(
                 BufReader::with_capacity(64 * 1024, stdout),
                 opts.max_response_bytes,
             ),
             Rc::clone(&pending),
-            Rc::clone(&stdin),
+            ServerRequests {
+                tx: answers_tx,
+                dropped: 0,
+            },
             notif_tx.clone(),
             opts.server_name.clone(),
             opts.max_response_bytes,
@@ -236,7 +341,7 @@ impl Stdio {
             pending,
             kill_tx: RefCell::new(Some(kill_tx)),
             exit_rx,
-            tasks: RefCell::new(vec![reader, logger]),
+            tasks: RefCell::new(vec![reader, logger, answerer]),
             info: RefCell::new(None),
             notifications: RefCell::new(Some(notif_rx)),
         };
@@ -401,10 +506,57 @@ impl Drop for Stdio {
     }
 }
 
+/// The stdout reader's side of the answer queue.
+struct ServerRequests {
+    tx: mpsc::Sender<Vec<u8>>,
+    /// Requests not answered because the queue was full.
+    dropped: u64,
+}
+
+impl ServerRequests {
+    /// Queues the answer to one server-to-client request without waiting:
+    /// the stdout reader must never block on the child's stdin.
+    fn answer(&mut self, id: &Value, method: &str, server: &str) {
+        let mut line = match jsonrpc::answer_server_request(id, method) {
+            Ok(line) if line.len() <= MAX_ANSWER_BYTES => line,
+            Ok(line) => {
+                tracing::warn!(server = %server, method = %super::error::excerpt(method.as_bytes(), 100), bytes = line.len(), "Server request with an oversized id not answered");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(server = %server, error = %e, "Could not answer a server request");
+                return;
+            }
+        };
+        line.push(b'\n');
+        match self.tx.try_send(line) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped = self.dropped.saturating_add(1);
+                // The first, then every 1000th: the flood must not move to our log.
+                if self.dropped == 1 || self.dropped % 1000 == 0 {
+                    tracing::warn!(server = %server, dropped = self.dropped, queue = SERVER_REQUEST_QUEUE, "Stdio server sends requests faster than it reads the answers; requests dropped");
+                }
+            }
+            // The answerer is gone: the transport is closing.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+/// Writes the queued answers to server requests, one at a time.
+async fn write_answers(mut rx: mpsc::Receiver<Vec<u8>>, stdin: SharedStdin, server: String) {
+    while let Some(line) = rx.recv().await {
+        if let Err(e) = write_line(&stdin, &line).await {
+            tracing::debug!(server = %server, error = %e, "Could not answer a server request");
+        }
+    }
+}
+
 async fn read_stdout<R: AsyncBufRead + Unpin>(
     mut lines: LineReader<R>,
     pending: Rc<Pending>,
-    stdin: SharedStdin,
+    mut requests: ServerRequests,
     notifications: UnboundedSender<Notification>,
     server: String,
     limit: usize,
@@ -413,7 +565,7 @@ async fn read_stdout<R: AsyncBufRead + Unpin>(
     loop {
         match lines.next_line().await {
             Ok(Some(Line::Text(bytes))) => {
-                on_line(bytes, &pending, &stdin, &notifications, &server);
+                on_line(bytes, &pending, &mut requests, &notifications, &server);
             }
             Ok(Some(Line::TooLong)) => {
                 tracing::warn!(server = %server, limit, "Stdio server wrote a line over the size limit; skipped");
@@ -432,7 +584,7 @@ async fn read_stdout<R: AsyncBufRead + Unpin>(
 fn on_line(
     bytes: &[u8],
     pending: &Pending,
-    stdin: &SharedStdin,
+    requests: &mut ServerRequests,
     notifications: &UnboundedSender<Notification>,
     server: &str,
 ) {
@@ -465,22 +617,7 @@ fn on_line(
                     tracing::debug!(server = %server, id = %id, "Response nobody waits for (late?)");
                 }
             }
-            Incoming::Request { id, method, .. } => {
-                let stdin = Rc::clone(stdin);
-                let server = server.to_owned();
-                actix_rt::spawn(async move {
-                    let res = match jsonrpc::answer_server_request(&id, &method) {
-                        Ok(mut line) => {
-                            line.push(b'\n');
-                            write_line(&stdin, &line).await.map_err(|e| e.to_string())
-                        }
-                        Err(e) => Err(e.to_string()),
-                    };
-                    if let Err(e) = res {
-                        tracing::warn!(server = %server, method = %method, error = %e, "Could not answer a server request");
-                    }
-                });
-            }
+            Incoming::Request { id, method, .. } => requests.answer(&id, &method, server),
             Incoming::Notification { method, params } => {
                 forward_notification(notifications, server, method, params)
             }
@@ -488,34 +625,124 @@ fn on_line(
     }
 }
 
-/// Logs each stderr line with the server's name. Lines that look like
-/// errors are warnings; the rest is info (servers log banners there).
+/// A token bucket for one server's stderr lines: [`STDERR_BURST`] at once,
+/// then [`STDERR_PER_SECOND`]; what it refuses is counted and reported at
+/// most every [`STDERR_SUMMARY_EVERY`]. Pure (the caller passes the time),
+/// so the arithmetic is unit-tested.
+#[derive(Debug)]
+pub(crate) struct LineBudget {
+    burst: f64,
+    per_second: f64,
+    tokens: f64,
+    last: Instant,
+    suppressed: u64,
+    /// When the first line of the current unreported count was refused.
+    since: Option<Instant>,
+}
+
+impl LineBudget {
+    pub(crate) fn new(burst: u32, per_second: u32, now: Instant) -> Self {
+        Self {
+            burst: f64::from(burst),
+            per_second: f64::from(per_second),
+            tokens: f64::from(burst),
+            last: now,
+            suppressed: 0,
+            since: None,
+        }
+    }
+
+    /// Whether one more line may be logged at `now`; if not, it is counted.
+    pub(crate) fn admit(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.suppressed = self.suppressed.saturating_add(1);
+            self.since.get_or_insert(now);
+            false
+        }
+    }
+
+    /// When the count of suppressed lines is to be reported (None: nothing
+    /// suppressed).
+    pub(crate) fn report_at(&self) -> Option<Instant> {
+        self.since.map(|t| t + STDERR_SUMMARY_EVERY)
+    }
+
+    /// The suppressed count once its report is due (or at once with
+    /// `flush`), resetting it.
+    pub(crate) fn take_report(&mut self, now: Instant, flush: bool) -> Option<u64> {
+        let due = self.report_at().is_some_and(|at| flush || now >= at);
+        if !due {
+            return None;
+        }
+        self.since = None;
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+fn report_suppressed(server: &str, count: Option<u64>) {
+    if let Some(n) = count.filter(|n| *n > 0) {
+        tracing::warn!(server = %server, suppressed = n, per_second = STDERR_PER_SECOND, "Stdio server stderr lines suppressed (rate limit)");
+    }
+}
+
+/// Logs each stderr line with the server's name, within the server's
+/// [`LineBudget`], clipped to [`STDERR_SHOWN`] characters. Lines that look
+/// like errors are warnings; the rest is info (servers log banners there).
+/// Runs on its own task and yields regularly: a child flooding stderr
+/// neither blocks its stdout nor the other upstreams on this arbiter.
 async fn log_stderr<R: AsyncRead + Unpin>(stderr: R, server: String) {
     let mut lines = LineReader::new(BufReader::new(stderr), MAX_STDERR_LINE);
+    let mut budget = LineBudget::new(STDERR_BURST, STDERR_PER_SECOND, Instant::now());
+    let mut in_a_row = 0u32;
     loop {
-        match lines.next_line().await {
+        // The summary is due even if the child has gone quiet.
+        let next = match budget.report_at() {
+            Some(at) => {
+                let at = tokio::time::Instant::from_std(at);
+                tokio::time::timeout_at(at, lines.next_line()).await.ok()
+            }
+            None => Some(lines.next_line().await),
+        };
+        let now = Instant::now();
+        report_suppressed(&server, budget.take_report(now, false));
+        let Some(next) = next else { continue };
+        match next {
             Ok(Some(Line::Text(bytes))) => {
-                let text = String::from_utf8_lossy(bytes);
-                let text = text.trim_end();
-                if text.is_empty() {
-                    continue;
-                }
-                let lower = text.to_ascii_lowercase();
-                if ["error", "panic", "fatal", "traceback", "exception"]
-                    .iter()
-                    .any(|w| lower.contains(w))
-                {
-                    tracing::warn!(server = %server, line = %text, "Stdio server stderr");
+                if bytes.trim_ascii().is_empty() || !budget.admit(now) {
+                    // Counted (or blank): nothing to log.
                 } else {
-                    tracing::info!(server = %server, line = %text, "Stdio server stderr");
+                    let text = super::error::excerpt(bytes, STDERR_SHOWN);
+                    let lower = text.to_ascii_lowercase();
+                    if ["error", "panic", "fatal", "traceback", "exception"]
+                        .iter()
+                        .any(|w| lower.contains(w))
+                    {
+                        tracing::warn!(server = %server, line = %text, "Stdio server stderr");
+                    } else {
+                        tracing::info!(server = %server, line = %text, "Stdio server stderr");
+                    }
                 }
             }
             Ok(Some(Line::TooLong)) => {
-                tracing::info!(server = %server, limit = MAX_STDERR_LINE, "Stdio server wrote an overlong stderr line; skipped");
+                if budget.admit(now) {
+                    tracing::info!(server = %server, limit = MAX_STDERR_LINE, "Stdio server wrote an overlong stderr line; skipped");
+                }
             }
             Ok(None) | Err(_) => break,
         }
+        in_a_row += 1;
+        if in_a_row >= STDERR_YIELD_EVERY {
+            in_a_row = 0;
+            tokio::task::yield_now().await;
+        }
     }
+    report_suppressed(&server, budget.take_report(Instant::now(), true));
 }
 
 /// Owns the child: reaps it when it exits or when told to kill it (the
@@ -654,6 +881,7 @@ while True:
             command: "python3".into(),
             args: vec!["-u".into(), "-c".into(), SCRIPT.into()],
             env: IndexMap::new(),
+            env_inherit: false,
             cwd: None,
         }
     }
@@ -752,6 +980,7 @@ while True:
             command: "/nonexistent/mcp-server".into(),
             args: vec![],
             env: IndexMap::new(),
+            env_inherit: false,
             cwd: None,
         };
         let e = connect(&t, opts()).await.err().unwrap();
@@ -770,6 +999,7 @@ while True:
             "python3",
             &["-u".into(), "-c".into(), SCRIPT.into()],
             &IndexMap::new(),
+            false,
             None,
             &opts(),
         )
@@ -802,6 +1032,7 @@ while True:
                 r#"sleep 300 & echo $! > "$PIDFILE"; python3 -u -c "$SCRIPT""#.into(),
             ],
             &env,
+            false,
             None,
             &opts(),
         )
@@ -825,6 +1056,7 @@ while True:
             "python3",
             &["-u".into(), "-c".into(), SCRIPT.into()],
             &IndexMap::new(),
+            false,
             None,
             &opts(),
         )
@@ -853,6 +1085,7 @@ for line in iter(sys.stdin.readline, ""):
             command: "python3".into(),
             args: vec!["-c".into(), script.into()],
             env,
+            env_inherit: false,
             cwd: Some(dir.clone()),
         };
         let s = connect(&t, opts()).await.unwrap();
@@ -861,5 +1094,224 @@ for line in iter(sys.stdin.readline, ""):
         let cwd = std::path::PathBuf::from(info.server_info["version"].as_str().unwrap());
         assert_eq!(cwd.canonicalize().unwrap(), dir.canonicalize().unwrap());
         s.close().await;
+    }
+
+    #[test]
+    fn the_child_gets_the_allowlist_and_never_mcp_discovery() {
+        let parent = [
+            ("PATH", "/usr/bin"),
+            ("HOME", "/home/op"),
+            ("LC_ALL", "C.UTF-8"),
+            ("XDG_CACHE_HOME", "/c"),
+            ("SOME_SECRET_TOKEN", "s3cret"),
+            ("AWS_SECRET_ACCESS_KEY", "k"),
+            ("HTTPS_PROXY", "http://u:pw@proxy"),
+            ("MCP_DISCOVERY_ADMIN_KEY", "admin"),
+            ("mcp_discovery_probe_token", "tok"),
+            ("Mcp_Discovery", "x"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let names = |inherit: bool| -> Vec<String> {
+            inherited_env(parent.clone(), inherit)
+                .into_iter()
+                .map(|(k, _)| k.into_string().unwrap())
+                .collect()
+        };
+        assert_eq!(
+            names(false),
+            ["PATH", "HOME", "LC_ALL", "XDG_CACHE_HOME"],
+            "the allowlist only"
+        );
+        assert_eq!(
+            names(true),
+            [
+                "PATH",
+                "HOME",
+                "LC_ALL",
+                "XDG_CACHE_HOME",
+                "SOME_SECRET_TOKEN",
+                "AWS_SECRET_ACCESS_KEY",
+                "HTTPS_PROXY"
+            ],
+            "everything but MCP_DISCOVERY*, in any case"
+        );
+    }
+
+    #[test]
+    fn line_budget_allows_a_burst_then_a_rate_and_counts_the_rest() {
+        let t0 = Instant::now();
+        let mut b = LineBudget::new(5, 2, t0);
+        let admitted = (0..100).filter(|_| b.admit(t0)).count();
+        assert_eq!(admitted, 5, "the burst");
+        assert_eq!(b.report_at(), Some(t0 + STDERR_SUMMARY_EVERY));
+        assert_eq!(b.take_report(t0, false), None, "not due yet");
+        // One second later: two more lines (the rate), the rest counted.
+        let t1 = t0 + Duration::from_secs(1);
+        let admitted = (0..10).filter(|_| b.admit(t1)).count();
+        assert_eq!(admitted, 2);
+        let due = t0 + STDERR_SUMMARY_EVERY;
+        assert_eq!(b.take_report(due, false), Some(95 + 8));
+        assert_eq!(b.report_at(), None, "reset");
+        // A long silence refills to the burst, not beyond.
+        let t2 = due + Duration::from_secs(3600);
+        assert_eq!((0..100).filter(|_| b.admit(t2)).count(), 5);
+        assert_eq!(b.take_report(t2, true), Some(95), "flush at the end");
+        assert_eq!(b.take_report(t2, true), None);
+        // Time going backwards (it does not, but) is not a panic.
+        assert!(!b.admit(t0));
+    }
+
+    #[actix_web::test]
+    async fn line_reader_keeps_a_partial_line_when_cancelled() {
+        let (mut w, r) = tokio::io::duplex(64);
+        let mut lines = LineReader::new(BufReader::new(r), 100);
+        w.write_all(b"ab").await.unwrap();
+        let cut = tokio::time::timeout(Duration::from_millis(50), lines.next_line()).await;
+        assert!(cut.is_err(), "no full line yet");
+        w.write_all(b"c\nd\n").await.unwrap();
+        let got = match lines.next_line().await.unwrap() {
+            Some(Line::Text(b)) => b.to_vec(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(got, b"abc");
+        assert!(matches!(
+            lines.next_line().await.unwrap(),
+            Some(Line::Text(b"d"))
+        ));
+    }
+
+    /// Writes `n` stderr lines from a thread while it serves stdin.
+    const STDERR_FLOOD: &str = r#"
+import json, sys, threading
+def flood():
+    for i in range(int(sys.argv[1])):
+        sys.stderr.write("noise line %d\n" % i)
+    sys.stderr.flush()
+threading.Thread(target=flood, daemon=True).start()
+for line in sys.stdin:
+    m = json.loads(line)
+    meth, i = m.get("method"), m.get("id")
+    if meth == "initialize":
+        r = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "f", "version": "0"}}
+    elif meth == "tools/list":
+        r = {"tools": [{"name": "t"}]}
+    else:
+        continue
+    print(json.dumps({"jsonrpc": "2.0", "id": i, "result": r}), flush=True)
+"#;
+
+    #[actix_web::test]
+    async fn a_stderr_flood_is_rate_limited_and_stdout_goes_on() {
+        let capture = LogCapture::default();
+        let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+        let _guard = tracing::dispatcher::set_default(&tracing::Dispatch::new(capture.clone()));
+        let started = Instant::now();
+        let t = Target::Stdio {
+            command: "python3".into(),
+            args: vec!["-c".into(), STDERR_FLOOD.into(), "200000".into()],
+            env: IndexMap::new(),
+            env_inherit: false,
+            cwd: None,
+        };
+        let s = connect(
+            &t,
+            ClientOptions {
+                server_name: "flood".into(),
+                ..opts()
+            },
+        )
+        .await
+        .unwrap();
+        for _ in 0..20 {
+            let tools = s.list_tools().await.unwrap();
+            assert_eq!(tools.len(), 1);
+        }
+        let stderr_events = || {
+            capture
+                .events()
+                .iter()
+                .filter(|f| f.contains(&("server".into(), "flood".into())))
+                .filter(|f| f.iter().any(|(k, _)| k == "line"))
+                .count()
+        };
+        // The flood is well on its way: the burst is used up.
+        until("the first stderr lines", || {
+            stderr_events() >= STDERR_BURST as usize
+        })
+        .await;
+        s.close().await;
+        let secs = started.elapsed().as_secs_f64();
+        let bound = f64::from(STDERR_BURST) + f64::from(STDERR_PER_SECOND) * (secs + 1.0);
+        let logged = stderr_events();
+        assert!(
+            (logged as f64) <= bound,
+            "{logged} stderr lines logged in {secs:.1} s (bound {bound})"
+        );
+    }
+
+    /// On `flood`: sends `n` pings without reading stdin, then answers; on
+    /// `count`: how many answers to those pings it read before `count`.
+    const REQUEST_FLOOD: &str = r#"
+import json, sys
+def send(m):
+    sys.stdout.write(json.dumps(m) + "\n")
+n = int(sys.argv[1])
+pongs = 0
+for line in sys.stdin:
+    m = json.loads(line)
+    meth, i = m.get("method"), m.get("id")
+    if meth is None:
+        if str(m.get("id", "")).startswith("f") and "result" in m:
+            pongs += 1
+        continue
+    if meth == "initialize":
+        send({"jsonrpc": "2.0", "id": i, "result": {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "r", "version": "0"}}})
+    elif meth == "flood":
+        for k in range(n):
+            send({"jsonrpc": "2.0", "id": "f%d" % k, "method": "ping"})
+        send({"jsonrpc": "2.0", "id": i, "result": {}})
+    elif meth == "count":
+        send({"jsonrpc": "2.0", "id": i, "result": {"pongs": pongs}})
+    elif meth == "tools/list":
+        send({"jsonrpc": "2.0", "id": i, "result": {"tools": [{"name": "t"}]}})
+    sys.stdout.flush()
+"#;
+
+    #[actix_web::test]
+    async fn server_requests_wait_in_a_bounded_queue() {
+        const FLOOD: u64 = 20_000;
+        let t = Stdio::connect(
+            "python3",
+            &["-c".into(), REQUEST_FLOOD.into(), FLOOD.to_string()],
+            &IndexMap::new(),
+            false,
+            None,
+            &opts(),
+        )
+        .await
+        .unwrap();
+        t.request("flood", None).await.unwrap();
+        // Unbounded, every ping would be answered sooner or later: give
+        // the answers time to arrive, then count.
+        let count = || async {
+            let raw = t.request("count", None).await.unwrap();
+            serde_json::from_str::<Value>(raw.get()).unwrap()["pongs"]
+                .as_u64()
+                .unwrap()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let mut pongs = count().await;
+        while pongs < FLOOD / 2 && std::time::Instant::now() < deadline {
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+            pongs = count().await;
+        }
+        // What fit in the pipe while the child did not read, plus the
+        // queue; the rest was dropped, not held.
+        assert!(pongs > 0, "pings are still answered");
+        assert!(pongs < FLOOD / 2, "{pongs} of {FLOOD} answered: unbounded");
+        // The session goes on.
+        let raw = t.request("tools/list", None).await.unwrap();
+        assert!(raw.get().contains("\"t\""));
+        t.close().await;
     }
 }

@@ -640,13 +640,7 @@ pub fn initial_view(spec: &ServerSpec, generation: u64) -> ServerView {
         source: spec.source.as_str(),
         transport: spec.transport().as_str(),
         negotiated_transport: None,
-        endpoint: match &spec.endpoint {
-            Endpoint::Http { url, .. } => redact_url(url),
-            Endpoint::Stdio { command, args, .. } => std::iter::once(command.as_str())
-                .chain(args.iter().map(String::as_str))
-                .collect::<Vec<_>>()
-                .join(" "),
-        },
+        endpoint: crate::status::endpoint_display(&spec.endpoint),
         state: DiscoveryState::Unknown,
         last_error: None,
         last_success_at: None,
@@ -697,15 +691,6 @@ trait With: Sized {
 
 impl With for ServerView {}
 
-/// A URL without its password, for display.
-fn redact_url(url: &url::Url) -> String {
-    let mut shown = url.clone();
-    if shown.password().is_some() {
-        let _ = shown.set_password(Some("redacted"));
-    }
-    shown.to_string()
-}
-
 fn target_of(spec: &ServerSpec) -> Target {
     match &spec.endpoint {
         Endpoint::Http { url, transport } => Target::Http {
@@ -716,6 +701,7 @@ fn target_of(spec: &ServerSpec) -> Target {
             command,
             args,
             env,
+            env_inherit,
             cwd,
         } => Target::Stdio {
             command: command.clone(),
@@ -724,6 +710,7 @@ fn target_of(spec: &ServerSpec) -> Target {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.expose().to_owned()))
                 .collect(),
+            env_inherit: *env_inherit,
             cwd: cwd.clone(),
         },
     }
@@ -1050,10 +1037,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn url_password_is_redacted() {
-        let url = url::Url::parse("https://user:hunter2@example.com/mcp").unwrap();
-        let shown = redact_url(&url);
-        assert!(!shown.contains("hunter2"));
-        assert!(shown.contains("user:redacted@"));
+    fn the_initial_view_shows_no_secret_of_the_endpoint() {
+        let spec = |endpoint: Endpoint| ServerSpec {
+            name: discovery_config::ServerName::parse("s", "__").unwrap(),
+            source: discovery_config::ServerSource::Api,
+            endpoint,
+            headers: Default::default(),
+            auth: AuthConfig::None,
+            tools: Default::default(),
+            push: true,
+            discovery: Default::default(),
+        };
+        let http = spec(Endpoint::Http {
+            url: url::Url::parse("https://user:hunter2@example.com/mcp?api_key=k-secret").unwrap(),
+            transport: TransportKind::Auto,
+        });
+        let shown = initial_view(&http, 0).endpoint;
+        assert_eq!(shown, "https://example.com/mcp?…");
+        let stdio = spec(Endpoint::Stdio {
+            command: "npx".into(),
+            args: vec!["-y".into(), "--password=a-secret".into()],
+            env: Default::default(),
+            env_inherit: false,
+            cwd: None,
+        });
+        assert_eq!(initial_view(&stdio, 0).endpoint, "npx (+2 args)");
     }
 }

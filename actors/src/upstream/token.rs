@@ -56,7 +56,8 @@ pub struct GetToken {
 }
 
 /// Sent by the TokenRefresher to its Upstream after each token request.
-#[derive(Message, Debug)]
+/// `Debug` shows no token.
+#[derive(Message)]
 #[rtype(result = "()")]
 pub enum TokenEvent {
     Refreshed {
@@ -66,6 +67,19 @@ pub enum TokenEvent {
     Failed {
         error: String,
     },
+}
+
+impl std::fmt::Debug for TokenEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenEvent::Refreshed { expires_at, .. } => f
+                .debug_struct("Refreshed")
+                .field("token", &"[redacted]")
+                .field("expires_at", expires_at)
+                .finish(),
+            TokenEvent::Failed { error } => f.debug_struct("Failed").field("error", error).finish(),
+        }
+    }
 }
 
 /// Sent by the Upstream from `stopping()`.
@@ -394,5 +408,14 @@ mod tests {
                 "https://other.example/token".to_owned()
             ))
         );
+    }
+
+    #[test]
+    fn a_token_event_does_not_print_the_token() {
+        let e = TokenEvent::Refreshed {
+            token: "tok-secret".into(),
+            expires_at: Utc::now(),
+        };
+        assert!(!format!("{e:?}").contains("tok-secret"));
     }
 }
