@@ -140,6 +140,8 @@ impl std::fmt::Debug for ClientOptions {
             connect_timeout,
             max_response_bytes,
             max_pages,
+            max_items,
+            max_listing_bytes,
             headers,
             bearer,
         } = self;
@@ -149,6 +151,8 @@ impl std::fmt::Debug for ClientOptions {
             .field("connect_timeout", connect_timeout)
             .field("max_response_bytes", max_response_bytes)
             .field("max_pages", max_pages)
+            .field("max_items", max_items)
+            .field("max_listing_bytes", max_listing_bytes)
             .field(
                 "headers",
                 &headers
