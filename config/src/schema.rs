@@ -39,6 +39,9 @@ pub struct RawConfig {
 pub struct RawAdmin {
     pub api_keys: Option<Vec<Text>>,
     pub protect_reads: Option<Flag>,
+    /// Let `POST`/`PUT /v1/servers` register stdio servers (a process
+    /// start); needs `api_keys`.
+    pub allow_stdio_registration: Option<Flag>,
 }
 
 /// `store:` — where runtime registrations are persisted.

@@ -27,6 +27,9 @@ pub struct AdminConfig {
     /// Empty: no key required (issue 5 restricts writes to loopback then).
     pub api_keys: Vec<Secret>,
     pub protect_reads: bool,
+    /// Whether a registration over the API may define a stdio server (a
+    /// command this process starts). Validated to imply `api_keys`.
+    pub allow_stdio_registration: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Default)]
