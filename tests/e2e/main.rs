@@ -13,6 +13,7 @@ mod process;
 mod push_stream;
 mod registrations;
 mod reload;
+mod security_store;
 mod stdio;
 mod store;
 mod upstream_selftest;

@@ -688,6 +688,7 @@ async fn postgres_store() {
         Some(&key()),
         StoreOptions {
             resync_interval: Duration::from_millis(200),
+            ..StoreOptions::default()
         },
     )
     .await
