@@ -479,10 +479,16 @@ impl Handler<UpsertApiServer> for Supervisor {
             ServerSource::Api,
         )
         .map_err(ApiServerError::Invalid)?;
+        // Older than what runs, or than a delete already applied: another
+        // write of this name got here first (a replica's, through a sync).
         let newer = self
             .api
             .get(&msg.name)
-            .is_some_and(|running| running.revision > msg.revision);
+            .is_some_and(|running| running.revision > msg.revision)
+            || self
+                .tombstones
+                .get(&msg.name)
+                .is_some_and(|&deleted| deleted > msg.revision);
         let before = self.generation_of(&msg.name);
         if self
             .tombstones
