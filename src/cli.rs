@@ -52,6 +52,7 @@ Exit codes:
 
 Environment:
   MCP_DISCOVERY_CONFIG              configuration file when --config is absent
+  MCP_DISCOVERY_STATE_DIR           directory of the default store when --state-dir is absent
   MCP_DISCOVERY__SECTION__KEY       overrides one configuration key
   MCP_DISCOVERY_PROBE_TOKEN         probe: bearer token (instead of --bearer)
   MCP_DISCOVERY_PROBE_CLIENT_SECRET probe: OAuth2 client secret (instead of --client-secret)
@@ -103,6 +104,11 @@ pub struct ServeArgs {
     /// Log format (logs go to stderr).
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Writable directory for the default store (`mcp-discovery.db`, when
+    /// `store.url` is not set). Default: the working directory.
+    #[arg(long, value_name = "DIR", env = "MCP_DISCOVERY_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -171,6 +177,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     }
     let options = AppOptions {
         listen: args.listen,
+        state_dir: args.state_dir,
         ..AppOptions::default()
     };
     let system = actix_rt::System::new();

@@ -80,6 +80,7 @@ pub struct Metrics {
     config_last_reload_successful: IntGauge,
     http_requests_total: IntCounterVec,
     http_request_duration_seconds: HistogramVec,
+    store_rows_skipped_total: prometheus::IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -168,6 +169,11 @@ pub fn method_label(method: &actix_web::http::Method) -> &'static str {
 }
 
 impl Metrics {
+    /// A stored registration could not be decoded and was skipped.
+    pub fn store_row_skipped(&self) {
+        self.store_rows_skipped_total.inc();
+    }
+
     /// Creates and registers every metric on a fresh registry, plus the
     /// process collector (Linux).
     pub fn new() -> Result<Self, MetricsError> {
@@ -256,6 +262,14 @@ impl Metrics {
                 &["method", "route"],
                 HTTP_BUCKETS,
             )?,
+            store_rows_skipped_total: {
+                let c = prometheus::IntCounter::new(
+                    "mcp_discovery_store_rows_skipped_total",
+                    "Stored registrations skipped because they could not be decoded (bad ciphertext, bad JSON, unknown format), counted at every read.",
+                )
+                .map_err(MetricsError::Register)?;
+                register(&r, c)?
+            },
             registry: r,
         };
         // The running configuration was loaded successfully, or we would not

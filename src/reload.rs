@@ -226,7 +226,8 @@ impl ConfigWatcher {
     fn prepare(&self) -> Result<Arc<Config>, ReloadError> {
         let path = self.path.as_deref().ok_or(ReloadError::NoFile)?;
         let new = discovery_config::load_file(path).map_err(ReloadError::Rejected)?;
-        let restart = restart_required(&self.current.borrow(), &new);
+        let mut restart = restart_required(&self.current.borrow(), &new);
+        restart.extend(store_restart_required(&self.current.borrow(), &new));
         if !restart.is_empty() {
             return Err(ReloadError::Rejected(ConfigErrors(restart)));
         }
@@ -249,6 +250,29 @@ impl ConfigWatcher {
             other => tracing::error!(trigger = trigger.as_str(), error = %other, "Reload failed."),
         }
     }
+}
+
+/// The store is opened once at start-up (its pools, its listener, the
+/// rows the engine runs): a change of `store.*` needs a restart, like
+/// `listen`. The values are never echoed (a URL may hold a password).
+fn store_restart_required(old: &Config, new: &Config) -> Option<discovery_config::ConfigError> {
+    let mut changed = Vec::new();
+    if old.store.url != new.store.url {
+        changed.push("store.url");
+    }
+    if old.store.encryption_key != new.store.encryption_key {
+        changed.push("store.encryption_key");
+    }
+    let first = *changed.first()?;
+    Some(discovery_config::ConfigError::new(
+        new.source.as_deref(),
+        first,
+        format!(
+            "changing {} needs a restart (the store is opened once, at start-up). Hint: \
+             restart the service to use the new store settings, or set them back",
+            changed.join(" and ")
+        ),
+    ))
 }
 
 fn file_hash(path: &Path) -> Option<u64> {

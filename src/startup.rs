@@ -3,6 +3,7 @@
 //! then the supervisor stops every upstream within a deadline.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,14 +11,14 @@ use actix::{Actor, Addr};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, HttpServer};
 use anyhow::Context as _;
-use discovery_actors::supervisor::{Shutdown, SyncApiServers};
+use discovery_actors::supervisor::{Shutdown, StoredEntry, SyncApiServers};
 use discovery_actors::{start_engine, DiscoveryEvents, Engine};
 use discovery_config::Config;
 
 use crate::api::{self, ApiState, Readiness};
 use crate::metrics::Metrics;
 use crate::reload::{ConfigWatcher, Reload, ReloadTrigger};
-use crate::store::Store;
+use crate::store::{Snapshot, Store, StoreOptions};
 
 /// Knobs that are not part of the configuration file.
 #[derive(Clone, Debug)]
@@ -34,6 +35,11 @@ pub struct AppOptions {
     pub handle_signals: bool,
     /// Overrides `store.url` (tests use `sqlite::memory:`).
     pub store_url: Option<String>,
+    /// Where the default SQLite store lives (`--state-dir`,
+    /// `MCP_DISCOVERY_STATE_DIR`); None: the working directory.
+    pub state_dir: Option<PathBuf>,
+    /// Timeouts of the store's calls.
+    pub store_options: StoreOptions,
 }
 
 impl AppOptions {
@@ -61,6 +67,8 @@ impl Default for AppOptions {
             engine_shutdown_deadline: Self::DEFAULT_ENGINE_SHUTDOWN_DEADLINE,
             handle_signals: true,
             store_url: None,
+            state_dir: None,
+            store_options: StoreOptions::default(),
         }
     }
 }
@@ -133,21 +141,18 @@ impl Application {
             .await
             .context("could not subscribe to the store's changes")?;
         let stored = store
-            .list()
+            .snapshot()
             .await
             .context("could not read the stored servers")?;
-        engine.supervisor.do_send(SyncApiServers {
-            entries: stored.into_iter().map(|s| (s.name, s.entry)).collect(),
-        });
+        engine.supervisor.do_send(sync_message(stored, &metrics));
         let syncer = {
             let store = store.clone();
             let supervisor = engine.supervisor.clone();
+            let metrics = metrics.clone();
             actix_rt::spawn(async move {
                 while changes.recv().await.is_some() {
-                    match store.list().await {
-                        Ok(stored) => supervisor.do_send(SyncApiServers {
-                            entries: stored.into_iter().map(|s| (s.name, s.entry)).collect(),
-                        }),
+                    match store.snapshot().await {
+                        Ok(stored) => supervisor.do_send(sync_message(stored, &metrics)),
                         Err(err) => {
                             tracing::warn!(error = %err, "Could not re-read the stored servers; retrying on the next change.")
                         }
@@ -307,17 +312,97 @@ fn log_access_mode(config: &Config) {
     }
 }
 
-/// The store of runtime registrations: `store.url`, or a SQLite file next
-/// to the configuration file.
+/// The supervisor's view of a store snapshot; every row that could not be
+/// decoded is logged by name and counted, and what runs under its name is
+/// left alone (one bad row never stops the others, nor the service).
+fn sync_message(snapshot: Snapshot, metrics: &Metrics) -> SyncApiServers {
+    for skipped in &snapshot.skipped {
+        tracing::error!(server = %skipped.name, revision = skipped.revision, error = %skipped.error, "Skipped a stored server that cannot be read. Hint: fix the key, or DELETE /v1/servers/NAME and register it again.");
+        metrics.store_row_skipped();
+    }
+    SyncApiServers {
+        undecodable: snapshot.skipped.into_iter().map(|s| s.name).collect(),
+        entries: snapshot
+            .servers
+            .into_iter()
+            .map(|s| StoredEntry {
+                name: s.name,
+                entry: s.entry,
+                revision: s.revision,
+            })
+            .collect(),
+        as_of: snapshot.revision,
+    }
+}
+
+/// The default SQLite file: `mcp-discovery.db` in the state directory
+/// (created, owner-only, if missing). An upgrade from a version that kept
+/// it next to the configuration file goes on using that file, with a
+/// warning to move it, rather than starting empty.
+fn default_store_file(config: &Config, state_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = state_dir {
+        if !dir.exists() {
+            create_private_dir(dir).with_context(|| {
+                format!(
+                    "could not create the state directory {}. Hint: pass a writable \
+                     --state-dir (or MCP_DISCOVERY_STATE_DIR)",
+                    dir.display()
+                )
+            })?;
+        }
+    }
+    let file = Store::default_file(state_dir);
+    let legacy = config
+        .source
+        .as_deref()
+        .and_then(Path::parent)
+        .map(|dir| Store::default_file(Some(dir)));
+    if let Some(legacy) = legacy {
+        let same = match (legacy.canonicalize(), file.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => legacy == file,
+        };
+        if !same && legacy.is_file() && !file.exists() {
+            tracing::warn!(
+                legacy = %legacy.display(),
+                state_file = %file.display(),
+                "Using the store found next to the configuration file; the default location is now the state directory. Hint: stop the service, move the file (with its -wal and -shm) there, or set store.url"
+            );
+            return Ok(legacy);
+        }
+    }
+    Ok(file)
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// The store of runtime registrations: `store.url`, or the SQLite file in
+/// the state directory.
 async fn open_store(config: &Config, options: &AppOptions) -> anyhow::Result<Store> {
-    let url = options
+    let configured = options
         .store_url
         .clone()
-        .or_else(|| config.store.url.as_ref().map(|u| u.expose().to_owned()))
-        .unwrap_or_else(|| Store::default_url(config.source.as_deref()));
-    let store = Store::connect(&url, config.store.encryption_key.as_ref())
-        .await
-        .context("could not open the store of runtime registrations (store.url)")?;
+        .or_else(|| config.store.url.as_ref().map(|u| u.expose().to_owned()));
+    let url = match configured {
+        Some(url) => url,
+        None => Store::sqlite_url(&default_store_file(config, options.state_dir.as_deref())?),
+    };
+    let store = Store::connect_with(
+        &url,
+        config.store.encryption_key.as_ref(),
+        options.store_options.clone(),
+    )
+    .await
+    .context("could not open the store of runtime registrations (store.url)")?;
     tracing::info!(store = %store.location(), encrypted = store.is_encrypted(), "Opened the store of runtime registrations.");
     if !store.is_encrypted() {
         tracing::warn!("store.encryption_key is not set: secrets of servers registered over the API are stored unencrypted");

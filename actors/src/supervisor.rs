@@ -8,13 +8,14 @@
 //! of its state; the supervisor restarts it, same spec, new generation,
 //! after a capped backoff (`UPSTREAM_RESTART_*`), and logs it.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use discovery_config::{
     diff_servers, server_from_value, Config, ConfigDiff, ConfigErrors, ServerName, ServerSource,
-    ServerSpec,
+    ServerSpec, TransportKind,
 };
 use futures_util::future::join_all;
 use indexmap::IndexMap;
@@ -86,8 +87,25 @@ pub struct Supervisor {
     config: Arc<Config>,
     /// Servers registered over the API, as registered (raw config
     /// entries): their effective settings are recomputed on every reload.
-    api: IndexMap<ServerName, serde_json::Value>,
+    api: IndexMap<ServerName, ApiEntry>,
+    /// Names deleted over the API, with the delete's store revision: a
+    /// replica sync that still shows an older row of one is stale.
+    tombstones: HashMap<ServerName, i64>,
+    /// Names a `POST` is registering right now (the store write is under
+    /// way): a reload may not take them for the file meanwhile.
+    reserved: HashSet<ServerName>,
+    /// Stored stdio servers not started because stdio registration is off
+    /// (logged once each).
+    stdio_blocked: BTreeSet<ServerName>,
     shutting_down: bool,
+}
+
+/// A server registered over the API: its entry as registered, and the
+/// store revision of that entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiEntry {
+    pub entry: serde_json::Value,
+    pub revision: i64,
 }
 
 impl Supervisor {
@@ -104,6 +122,9 @@ impl Supervisor {
             upstreams: IndexMap::new(),
             config: Arc::new(Config::embedded_defaults()),
             api: IndexMap::new(),
+            tombstones: HashMap::new(),
+            reserved: HashSet::new(),
+            stdio_blocked: BTreeSet::new(),
             shutting_down: false,
         }
     }
@@ -186,25 +207,33 @@ impl Supervisor {
     fn desired(
         &self,
         config: &Config,
-        api: &IndexMap<ServerName, serde_json::Value>,
-    ) -> Result<IndexMap<ServerName, ServerSpec>, ApplyError> {
+        api: &IndexMap<ServerName, ApiEntry>,
+    ) -> Result<Desired, ApplyError> {
         let mut out = config.servers.clone();
         let taken: Vec<String> = api
             .keys()
+            .chain(&self.reserved)
             .filter(|name| out.contains_key(*name))
             .map(ToString::to_string)
             .collect();
         if !taken.is_empty() {
             return Err(ApplyError::NameTaken(taken));
         }
-        for (name, entry) in api {
+        let stdio_allowed = stdio_registration_allowed(config);
+        let mut blocked = BTreeSet::new();
+        for (name, api_entry) in api {
             match server_from_value(
                 name.as_str(),
-                entry.clone(),
+                api_entry.entry.clone(),
                 &config.discovery,
                 &config.catalog.separator,
                 ServerSource::Api,
             ) {
+                // A process start nobody allowed (any more): not started,
+                // the row is kept for when it is allowed again.
+                Ok(spec) if !stdio_allowed && spec.transport() == TransportKind::Stdio => {
+                    blocked.insert(name.clone());
+                }
                 Ok(spec) => {
                     out.insert(name.clone(), spec);
                 }
@@ -218,7 +247,37 @@ impl Supervisor {
                 }
             }
         }
-        Ok(out)
+        Ok(Desired {
+            servers: out,
+            blocked,
+        })
+    }
+
+    /// Remembers which stored stdio servers are held back, warning once
+    /// for each newly held back.
+    fn note_blocked(&mut self, blocked: BTreeSet<ServerName>) {
+        for name in blocked.difference(&self.stdio_blocked) {
+            tracing::warn!(server = %name, "Did not start a stdio server registered over the API: admin.allow_stdio_registration is off (or admin.api_keys is empty). The stored registration is kept; DELETE /v1/servers/NAME removes it.");
+        }
+        self.stdio_blocked = blocked;
+    }
+
+    /// Computes and converges to the desired set for `api`, then keeps it.
+    fn apply_api(
+        &mut self,
+        api: IndexMap<ServerName, ApiEntry>,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), ApplyError> {
+        let config = self.config.clone();
+        let desired = self.desired(&config, &api)?;
+        self.api = api;
+        self.converge(&desired.servers, &config.catalog.separator, ctx);
+        self.note_blocked(desired.blocked);
+        Ok(())
+    }
+
+    fn generation_of(&self, name: &ServerName) -> Option<u64> {
+        self.upstreams.get(name).map(|r| r.generation)
     }
 
     /// Makes the running upstreams match `desired`: start added, stop
@@ -262,6 +321,65 @@ impl Supervisor {
     }
 }
 
+/// What should run: every server's effective spec, plus the API servers
+/// held back by the stdio policy.
+struct Desired {
+    servers: IndexMap<ServerName, ServerSpec>,
+    blocked: BTreeSet<ServerName>,
+}
+
+/// Whether API-registered stdio servers may run: only with the flag on and
+/// admin keys set (validation refuses the flag without keys; a reload
+/// that removes the keys stops them).
+fn stdio_registration_allowed(config: &Config) -> bool {
+    config.admin.allow_stdio_registration && !config.admin.api_keys.is_empty()
+}
+
+/// The API servers after a replica sync: the snapshot's rows, except where
+/// what runs is newer. A row older than the running revision is stale
+/// (ignored); a row no newer than a local delete is stale; a running
+/// server missing from the snapshot was deleted only if its revision is
+/// covered by the snapshot (`as_of`), else it was written after the
+/// snapshot and stays; names in `keep` (rows that could not be decoded)
+/// stay as they run. Tombstones the snapshot covers are dropped.
+pub fn merge_sync(
+    current: &IndexMap<ServerName, ApiEntry>,
+    tombstones: &mut HashMap<ServerName, i64>,
+    snapshot: IndexMap<ServerName, ApiEntry>,
+    as_of: i64,
+    keep: &HashSet<ServerName>,
+) -> IndexMap<ServerName, ApiEntry> {
+    let mut out = IndexMap::new();
+    for (name, row) in snapshot {
+        match current.get(&name) {
+            Some(running) if running.revision > row.revision => {
+                tracing::debug!(server = %name, running = running.revision, stored = row.revision, "Ignored a stale stored row.");
+                out.insert(name, running.clone());
+                continue;
+            }
+            _ => {}
+        }
+        if tombstones
+            .get(&name)
+            .is_some_and(|&deleted| row.revision <= deleted)
+        {
+            tracing::debug!(server = %name, stored = row.revision, "Ignored a stored row older than its deletion.");
+            continue;
+        }
+        out.insert(name, row);
+    }
+    for (name, running) in current {
+        if out.contains_key(name) {
+            continue;
+        }
+        if keep.contains(name) || running.revision > as_of {
+            out.insert(name.clone(), running.clone());
+        }
+    }
+    tombstones.retain(|_, deleted| *deleted > as_of);
+    out
+}
+
 /// Why a configuration was not applied (nothing changed).
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -287,8 +405,9 @@ impl Handler<ApplyConfig> for Supervisor {
         }
         let config = msg.0;
         let desired = self.desired(&config, &self.api)?;
-        let diff = self.converge(&desired, &config.catalog.separator, ctx);
+        let diff = self.converge(&desired.servers, &config.catalog.separator, ctx);
         self.config = config;
+        self.note_blocked(desired.blocked);
         tracing::info!(
             added = diff.added.len(),
             removed = diff.removed.len(),
@@ -313,20 +432,76 @@ pub enum ApiServerError {
     ShuttingDown,
 }
 
-/// Sent by the API after a registration (POST) or replacement (PUT) was
-/// stored: start the server, or restart it if its settings changed. The
-/// same path as a file server; only the source differs.
+/// Sent by the API before it stores a new registration (POST), under the
+/// name's lock: holds the name so that a reload cannot give it to a file
+/// server while the store write is under way. Released by the
+/// [`UpsertApiServer`] that follows, or by [`ReleaseApiName`].
 #[derive(Message)]
 #[rtype(result = "Result<(), ApiServerError>")]
+pub struct ReserveApiName {
+    pub name: ServerName,
+}
+
+impl Handler<ReserveApiName> for Supervisor {
+    type Result = Result<(), ApiServerError>;
+
+    fn handle(&mut self, msg: ReserveApiName, _ctx: &mut Self::Context) -> Self::Result {
+        if self.shutting_down {
+            return Err(ApiServerError::ShuttingDown);
+        }
+        if self.is_file_server(&msg.name) {
+            return Err(ApiServerError::FileServer(msg.name.to_string()));
+        }
+        self.reserved.insert(msg.name);
+        Ok(())
+    }
+}
+
+/// Sent by the API when a reserved registration was not stored after all.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReleaseApiName {
+    pub name: ServerName,
+}
+
+impl Handler<ReleaseApiName> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReleaseApiName, _ctx: &mut Self::Context) {
+        self.reserved.remove(&msg.name);
+    }
+}
+
+/// What an [`UpsertApiServer`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpsertOutcome {
+    /// The running upstream's generation (None: held back by the stdio
+    /// policy, not running).
+    pub generation: Option<u64>,
+    /// False when the effective settings did not change: the server runs
+    /// on as it was, and the published view is its real state.
+    pub restarted: bool,
+}
+
+/// Sent by the API after a registration (POST) or replacement (PUT) was
+/// stored, under the name's lock: start the server, or restart it if its
+/// settings changed. The same path as a file server; only the source
+/// differs. An entry older than what runs (a newer revision came from
+/// another replica meanwhile) changes nothing.
+#[derive(Message)]
+#[rtype(result = "Result<UpsertOutcome, ApiServerError>")]
 pub struct UpsertApiServer {
     pub name: ServerName,
     pub entry: serde_json::Value,
+    /// The store revision of this entry.
+    pub revision: i64,
 }
 
 impl Handler<UpsertApiServer> for Supervisor {
-    type Result = Result<(), ApiServerError>;
+    type Result = Result<UpsertOutcome, ApiServerError>;
 
     fn handle(&mut self, msg: UpsertApiServer, ctx: &mut Self::Context) -> Self::Result {
+        self.reserved.remove(&msg.name);
         if self.shutting_down {
             return Err(ApiServerError::ShuttingDown);
         }
@@ -341,51 +516,105 @@ impl Handler<UpsertApiServer> for Supervisor {
             ServerSource::Api,
         )
         .map_err(ApiServerError::Invalid)?;
-        let mut api = self.api.clone();
-        api.insert(msg.name, msg.entry);
-        let config = self.config.clone();
-        let desired = self
-            .desired(&config, &api)
-            .map_err(|e| ApiServerError::FileServer(e.to_string()))?;
-        self.api = api;
-        self.converge(&desired, &config.catalog.separator, ctx);
-        Ok(())
+        // Older than what runs, or than a delete already applied: another
+        // write of this name got here first (a replica's, through a sync).
+        let newer = self
+            .api
+            .get(&msg.name)
+            .is_some_and(|running| running.revision > msg.revision)
+            || self
+                .tombstones
+                .get(&msg.name)
+                .is_some_and(|&deleted| deleted > msg.revision);
+        let before = self.generation_of(&msg.name);
+        if self
+            .tombstones
+            .get(&msg.name)
+            .is_some_and(|&deleted| deleted < msg.revision)
+        {
+            self.tombstones.remove(&msg.name);
+        }
+        if !newer {
+            let mut api = self.api.clone();
+            api.insert(
+                msg.name.clone(),
+                ApiEntry {
+                    entry: msg.entry,
+                    revision: msg.revision,
+                },
+            );
+            self.apply_api(api, ctx)
+                .map_err(|e| ApiServerError::FileServer(e.to_string()))?;
+        }
+        let generation = self.generation_of(&msg.name);
+        Ok(UpsertOutcome {
+            generation,
+            restarted: generation != before,
+        })
     }
 }
 
-/// Sent by the API after a deletion was stored: stop the server.
+/// Sent by the API for `DELETE /v1/servers/{name}`, under the name's lock,
+/// after the row was deleted (`revision`: the delete's store revision) or
+/// found missing (None): the server stops either way, so a row already
+/// gone still reaches the engine. Replies whether a server was running.
 #[derive(Message)]
-#[rtype(result = "Result<(), ApiServerError>")]
+#[rtype(result = "Result<bool, ApiServerError>")]
 pub struct RemoveApiServer {
     pub name: ServerName,
+    pub revision: Option<i64>,
 }
 
 impl Handler<RemoveApiServer> for Supervisor {
-    type Result = Result<(), ApiServerError>;
+    type Result = Result<bool, ApiServerError>;
 
     fn handle(&mut self, msg: RemoveApiServer, ctx: &mut Self::Context) -> Self::Result {
         if self.is_file_server(&msg.name) {
             return Err(ApiServerError::FileServer(msg.name.to_string()));
         }
-        if self.api.shift_remove(&msg.name).is_none() {
-            return Err(ApiServerError::NotFound(msg.name.to_string()));
+        if let Some(revision) = msg.revision {
+            let tomb = self.tombstones.entry(msg.name.clone()).or_insert(revision);
+            *tomb = (*tomb).max(revision);
+            // A newer registration (another replica's, after this delete)
+            // stays.
+            if self
+                .api
+                .get(&msg.name)
+                .is_some_and(|running| running.revision > revision)
+            {
+                return Ok(false);
+            }
         }
-        let config = self.config.clone();
-        let api = self.api.clone();
-        if let Ok(desired) = self.desired(&config, &api) {
-            self.converge(&desired, &config.catalog.separator, ctx);
-        }
-        Ok(())
+        let mut api = self.api.clone();
+        let Some(_) = api.shift_remove(&msg.name) else {
+            return Ok(false);
+        };
+        // Removing a name cannot make the set clash with the file.
+        let _ = self.apply_api(api, ctx);
+        Ok(true)
     }
 }
 
+/// One stored registration, for [`SyncApiServers`].
+#[derive(Clone, Debug)]
+pub struct StoredEntry {
+    pub name: String,
+    pub entry: serde_json::Value,
+    pub revision: i64,
+}
+
 /// Sent at start-up with the stored registrations, and whenever another
-/// replica changed them: the API servers become exactly these (invalid
-/// or clashing entries are logged and skipped).
+/// replica changed them: the API servers become these, except where what
+/// runs is newer ([`merge_sync`]); invalid or clashing entries are logged
+/// and skipped.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SyncApiServers {
-    pub entries: Vec<(String, serde_json::Value)>,
+    pub entries: Vec<StoredEntry>,
+    /// The store's write counter when the entries were read.
+    pub as_of: i64,
+    /// Rows that could not be decoded: what runs under these names stays.
+    pub undecodable: Vec<String>,
 }
 
 impl Handler<SyncApiServers> for Supervisor {
@@ -395,22 +624,34 @@ impl Handler<SyncApiServers> for Supervisor {
         if self.shutting_down {
             return;
         }
-        let mut api = IndexMap::new();
-        for (name, entry) in msg.entries {
-            let Ok(name) = ServerName::parse(&name, &self.config.catalog.separator) else {
-                tracing::warn!(server = %name, "Skipped a stored server with an invalid name.");
+        let mut snapshot = IndexMap::new();
+        for stored in msg.entries {
+            let Ok(name) = ServerName::parse(&stored.name, &self.config.catalog.separator) else {
+                tracing::warn!(server = %stored.name, "Skipped a stored server with an invalid name.");
                 continue;
             };
             if self.is_file_server(&name) {
                 tracing::warn!(server = %name, "Skipped a stored server whose name the configuration file now uses.");
                 continue;
             }
-            api.insert(name, entry);
+            snapshot.insert(
+                name,
+                ApiEntry {
+                    entry: stored.entry,
+                    revision: stored.revision,
+                },
+            );
         }
-        let config = self.config.clone();
-        if let Ok(desired) = self.desired(&config, &api) {
-            self.api = api;
-            self.converge(&desired, &config.catalog.separator, ctx);
+        let keep: HashSet<ServerName> = msg
+            .undecodable
+            .iter()
+            .filter_map(|n| ServerName::parse(n, &self.config.catalog.separator).ok())
+            .collect();
+        let mut tombstones = std::mem::take(&mut self.tombstones);
+        let api = merge_sync(&self.api, &mut tombstones, snapshot, msg.as_of, &keep);
+        self.tombstones = tombstones;
+        if let Err(e) = self.apply_api(api, ctx) {
+            tracing::warn!(error = %e, "Did not apply the stored servers.");
         }
     }
 }
@@ -567,6 +808,7 @@ mod tests {
     use crate::events::NoEvents;
     use crate::mcp::test_server::{start, Behavior};
     use crate::status::DiscoveryState;
+    use serde_json::json;
 
     async fn wait_view(
         engine: &Engine,
@@ -619,5 +861,89 @@ mod tests {
             .await
             .unwrap();
         assert!(!engine.supervisor.connected());
+    }
+
+    fn name(n: &str) -> ServerName {
+        ServerName::parse(n, "__").unwrap()
+    }
+
+    fn entries(list: &[(&str, i64)]) -> IndexMap<ServerName, ApiEntry> {
+        list.iter()
+            .map(|&(n, revision)| {
+                (
+                    name(n),
+                    ApiEntry {
+                        entry: json!({"url": format!("http://{n}/{revision}")}),
+                        revision,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn revisions(map: &IndexMap<ServerName, ApiEntry>) -> Vec<(String, i64)> {
+        map.iter()
+            .map(|(n, e)| (n.to_string(), e.revision))
+            .collect()
+    }
+
+    #[test]
+    fn a_stale_row_is_ignored_and_a_newer_one_applied() {
+        let current = entries(&[("a", 7), ("b", 3)]);
+        let snapshot = entries(&[("a", 5), ("b", 9)]);
+        let merged = merge_sync(&current, &mut HashMap::new(), snapshot, 9, &HashSet::new());
+        assert_eq!(revisions(&merged), [("a".into(), 7), ("b".into(), 9)]);
+        assert_eq!(
+            merged[&name("a")],
+            current[&name("a")],
+            "the running entry stays"
+        );
+    }
+
+    #[test]
+    fn a_missing_row_is_a_delete_only_when_the_snapshot_covers_it() {
+        let current = entries(&[("old", 4), ("new", 12)]);
+        let merged = merge_sync(
+            &current,
+            &mut HashMap::new(),
+            IndexMap::new(),
+            10,
+            &HashSet::new(),
+        );
+        assert_eq!(revisions(&merged), [("new".into(), 12)]);
+    }
+
+    #[test]
+    fn a_row_older_than_a_local_delete_stays_deleted() {
+        let mut tombstones = HashMap::from([(name("gone"), 8)]);
+        let snapshot = entries(&[("gone", 6)]);
+        let merged = merge_sync(
+            &IndexMap::new(),
+            &mut tombstones,
+            snapshot,
+            7,
+            &HashSet::new(),
+        );
+        assert!(merged.is_empty());
+        assert!(tombstones.contains_key(&name("gone")), "not covered yet");
+        // Registered again elsewhere after the delete: taken.
+        let snapshot = entries(&[("gone", 11)]);
+        let merged = merge_sync(
+            &IndexMap::new(),
+            &mut tombstones,
+            snapshot,
+            11,
+            &HashSet::new(),
+        );
+        assert_eq!(revisions(&merged), [("gone".into(), 11)]);
+        assert!(tombstones.is_empty(), "covered by the snapshot");
+    }
+
+    #[test]
+    fn an_undecodable_row_leaves_what_runs() {
+        let current = entries(&[("bad", 2)]);
+        let keep = HashSet::from([name("bad")]);
+        let merged = merge_sync(&current, &mut HashMap::new(), IndexMap::new(), 20, &keep);
+        assert_eq!(revisions(&merged), [("bad".into(), 2)]);
     }
 }

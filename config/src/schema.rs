@@ -42,6 +42,9 @@ pub struct RawAdmin {
     pub read_keys: Option<Vec<Text>>,
     pub protect_reads: Option<Flag>,
     pub allow_loopback_writes: Option<Flag>,
+    /// Let `POST`/`PUT /v1/servers` register stdio servers (a process
+    /// start); needs `api_keys`.
+    pub allow_stdio_registration: Option<Flag>,
 }
 
 /// `http:` — the names and web origins the API answers (DNS rebinding and

@@ -34,6 +34,9 @@ pub struct AdminConfig {
     /// With no `api_keys`: accept writes from loopback peers without a key
     /// (a local trial). Never combined with keys (validation refuses it).
     pub allow_loopback_writes: bool,
+    /// Whether a registration over the API may define a stdio server (a
+    /// command this process starts). Validated to imply `api_keys`.
+    pub allow_stdio_registration: bool,
 }
 
 /// Who may talk to the API, by name: see `http.*` in the README.

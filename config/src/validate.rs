@@ -404,12 +404,35 @@ fn admin(raw: RawAdmin, r: &mut Report) -> AdminConfig {
              remove one of the two",
         );
     }
+    let allow_stdio_registration =
+        stdio_registration(&raw.allow_stdio_registration, &api_keys, rejected, r);
     AdminConfig {
         api_keys,
         read_keys,
         protect_reads,
         allow_loopback_writes,
+        allow_stdio_registration,
     }
+}
+
+/// `admin.allow_stdio_registration`: a registered stdio server is a process
+/// started on request, so it is never open to keyless callers.
+fn stdio_registration(
+    raw: &Option<crate::schema::Flag>,
+    keys: &[Secret],
+    rejected: bool,
+    r: &mut Report,
+) -> bool {
+    let allowed = raw.as_ref().is_some_and(|f| f.0);
+    if allowed && keys.is_empty() && !rejected {
+        r.error(
+            "admin.allow_stdio_registration",
+            "needs at least one key in admin.api_keys: a stdio registration starts a process on \
+             this host, which must never be open to any client that can reach the API. Hint: \
+             set admin.api_keys, or remove allow_stdio_registration",
+        );
+    }
+    allowed
 }
 
 /// One list of API keys: trimmed, never empty, never short. An error names
@@ -1753,6 +1776,22 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(paths(&err), ["admin.api_keys[0]"]);
+    }
+
+    #[test]
+    fn stdio_registration_needs_admin_keys() {
+        let err =
+            validate_value(json!({"admin": {"allow_stdio_registration": true}}), None).unwrap_err();
+        assert_eq!(paths(&err), ["admin.allow_stdio_registration"]);
+        assert!(err.to_string().contains("starts a process"), "{err}");
+        let config = validate_value(
+            json!({"admin": {"api_keys": ["k-0123456789abcdef"], "allow_stdio_registration": true}}),
+            None,
+        )
+        .unwrap();
+        assert!(config.admin.allow_stdio_registration);
+        let config = validate_value(json!({}), None).unwrap();
+        assert!(!config.admin.allow_stdio_registration, "off by default");
     }
 
     #[test]

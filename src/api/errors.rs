@@ -78,6 +78,13 @@ pub enum ApiError {
     #[error("the discovery engine did not accept the request: {0}")]
     EngineUnavailable(String),
 
+    /// The store of runtime registrations did not answer in time or
+    /// failed; nothing was changed.
+    #[error(
+        "the store of runtime registrations is unavailable: {0}. Nothing was changed; retry later"
+    )]
+    StoreUnavailable(String),
+
     /// A bug or an unexpected failure on our side.
     #[error("internal error: {0}")]
     Internal(String),
@@ -103,6 +110,7 @@ impl ApiError {
             ApiError::ConfigRejected(_) => "config_rejected",
             ApiError::NoConfigFile => "no_config_file",
             ApiError::EngineUnavailable(_) => "engine_unavailable",
+            ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -145,6 +153,7 @@ impl ResponseError for ApiError {
             ApiError::ConfigRejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NoConfigFile => StatusCode::CONFLICT,
             ApiError::EngineUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -232,6 +241,11 @@ mod tests {
                 ApiError::EngineUnavailable("e".into()),
                 503,
                 "engine_unavailable",
+            ),
+            (
+                ApiError::StoreUnavailable("s".into()),
+                503,
+                "store_unavailable",
             ),
             (ApiError::Internal("i".into()), 500, "internal"),
             (

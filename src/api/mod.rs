@@ -30,7 +30,9 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method};
 use actix_web::{guard as method_guard, web, App, HttpRequest, HttpResponse, Route};
-use discovery_actors::supervisor::{RefreshServer, RemoveApiServer, UpsertApiServer};
+use discovery_actors::supervisor::{
+    RefreshServer, ReleaseApiName, RemoveApiServer, ReserveApiName, UpsertApiServer,
+};
 use discovery_actors::{Catalog, Engine, ServersSnapshot};
 use discovery_config::Config;
 use tokio::sync::watch;
@@ -61,7 +63,11 @@ pub struct ApiState {
     /// Runtime registrations: the supervisor, and the store that keeps them.
     pub registrar: Recipient<UpsertApiServer>,
     pub unregistrar: Recipient<RemoveApiServer>,
+    pub reserver: Recipient<ReserveApiName>,
+    pub releaser: Recipient<ReleaseApiName>,
     pub store: Option<Arc<crate::store::Store>>,
+    /// One owner per name for registration writes (ADR 13).
+    pub name_locks: Arc<registrations::NameLocks>,
 }
 
 impl ApiState {
@@ -84,7 +90,10 @@ impl ApiState {
             config,
             registrar: engine.supervisor.clone().recipient(),
             unregistrar: engine.supervisor.clone().recipient(),
+            reserver: engine.supervisor.clone().recipient(),
+            releaser: engine.supervisor.clone().recipient(),
             store,
+            name_locks: Arc::default(),
         }
     }
 

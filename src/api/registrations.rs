@@ -5,15 +5,26 @@
 //! (`server_from_value`, the same effective settings), the same Upstream
 //! actor. The write is stored (durably) before the answer, and the answer
 //! does not wait for any discovery: the actor goes on on its own.
+//!
+//! One owner per name (ADR 13): every write takes the name's lock
+//! ([`NameLocks`]) for its store write *and* its engine update, and runs as
+//! a task of its own, so a client that hangs up cannot leave a write
+//! half-done. A registration is stored and running, or neither.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use discovery_actors::supervisor::{ApiServerError, RemoveApiServer, UpsertApiServer};
+use discovery_actors::supervisor::{
+    ApiServerError, ReleaseApiName, RemoveApiServer, ReserveApiName, UpsertApiServer, UpsertOutcome,
+};
 use discovery_actors::upstream::initial_view;
 use discovery_actors::DiscoveryState;
-use discovery_config::{server_from_value, ConfigErrors, ServerName, ServerSource, ServerSpec};
+use discovery_config::{
+    server_from_value, ConfigErrors, ServerName, ServerSource, ServerSpec, TransportKind,
+};
 use serde_json::{Map, Value};
 
 use super::admin::require_admin;
@@ -42,7 +53,48 @@ fn validate(state: &ApiState, name: &str, entry: &Value) -> Result<ServerSpec, A
     if config.servers.contains_key(name) {
         return Err(ApiError::FileServer(name.to_owned()));
     }
+    let stdio_allowed = config.admin.allow_stdio_registration && !config.admin.api_keys.is_empty();
+    if spec.transport() == TransportKind::Stdio && !stdio_allowed {
+        return Err(ApiError::InvalidServer(ConfigErrors::one(
+            None,
+            "command",
+            "registering a stdio server (command/args/env/cwd) over the API is disabled: it \
+             would start a process on this host. Hint: define it in the configuration file, or \
+             set admin.allow_stdio_registration: true together with admin.api_keys",
+        )));
+    }
     Ok(spec)
+}
+
+/// One async lock per server name, for the registration writes: the store
+/// write and the engine update of one name never interleave with another
+/// write of that name. Entries are dropped once nobody holds or waits.
+#[derive(Debug, Default)]
+pub struct NameLocks {
+    locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl NameLocks {
+    /// Waits for `name`'s lock.
+    pub async fn lock(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            // A poisoned map only means a panic elsewhere mid-insert; the
+            // map itself is still usable.
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            if locks.len() > 64 {
+                locks.retain(|_, lock| lock.strong_count() > 0);
+            }
+            match locks.get(name).and_then(Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(name.to_owned(), Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        lock.lock_owned().await
+    }
 }
 
 /// The body as an object; `name` taken out (and checked against the path
@@ -85,15 +137,16 @@ fn split_body(body: Value, path_name: Option<&str>) -> Result<(String, Value), A
     Ok((name, Value::Object(map)))
 }
 
-fn store(state: &ApiState) -> Result<&crate::store::Store, ApiError> {
-    state.store.as_deref().ok_or_else(|| {
+fn store(state: &ApiState) -> Result<Arc<crate::store::Store>, ApiError> {
+    state.store.clone().ok_or_else(|| {
         ApiError::EngineUnavailable("no store is configured for runtime registrations".into())
     })
 }
 
-async fn tell_supervisor<M>(to: &actix::Recipient<M>, msg: M) -> Result<(), ApiError>
+async fn tell_supervisor<M, R>(to: &actix::Recipient<M>, msg: M) -> Result<R, ApiError>
 where
-    M: actix::Message<Result = Result<(), ApiServerError>> + Send + 'static,
+    M: actix::Message<Result = Result<R, ApiServerError>> + Send + 'static,
+    R: Send + 'static,
 {
     let answer = to
         .send(msg)
@@ -108,22 +161,52 @@ where
     })
 }
 
-/// What the answer shows: the server as it starts (discovery under way).
-fn created_view(spec: &ServerSpec) -> Value {
-    let mut view = initial_view(spec, 0);
+/// Runs a write's critical section as a task of its own: it finishes (store
+/// and engine both updated, or neither) even if the client goes away.
+async fn owned<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, ApiError>> + 'static,
+) -> Result<T, ApiError> {
+    actix_rt::spawn(work)
+        .await
+        .map_err(|e| ApiError::Internal(format!("a registration task failed: {e}")))?
+}
+
+/// The server as it starts (a new actor: discovery under way).
+fn started_view(spec: &ServerSpec, generation: Option<u64>) -> Value {
+    let mut view = initial_view(spec, generation.unwrap_or(0));
     view.state = DiscoveryState::Connecting;
     let mut json = serde_json::to_value(&view).unwrap_or(Value::Object(Map::new()));
-    if let Some(map) = json.as_object_mut() {
-        // The generation is the supervisor's; not known here.
-        map.remove("generation");
+    if generation.is_none() {
+        if let Some(map) = json.as_object_mut() {
+            map.remove("generation");
+        }
     }
     json
+}
+
+/// What a PUT answers: an upstream that was not restarted keeps running as
+/// it was, so the answer is its published view (healthy, its tools...), not
+/// a made-up `connecting`; a restarted one is starting.
+fn view_after(state: &ApiState, spec: &ServerSpec, outcome: UpsertOutcome) -> Value {
+    if !outcome.restarted {
+        let snapshot = state.servers();
+        if let Some(view) = snapshot.servers.get(spec.name.as_str()) {
+            if Some(view.generation) == outcome.generation {
+                return serde_json::to_value(view).unwrap_or(Value::Object(Map::new()));
+            }
+        }
+    }
+    started_view(spec, outcome.generation)
 }
 
 fn store_error(e: StoreError, name: &str) -> ApiError {
     match e {
         StoreError::Conflict(_) => ApiError::AlreadyRegistered(name.to_owned()),
         StoreError::NotFound(_) => ApiError::ServerNotFound(name.to_owned()),
+        other if other.is_unavailable() => {
+            tracing::warn!(server = %name, error = %other, "The store failed a registration write; nothing was changed.");
+            ApiError::StoreUnavailable(other.to_string())
+        }
         other => ApiError::Internal(format!("the store failed: {other}")),
     }
 }
@@ -148,29 +231,51 @@ pub(super) async fn register(
     let (name, entry) = split_body(body.into_inner(), None)?;
     let spec = validate(&state, &name, &entry)?;
     let store = store(&state)?;
-    store
-        .insert(&name, &entry)
-        .await
-        .map_err(|e| store_error(e, &name))?;
-    let server = spec.name.clone();
-    if let Err(e) = tell_supervisor(
-        &state.registrar,
-        UpsertApiServer {
-            name: server,
-            entry,
-        },
-    )
-    .await
-    {
-        // Not running, so not kept: a registration is stored and running,
-        // or neither.
-        let _ = store.delete(&name).await;
-        return Err(e);
-    }
+    let state = state.into_inner();
+    let (spec, outcome) = owned({
+        let state = state.clone();
+        async move {
+            let _owner = state.name_locks.lock(&name).await;
+            tell_supervisor(
+                &state.reserver,
+                ReserveApiName {
+                    name: spec.name.clone(),
+                },
+            )
+            .await?;
+            let stored = match store.insert(&name, &entry).await {
+                Ok(stored) => stored,
+                Err(e) => {
+                    state.releaser.do_send(ReleaseApiName {
+                        name: spec.name.clone(),
+                    });
+                    return Err(store_error(e, &name));
+                }
+            };
+            let upsert = UpsertApiServer {
+                name: spec.name.clone(),
+                entry,
+                revision: stored.revision,
+            };
+            match tell_supervisor(&state.registrar, upsert).await {
+                Ok(outcome) => Ok((spec, outcome)),
+                Err(e) => {
+                    // Not running, so not kept: a registration is stored and
+                    // running, or neither.
+                    if let Err(undo) = store.delete(&name).await {
+                        tracing::error!(server = %name, error = %undo, "Could not undo a registration the engine refused; the stored row stays until DELETE /v1/servers/NAME.");
+                    }
+                    Err(e)
+                }
+            }
+        }
+    })
+    .await?;
+    let name = spec.name.as_str();
     tracing::info!(server = %name, "Registered a server over the API.");
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/servers/{name}")))
-        .json(created_view(&spec)))
+        .json(started_view(&spec, outcome.generation)))
 }
 
 #[utoipa::path(
@@ -198,20 +303,44 @@ pub(super) async fn replace(
     let (name, entry) = split_body(body.into_inner(), Some(&path))?;
     let spec = validate(&state, &name, &entry)?;
     let store = store(&state)?;
-    store
-        .replace(&name, &entry)
-        .await
-        .map_err(|e| store_error(e, &name))?;
-    tell_supervisor(
-        &state.registrar,
-        UpsertApiServer {
-            name: spec.name.clone(),
-            entry,
-        },
-    )
+    let state = state.into_inner();
+    let (spec, outcome) = owned({
+        let state = state.clone();
+        async move {
+            let _owner = state.name_locks.lock(&name).await;
+            // Kept to undo the replace if the engine refuses it; a row that
+            // cannot be read is simply overwritten.
+            let previous = match store.get(&name).await {
+                Ok(previous) => Some(previous.entry),
+                Err(e @ StoreError::NotFound(_)) => return Err(store_error(e, &name)),
+                Err(e) if e.is_unavailable() => return Err(store_error(e, &name)),
+                Err(_) => None,
+            };
+            let stored = store
+                .replace(&name, &entry)
+                .await
+                .map_err(|e| store_error(e, &name))?;
+            let upsert = UpsertApiServer {
+                name: spec.name.clone(),
+                entry,
+                revision: stored.revision,
+            };
+            match tell_supervisor(&state.registrar, upsert).await {
+                Ok(outcome) => Ok((spec, outcome)),
+                Err(e) => {
+                    if let Some(previous) = previous {
+                        if let Err(undo) = store.replace(&name, &previous).await {
+                            tracing::error!(server = %name, error = %undo, "Could not undo a replacement the engine refused.");
+                        }
+                    }
+                    Err(e)
+                }
+            }
+        }
+    })
     .await?;
-    tracing::info!(server = %name, "Replaced a server over the API.");
-    Ok(HttpResponse::Ok().json(created_view(&spec)))
+    tracing::info!(server = %spec.name, restarted = outcome.restarted, "Replaced a server over the API.");
+    Ok(HttpResponse::Ok().json(view_after(&state, &spec, outcome)))
 }
 
 #[utoipa::path(
@@ -237,13 +366,32 @@ pub(super) async fn remove(
     let server = ServerName::parse(&name, &state.config.borrow().catalog.separator)
         .map_err(|_| ApiError::ServerNotFound(name.clone()))?;
     let store = store(&state)?;
-    store
-        .delete(&name)
-        .await
-        .map_err(|e| store_error(e, &name))?;
-    match tell_supervisor(&state.unregistrar, RemoveApiServer { name: server }).await {
-        Ok(()) | Err(ApiError::ServerNotFound(_)) => {}
-        Err(e) => return Err(e),
+    let state = state.into_inner();
+    let found = owned({
+        let state = state.clone();
+        let name = name.clone();
+        async move {
+            let _owner = state.name_locks.lock(&name).await;
+            let revision = match store.delete(&name).await {
+                Ok(revision) => Some(revision),
+                // The row is gone already; the engine may still run it.
+                Err(StoreError::NotFound(_)) => None,
+                Err(e) => return Err(store_error(e, &name)),
+            };
+            let running = tell_supervisor(
+                &state.unregistrar,
+                RemoveApiServer {
+                    name: server,
+                    revision,
+                },
+            )
+            .await?;
+            Ok(revision.is_some() || running)
+        }
+    })
+    .await?;
+    if !found {
+        return Err(ApiError::ServerNotFound(name));
     }
     tracing::info!(server = %name, "Deleted a server registered over the API.");
     Ok(HttpResponse::NoContent().finish())

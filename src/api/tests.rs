@@ -12,7 +12,8 @@ use actix_web::test::{self, TestRequest};
 use discovery_actors::catalog::ServerTools;
 use discovery_actors::mcp::Tool;
 use discovery_actors::supervisor::{
-    ApiServerError, RefreshServer, RemoveApiServer, UnknownServer, UpsertApiServer,
+    ApiServerError, RefreshServer, ReleaseApiName, RemoveApiServer, ReserveApiName, UnknownServer,
+    UpsertApiServer, UpsertOutcome,
 };
 use discovery_actors::{
     Catalog, DiscoveryEvents, DiscoveryState, PushStreamState, ServerView, ServersSnapshot,
@@ -53,19 +54,36 @@ impl Handler<RefreshServer> for FakeSupervisor {
 }
 
 impl Handler<UpsertApiServer> for FakeSupervisor {
-    type Result = Result<(), ApiServerError>;
+    type Result = Result<UpsertOutcome, ApiServerError>;
 
     fn handle(&mut self, _: UpsertApiServer, _: &mut Context<Self>) -> Self::Result {
-        Ok(())
+        Ok(UpsertOutcome {
+            generation: Some(1),
+            restarted: true,
+        })
     }
 }
 
 impl Handler<RemoveApiServer> for FakeSupervisor {
-    type Result = Result<(), ApiServerError>;
+    type Result = Result<bool, ApiServerError>;
 
     fn handle(&mut self, _: RemoveApiServer, _: &mut Context<Self>) -> Self::Result {
+        Ok(true)
+    }
+}
+
+impl Handler<ReserveApiName> for FakeSupervisor {
+    type Result = Result<(), ApiServerError>;
+
+    fn handle(&mut self, _: ReserveApiName, _: &mut Context<Self>) -> Self::Result {
         Ok(())
     }
+}
+
+impl Handler<ReleaseApiName> for FakeSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, _: ReleaseApiName, _: &mut Context<Self>) {}
 }
 
 /// The API's reload route reaches the watcher; here it has no file.
@@ -176,8 +194,11 @@ fn harness(readiness: Readiness) -> Harness {
         reloader: supervisor.clone().recipient(),
         config: config_rx,
         registrar: supervisor.clone().recipient(),
-        unregistrar: supervisor.recipient(),
+        unregistrar: supervisor.clone().recipient(),
+        reserver: supervisor.clone().recipient(),
+        releaser: supervisor.recipient(),
         store: None,
+        name_locks: Default::default(),
     });
     Harness {
         catalog_tx,

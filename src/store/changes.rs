@@ -66,7 +66,8 @@ pub enum StoreChange {
     Server {
         name: String,
         op: ChangeOp,
-        /// The row's revision after the write (None for a delete).
+        /// The revision the write took (a delete takes one too; None
+        /// only from an older version's notification).
         revision: Option<i64>,
     },
     /// Re-read everything.

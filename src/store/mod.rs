@@ -4,8 +4,20 @@
 //!
 //! - A row is the server's name (in clear: it is the key) and its config
 //!   entry exactly as registered (the JSON fields of a config entry, without
-//!   `name`), plus `created_at`, `updated_at` and a `revision` that starts
-//!   at 1 and grows by one with every replace.
+//!   `name`), plus `created_at`, `updated_at` and a `revision`: the value
+//!   of one store-wide write counter at the row's last write (insert,
+//!   replace; a delete takes one too). Revisions are never reused, not even
+//!   by a name registered again, so a follower can ignore a stale row
+//!   ([`Snapshot`]).
+//! - Every call gives up after [`StoreOptions::call_timeout`]
+//!   ([`StoreError::Timeout`]); PostgreSQL sessions also get a
+//!   `statement_timeout` and a `lock_timeout` (unless the server or the URL
+//!   sets one), SQLite a busy timeout.
+//! - A SQLite file (and its `-wal` / `-shm`) is created owner-only (0600),
+//!   whatever the umask; an existing one with wider permissions is narrowed.
+//! - [`Store::snapshot`] skips a row it cannot decode (bad ciphertext, bad
+//!   JSON, unknown format) and reports it, so one bad row never stops the
+//!   service; [`Store::list`] is the strict read that fails on it.
 //! - Every write is durable when its method returns: SQLite runs in WAL mode
 //!   with `synchronous=FULL`; PostgreSQL commits with `synchronous_commit`
 //!   on (turned on for our sessions if the server has it off).
@@ -58,9 +70,16 @@ pub const DEFAULT_FILE_NAME: &str = "mcp-discovery.db";
 pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How long a write waits for a connection from the pool.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long SQLite waits for another connection's write lock.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default of [`StoreOptions::call_timeout`]: longer than the database's own
+/// timeouts below, so that the database usually gives up first and says why.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// PostgreSQL `statement_timeout` of our sessions (unless one is set).
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// PostgreSQL `lock_timeout` of our sessions (unless one is set).
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(3);
 const SQLITE_MAX_CONNECTIONS: u32 = 4;
 const POSTGRES_MAX_CONNECTIONS: u32 = 5;
 /// `mcp_discovery_store_meta` key of the encryption key check value.
@@ -68,16 +87,30 @@ const META_KEY_CHECK: &str = "key_check";
 
 /// The embedded migrations, oldest first: (version, description, SQL). The
 /// description is what sqlx-cli derives from the file name.
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "servers",
-    include_str!("../../migrations/sqlite/0001_servers.sql"),
-)];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "servers",
-    include_str!("../../migrations/postgres/0001_servers.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "servers",
+        include_str!("../../migrations/sqlite/0001_servers.sql"),
+    ),
+    (
+        2,
+        "revision",
+        include_str!("../../migrations/sqlite/0002_revision.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "servers",
+        include_str!("../../migrations/postgres/0001_servers.sql"),
+    ),
+    (
+        2,
+        "revision",
+        include_str!("../../migrations/postgres/0002_revision.sql"),
+    ),
+];
 
 /// Why a store operation failed. `Display` is a sentence that names the
 /// server where there is one and never contains a secret (no URL, no key,
@@ -144,6 +177,50 @@ pub enum StoreError {
     /// wrote it).
     #[error("server {name:?}: the stored entry has an unknown format ({format})")]
     UnknownFormat { name: String, format: i16 },
+    /// The call did not finish in time (a lock held elsewhere, a database
+    /// that does not answer); it was abandoned.
+    #[error("the store did not answer within {} ms", .0.as_millis())]
+    Timeout(Duration),
+    /// The SQLite file or its directory could not be prepared.
+    #[error("cannot prepare the store file {path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// Whether the store itself is unavailable (timeout, connection,
+    /// database failure), as opposed to an answer about the data.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Timeout(_) | StoreError::Database(_) | StoreError::Connect { .. }
+        )
+    }
+}
+
+/// A row [`Store::snapshot`] could not decode, and why (never the entry).
+#[derive(Debug)]
+pub struct SkippedRow {
+    pub name: String,
+    pub revision: i64,
+    pub error: StoreError,
+}
+
+/// Everything stored, as of one moment, from [`Store::snapshot`].
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// The decodable rows, oldest registration first.
+    pub servers: Vec<StoredServer>,
+    /// The rows that could not be decoded (leave what runs under these
+    /// names alone).
+    pub skipped: Vec<SkippedRow>,
+    /// The store's write counter when the snapshot was taken: every write
+    /// with a revision up to this one is reflected in it, so a server
+    /// missing here with a revision <= `revision` was deleted.
+    pub revision: i64,
 }
 
 /// One registered server as stored. `Debug` leaves `entry` out (secrets).
@@ -155,7 +232,8 @@ pub struct StoredServer {
     pub entry: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    /// 1 after the insert, +1 with every replace.
+    /// The store's write counter at the row's last write: grows with every
+    /// write, never reused (see the module doc).
     pub revision: i64,
 }
 
@@ -191,12 +269,21 @@ pub struct StoreOptions {
     /// PostgreSQL: how often [`Store::changes`] yields a periodic
     /// [`StoreChange::Resync`].
     pub resync_interval: Duration,
+    /// The longest any one call (read or write) may take.
+    pub call_timeout: Duration,
+    /// PostgreSQL `statement_timeout` / `lock_timeout` for our sessions,
+    /// when neither the server nor the URL sets one.
+    pub statement_timeout: Duration,
+    pub lock_timeout: Duration,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             resync_interval: DEFAULT_RESYNC_INTERVAL,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
         }
     }
 }
@@ -286,21 +373,42 @@ macro_rules! raw_row {
     };
 }
 
+/// Takes the next value of the store's write counter inside the write's
+/// transaction (on PostgreSQL this locks the counter until commit, so
+/// revisions follow the commit order).
+macro_rules! next_revision {
+    ($tx:ident) => {
+        sqlx::query_scalar::<_, i64>(
+            "UPDATE mcp_discovery_revision SET value = value + 1 WHERE id = 1 RETURNING value",
+        )
+        .fetch_one(&mut *$tx)
+        .await?
+    };
+}
+
 const SELECT_ROWS: &str = "SELECT name, format, entry, created_at, updated_at, revision \
                            FROM mcp_discovery_servers";
 
 impl Store {
-    /// The default `store.url`: the SQLite file [`DEFAULT_FILE_NAME`] next
-    /// to the config file, or in the working directory when running on the
-    /// embedded defaults. `%`, `?` and `#` in the path are escaped.
-    pub fn default_url(config_path: Option<&Path>) -> String {
-        let dir = config_path
-            .and_then(Path::parent)
-            .filter(|dir| !dir.as_os_str().is_empty());
-        let file = match dir {
+    /// The default `store.url`: the SQLite file [`DEFAULT_FILE_NAME`] in
+    /// the state directory (`--state-dir`), or in the working directory
+    /// when there is none. Not next to the config file: that may be a
+    /// read-only mount (a Kubernetes ConfigMap). `%`, `?` and `#` in the
+    /// path are escaped.
+    pub fn default_url(state_dir: Option<&Path>) -> String {
+        Self::sqlite_url(&Self::default_file(state_dir))
+    }
+
+    /// The default SQLite file in `state_dir` (None: the working directory).
+    pub fn default_file(state_dir: Option<&Path>) -> PathBuf {
+        match state_dir.filter(|dir| !dir.as_os_str().is_empty()) {
             Some(dir) => dir.join(DEFAULT_FILE_NAME),
             None => PathBuf::from(DEFAULT_FILE_NAME),
-        };
+        }
+    }
+
+    /// `sqlite://` URL of `file`, escaped for sqlx.
+    pub fn sqlite_url(file: &Path) -> String {
         let mut url = String::from("sqlite://");
         for c in file.to_string_lossy().chars() {
             match c {
@@ -338,7 +446,7 @@ impl Store {
         let (backend, location) = if lower.starts_with("sqlite:") {
             Self::open_sqlite(url).await?
         } else if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
-            Self::open_postgres(url).await?
+            Self::open_postgres(url, &options).await?
         } else {
             return Err(StoreError::UnsupportedUrl);
         };
@@ -366,6 +474,7 @@ impl Store {
             // instead of leaving it in free pages.
             .pragma("secure_delete", "ON");
         let location = options.get_filename().display().to_string();
+        prepare_sqlite_files(options.get_filename())?;
         // Connections are kept: an in-memory database lives as long as one.
         let pool = SqlitePoolOptions::new()
             .max_connections(SQLITE_MAX_CONNECTIONS)
@@ -382,7 +491,12 @@ impl Store {
         Ok((Backend::Sqlite(pool), location))
     }
 
-    async fn open_postgres(url: &str) -> Result<(Backend, String), StoreError> {
+    async fn open_postgres(
+        url: &str,
+        store_options: &StoreOptions,
+    ) -> Result<(Backend, String), StoreError> {
+        let statement_timeout = millis(store_options.statement_timeout);
+        let lock_timeout = millis(store_options.lock_timeout);
         let options = PgConnectOptions::from_str(url).map_err(StoreError::InvalidUrl)?;
         let location = format!(
             "{}:{}/{}",
@@ -393,15 +507,31 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(POSTGRES_MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .after_connect(|conn, _meta| {
+            .after_connect(move |conn, _meta| {
+                let (statement_timeout, lock_timeout) =
+                    (statement_timeout.clone(), lock_timeout.clone());
                 Box::pin(async move {
+                    // No call may hang on a lock or a runaway statement; a
+                    // setting made on the server or in the URL wins.
+                    for (setting, value) in [
+                        ("statement_timeout", statement_timeout),
+                        ("lock_timeout", lock_timeout),
+                    ] {
+                        sqlx::query(
+                            "SELECT set_config($1, $2, false) WHERE current_setting($1) = '0'",
+                        )
+                        .bind(setting)
+                        .bind(value)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
                     // A write must be durable before the API answers; keep a
                     // stronger server setting (remote_write, remote_apply).
                     sqlx::query(
                         "SELECT set_config('synchronous_commit', 'on', false) \
                          WHERE current_setting('synchronous_commit') = 'off'",
                     )
-                    .execute(conn)
+                    .execute(&mut *conn)
                     .await?;
                     Ok(())
                 })
@@ -575,33 +705,74 @@ impl Store {
     }
 
     /// Every stored server, oldest registration first. Fails whole, naming
-    /// the row, if an entry cannot be decrypted or parsed.
+    /// the row, if an entry cannot be decrypted or parsed (the strict read;
+    /// the service uses [`Store::snapshot`]).
     pub async fn list(&self) -> Result<Vec<StoredServer>, StoreError> {
-        let rows: Vec<RawRow> = on_backend!(self, |pool| {
+        let (_, rows) = self.timed(self.read_rows()).await?;
+        rows.into_iter().map(|row| self.decode(row)).collect()
+    }
+
+    /// Every stored server plus the write counter, as of one moment; a row
+    /// that cannot be decoded is skipped and returned in
+    /// [`Snapshot::skipped`] (with its name: log it), never an error.
+    pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let (revision, rows) = self.timed(self.read_rows()).await?;
+        let mut snapshot = Snapshot {
+            revision,
+            ..Snapshot::default()
+        };
+        for row in rows {
+            let (name, row_revision) = (row.name.clone(), row.revision);
+            match self.decode(row) {
+                Ok(server) => snapshot.servers.push(server),
+                Err(error) => snapshot.skipped.push(SkippedRow {
+                    name,
+                    revision: row_revision,
+                    error,
+                }),
+            }
+        }
+        Ok(snapshot)
+    }
+
+    /// The write counter, then the rows (read after it, so nothing older
+    /// than the counter is missing from them).
+    async fn read_rows(&self) -> Result<(i64, Vec<RawRow>), StoreError> {
+        Ok(on_backend!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let revision: i64 =
+                sqlx::query_scalar("SELECT value FROM mcp_discovery_revision WHERE id = 1")
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .unwrap_or(0);
             let rows = sqlx::query(&format!("{SELECT_ROWS} ORDER BY created_at, name"))
-                .fetch_all(pool)
+                .fetch_all(&mut *tx)
                 .await?;
+            tx.commit().await?;
             let mut raw = Vec::with_capacity(rows.len());
             for row in rows {
                 raw.push(raw_row!(row));
             }
-            raw
-        });
-        rows.into_iter().map(|row| self.decode(row)).collect()
+            (revision, raw)
+        }))
     }
 
     /// One stored server.
     pub async fn get(&self, name: &str) -> Result<StoredServer, StoreError> {
-        let row: Option<RawRow> = on_backend!(self, |pool| {
-            let row = sqlx::query(&format!("{SELECT_ROWS} WHERE name = $1"))
-                .bind(name)
-                .fetch_optional(pool)
-                .await?;
-            match row {
-                Some(row) => Some(raw_row!(row)),
-                None => None,
-            }
-        });
+        let row: Option<RawRow> = self
+            .timed(async {
+                Ok(on_backend!(self, |pool| {
+                    let row = sqlx::query(&format!("{SELECT_ROWS} WHERE name = $1"))
+                        .bind(name)
+                        .fetch_optional(pool)
+                        .await?;
+                    match row {
+                        Some(row) => Some(raw_row!(row)),
+                        None => None,
+                    }
+                }))
+            })
+            .await?;
         match row {
             Some(row) => self.decode(row),
             None => Err(StoreError::NotFound(name.to_owned())),
@@ -613,39 +784,46 @@ impl Store {
     pub async fn insert(&self, name: &str, entry: &Value) -> Result<StoredServer, StoreError> {
         let (format, blob) = self.encode(name, entry)?;
         let now = now();
-        let inserted = on_backend!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let done = sqlx::query(
-                "INSERT INTO mcp_discovery_servers \
-                 (name, format, entry, created_at, updated_at, revision) \
-                 VALUES ($1, $2, $3, $4, $4, 1) ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(name)
-            .bind(format)
-            .bind(&blob)
-            .bind(now)
-            .execute(&mut *tx)
+        let inserted: Option<i64> = self
+            .timed(async {
+                Ok(on_backend!(self, |pool| {
+                    let mut tx = pool.begin().await?;
+                    let revision = next_revision!(tx);
+                    let done = sqlx::query(
+                        "INSERT INTO mcp_discovery_servers \
+                         (name, format, entry, created_at, updated_at, revision) \
+                         VALUES ($1, $2, $3, $4, $4, $5) ON CONFLICT (name) DO NOTHING",
+                    )
+                    .bind(name)
+                    .bind(format)
+                    .bind(&blob)
+                    .bind(now)
+                    .bind(revision)
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() == 1 {
+                        if let Some(conn) = tx.as_postgres() {
+                            self.notify(conn, ChangeOp::Insert, name, Some(revision))
+                                .await?;
+                        }
+                        tx.commit().await?;
+                        Some(revision)
+                    } else {
+                        tx.rollback().await?;
+                        None
+                    }
+                }))
+            })
             .await?;
-            let inserted = done.rows_affected() == 1;
-            if inserted {
-                if let Some(conn) = tx.as_postgres() {
-                    self.notify(conn, ChangeOp::Insert, name, Some(1)).await?;
-                }
-                tx.commit().await?;
-            } else {
-                tx.rollback().await?;
-            }
-            inserted
-        });
-        if !inserted {
+        let Some(revision) = inserted else {
             return Err(StoreError::Conflict(name.to_owned()));
-        }
+        };
         Ok(StoredServer {
             name: name.to_owned(),
             entry: entry.clone(),
             created_at: now,
             updated_at: now,
-            revision: 1,
+            revision,
         })
     }
 
@@ -654,36 +832,41 @@ impl Store {
     pub async fn replace(&self, name: &str, entry: &Value) -> Result<StoredServer, StoreError> {
         let (format, blob) = self.encode(name, entry)?;
         let now = now();
-        let updated: Option<(DateTime<Utc>, i64)> = on_backend!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let row = sqlx::query(
-                "UPDATE mcp_discovery_servers \
-                 SET format = $2, entry = $3, updated_at = $4, revision = revision + 1 \
-                 WHERE name = $1 RETURNING created_at, revision",
-            )
-            .bind(name)
-            .bind(format)
-            .bind(&blob)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            match row {
-                Some(row) => {
-                    let created_at: DateTime<Utc> = row.try_get("created_at")?;
-                    let revision: i64 = row.try_get("revision")?;
-                    if let Some(conn) = tx.as_postgres() {
-                        self.notify(conn, ChangeOp::Replace, name, Some(revision))
-                            .await?;
+        let updated: Option<(DateTime<Utc>, i64)> = self
+            .timed(async {
+                Ok(on_backend!(self, |pool| {
+                    let mut tx = pool.begin().await?;
+                    let revision = next_revision!(tx);
+                    let row = sqlx::query(
+                        "UPDATE mcp_discovery_servers \
+                         SET format = $2, entry = $3, updated_at = $4, revision = $5 \
+                         WHERE name = $1 RETURNING created_at",
+                    )
+                    .bind(name)
+                    .bind(format)
+                    .bind(&blob)
+                    .bind(now)
+                    .bind(revision)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    match row {
+                        Some(row) => {
+                            let created_at: DateTime<Utc> = row.try_get("created_at")?;
+                            if let Some(conn) = tx.as_postgres() {
+                                self.notify(conn, ChangeOp::Replace, name, Some(revision))
+                                    .await?;
+                            }
+                            tx.commit().await?;
+                            Some((created_at, revision))
+                        }
+                        None => {
+                            tx.rollback().await?;
+                            None
+                        }
                     }
-                    tx.commit().await?;
-                    Some((created_at, revision))
-                }
-                None => {
-                    tx.rollback().await?;
-                    None
-                }
-            }
-        });
+                }))
+            })
+            .await?;
         let Some((created_at, revision)) = updated else {
             return Err(StoreError::NotFound(name.to_owned()));
         };
@@ -697,30 +880,44 @@ impl Store {
     }
 
     /// Removes a stored server; [`StoreError::NotFound`] if there is none.
-    /// Durable when it returns.
-    pub async fn delete(&self, name: &str) -> Result<(), StoreError> {
-        let deleted = on_backend!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let done = sqlx::query("DELETE FROM mcp_discovery_servers WHERE name = $1")
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
-            let deleted = done.rows_affected() == 1;
-            if deleted {
-                if let Some(conn) = tx.as_postgres() {
-                    self.notify(conn, ChangeOp::Delete, name, None).await?;
-                }
-                tx.commit().await?;
-            } else {
-                tx.rollback().await?;
-            }
-            deleted
-        });
-        if deleted {
-            Ok(())
-        } else {
-            Err(StoreError::NotFound(name.to_owned()))
-        }
+    /// Durable when it returns. The revision the delete took (a follower
+    /// ignores older rows of this name from then on).
+    pub async fn delete(&self, name: &str) -> Result<i64, StoreError> {
+        let deleted: Option<i64> = self
+            .timed(async {
+                Ok(on_backend!(self, |pool| {
+                    let mut tx = pool.begin().await?;
+                    let revision = next_revision!(tx);
+                    let done = sqlx::query("DELETE FROM mcp_discovery_servers WHERE name = $1")
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await?;
+                    if done.rows_affected() == 1 {
+                        if let Some(conn) = tx.as_postgres() {
+                            self.notify(conn, ChangeOp::Delete, name, Some(revision))
+                                .await?;
+                        }
+                        tx.commit().await?;
+                        Some(revision)
+                    } else {
+                        tx.rollback().await?;
+                        None
+                    }
+                }))
+            })
+            .await?;
+        deleted.ok_or_else(|| StoreError::NotFound(name.to_owned()))
+    }
+
+    /// Runs one call under [`StoreOptions::call_timeout`].
+    async fn timed<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let limit = self.options.call_timeout;
+        tokio::time::timeout(limit, call)
+            .await
+            .map_err(|_| StoreError::Timeout(limit))?
     }
 
     /// Writes made by *other* replicas, as they commit, plus a periodic
@@ -833,6 +1030,51 @@ impl Store {
     }
 }
 
+/// A PostgreSQL duration setting in milliseconds (at least 1: 0 would mean
+/// "no limit").
+fn millis(d: Duration) -> String {
+    format!("{}ms", d.as_millis().max(1))
+}
+
+/// Creates the SQLite file owner-only (0600) before SQLite opens it, so
+/// the umask plays no part (SQLite gives its `-wal` and `-shm` the mode of
+/// the database file); narrows an existing file, and existing companions,
+/// that others could read. In-memory databases have no file.
+fn prepare_sqlite_files(path: &Path) -> Result<(), StoreError> {
+    let text = path.to_string_lossy();
+    if text.is_empty() || text == ":memory:" || text.starts_with("file:") {
+        return Ok(());
+    }
+    let failed = |source| StoreError::File {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        open.mode(0o600);
+    }
+    drop(open.open(path).map_err(failed)?);
+    #[cfg(unix)]
+    for suffix in ["", "-wal", "-shm"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = PathBuf::from(file);
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                .map_err(failed)?;
+            tracing::info!(file = %file.display(), "Narrowed the store file's permissions to 0600.");
+        }
+    }
+    Ok(())
+}
+
 /// Now, at the precision both databases keep (microseconds), so that what a
 /// write returns equals what a later `list()` reads.
 fn now() -> DateTime<Utc> {
@@ -877,27 +1119,74 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_url_is_next_to_the_config() {
+    fn default_url_is_in_the_state_directory() {
         assert_eq!(Store::default_url(None), "sqlite://mcp-discovery.db");
         assert_eq!(
-            Store::default_url(Some(Path::new("config.yaml"))),
+            Store::default_url(Some(Path::new(""))),
             "sqlite://mcp-discovery.db"
         );
         assert_eq!(
-            Store::default_url(Some(Path::new("/etc/mcp/config.yaml"))),
-            "sqlite:///etc/mcp/mcp-discovery.db"
+            Store::default_url(Some(Path::new("/var/lib/mcp"))),
+            "sqlite:///var/lib/mcp/mcp-discovery.db"
         );
         assert_eq!(
-            Store::default_url(Some(Path::new("conf/x.yaml"))),
-            "sqlite://conf/mcp-discovery.db"
+            Store::default_url(Some(Path::new("state"))),
+            "sqlite://state/mcp-discovery.db"
         );
         // sqlx reads the path back, escapes and all.
-        let url = Store::default_url(Some(Path::new("/tmp/a?b#c%d/x.yaml")));
+        let url = Store::default_url(Some(Path::new("/tmp/a?b#c%d")));
         let options = SqliteConnectOptions::from_str(&url).unwrap();
         assert_eq!(
             options.get_filename(),
             Path::new("/tmp/a?b#c%d/mcp-discovery.db")
         );
+    }
+
+    /// Revisions come from one counter: a name registered again after its
+    /// deletion gets a higher revision than any before, and a delete takes
+    /// one too.
+    #[actix_web::test]
+    async fn revisions_are_never_reused() {
+        let store = Store::connect("sqlite::memory:", None).await.unwrap();
+        let entry = serde_json::json!({"url": "http://x/mcp"});
+        let a = store.insert("a", &entry).await.unwrap().revision;
+        let b = store.insert("b", &entry).await.unwrap().revision;
+        let a2 = store.replace("a", &entry).await.unwrap().revision;
+        let deleted = store.delete("a").await.unwrap();
+        let again = store.insert("a", &entry).await.unwrap().revision;
+        assert!(
+            a < b && b < a2 && a2 < deleted && deleted < again,
+            "{a} {b} {a2} {deleted} {again}"
+        );
+        let snapshot = store.snapshot().await.unwrap();
+        assert_eq!(snapshot.revision, again);
+        assert!(snapshot.skipped.is_empty());
+        assert_eq!(snapshot.servers.len(), 2);
+    }
+
+    #[actix_web::test]
+    async fn an_undecodable_row_is_skipped_by_the_snapshot() {
+        let store = Store::connect("sqlite::memory:", None).await.unwrap();
+        let entry = serde_json::json!({"url": "http://x/mcp"});
+        store.insert("good", &entry).await.unwrap();
+        store.insert("bad", &entry).await.unwrap();
+        let Backend::Sqlite(pool) = &store.backend else {
+            unreachable!()
+        };
+        sqlx::query("UPDATE mcp_discovery_servers SET entry = x'7b6e6f' WHERE name = 'bad'")
+            .execute(pool)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.list().await.unwrap_err(),
+            StoreError::Corrupt { .. }
+        ));
+        let snapshot = store.snapshot().await.unwrap();
+        assert_eq!(snapshot.servers.len(), 1);
+        assert_eq!(snapshot.servers[0].name, "good");
+        assert_eq!(snapshot.skipped.len(), 1);
+        assert_eq!(snapshot.skipped[0].name, "bad");
+        assert!(snapshot.skipped[0].error.to_string().contains("\"bad\""));
     }
 
     /// Every migration file is embedded, in order, for both backends.

@@ -18,6 +18,7 @@ mod security_bounds;
 mod security_http;
 mod security_outbound;
 mod security_secrets;
+mod security_store;
 mod stdio;
 mod store;
 mod upstream_selftest;

@@ -47,6 +47,12 @@ impl EngineProcess {
             .args(["serve", "--config"])
             .arg(config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            // The default store next to the config, in the test's own
+            // directory (not in the working directory of the test run).
+            .env(
+                "MCP_DISCOVERY_STATE_DIR",
+                config.parent().unwrap_or(Path::new(".")),
+            )
             .env("RUST_LOG", level)
             .stdout(Stdio::null())
             .stderr(stderr)

@@ -48,7 +48,7 @@ async fn crud(store: &Store) {
 
     let a = store.insert("alpha", &entry("http://a/mcp")).await.unwrap();
     assert_eq!(a.name, "alpha");
-    assert_eq!(a.revision, 1);
+    assert!(a.revision >= 1);
     assert_eq!(a.created_at, a.updated_at);
     let b = store.insert("beta", &entry("http://b/mcp")).await.unwrap();
 
@@ -78,7 +78,7 @@ async fn crud(store: &Store) {
         .replace("alpha", &entry("http://a2/mcp"))
         .await
         .unwrap();
-    assert_eq!(replaced.revision, 2);
+    assert!(replaced.revision > b.revision, "revisions grow store-wide");
     assert_eq!(replaced.created_at, a.created_at);
     assert!(replaced.updated_at >= a.updated_at);
     assert_eq!(store.get("alpha").await.unwrap(), replaced);
@@ -109,7 +109,10 @@ async fn crud(store: &Store) {
         .insert("alpha", &entry("http://a3/mcp"))
         .await
         .unwrap();
-    assert_eq!(again.revision, 1);
+    assert!(
+        again.revision > replaced.revision + 1,
+        "a name registered again never reuses a revision (the delete took one too)"
+    );
     store.delete("alpha").await.unwrap();
     store.delete("beta").await.unwrap();
     assert!(store.list().await.unwrap().is_empty());
@@ -152,7 +155,7 @@ impl SqliteDir {
     }
 
     fn url(&self) -> String {
-        Store::default_url(Some(&self.dir.path().join("config.yaml")))
+        Store::default_url(Some(self.dir.path()))
     }
 
     fn db(&self) -> PathBuf {
@@ -610,14 +613,14 @@ async fn postgres_store() {
     let names = ["shared", "own"];
 
     let t = Instant::now();
-    two.insert("shared", &entry("http://s/mcp")).await.unwrap();
+    let inserted = two.insert("shared", &entry("http://s/mcp")).await.unwrap();
     let change = next_change(&mut on_one, &names).await;
     assert_eq!(
         change,
         StoreChange::Server {
             name: "shared".into(),
             op: ChangeOp::Insert,
-            revision: Some(1)
+            revision: Some(inserted.revision)
         }
     );
     eprintln!("notification after {:?}", t.elapsed());
@@ -633,7 +636,8 @@ async fn postgres_store() {
         two.insert("shared", &entry("http://x/mcp")).await,
         Err(StoreError::Conflict(_))
     ));
-    two.replace("shared", &entry("http://s2/mcp"))
+    let replaced = two
+        .replace("shared", &entry("http://s2/mcp"))
         .await
         .unwrap();
     assert_eq!(
@@ -641,16 +645,17 @@ async fn postgres_store() {
         StoreChange::Server {
             name: "shared".into(),
             op: ChangeOp::Replace,
-            revision: Some(2)
+            revision: Some(replaced.revision)
         }
     );
-    two.delete("shared").await.unwrap();
+    let deleted = two.delete("shared").await.unwrap();
+    assert!(deleted > replaced.revision);
     assert_eq!(
         next_change(&mut on_one, &names).await,
         StoreChange::Server {
             name: "shared".into(),
             op: ChangeOp::Delete,
-            revision: None
+            revision: Some(deleted)
         }
     );
     assert_eq!(
@@ -665,13 +670,13 @@ async fn postgres_store() {
 
     // The other direction, on the other replica's own listener.
     let mut on_two = two.changes().await.unwrap();
-    one.delete("own").await.unwrap();
+    let deleted = one.delete("own").await.unwrap();
     assert_eq!(
         next_change(&mut on_two, &names).await,
         StoreChange::Server {
             name: "own".into(),
             op: ChangeOp::Delete,
-            revision: None
+            revision: Some(deleted)
         }
     );
     drop(on_one);
@@ -683,6 +688,7 @@ async fn postgres_store() {
         Some(&key()),
         StoreOptions {
             resync_interval: Duration::from_millis(200),
+            ..StoreOptions::default()
         },
     )
     .await
@@ -714,13 +720,14 @@ async fn postgres_store() {
         next_change(&mut changes, &names).await,
         StoreChange::Resync(ResyncReason::Reconnected)
     );
-    one.insert("shared", &entry("http://s3/mcp")).await.unwrap();
+    let again = one.insert("shared", &entry("http://s3/mcp")).await.unwrap();
+    assert!(again.revision > deleted, "a revision is never reused");
     assert_eq!(
         next_change(&mut changes, &names).await,
         StoreChange::Server {
             name: "shared".into(),
             op: ChangeOp::Insert,
-            revision: Some(1)
+            revision: Some(again.revision)
         }
     );
     drop(changes);
