@@ -280,7 +280,8 @@ pub struct Server {
     pub transport: TransportName,
     /// What `auto` resolved to, once connected.
     pub negotiated_transport: Option<TransportName>,
-    /// The URL (HTTP transports) or the command line (stdio).
+    /// Redacted: the URL without user info, query or fragment (HTTP
+    /// transports), or the program and its argument count (stdio).
     pub endpoint: String,
     pub state: DiscoveryState,
     pub last_error: Option<String>,
@@ -299,9 +300,13 @@ pub struct Server {
     /// Whether the tools shown are last-known ones from before a failure.
     pub stale: bool,
     pub protocol_version: Option<String>,
-    /// The server's `serverInfo`, verbatim.
+    /// The server's `serverInfo`, clipped (long strings cut, large nested
+    /// values such as `icons` dropped).
     #[schema(value_type = Option<Object>)]
     pub server_info: Option<serde_json::Value>,
+    /// Why prompts or resources could not be listed (an error, a timeout or
+    /// a cap) while the tools are fine.
+    pub listing_warning: Option<String>,
     /// Increments each time the server is (re)started by a config change;
     /// absent from the answer of a registration.
     #[serde(default)]
@@ -321,7 +326,8 @@ pub struct ServerDetail {
     pub transport: TransportName,
     /// What `auto` resolved to, once connected.
     pub negotiated_transport: Option<TransportName>,
-    /// The URL (HTTP transports) or the command line (stdio).
+    /// Redacted: the URL without user info, query or fragment (HTTP
+    /// transports), or the program and its argument count (stdio).
     pub endpoint: String,
     pub state: DiscoveryState,
     pub last_error: Option<String>,
@@ -340,9 +346,13 @@ pub struct ServerDetail {
     /// Whether the tools shown are last-known ones from before a failure.
     pub stale: bool,
     pub protocol_version: Option<String>,
-    /// The server's `serverInfo`, verbatim.
+    /// The server's `serverInfo`, clipped (long strings cut, large nested
+    /// values such as `icons` dropped).
     #[schema(value_type = Option<Object>)]
     pub server_info: Option<serde_json::Value>,
+    /// Why prompts or resources could not be listed (an error, a timeout or
+    /// a cap) while the tools are fine.
+    pub listing_warning: Option<String>,
     /// Increments each time the server is (re)started by a config change;
     /// absent from the answer of a registration.
     #[serde(default)]

@@ -139,6 +139,7 @@ async fn real_answers_decode_into_the_documented_shapes() {
         &h,
         TestRequest::post()
             .uri("/v1/servers/alpha/refresh")
+            .insert_header(("content-type", "application/json"))
             .peer_addr("127.0.0.1:40000".parse().unwrap()),
     )
     .await;
