@@ -10,11 +10,15 @@ use discovery_actors::supervisor::{HaltUpstream, Shutdown};
 
 use crate::helpers::{
     http, servers_yaml, spawn_app, spawn_app_file, spawn_app_with_engine, DEADLINE, FAST,
+    LOCAL_WRITES,
 };
 use crate::support::upstream::{Fault, Methods, TestUpstream};
 
 fn yaml(extra_discovery: &str, entries: &[(&str, String)]) -> String {
-    format!("{FAST}{extra_discovery}{}", servers_yaml(entries))
+    format!(
+        "{LOCAL_WRITES}{FAST}{extra_discovery}{}",
+        servers_yaml(entries)
+    )
 }
 
 /// Serialized size of a server's view.
