@@ -38,34 +38,7 @@ impl EngineProcess {
     /// `serve --config <config>` on a free loopback port; stderr to `log`
     /// (with `RUST_LOG=debug`) or discarded (`warn`).
     pub fn start(config: &Path, log: Option<&Path>) -> EngineProcess {
-        let port = free_port();
-        let (stderr, level) = match log {
-            Some(path) => (Stdio::from(std::fs::File::create(path).unwrap()), "debug"),
-            None => (Stdio::null(), "warn"),
-        };
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(config)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            // The default store next to the config, in the test's own
-            // directory (not in the working directory of the test run).
-            .env(
-                "MCP_DISCOVERY_STATE_DIR",
-                config.parent().unwrap_or(Path::new(".")),
-            )
-            .env("RUST_LOG", level)
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        EngineProcess {
-            child,
-            port,
-            base: format!("http://127.0.0.1:{port}"),
-            client: awc::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .finish(),
-        }
+        Self::start_with_env(config, log, &[])
     }
 
     pub async fn wait_listening(&self) {
@@ -168,13 +141,19 @@ impl EngineProcess {
     ) -> EngineProcess {
         let port = free_port();
         let (stderr, level) = match log {
-            Some(path) => (Stdio::from(std::fs::File::create(path).unwrap()), "info"),
+            Some(path) => (Stdio::from(std::fs::File::create(path).unwrap()), "debug"),
             None => (Stdio::null(), "warn"),
         };
         let child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            // The default store next to the config, in the test's own
+            // directory (not in the working directory of the test run).
+            .env(
+                "MCP_DISCOVERY_STATE_DIR",
+                config.parent().unwrap_or(Path::new(".")),
+            )
             .env("RUST_LOG", level)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
