@@ -40,6 +40,12 @@ pub struct AppOptions {
     pub state_dir: Option<PathBuf>,
     /// Timeouts of the store's calls.
     pub store_options: StoreOptions,
+    /// Test fault injection, never set from the configuration or the
+    /// command line: a random pause in this range between a registration's
+    /// store write and its engine update (POST, PUT and DELETE), so that
+    /// the race tests hit the interleavings the name lock must prevent.
+    #[doc(hidden)]
+    pub registration_pause: Option<(Duration, Duration)>,
 }
 
 impl AppOptions {
@@ -69,6 +75,7 @@ impl Default for AppOptions {
             store_url: None,
             state_dir: None,
             store_options: StoreOptions::default(),
+            registration_pause: None,
         }
     }
 }
@@ -161,14 +168,17 @@ impl Application {
             })
         };
 
-        let state = web::Data::new(ApiState::new(
-            &engine,
-            metrics.clone(),
-            readiness,
-            reloader.clone().recipient(),
-            running_config,
-            Some(Arc::new(store)),
-        ));
+        let state = web::Data::new(ApiState {
+            registration_pause: options.registration_pause,
+            ..ApiState::new(
+                &engine,
+                metrics.clone(),
+                readiness,
+                reloader.clone().recipient(),
+                running_config,
+                Some(Arc::new(store)),
+            )
+        });
         let mut http = HttpServer::new(move || api::app(state.clone()))
             // The address each client dialled, for the Host check.
             .on_connect(api::guard::remember_local_addr)

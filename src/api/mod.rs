@@ -24,6 +24,7 @@ pub mod servers;
 pub mod tools;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::Recipient;
 use actix_web::body::MessageBody;
@@ -68,6 +69,9 @@ pub struct ApiState {
     pub store: Option<Arc<crate::store::Store>>,
     /// One owner per name for registration writes (ADR 13).
     pub name_locks: Arc<registrations::NameLocks>,
+    /// Test fault injection (`AppOptions::registration_pause`); None.
+    #[doc(hidden)]
+    pub registration_pause: Option<(Duration, Duration)>,
 }
 
 impl ApiState {
@@ -94,6 +98,7 @@ impl ApiState {
             releaser: engine.supervisor.clone().recipient(),
             store,
             name_locks: Arc::default(),
+            registration_pause: None,
         }
     }
 

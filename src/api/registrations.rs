@@ -161,6 +161,22 @@ where
     })
 }
 
+/// Test fault injection ([`crate::AppOptions::registration_pause`]): a
+/// random pause between a write's store step and its engine update, the
+/// window the name lock closes. Nothing when unset (always, outside tests).
+async fn injected_pause(state: &ApiState) {
+    use std::hash::BuildHasher;
+    let Some((min, max)) = state.registration_pause else {
+        return;
+    };
+    let span = u64::try_from(max.saturating_sub(min).as_micros()).unwrap_or(u64::MAX);
+    // A fresh RandomState is freshly keyed: random enough, without a
+    // dependency for a test knob.
+    let jitter =
+        std::collections::hash_map::RandomState::new().hash_one(()) % span.saturating_add(1);
+    actix_rt::time::sleep(min + Duration::from_micros(jitter)).await;
+}
+
 /// Runs a write's critical section as a task of its own: it finishes (store
 /// and engine both updated, or neither) even if the client goes away.
 async fn owned<T: Send + 'static>(
@@ -252,6 +268,7 @@ pub(super) async fn register(
                     return Err(store_error(e, &name));
                 }
             };
+            injected_pause(&state).await;
             let upsert = UpsertApiServer {
                 name: spec.name.clone(),
                 entry,
@@ -320,6 +337,7 @@ pub(super) async fn replace(
                 .replace(&name, &entry)
                 .await
                 .map_err(|e| store_error(e, &name))?;
+            injected_pause(&state).await;
             let upsert = UpsertApiServer {
                 name: spec.name.clone(),
                 entry,
@@ -378,6 +396,7 @@ pub(super) async fn remove(
                 Err(StoreError::NotFound(_)) => None,
                 Err(e) => return Err(store_error(e, &name)),
             };
+            injected_pause(&state).await;
             let running = tell_supervisor(
                 &state.unregistrar,
                 RemoveApiServer {

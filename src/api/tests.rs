@@ -199,6 +199,7 @@ fn harness(readiness: Readiness) -> Harness {
         releaser: supervisor.recipient(),
         store: None,
         name_locks: Default::default(),
+        registration_pause: None,
     });
     Harness {
         catalog_tx,
