@@ -39,6 +39,14 @@ die() { log "error: $*"; exit 1; }
 # A stamp is the hash of the pin files plus the tool version that installed them.
 stamp_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
 
+# Whether the venv's script runs from where the venv is now: a venv's
+# scripts name its interpreter by absolute path, so a venv that was moved
+# (or created through another path to this folder) has dead scripts.
+venv_script_ok() {
+    local venv=$1 script=$2
+    [[ -x "$venv/bin/$script" ]] && [[ "$(head -n 1 "$venv/bin/$script")" == "#!$venv/bin/python"* ]]
+}
+
 mkdir -p "$DEPS"
 
 # ---------------------------------------------------------------- Python SDK
@@ -69,7 +77,7 @@ install_schemathesis() {
     local venv="$DEPS/schemathesis" want have=""
     want="$(stamp_of "$ST_REQ")-$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
     [[ -f "$venv/.mcp-discovery-stamp" ]] && have="$(cat "$venv/.mcp-discovery-stamp")"
-    if [[ "$want" == "$have" && -x "$venv/bin/st" ]]; then
+    if [[ "$want" == "$have" ]] && venv_script_ok "$venv" st; then
         log "schemathesis venv up to date ($venv)"
         return
     fi
