@@ -68,6 +68,7 @@ pub struct Metrics {
     registry: Registry,
     upstream_state: IntGaugeVec,
     upstream_tools: IntGaugeVec,
+    discovery_invalid_tools: IntGaugeVec,
     refresh_duration_seconds: HistogramVec,
     refreshes_total: IntCounterVec,
     push_stream_connected: IntGaugeVec,
@@ -189,6 +190,12 @@ impl Metrics {
                 &r,
                 "mcp_discovery_upstream_tools",
                 "Tools each upstream server contributes to the catalog (after allow/deny).",
+                &["server"],
+            )?,
+            discovery_invalid_tools: gauge_vec(
+                &r,
+                "mcp_discovery_invalid_tools",
+                "Tools each upstream server lists that are left out of the catalog as invalid (bad name or schema, x-mcp-header, duplicate, public-name clash).",
                 &["server"],
             )?,
             refresh_duration_seconds: histogram_vec(
@@ -363,9 +370,16 @@ impl DiscoveryEvents for Metrics {
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
+    fn invalid_tools(&self, server: &str, count: usize) {
+        self.discovery_invalid_tools
+            .with_label_values(&[server])
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
     fn server_removed(&self, server: &str) {
         remove_server_series(&self.upstream_state, server);
         remove_server_series(&self.upstream_tools, server);
+        remove_server_series(&self.discovery_invalid_tools, server);
         remove_server_series(&self.refresh_duration_seconds, server);
         remove_server_series(&self.refreshes_total, server);
         remove_server_series(&self.push_stream_connected, server);
@@ -431,6 +445,7 @@ mod tests {
         let m = Metrics::new().unwrap();
         m.state_changed("a", DiscoveryState::Healthy);
         m.tool_count("a", 3);
+        m.invalid_tools("a", 2);
         m.refresh_finished("a", RefreshOutcome::Success, Duration::from_millis(12));
         m.push_stream_connected("a", true);
         m.push_stream_reconnect("a");
@@ -443,6 +458,7 @@ mod tests {
         for name in [
             "mcp_discovery_upstream_state",
             "mcp_discovery_upstream_tools",
+            "mcp_discovery_invalid_tools",
             "mcp_discovery_refresh_duration_seconds_bucket",
             "mcp_discovery_refresh_duration_seconds_sum",
             "mcp_discovery_refresh_duration_seconds_count",
@@ -531,6 +547,7 @@ mod tests {
         for server in ["gone", "kept"] {
             m.state_changed(server, DiscoveryState::Healthy);
             m.tool_count(server, 2);
+            m.invalid_tools(server, 1);
             m.refresh_finished(server, RefreshOutcome::Success, Duration::from_millis(5));
             m.refresh_finished(server, RefreshOutcome::Failure, Duration::from_millis(5));
             m.push_stream_connected(server, true);

@@ -33,6 +33,8 @@ pub struct CatalogEntry {
     tool: Range<usize>,
     /// Lower-cased name and description, for `?q=`.
     search_text: Box<str>,
+    /// Hash of `name`: the registry's cross-server clash check counts these.
+    pub(crate) name_hash: u64,
 }
 
 impl CatalogEntry {
@@ -113,6 +115,7 @@ impl ServerTools {
                 .and_then(|d| d.description)
                 .unwrap_or_default();
             entries.push(CatalogEntry {
+                name_hash: name_hash(&name),
                 upstream_at: name.len() - upstream_name.len(),
                 search_text: format!("{upstream_name} {description}")
                     .to_lowercase()
@@ -140,6 +143,22 @@ impl ServerTools {
             .iter()
             .filter_map(|e| Some((e.upstream_name(), self.raw_tool(e)?)));
         Self::build_from(&self.server, separator, stale, items)
+    }
+
+    /// The same part without the entries whose public name is in `names`
+    /// (the registry leaves out both sides of a cross-server clash).
+    pub fn without(&self, names: &std::collections::HashSet<&str>) -> Self {
+        let separator = self.entries.first().map_or("", |e| {
+            e.name
+                .get(self.server.len()..e.upstream_at)
+                .unwrap_or_default()
+        });
+        let items = self
+            .entries
+            .iter()
+            .filter(|e| !names.contains(e.name.as_str()))
+            .filter_map(|e| Some((e.upstream_name(), self.raw_tool(e)?)));
+        Self::build_from(&self.server, separator, self.stale, items)
     }
 
     pub fn entries(&self) -> &[CatalogEntry] {
@@ -178,6 +197,14 @@ impl ServerTools {
                 .zip(tools)
                 .all(|(e, t)| e.upstream_name() == t.name && self.tool_json(e) == t.raw.get())
     }
+}
+
+/// The hash [`CatalogEntry::name_hash`] holds (fixed keys: the same name
+/// hashes alike on every arbiter thread).
+pub(crate) fn name_hash(name: &str) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// A response body as pre-serialized pieces (no copy of the catalog).

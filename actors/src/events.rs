@@ -32,6 +32,9 @@ pub trait DiscoveryEvents: Send + Sync + 'static {
     fn refresh_finished(&self, _server: &str, _outcome: RefreshOutcome, _took: Duration) {}
     /// The number of (filtered) tools a server contributes to the catalog.
     fn tool_count(&self, _server: &str, _count: usize) {}
+    /// The number of tools a server lists that the catalog leaves out as
+    /// invalid (sent by the registry, which also sees public-name clashes).
+    fn invalid_tools(&self, _server: &str, _count: usize) {}
     /// A server was removed: drop its series.
     fn server_removed(&self, _server: &str) {}
     /// A push stream opened (`true`) or stopped being open (`false`).

@@ -14,6 +14,7 @@ pub mod mcp;
 pub mod registry;
 pub mod status;
 pub mod supervisor;
+pub mod tools;
 pub mod upstream;
 
 pub use catalog::{Catalog, CatalogEntry};

@@ -9,6 +9,7 @@
 //! the last one, so the registry never spends most of its time re-copying
 //! the catalog.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use tokio::sync::watch;
 use crate::catalog::{Catalog, ServerTools};
 use crate::events::DiscoveryEvents;
 use crate::status::{ServerView, ServersSnapshot};
+use crate::tools::ToolProblem;
 
 /// Never rebuild more often than this under load.
 const MIN_REBUILD_SPACING: Duration = Duration::from_millis(5);
@@ -28,11 +30,88 @@ const REBUILD_COST_FACTOR: u32 = 4;
 struct Entry {
     view: ServerView,
     part: Arc<ServerTools>,
+    /// `part` without the entries whose public name another server also
+    /// publishes; `None` when nothing clashes.
+    published: Option<Arc<ServerTools>>,
+    /// This server's side of the clashes, as its view reports them.
+    clashes: Vec<ToolProblem>,
+    /// The invalid-tool count last sent to the metrics.
+    invalid_emitted: Option<usize>,
+}
+
+impl Entry {
+    fn new(view: ServerView, part: Arc<ServerTools>) -> Self {
+        Self {
+            view,
+            part,
+            published: None,
+            clashes: Vec::new(),
+            invalid_emitted: None,
+        }
+    }
+
+    /// The part the catalog publishes.
+    fn published(&self) -> Arc<ServerTools> {
+        self.published.clone().unwrap_or_else(|| self.part.clone())
+    }
+
+    /// The view as `/v1/servers` shows it: with the clashes.
+    fn shown_view(&self) -> ServerView {
+        let mut view = self.view.clone();
+        if !self.clashes.is_empty() {
+            view.tool_report = Arc::new(view.tool_report.with_more_invalid(&self.clashes));
+            view.tool_count = self.published.as_ref().map_or(view.tool_count, |p| p.len());
+        }
+        view
+    }
+}
+
+/// Public names of every server's part, counted by hash, so a clash
+/// between two servers is found without looking at every name on every
+/// rebuild: only when some hash is counted twice.
+#[derive(Default)]
+struct NameCounts {
+    counts: HashMap<u64, u32>,
+    /// How many hashes are counted more than once.
+    repeated: usize,
+}
+
+impl NameCounts {
+    fn add(&mut self, part: &ServerTools) {
+        for e in part.entries() {
+            let n = self.counts.entry(e.name_hash).or_default();
+            *n += 1;
+            if *n == 2 {
+                self.repeated += 1;
+            }
+        }
+    }
+
+    fn remove(&mut self, part: &ServerTools) {
+        for e in part.entries() {
+            if let Some(n) = self.counts.get_mut(&e.name_hash) {
+                *n -= 1;
+                if *n == 1 {
+                    self.repeated -= 1;
+                }
+                if *n == 0 {
+                    self.counts.remove(&e.name_hash);
+                }
+            }
+        }
+    }
+
+    fn is_repeated(&self, hash: u64) -> bool {
+        self.counts.get(&hash).is_some_and(|n| *n > 1)
+    }
 }
 
 /// Aggregates upstream results into [`Catalog`] and [`ServersSnapshot`].
 pub struct Registry {
     entries: IndexMap<String, Entry>,
+    names: NameCounts,
+    /// Some entry has clashes (or its part changed while it had some).
+    clashes_pending: bool,
     version: u64,
     catalog_tx: watch::Sender<Arc<Catalog>>,
     servers_tx: watch::Sender<Arc<ServersSnapshot>>,
@@ -55,6 +134,8 @@ impl Registry {
         let (servers_tx, servers_rx) = watch::channel(Arc::new(ServersSnapshot::default()));
         let registry = Self {
             entries: IndexMap::new(),
+            names: NameCounts::default(),
+            clashes_pending: false,
             version: 0,
             catalog_tx,
             servers_tx,
@@ -102,14 +183,24 @@ impl Registry {
     /// (it became dirty after a state-only rebuild was scheduled) is
     /// rescheduled rather than rebuilt early.
     fn rebuild(&mut self, ctx: &mut Context<Self>) {
+        if self.tools_dirty && (self.names.repeated > 0 || self.clashes_pending) {
+            self.resolve_clashes();
+        }
         if self.servers_dirty {
             let snapshot = ServersSnapshot {
                 servers: self
                     .entries
                     .iter()
-                    .map(|(name, e)| (name.clone(), e.view.clone()))
+                    .map(|(name, e)| (name.clone(), e.shown_view()))
                     .collect(),
             };
+            for (name, e) in self.entries.iter_mut() {
+                let invalid = e.view.tool_report.invalid_total + e.clashes.len();
+                if e.invalid_emitted != Some(invalid) {
+                    self.events.invalid_tools(name, invalid);
+                    e.invalid_emitted = Some(invalid);
+                }
+            }
             self.servers_tx.send_replace(Arc::new(snapshot));
             self.servers_dirty = false;
         }
@@ -118,7 +209,7 @@ impl Registry {
         } else if self.tools_dirty {
             let started = Instant::now();
             let parts: Vec<Arc<ServerTools>> =
-                self.entries.values().map(|e| e.part.clone()).collect();
+                self.entries.values().map(Entry::published).collect();
             let unchanged = self.catalog_tx.borrow().has_parts(&parts);
             if !unchanged {
                 self.version += 1;
@@ -136,6 +227,99 @@ impl Registry {
             self.last_rebuild = Some((Instant::now(), started.elapsed()));
         }
     }
+}
+
+impl Registry {
+    /// Replaces a server's part, keeping the name counts right.
+    fn set_part(&mut self, name: &str, part: Arc<ServerTools>) {
+        let Some(entry) = self.entries.get_mut(name) else {
+            return;
+        };
+        self.names.remove(&entry.part);
+        self.names.add(&part);
+        entry.part = part;
+        if entry.published.take().is_some() || !entry.clashes.is_empty() {
+            self.clashes_pending = true;
+        }
+    }
+
+    /// Finds public names published by more than one server and leaves
+    /// every side of each out, reporting it in each server's view with the
+    /// other server's name: neither silently shadows the other. Runs only
+    /// while some name hash is counted twice or a clash was seen.
+    fn resolve_clashes(&mut self) {
+        let mut owners: HashMap<&str, Vec<usize>> = HashMap::new();
+        if self.names.repeated > 0 {
+            for (i, e) in self.entries.values().enumerate() {
+                for t in e.part.entries() {
+                    if self.names.is_repeated(t.name_hash) {
+                        owners.entry(t.name.as_str()).or_default().push(i);
+                    }
+                }
+            }
+        }
+        owners.retain(|_, v| {
+            v.dedup();
+            v.len() > 1
+        });
+        let mut found: Vec<(Vec<ToolProblem>, HashSet<String>)> =
+            vec![(Vec::new(), HashSet::new()); self.entries.len()];
+        for (public, servers) in &owners {
+            for &i in servers {
+                let others: Vec<&str> = servers
+                    .iter()
+                    .filter(|&&j| j != i)
+                    .filter_map(|&j| self.entries.get_index(j).map(|(n, _)| n.as_str()))
+                    .collect();
+                let Some((_, entry)) = self.entries.get_index(i) else {
+                    continue;
+                };
+                let upstream = entry
+                    .part
+                    .entries()
+                    .iter()
+                    .find(|t| t.name == *public)
+                    .map(|t| t.upstream_name().to_owned());
+                found[i].0.push(ToolProblem {
+                    name: upstream,
+                    reason: mcp_clip(&format!(
+                        "its public name {public:?} is also published by server {}; neither is \
+                         published",
+                        others
+                            .iter()
+                            .map(|o| format!("{o:?}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                });
+                found[i].1.insert((*public).to_owned());
+            }
+        }
+        let mut any = false;
+        for ((name, entry), (mut clashes, names)) in self.entries.iter_mut().zip(found) {
+            clashes.sort_by(|a, b| a.name.cmp(&b.name));
+            any |= !clashes.is_empty();
+            if clashes == entry.clashes && (clashes.is_empty() || entry.published.is_some()) {
+                continue;
+            }
+            if !clashes.is_empty() && clashes != entry.clashes {
+                tracing::warn!(
+                    server = %name,
+                    tools = clashes.len(),
+                    "Left tools out of the catalog: another server publishes the same public names."
+                );
+            }
+            let names: HashSet<&str> = names.iter().map(String::as_str).collect();
+            entry.published = (!clashes.is_empty()).then(|| Arc::new(entry.part.without(&names)));
+            entry.clashes = clashes;
+            self.servers_dirty = true;
+        }
+        self.clashes_pending = any;
+    }
+}
+
+fn mcp_clip(text: &str) -> String {
+    crate::mcp::error::clip(text, 300)
 }
 
 // Upstreams report with `do_send`, which ignores the mailbox capacity, so a
@@ -204,17 +388,9 @@ impl Handler<Register> for Registry {
             }
         }
         let part = Arc::new(ServerTools::build(&name, "", false, &[]));
-        if self
-            .entries
-            .insert(
-                name,
-                Entry {
-                    view: msg.view,
-                    part,
-                },
-            )
-            .is_some()
-        {
+        if let Some(old) = self.entries.insert(name, Entry::new(msg.view, part)) {
+            self.names.remove(&old.part);
+            self.clashes_pending |= !old.clashes.is_empty();
             self.tools_dirty = true;
         }
         self.servers_dirty = true;
@@ -240,7 +416,8 @@ impl Handler<Report> for Registry {
         }
         entry.view = msg.view;
         if let Some(part) = msg.part {
-            entry.part = part;
+            let name = entry.view.name.clone();
+            self.set_part(&name, part);
             self.tools_dirty = true;
         }
         self.servers_dirty = true;
@@ -259,7 +436,9 @@ impl Handler<Unregister> for Registry {
         if newer {
             return;
         }
-        if self.entries.shift_remove(&msg.name).is_some() {
+        if let Some(old) = self.entries.shift_remove(&msg.name) {
+            self.names.remove(&old.part);
+            self.clashes_pending |= !old.clashes.is_empty();
             self.tools_dirty = true;
             self.servers_dirty = true;
             self.schedule_rebuild(ctx);
@@ -312,6 +491,7 @@ mod tests {
             protocol_version: None,
             server_info: None,
             listing_warning: None,
+            tool_report: Arc::default(),
             generation,
             first_attempt_done: false,
         }
@@ -469,5 +649,112 @@ mod tests {
             v1,
             "a state change is not a new catalog"
         );
+    }
+
+    #[derive(Default)]
+    struct InvalidCounts(std::sync::Mutex<Vec<(String, usize)>>);
+
+    impl crate::events::DiscoveryEvents for InvalidCounts {
+        fn invalid_tools(&self, server: &str, count: usize) {
+            self.0.lock().unwrap().push((server.to_owned(), count));
+        }
+    }
+
+    async fn servers_until(
+        rx: &mut watch::Receiver<Arc<ServersSnapshot>>,
+        ok: impl Fn(&ServersSnapshot) -> bool,
+    ) -> Arc<ServersSnapshot> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let current = rx.borrow_and_update().clone();
+            if ok(&current) {
+                return current;
+            }
+            assert!(Instant::now() < deadline, "servers never got there");
+            let _ = actix_rt::time::timeout(Duration::from_millis(100), rx.changed()).await;
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_public_name_clash_leaves_both_out_and_reports_both() {
+        let events = Arc::new(InvalidCounts::default());
+        let (registry, mut catalog, mut servers) = Registry::new(events.clone());
+        let registry = registry.start();
+        for name in ["a", "a_"] {
+            registry.do_send(Register {
+                view: view(name, 1),
+            });
+        }
+        // `a` + `_x` and `a_` + `x` are both `a___x`.
+        registry.do_send(Report {
+            view: view("a", 1),
+            part: Some(part("a", &["_x", "ok"])),
+        });
+        registry.do_send(Report {
+            view: view("a_", 1),
+            part: Some(part("a_", &["x"])),
+        });
+        let cat = settle(&mut catalog, 1).await;
+        let body = String::from_utf8(cat.body().to_bytes().to_vec()).unwrap();
+        assert!(body.contains("a__ok") && !body.contains("a___x"), "{body}");
+        let snap = servers_until(&mut servers, |s| {
+            s.servers
+                .values()
+                .all(|v| !v.tool_report.invalid_tools.is_empty())
+        })
+        .await;
+        let a = &snap.servers["a"];
+        assert_eq!(a.tool_count, 1);
+        assert_eq!(a.tool_report.invalid_tools[0].name.as_deref(), Some("_x"));
+        assert!(
+            a.tool_report.invalid_tools[0]
+                .reason
+                .contains("server \"a_\""),
+            "{:?}",
+            a.tool_report.invalid_tools
+        );
+        let b = &snap.servers["a_"];
+        assert_eq!(b.tool_count, 0);
+        assert_eq!(b.tool_report.invalid_tools[0].name.as_deref(), Some("x"));
+        assert!(b.tool_report.invalid_tools[0]
+            .reason
+            .contains("server \"a\""));
+        let counts = events.0.lock().unwrap().clone();
+        assert!(
+            counts.contains(&("a".into(), 1)) && counts.contains(&("a_".into(), 1)),
+            "{counts:?}"
+        );
+
+        // The other side gone: the tool is published again, the report cleared.
+        registry
+            .send(Unregister {
+                name: "a_".into(),
+                generation: 1,
+            })
+            .await
+            .unwrap();
+        let cat = settle(&mut catalog, 2).await;
+        let body = String::from_utf8(cat.body().to_bytes().to_vec()).unwrap();
+        assert!(body.contains("a___x"), "{body}");
+        servers_until(&mut servers, |s| {
+            s.servers.len() == 1 && s.servers["a"].tool_report.invalid_tools.is_empty()
+        })
+        .await;
+        assert_eq!(events.0.lock().unwrap().last(), Some(&("a".into(), 0)));
+    }
+
+    #[test]
+    fn name_counts_track_repeats() {
+        let mut n = NameCounts::default();
+        let a = part("a", &["_x"]);
+        let b = part("a_", &["x"]);
+        n.add(&a);
+        assert_eq!(n.repeated, 0);
+        n.add(&b);
+        assert_eq!(n.repeated, 1);
+        n.remove(&a);
+        assert_eq!(n.repeated, 0);
+        n.remove(&b);
+        assert!(n.counts.is_empty());
     }
 }

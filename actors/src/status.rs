@@ -98,6 +98,9 @@ pub struct ServerView {
     /// Why prompts or resources are not listed (failed, timed out, over a
     /// cap) while the tools are fine; None when they are (or not offered).
     pub listing_warning: Option<String>,
+    /// `invalid_tools` and `name_warnings` (flattened into the view).
+    #[serde(flatten)]
+    pub tool_report: std::sync::Arc<crate::tools::ToolReport>,
     /// Increments each time the server is (re)started by a config change.
     pub generation: u64,
     /// Set once the first discovery attempt ended, success or not.

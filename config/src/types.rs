@@ -388,12 +388,34 @@ impl ServerName {
                 "server name {name:?} contains the catalog separator {separator:?}"
             ));
         }
+        if let Some(end) = separator_prefix_at_end(name, separator) {
+            return Err(format!(
+                "server name {name:?} ends with {end:?}, the start of the catalog separator \
+                 {separator:?}, so its public tool names could equal another server's (with \
+                 \"__\", server \"a_\" with tool \"x\" and server \"a\" with tool \"_x\" are \
+                 both \"a___x\"). Hint: rename the server so it does not end with {end:?}"
+            ));
+        }
         Ok(Self(name.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The longest non-empty proper prefix of `separator` that `name` ends
+/// with, if any. With such an ending, `<name><separator><tool>` can equal
+/// `<shorter><separator><other tool>` for the server name `name` minus that
+/// ending; names that contain the whole separator are refused already, so
+/// refusing these makes public names unique by construction.
+fn separator_prefix_at_end<'a>(name: &str, separator: &'a str) -> Option<&'a str> {
+    separator
+        .char_indices()
+        .skip(1)
+        .map(|(i, _)| &separator[..i])
+        .filter(|prefix| name.ends_with(prefix))
+        .last()
 }
 
 impl fmt::Display for ServerName {

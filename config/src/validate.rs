@@ -1412,6 +1412,33 @@ mod tests {
     }
 
     #[test]
+    fn server_names_ending_with_the_start_of_the_separator_are_refused() {
+        let d = DiscoverySettings::default();
+        let ok = json!({"url": "http://x/mcp"});
+        let err = server_from_value("a_", ok.clone(), &d, "__", ServerSource::Config).unwrap_err();
+        assert_eq!(paths(&err), ["servers.a_"]);
+        let msg = &err.0[0].message;
+        assert!(
+            msg.contains("ends with \"_\"") && msg.contains("Hint:"),
+            "{msg}"
+        );
+        assert!(server_from_value("_a", ok.clone(), &d, "__", ServerSource::Config).is_ok());
+        assert!(server_from_value("a-", ok.clone(), &d, "__", ServerSource::Config).is_ok());
+        // Any separator: every non-empty proper prefix counts.
+        let err =
+            server_from_value("a-x", ok.clone(), &d, "-x-", ServerSource::Config).unwrap_err();
+        assert!(
+            err.0[0].message.contains("ends with \"-x\""),
+            "{}",
+            err.0[0].message
+        );
+        assert!(server_from_value("a-", ok.clone(), &d, "-x-", ServerSource::Config).is_err());
+        assert!(server_from_value("a_", ok.clone(), &d, "::", ServerSource::Config).is_ok());
+        // A one-character separator has no proper prefix: only "contains" applies.
+        assert!(server_from_value("a-", ok, &d, "_", ServerSource::Config).is_ok());
+    }
+
+    #[test]
     fn auth_fields_are_required_per_type() {
         let errs = server_err(json!({"url": "http://x/", "auth": {"type": "bearer"}}));
         assert!(has(

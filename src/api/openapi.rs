@@ -67,7 +67,7 @@ pub(super) async fn openapi() -> HttpResponse {
         openapi,
     ),
     components(schemas(
-        ErrorBody, ErrorDetail, Problem, ToolList, ToolEntry, ServerList, Server, ServerDetail,
+        ErrorBody, ErrorDetail, Problem, ToolList, ToolEntry, ServerList, Server, ServerDetail, ToolProblem,
         Auth, Registration, RegistrationAuth, AuthType, ClientAuth, ToolFilter, Accepted, ReloadSummary, Health, Ready,
         DiscoveryState, PushStream, TransportName,
     )),
@@ -269,6 +269,18 @@ pub struct Auth {
     pub last_token_error: Option<String>,
 }
 
+/// A tool the catalog leaves out, or whose public name is flagged.
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolProblem {
+    /// The upstream's name of the tool (`invalid_tools`) or its public name
+    /// (`name_warnings`), clipped to 128 characters; null when the tool has
+    /// no string name.
+    pub name: Option<String>,
+    /// A sentence saying what is wrong.
+    pub reason: String,
+}
+
 /// One server, as `GET /v1/servers` lists it.
 #[derive(ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -307,6 +319,14 @@ pub struct Server {
     /// Why prompts or resources could not be listed (an error, a timeout or
     /// a cap) while the tools are fine.
     pub listing_warning: Option<String>,
+    /// Tools the server lists that the catalog leaves out (a bad name or
+    /// `inputSchema`, an invalid `x-mcp-header`, a name listed twice, a
+    /// public name another server also publishes), at most 100; the gauge
+    /// `mcp_discovery_invalid_tools` counts them all.
+    pub invalid_tools: Vec<ToolProblem>,
+    /// Published tools whose public name is outside `^[A-Za-z0-9_.-]{1,64}$`
+    /// (what LLM APIs commonly accept), at most 100.
+    pub name_warnings: Vec<ToolProblem>,
     /// Increments each time the server is (re)started by a config change;
     /// absent from the answer of a registration.
     #[serde(default)]
@@ -353,6 +373,14 @@ pub struct ServerDetail {
     /// Why prompts or resources could not be listed (an error, a timeout or
     /// a cap) while the tools are fine.
     pub listing_warning: Option<String>,
+    /// Tools the server lists that the catalog leaves out (a bad name or
+    /// `inputSchema`, an invalid `x-mcp-header`, a name listed twice, a
+    /// public name another server also publishes), at most 100; the gauge
+    /// `mcp_discovery_invalid_tools` counts them all.
+    pub invalid_tools: Vec<ToolProblem>,
+    /// Published tools whose public name is outside `^[A-Za-z0-9_.-]{1,64}$`
+    /// (what LLM APIs commonly accept), at most 100.
+    pub name_warnings: Vec<ToolProblem>,
     /// Increments each time the server is (re)started by a config change;
     /// absent from the answer of a registration.
     #[serde(default)]

@@ -21,4 +21,5 @@ mod security_secrets;
 mod security_store;
 mod stdio;
 mod store;
+mod tool_validation;
 mod upstream_selftest;

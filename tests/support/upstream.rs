@@ -469,6 +469,9 @@ pub struct UpstreamBehavior {
     /// /messages?session_id=..` answers 202 and the response goes on the stream.
     /// `POST /sse` is 405 (what `transport: auto` falls back on).
     pub legacy_sse: bool,
+    /// Tools listed verbatim after the generated ones (any JSON, however
+    /// broken: what tool validation is tested with).
+    pub raw_tools: Vec<Value>,
 }
 
 impl Default for UpstreamBehavior {
@@ -498,6 +501,7 @@ impl Default for UpstreamBehavior {
             delay_on: Methods::All,
             get_stream: GetStream::Refuse,
             legacy_sse: false,
+            raw_tools: Vec::new(),
         }
     }
 }
@@ -554,6 +558,11 @@ impl UpstreamBuilder {
     }
     pub fn resources(mut self, n: usize) -> Self {
         self.behavior.resources = n;
+        self
+    }
+    /// Lists `tools` verbatim after the generated ones.
+    pub fn raw_tools(mut self, tools: Vec<Value>) -> Self {
+        self.behavior.raw_tools = tools;
         self
     }
     pub fn page_size(mut self, n: usize) -> Self {
@@ -927,6 +936,10 @@ impl UpstreamHandle {
     /// Changes the behaviour in place: `up.update(|b| b.page_size = Some(10))`.
     pub fn update(&self, f: impl FnOnce(&mut UpstreamBehavior)) {
         f(&mut lock(&self.inner.behavior));
+    }
+    /// Lists `tools` verbatim after the generated ones.
+    pub fn set_raw_tools(&self, tools: Vec<Value>) {
+        self.update(|b| b.raw_tools = tools);
     }
     pub fn set_tools(&self, n: usize) {
         self.update(|b| b.tools = n);
@@ -1861,7 +1874,9 @@ impl Inner {
                 }))
             }
             "ping" => Ok(json!({})),
-            "tools/list" => page(&params, b, "tools", b.tools, |i| tool_json(i, b)),
+            "tools/list" => page(&params, b, "tools", b.tools + b.raw_tools.len(), |i| {
+                listed_tool(i, b)
+            }),
             "prompts/list" if b.prompts > 0 => page(
                 &params,
                 b,
@@ -2030,6 +2045,14 @@ fn page(
         result["nextCursor"] = json!(format!("c-{end}"));
     }
     Ok(result)
+}
+
+/// The `i`th listed tool: a generated one, then [`UpstreamBehavior::raw_tools`].
+fn listed_tool(i: usize, b: &UpstreamBehavior) -> Value {
+    match i.checked_sub(b.tools) {
+        Some(raw) => b.raw_tools.get(raw).cloned().unwrap_or(Value::Null),
+        None => tool_json(i, b),
+    }
 }
 
 /// A tool as the upstream lists it; `_meta` and `xTestExtra` are there to

@@ -1,10 +1,9 @@
 //! Session internals: transport choice, initialize, paginated listings.
 //!
 //! Decisions worth knowing:
-//! - A tool entry without a string `name` (or not a JSON object) is skipped
-//!   with a warning instead of failing the whole listing: one broken entry
-//!   must not hide a server's other tools. A tool name seen twice (e.g. a
-//!   page overlap) keeps its first entry, with a warning.
+//! - Every tool entry of a listing is handed on, however broken: the
+//!   engine validates and reports them (`crate::tools`), so one broken
+//!   entry never hides a server's other tools and none is dropped unseen.
 //! - `tools/list` is always called; "method not found" from a server that
 //!   does not advertise `tools` means "no tools". `prompts/list` and
 //!   `resources/list` are called only when advertised, and "method not
@@ -386,47 +385,6 @@ impl Page {
     }
 }
 
-#[derive(Deserialize)]
-struct Named {
-    #[serde(default)]
-    name: Option<Value>,
-}
-
-/// Turns raw tool entries into `Tool`s; see the module doc for the rules.
-pub(crate) fn tools_from_raw(items: Vec<Box<RawValue>>, server: &str) -> Vec<Tool> {
-    let mut seen = HashSet::with_capacity(items.len());
-    let mut tools = Vec::with_capacity(items.len());
-    for (index, raw) in items.into_iter().enumerate() {
-        let is_object = raw.get().trim_start().starts_with('{');
-        let name = if is_object {
-            serde_json::from_str::<Named>(raw.get())
-                .ok()
-                .and_then(|n| n.name)
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .filter(|n| !n.is_empty())
-        } else {
-            None
-        };
-        let Some(name) = name else {
-            tracing::warn!(
-                server = %server,
-                index,
-                "Skipping a tool without a string `name`"
-            );
-            continue;
-        };
-        if !seen.insert(name.clone()) {
-            tracing::warn!(server = %server, tool = %name, "Skipping a second tool with the same name");
-            continue;
-        }
-        tools.push(Tool {
-            name,
-            raw: Arc::from(raw),
-        });
-    }
-    tools
-}
-
 impl Inner {
     fn target(&self) -> String {
         match &self.transport {
@@ -533,7 +491,7 @@ impl Inner {
             }) if !self.info().has_capability("tools") => Vec::new(),
             other => other?,
         };
-        Ok(tools_from_raw(items, &self.opts.server_name))
+        Ok(crate::tools::from_listing(items))
     }
 
     pub(super) async fn discover(&self) -> Result<Inventory, McpError> {
@@ -701,28 +659,6 @@ mod tests {
         assert!(
             e.to_string().contains("Malformed result of `initialize`"),
             "{e}"
-        );
-    }
-
-    #[test]
-    fn tools_keep_raw_json_and_skip_nameless() {
-        let items: Vec<Box<RawValue>> = [
-            r#"{"name":"a","inputSchema":{"type":"object"},"x-vendor":{"deep":[1,2]}}"#,
-            r#"{"title":"no name"}"#,
-            r#"{"name":7}"#,
-            r#"["name","b"]"#,
-            r#"{"name":"a","dup":true}"#,
-            r#"{"name":"b"}"#,
-        ]
-        .iter()
-        .map(|s| RawValue::from_string((*s).to_owned()).unwrap())
-        .collect();
-        let tools = tools_from_raw(items, "srv");
-        let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, vec!["a", "b"]);
-        assert_eq!(
-            tools[0].raw.get(),
-            r#"{"name":"a","inputSchema":{"type":"object"},"x-vendor":{"deep":[1,2]}}"#
         );
     }
 

@@ -180,6 +180,8 @@ pub struct Upstream {
     /// The prompts/resources listing of the current session, after tools.
     extras: Option<SpawnHandle>,
     listing_warning: Option<String>,
+    /// What the last listing had that the catalog leaves out or flags.
+    tool_report: Arc<crate::tools::ToolReport>,
     _exit_notice: ExitNotice,
 }
 
@@ -222,6 +224,7 @@ impl Upstream {
             stopping: false,
             extras: None,
             listing_warning: None,
+            tool_report: Arc::default(),
             _exit_notice: ExitNotice {
                 to: init.exited,
                 name: spec_ref.name.clone(),
@@ -252,6 +255,7 @@ impl Upstream {
                 v.server_info = Some(info.server_info.clone());
             }
             v.listing_warning = self.listing_warning.clone();
+            v.tool_report = self.tool_report.clone();
         })
     }
 
@@ -362,11 +366,14 @@ impl Upstream {
         match result {
             Ok((session, inventory)) => {
                 self.adopt_session(session, ctx);
-                let tools: Vec<Tool> = inventory
-                    .tools
-                    .into_iter()
-                    .filter(|t| self.spec.tools.allows(&t.name))
-                    .collect();
+                let (name, spec) = (self.spec.name.as_str(), &self.spec);
+                let checked = crate::tools::check(inventory.tools, name, &self.separator, |n| {
+                    spec.tools.allows(n)
+                });
+                self.span
+                    .in_scope(|| checked.report.log_news(&self.tool_report));
+                let tools: Vec<Tool> = checked.tools;
+                self.tool_report = Arc::new(checked.report);
                 let changed = self.part.stale || !self.part.same_tools(&tools);
                 if changed {
                     let part =
@@ -659,6 +666,7 @@ pub fn initial_view(spec: &ServerSpec, generation: u64) -> ServerView {
         protocol_version: None,
         server_info: None,
         listing_warning: None,
+        tool_report: Arc::default(),
         generation,
         first_attempt_done: false,
     }
