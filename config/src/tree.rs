@@ -23,7 +23,13 @@ pub(crate) fn render(base: &str, segs: &[Seg]) -> String {
                 if !out.is_empty() {
                     out.push('.');
                 }
-                out.push_str(k);
+                // An empty key would vanish from the path (`servers..url`,
+                // or the whole-file path "" at the top): quote it.
+                if k.is_empty() {
+                    out.push_str("\"\"");
+                } else {
+                    out.push_str(k);
+                }
             }
             Seg::Index(i) => {
                 let _ = write!(out, "[{i}]");
