@@ -22,6 +22,10 @@ use crate::support::peers::{
     SDK_LATEST_2025,
 };
 
+/// serverInfo names of tests/fixtures/python_server_v2.py and node-v2/server.cjs.
+const PY: &str = "mcp-discovery-python-v2-peer";
+const TS: &str = "mcp-discovery-node-v2-peer";
+
 fn http_entry(url: &str) -> String {
     format!("{{ url: \"{url}\", transport: auto }}")
 }
@@ -36,11 +40,13 @@ fn stdio_entry(cmd: &StdioCommand) -> String {
 }
 
 /// Discovers `entry` as server `name`: healthy, exactly the fixture's three
-/// tools, no error, over `transport`. Returns the server's view.
-async fn assert_discovers(name: &str, entry: String, transport: &str) -> Value {
+/// tools, no error, over `transport`, from the fixture named `peer` in its
+/// serverInfo. Returns the server's view.
+async fn assert_discovers(name: &str, entry: String, transport: &str, peer: &str) -> Value {
     let app = spawn_app(&format!("{FAST}{}", servers_yaml(&[(name, entry)]))).await;
     let s = app.wait_healthy(name, MODERN_PEER_TOOLS.len()).await;
     assert_eq!(s["negotiated_transport"], transport, "{s}");
+    assert_eq!(s["server_info"]["name"], peer, "{s}");
     assert_eq!(s["last_error"], Value::Null, "{s}");
     let mut got = app.tool_names().await;
     let want: Vec<String> = MODERN_PEER_TOOLS.iter().map(|t| (*t).to_owned()).collect();
@@ -60,7 +66,7 @@ async fn assert_discovers(name: &str, entry: String, transport: &str) -> Value {
 #[actix_web::test]
 async fn python_sdk_v2_over_streamable_http() {
     let peer = crate::require_peer!(peers::python_v2(PythonV2Http::Stateful));
-    let s = assert_discovers("py2", http_entry(peer.url()), "streamable-http").await;
+    let s = assert_discovers("py2", http_entry(peer.url()), "streamable-http", PY).await;
     // Becomes MODERN_REVISION with the 2026-07-28 client (issue 10).
     assert_eq!(s["protocol_version"], SDK_LATEST_2025, "{s}");
 }
@@ -68,7 +74,7 @@ async fn python_sdk_v2_over_streamable_http() {
 #[actix_web::test]
 async fn python_sdk_v2_over_stateless_streamable_http() {
     let peer = crate::require_peer!(peers::python_v2(PythonV2Http::Stateless));
-    let s = assert_discovers("py2sl", http_entry(peer.url()), "streamable-http").await;
+    let s = assert_discovers("py2sl", http_entry(peer.url()), "streamable-http", PY).await;
     // Becomes MODERN_REVISION with the 2026-07-28 client (issue 10).
     assert_eq!(s["protocol_version"], SDK_LATEST_2025, "{s}");
 }
@@ -76,7 +82,7 @@ async fn python_sdk_v2_over_stateless_streamable_http() {
 #[actix_web::test]
 async fn python_sdk_v2_over_stdio() {
     let cmd = crate::require_peer!(peers::python_v2_stdio());
-    let s = assert_discovers("py2io", stdio_entry(&cmd), "stdio").await;
+    let s = assert_discovers("py2io", stdio_entry(&cmd), "stdio", PY).await;
     // Becomes MODERN_REVISION with the 2026-07-28 client (issue 10).
     assert_eq!(s["protocol_version"], SDK_LATEST_2025, "{s}");
 }
@@ -84,7 +90,7 @@ async fn python_sdk_v2_over_stdio() {
 #[actix_web::test]
 async fn ts_sdk_v2_over_streamable_http() {
     let peer = crate::require_peer!(peers::node_v2(NodeV2Eras::Dual));
-    let s = assert_discovers("ts2", http_entry(peer.url()), "streamable-http").await;
+    let s = assert_discovers("ts2", http_entry(peer.url()), "streamable-http", TS).await;
     // Becomes MODERN_REVISION with the 2026-07-28 client (issue 10).
     assert_eq!(s["protocol_version"], SDK_LATEST_2025, "{s}");
 }
@@ -92,7 +98,7 @@ async fn ts_sdk_v2_over_streamable_http() {
 #[actix_web::test]
 async fn ts_sdk_v2_over_stdio() {
     let cmd = crate::require_peer!(peers::node_v2_stdio(NodeV2Eras::Dual));
-    let s = assert_discovers("ts2io", stdio_entry(&cmd), "stdio").await;
+    let s = assert_discovers("ts2io", stdio_entry(&cmd), "stdio", TS).await;
     // Becomes MODERN_REVISION with the 2026-07-28 client (issue 10).
     assert_eq!(s["protocol_version"], SDK_LATEST_2025, "{s}");
 }
@@ -105,7 +111,7 @@ async fn ts_sdk_v2_over_stdio() {
 #[ignore = "needs the 2026-07-28 client (issue 10)"]
 async fn ts_sdk_v2_modern_only_over_streamable_http() {
     let peer = crate::require_peer!(peers::node_v2(NodeV2Eras::ModernOnly));
-    let s = assert_discovers("ts2m", http_entry(peer.url()), "streamable-http").await;
+    let s = assert_discovers("ts2m", http_entry(peer.url()), "streamable-http", TS).await;
     assert_eq!(s["protocol_version"], MODERN_REVISION, "{s}");
 }
 
@@ -113,6 +119,6 @@ async fn ts_sdk_v2_modern_only_over_streamable_http() {
 #[ignore = "needs the 2026-07-28 client (issue 10)"]
 async fn ts_sdk_v2_modern_only_over_stdio() {
     let cmd = crate::require_peer!(peers::node_v2_stdio(NodeV2Eras::ModernOnly));
-    let s = assert_discovers("ts2mio", stdio_entry(&cmd), "stdio").await;
+    let s = assert_discovers("ts2mio", stdio_entry(&cmd), "stdio", TS).await;
     assert_eq!(s["protocol_version"], MODERN_REVISION, "{s}");
 }
