@@ -9,6 +9,7 @@ mod binary;
 mod discovery;
 mod helpers;
 mod interop;
+mod modern;
 mod openapi;
 mod process;
 mod push_stream;
