@@ -261,3 +261,67 @@ async fn modern_only_stdio_server_is_healthy() {
     assert_eq!(s["protocol_version"], "2026-07-28");
     app.stop().await;
 }
+
+fn probe(args: Vec<String>) -> std::process::Output {
+    std::process::Command::new(crate::process::BIN)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn probe_prints_the_negotiated_era_and_protocol_pins_one() {
+    let up = TestUpstream::builder()
+        .tools(2)
+        .era(ServerEra::Dual)
+        .start()
+        .unwrap();
+    let url = up.url();
+    let args = vec!["probe".to_owned(), url.clone(), "--json".to_owned()];
+    let out = actix_web::rt::task::spawn_blocking(move || probe(args))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["protocol_version"], "2026-07-28");
+    assert_eq!(v["era"], "modern");
+    assert_eq!(v["tools"].as_array().map(Vec::len), Some(2));
+
+    let args = vec![
+        "probe".to_owned(),
+        url,
+        "--protocol".to_owned(),
+        "2025-06-18".to_owned(),
+    ];
+    let out = actix_web::rt::task::spawn_blocking(move || probe(args))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("Protocol:      2025-06-18"), "{text}");
+    assert!(
+        text.contains("Era:           legacy (initialize handshake)"),
+        "{text}"
+    );
+
+    let out = probe(vec![
+        "probe".into(),
+        up.url(),
+        "--protocol".into(),
+        "2030-01-01".into(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("use auto or one of 2026-07-28"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
