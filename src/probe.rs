@@ -9,9 +9,10 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use discovery_actors::error_chain;
 use discovery_actors::mcp::auth::{self, AuthError, TokenEndpoint, TokenRequest};
+use discovery_actors::mcp::era::EraKind;
 use discovery_actors::mcp::{connect, BearerSlot, ClientOptions, Inventory, ServerInfo, Target};
 use discovery_config::{ClientAuth, Secret};
-use discovery_config::{DiscoverySettings, TransportKind};
+use discovery_config::{DiscoverySettings, ProtocolChoice, TransportKind};
 use indexmap::IndexMap;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -87,6 +88,12 @@ pub struct ProbeArgs {
     #[arg(long, value_enum, default_value_t = ProbeTransport::Auto, conflicts_with = "stdio")]
     pub transport: ProbeTransport,
 
+    /// MCP era: `auto` (server/discover first, then the 2025 handshake) or
+    /// a pinned revision (2026-07-28, 2025-11-25, 2025-06-18, 2025-03-26,
+    /// 2024-11-05).
+    #[arg(long, value_name = "auto|REVISION", default_value = "auto", value_parser = parse_protocol)]
+    pub protocol: ProtocolChoice,
+
     /// Extra HTTP header, repeatable; `@FILE` reads `NAME: VALUE` lines
     /// from FILE (blank lines and `#` comments skipped), out of `ps`'s sight.
     #[arg(
@@ -158,6 +165,7 @@ impl std::fmt::Debug for ProbeArgs {
             url,
             stdio,
             transport,
+            protocol,
             headers,
             bearer,
             bearer_file,
@@ -179,6 +187,7 @@ impl std::fmt::Debug for ProbeArgs {
             )
             .field("stdio", stdio)
             .field("transport", transport)
+            .field("protocol", protocol)
             .field("headers", headers)
             .field("bearer", bearer)
             .field("bearer_file", bearer_file)
@@ -381,6 +390,7 @@ impl ProbeArgs {
         let mut opts = ClientOptions::from_settings("probe", &defaults);
         opts.request_timeout = self.timeout;
         opts.connect_timeout = self.timeout;
+        opts.protocol = self.protocol;
         opts.headers = secrets
             .headers
             .iter()
@@ -502,11 +512,23 @@ pub fn run(args: ProbeArgs) -> ExitCode {
     }
 }
 
+/// `--protocol`: `auto` or a known revision.
+fn parse_protocol(text: &str) -> Result<ProtocolChoice, String> {
+    ProtocolChoice::parse(text).ok_or_else(|| {
+        format!(
+            "use auto or one of {}",
+            ProtocolChoice::REVISIONS.join(", ")
+        )
+    })
+}
+
 /// `--json` output.
 #[derive(Serialize)]
 pub struct ProbeReport<'a> {
     pub server_info: &'a Value,
     pub protocol_version: &'a str,
+    /// `modern` (2026-07-28, stateless) or `legacy` (the 2025 handshake).
+    pub era: &'static str,
     pub transport: &'a str,
     pub capabilities: &'a Value,
     pub instructions: Option<&'a str>,
@@ -521,6 +543,7 @@ impl<'a> ProbeReport<'a> {
         Self {
             server_info: &info.server_info,
             protocol_version: &info.protocol_version,
+            era: EraKind::of(&info.protocol_version).as_str(),
             transport: info.transport,
             capabilities: &info.capabilities,
             instructions: info.instructions.as_deref(),
@@ -588,6 +611,11 @@ pub fn render_text(info: &ServerInfo, inv: &Inventory) -> String {
     // Writing to a String cannot fail.
     let _ = writeln!(out, "Server:        {name} {version}");
     let _ = writeln!(out, "Protocol:      {}", info.protocol_version);
+    let era = match EraKind::of(&info.protocol_version) {
+        EraKind::Modern => "modern (stateless, server/discover)",
+        EraKind::Legacy => "legacy (initialize handshake)",
+    };
+    let _ = writeln!(out, "Era:           {era}");
     let _ = writeln!(out, "Transport:     {}", info.transport);
     let _ = writeln!(
         out,
@@ -881,6 +909,10 @@ mod tests {
         let text = render_text(&info, &inv);
         assert!(text.contains("Server:        everything 1.2.3"), "{text}");
         assert!(text.contains("Protocol:      2025-06-18"), "{text}");
+        assert!(
+            text.contains("Era:           legacy (initialize handshake)"),
+            "{text}"
+        );
         assert!(text.contains("Transport:     streamable-http"), "{text}");
         assert!(
             text.contains("Capabilities:  tools (listChanged), logging"),
@@ -905,6 +937,7 @@ mod tests {
         let (info, inv) = sample();
         let v: Value = serde_json::to_value(ProbeReport::new(&info, &inv)).unwrap();
         assert_eq!(v["protocol_version"], "2025-06-18");
+        assert_eq!(v["era"], "legacy");
         assert_eq!(v["transport"], "streamable-http");
         assert_eq!(v["server_info"]["name"], "everything");
         assert_eq!(v["capabilities"]["tools"]["listChanged"], true);

@@ -80,6 +80,8 @@ pub struct RawDiscovery {
     pub max_listing_bytes: Option<HumanBytes>,
     pub startup_grace: Option<HumanDuration>,
     pub push_idle_timeout: Option<HumanDuration>,
+    /// `auto` or a pinned MCP revision (see `ProtocolChoice`).
+    pub protocol: Option<Text>,
 }
 
 /// `discovery.backoff:` — retry delays of a degraded server.
@@ -118,6 +120,8 @@ pub struct RawServer {
     pub tools: Option<RawToolFilter>,
     /// Open the optional GET push stream (default true).
     pub push: Option<Flag>,
+    /// `auto` or a pinned MCP revision; default: `discovery.protocol`.
+    pub protocol: Option<Text>,
 }
 
 /// `transport:` values, spelled as in the file.

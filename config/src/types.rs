@@ -127,6 +127,48 @@ pub struct DiscoverySettings {
     /// A push stream that sends no byte for this long (comments and
     /// priming events count) is considered hung and reconnected.
     pub push_idle_timeout: Duration,
+    /// Which MCP era and revision to speak (`protocol:`).
+    pub protocol: ProtocolChoice,
+}
+
+/// `protocol:` — `auto` negotiates the era per upstream (`server/discover`
+/// first, `initialize` when the server is a 2025 one); a pinned revision
+/// skips the probe: a modern revision speaks only the stateless wire, a
+/// 2025 one only the `initialize` handshake (offering that revision).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ProtocolChoice {
+    #[default]
+    Auto,
+    Pinned(&'static str),
+}
+
+impl ProtocolChoice {
+    /// The revisions that can be pinned, newest first.
+    pub const REVISIONS: &'static [&'static str] = &[
+        "2026-07-28",
+        "2025-11-25",
+        "2025-06-18",
+        "2025-03-26",
+        "2024-11-05",
+    ];
+
+    /// `auto` or one of [`Self::REVISIONS`]; None for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        if text == "auto" {
+            return Some(Self::Auto);
+        }
+        Self::REVISIONS
+            .iter()
+            .find(|r| **r == text)
+            .map(|r| Self::Pinned(r))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Pinned(r) => r,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -457,6 +499,7 @@ impl Default for DiscoverySettings {
             max_listing_bytes: Self::DEFAULT_MAX_LISTING_BYTES,
             startup_grace: Self::DEFAULT_STARTUP_GRACE,
             push_idle_timeout: Self::DEFAULT_PUSH_IDLE_TIMEOUT,
+            protocol: ProtocolChoice::Auto,
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::schema::{
     RawServer, RawStore, RawToolFilter, RawTransport, Text,
 };
 use crate::tree;
-use crate::types::{normalize_host, normalize_origin, HttpConfig, MIN_API_KEY_LEN};
+use crate::types::{normalize_host, normalize_origin, HttpConfig, ProtocolChoice, MIN_API_KEY_LEN};
 use crate::types::{
     parse_encryption_key, AdminConfig, AuthConfig, BackoffSettings, CatalogSettings, ClientAuth,
     Config, DiscoverySettings, Endpoint, OAuth2Config, Secret, ServerName, ServerSource,
@@ -679,6 +679,33 @@ fn discovery(raw: RawDiscovery, r: &mut Report) -> DiscoverySettings {
             d.push_idle_timeout,
             PUSH_IDLE_TIMEOUT,
         ),
+        protocol: protocol(r, "discovery.protocol", raw.protocol, d.protocol),
+    }
+}
+
+/// `protocol:` (global and per server): `auto` or a known revision.
+fn protocol(
+    r: &mut Report,
+    path: &str,
+    raw: Option<crate::schema::Text>,
+    default: ProtocolChoice,
+) -> ProtocolChoice {
+    let Some(text) = raw else {
+        return default;
+    };
+    match ProtocolChoice::parse(text.as_str().trim()) {
+        Some(choice) => choice,
+        None => {
+            r.error(
+                path,
+                format!(
+                    "`{}` is not a protocol choice. Hint: use `auto` (the default) or one of {}",
+                    text.as_str().chars().take(40).collect::<String>(),
+                    ProtocolChoice::REVISIONS.join(", ")
+                ),
+            );
+            default
+        }
     }
 }
 
@@ -813,6 +840,12 @@ fn server(
         raw.request_timeout,
         global.request_timeout,
         REQUEST_TIMEOUT,
+    );
+    discovery.protocol = protocol(
+        r,
+        &tree::join(&base, "protocol"),
+        raw.protocol,
+        global.protocol,
     );
     let push = raw.push.is_none_or(|f| f.0);
 
@@ -1580,6 +1613,39 @@ mod tests {
                 .unwrap();
         assert!(spec.tools.allows("search"));
         assert!(!spec.tools.allows("admin_drop"));
+    }
+
+    #[test]
+    fn protocol_is_auto_or_a_known_revision_globally_and_per_server() {
+        let spec = one_server(json!({"url": "http://x/"})).unwrap();
+        assert_eq!(spec.discovery.protocol, ProtocolChoice::Auto);
+        let global = DiscoverySettings {
+            protocol: ProtocolChoice::Pinned("2025-06-18"),
+            ..DiscoverySettings::default()
+        };
+        let inherit = server_from_value(
+            "s",
+            json!({"url": "http://x/"}),
+            &global,
+            "__",
+            ServerSource::Api,
+        )
+        .unwrap();
+        assert_eq!(inherit.discovery.protocol.as_str(), "2025-06-18");
+        let spec = one_server(json!({"url": "http://x/", "protocol": "2026-07-28"})).unwrap();
+        assert_eq!(
+            spec.discovery.protocol,
+            ProtocolChoice::Pinned("2026-07-28")
+        );
+        let errs = server_err(json!({"url": "http://x/", "protocol": "2027-01-01"}));
+        assert!(
+            has(&errs, "servers.s.protocol", "Hint: use `auto`"),
+            "{errs:?}"
+        );
+        let errs = validate_value(json!({"discovery": {"protocol": "latest"}}), None)
+            .err()
+            .unwrap();
+        assert_eq!(paths(&errs), ["discovery.protocol"]);
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod discovery;
 mod helpers;
 mod interop;
 mod interop_modern;
+mod modern;
 mod openapi;
 mod process;
 mod push_stream;

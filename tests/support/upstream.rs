@@ -472,6 +472,44 @@ pub struct UpstreamBehavior {
     /// Tools listed verbatim after the generated ones (any JSON, however
     /// broken: what tool validation is tested with).
     pub raw_tools: Vec<Value>,
+    /// Which MCP era(s) the server speaks on `POST /mcp` (see [`ServerEra`]).
+    pub era: ServerEra,
+    /// Modern revisions accepted; another gets 400 + -32022 naming these.
+    pub modern_versions: Vec<String>,
+    /// `ttlMs` and `cacheScope` on modern results.
+    pub ttl_ms: u64,
+    pub cache_scope: String,
+    /// Dual-era: the modern side answers every request 404 with a plain
+    /// text body (no JSON-RPC), as if it had been switched off.
+    pub modern_broken: bool,
+}
+
+/// The MCP era(s) of the test upstream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServerEra {
+    /// 2025 only: `initialize` and sessions, as always.
+    #[default]
+    Legacy,
+    /// 2026-07-28 only, strict: `server/discover`; every request must carry
+    /// `_meta` (400 + -32602), `MCP-Protocol-Version`, `Mcp-Method` and
+    /// `Mcp-Name` matching the body (400 + -32020), a supported version
+    /// (400 with -32022). `initialize` is refused: 404 + -32601 with modern headers,
+    /// else 400 naming the supported versions.
+    Modern,
+    /// Both: a POST with a modern `MCP-Protocol-Version` header is modern,
+    /// any other is 2025 (as the Python SDK routes).
+    Dual,
+}
+
+/// One modern request as the upstream received it (after its checks).
+#[derive(Clone, Debug)]
+pub struct ModernRecord {
+    pub method: String,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub meta: Value,
+    /// The status it was answered with.
+    pub status: u16,
 }
 
 impl Default for UpstreamBehavior {
@@ -502,6 +540,11 @@ impl Default for UpstreamBehavior {
             get_stream: GetStream::Refuse,
             legacy_sse: false,
             raw_tools: Vec::new(),
+            era: ServerEra::Legacy,
+            modern_versions: vec!["2026-07-28".to_owned()],
+            ttl_ms: 0,
+            cache_scope: "private".to_owned(),
+            modern_broken: false,
         }
     }
 }
@@ -640,6 +683,11 @@ impl UpstreamBuilder {
         self.behavior.get_stream = mode;
         self
     }
+    pub fn era(mut self, era: ServerEra) -> Self {
+        self.behavior.era = era;
+        self
+    }
+
     pub fn legacy_sse(mut self) -> Self {
         self.behavior.legacy_sse = true;
         self
@@ -871,6 +919,8 @@ struct Stats {
     bearer_tokens: Vec<String>,
     /// Protected resource metadata fetches: path and status.
     prm_requests: Vec<(String, u16)>,
+    /// Modern requests, in order.
+    modern_log: Vec<ModernRecord>,
 }
 
 #[derive(Default)]
@@ -1135,6 +1185,11 @@ impl UpstreamHandle {
         lock(&self.inner.stats).bearer_tokens.clone()
     }
     /// Protected resource metadata fetches (path, status), in order.
+    /// The modern requests received, in order, with the status each got.
+    pub fn modern_log(&self) -> Vec<ModernRecord> {
+        lock(&self.inner.stats).modern_log.clone()
+    }
+
     pub fn prm_requests(&self) -> Vec<(String, u16)> {
         lock(&self.inner.stats).prm_requests.clone()
     }
@@ -1480,6 +1535,9 @@ impl Inner {
         let id = msg.get("id").cloned().unwrap_or(Value::Null);
         self.record_method(&key, &msg);
         let is_initialize = key == "initialize";
+        if let Some(answer) = self.modern_post(req, &msg, &key, b).await {
+            return answer;
+        }
 
         let session = header_str(req, "mcp-session-id");
         if b.sessions && !is_initialize {
@@ -1514,6 +1572,172 @@ impl Inner {
             Reply::Accepted => HttpResponse::Accepted().finish(),
             Reply::Message(v) => self.render(&v, b, new_session),
         }
+    }
+
+    /// The 2026-07-28 side of `POST /mcp`: None when the 2025 side answers.
+    async fn modern_post(
+        &self,
+        req: &HttpRequest,
+        msg: &Value,
+        method: &str,
+        b: &UpstreamBehavior,
+    ) -> Option<HttpResponse> {
+        let header_version = header_str(req, "mcp-protocol-version");
+        let modern_header = header_version
+            .as_deref()
+            .is_some_and(|v| !SUPPORTED_PROTOCOL_VERSIONS.contains(&v));
+        match b.era {
+            ServerEra::Legacy => return None,
+            ServerEra::Dual if !modern_header => return None,
+            _ => {}
+        }
+        let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        let params = msg.get("params").cloned().unwrap_or(Value::Null);
+        let meta = params.get("_meta").cloned().unwrap_or(Value::Null);
+        let record = |status: u16| {
+            lock(&self.stats).modern_log.push(ModernRecord {
+                method: method.to_owned(),
+                headers: request_headers(req)
+                    .into_iter()
+                    .map(|(n, v)| (n.to_ascii_lowercase(), v))
+                    .collect(),
+                meta: meta.clone(),
+                status,
+            });
+        };
+        let bad = |code: i64, message: &str, data: Option<Value>| {
+            let mut body = rpc_error(id.clone(), code, message);
+            if let Some(data) = data {
+                body["error"]["data"] = data;
+            }
+            body
+        };
+        if b.modern_broken {
+            record(404);
+            return Some(
+                HttpResponse::NotFound()
+                    .content_type("text/plain")
+                    .body("Not Found"),
+            );
+        }
+        if method == "initialize" {
+            let supported = json!({ "supported": b.modern_versions });
+            return Some(if modern_header {
+                record(404);
+                json_status(
+                    StatusCode::NOT_FOUND,
+                    &bad(-32601, "Method not found: initialize", None),
+                )
+            } else {
+                record(400);
+                json_status(
+                    StatusCode::BAD_REQUEST,
+                    &bad(
+                        -32600,
+                        "Bad Request: this server speaks only 2026-07-28 (no initialize)",
+                        Some(supported),
+                    ),
+                )
+            });
+        }
+        // 1. `_meta` presence.
+        let meta_version = meta
+            .get("io.modelcontextprotocol/protocolVersion")
+            .and_then(Value::as_str);
+        let caps_ok = meta
+            .get("io.modelcontextprotocol/clientCapabilities")
+            .is_some_and(Value::is_object);
+        if msg.get("id").is_some() && (meta_version.is_none() || !caps_ok) {
+            record(400);
+            return Some(json_status(
+                StatusCode::BAD_REQUEST,
+                &bad(
+                    -32602,
+                    "Invalid params: _meta must carry protocolVersion and clientCapabilities",
+                    None,
+                ),
+            ));
+        }
+        // 2. Header/body match.
+        let expected_name = match method {
+            "tools/call" | "prompts/get" => params.get("name").and_then(Value::as_str),
+            "resources/read" => params.get("uri").and_then(Value::as_str),
+            _ => None,
+        };
+        let method_header = header_str(req, "mcp-method").and_then(|v| modern_decode(&v));
+        let name_header = header_str(req, "mcp-name").and_then(|v| modern_decode(&v));
+        let mismatch = header_version.as_deref() != meta_version
+            || method_header.as_deref() != Some(method)
+            || name_header.as_deref() != expected_name;
+        if mismatch {
+            record(400);
+            return Some(json_status(
+                StatusCode::BAD_REQUEST,
+                &bad(
+                    -32020,
+                    "Header mismatch: MCP-Protocol-Version, Mcp-Method or Mcp-Name",
+                    None,
+                ),
+            ));
+        }
+        // 3. Version supported.
+        let version = header_version.unwrap_or_default();
+        if !b.modern_versions.contains(&version) {
+            record(400);
+            return Some(json_status(
+                StatusCode::BAD_REQUEST,
+                &bad(
+                    -32022,
+                    "Unsupported protocol version",
+                    Some(json!({ "supported": b.modern_versions, "requested": version })),
+                ),
+            ));
+        }
+        record(200);
+        let Some(id) = msg.get("id").cloned() else {
+            return Some(HttpResponse::Accepted().finish());
+        };
+        let hints = |mut result: Value| {
+            result["resultType"] = json!("complete");
+            result["ttlMs"] = json!(b.ttl_ms);
+            result["cacheScope"] = json!(b.cache_scope);
+            result["_meta"] = json!({
+                "io.modelcontextprotocol/serverInfo": { "name": b.server_name, "version": "0.0.0-test" }
+            });
+            result
+        };
+        let result = match method {
+            "server/discover" => {
+                let mut capabilities = json!({ "tools": { "listChanged": true } });
+                if b.prompts > 0 {
+                    capabilities["prompts"] = json!({ "listChanged": false });
+                }
+                if b.resources > 0 {
+                    capabilities["resources"] = json!({ "listChanged": false });
+                }
+                Ok(hints(json!({
+                    "supportedVersions": b.modern_versions,
+                    "capabilities": capabilities,
+                    "instructions": "modern test upstream",
+                })))
+            }
+            _ => {
+                // The 2025 handlers, minus the handshake.
+                let (reply, _) = self.rpc(msg, b, false);
+                match reply {
+                    Reply::Message(m) if m.get("result").is_some() => {
+                        Ok(hints(m["result"].clone()))
+                    }
+                    Reply::Message(m) => Err(m),
+                    Reply::Accepted => return Some(HttpResponse::Accepted().finish()),
+                }
+            }
+        };
+        let message = match result {
+            Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
+            Err(error) => error,
+        };
+        Some(self.render(&message, b, None))
     }
 
     fn check_session(
@@ -2198,6 +2422,39 @@ fn request_headers(req: &HttpRequest) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// A standard header value as the spec encodes it: `=?base64?..?=` decoded
+/// (None when that is not valid base64 of UTF-8), others as they are,
+/// without the padding whitespace servers must accept.
+fn modern_decode(value: &str) -> Option<String> {
+    let value = value.trim();
+    let Some(inner) = value
+        .strip_prefix("=?base64?")
+        .and_then(|v| v.strip_suffix("?="))
+    else {
+        return Some(value.to_owned());
+    };
+    let mut out = Vec::with_capacity(inner.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in inner.trim_end_matches('=').bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn header_str(req: &HttpRequest, name: &str) -> Option<String> {

@@ -478,7 +478,7 @@ pub async fn discover_checked(
     let client = http::client(timeout);
     let probe = serde_json::json!({
         "jsonrpc": "2.0", "id": 0, "method": "initialize",
-        "params": super::session::initialize_params(),
+        "params": super::era::legacy::initialize_params(super::LATEST_PROTOCOL_VERSION),
     });
     let challenge = match tokio::time::timeout(
         timeout,

@@ -196,6 +196,12 @@ pub enum McpError {
     #[error("Server chose protocol version `{}`, which this client does not support (supported: {})", Clip(version, 40), SUPPORTED_PROTOCOL_VERSIONS.join(", "))]
     UnsupportedProtocolVersion { version: String },
 
+    #[error(
+        "{target} speaks no MCP revision this client does (it supports: {}). Hint: this client speaks 2026-07-28 and 2025-11-25 down to 2024-11-05",
+        Clip(supported, 200)
+    )]
+    NoMutualVersion { target: String, supported: String },
+
     #[error("No `endpoint` event from {url} within {} (is this a legacy HTTP+SSE endpoint?)", Dur(*after))]
     NoEndpointEvent { url: String, after: Duration },
 
@@ -271,6 +277,7 @@ impl McpError {
             McpError::Spawn { .. } => "spawn_failed",
             McpError::ChildExited { .. } => "child_exited",
             McpError::UnsupportedProtocolVersion { .. } => "unsupported_protocol_version",
+            McpError::NoMutualVersion { .. } => "no_mutual_version",
             McpError::NoEndpointEvent { .. } => "no_endpoint_event",
             McpError::InvalidEndpoint { .. } => "invalid_endpoint",
             McpError::TransportClosed { .. } => "transport_closed",

@@ -282,6 +282,11 @@ pub(crate) fn redirect_location(resp: &ClientResponse, request_url: &str) -> Str
 }
 
 pub(crate) async fn error_excerpt(resp: &mut ClientResponse) -> String {
+    excerpt(&error_prefix(resp).await, EXCERPT_CHARS)
+}
+
+/// The first few KiB of an error body (the rest is never read).
+pub(crate) async fn error_prefix(resp: &mut ClientResponse) -> Vec<u8> {
     let mut buf = Vec::new();
     while buf.len() < ERROR_BODY_PREFIX {
         match resp.next().await {
@@ -290,7 +295,7 @@ pub(crate) async fn error_excerpt(resp: &mut ClientResponse) -> String {
         }
     }
     buf.truncate(ERROR_BODY_PREFIX);
-    excerpt(&buf, EXCERPT_CHARS)
+    buf
 }
 
 /// The media type of a response, lower-cased, without parameters; empty

@@ -52,6 +52,27 @@ impl RpcError {
     }
 }
 
+/// 2026-07-28 errors: header mismatch, missing client capability,
+/// unsupported protocol version. No 2025 server sends them.
+pub const HEADER_MISMATCH: i64 = -32020;
+pub const MISSING_CLIENT_CAPABILITY: i64 = -32021;
+pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+
+/// The JSON-RPC error of an HTTP error body, when it is one of the
+/// 2026-07-28 errors (see the constants above); None otherwise.
+pub fn modern_error(body: &[u8]) -> Option<RpcError> {
+    #[derive(Deserialize)]
+    struct Body {
+        error: RpcError,
+    }
+    let body: Body = serde_json::from_slice(body).ok()?;
+    matches!(
+        body.error.code,
+        HEADER_MISMATCH | MISSING_CLIENT_CAPABILITY | UNSUPPORTED_PROTOCOL_VERSION
+    )
+    .then_some(body.error)
+}
+
 /// What a response carries.
 pub type Reply = Result<Box<RawValue>, RpcError>;
 

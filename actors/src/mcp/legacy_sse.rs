@@ -27,11 +27,8 @@ use super::http::{
 use super::jsonrpc::{
     self, encode_notification, encode_request, Closed, Failure, IdGen, Incoming, Pending,
 };
-use super::session::{initialize_params, parse_initialize};
 use super::sse::SseParser;
-use super::{ClientOptions, McpError, Notification, ServerInfo};
-
-const TRANSPORT: &str = "sse";
+use super::{ClientOptions, McpError, Notification};
 
 /// Everything needed to POST a message to the endpoint (shared with the
 /// reader task, which answers server pings).
@@ -83,7 +80,6 @@ pub(crate) struct LegacySse {
     /// Bytes received on the event stream (idle watchdog).
     received: Rc<Cell<u64>>,
     reader: RefCell<Option<JoinHandle<()>>>,
-    info: RefCell<Option<ServerInfo>>,
     notifications: RefCell<Option<UnboundedReceiver<Notification>>>,
 }
 
@@ -217,7 +213,9 @@ pub(crate) fn forward_notification(
 }
 
 impl LegacySse {
-    pub(crate) async fn connect(url: &Url, opts: &ClientOptions) -> Result<Self, McpError> {
+    /// Opens the GET stream and waits for the `endpoint` event; the era
+    /// layer does the handshake.
+    pub(crate) async fn open(url: &Url, opts: &ClientOptions) -> Result<Self, McpError> {
         let shown = redact_url(url);
         let headers = Headers::new(opts)?;
         let client = http::client(opts.connect_timeout);
@@ -310,27 +308,13 @@ impl LegacySse {
             pending,
             received,
             reader: RefCell::new(Some(handle)),
-            info: RefCell::new(None),
             notifications: RefCell::new(Some(notif_rx)),
         };
-        let raw = this
-            .request("initialize", Some(initialize_params()))
-            .await?;
-        let info = parse_initialize(&raw, TRANSPORT, &this.shown)?;
-        *this.info.borrow_mut() = Some(info);
-        this.notify("notifications/initialized", None).await?;
         Ok(this)
     }
 
     pub(crate) fn shown_url(&self) -> &str {
         &self.shown
-    }
-
-    pub(crate) fn info(&self) -> ServerInfo {
-        self.info
-            .borrow()
-            .clone()
-            .unwrap_or_else(|| ServerInfo::unknown(TRANSPORT))
     }
 
     pub(crate) fn take_notifications(&self) -> Option<UnboundedReceiver<Notification>> {
@@ -362,14 +346,14 @@ impl LegacySse {
     pub(crate) async fn request(
         &self,
         method: &str,
-        params: Option<Value>,
+        params: Option<&Value>,
     ) -> Result<Box<RawValue>, McpError> {
         let id = self.ids.next_id();
         let mut waiter = self
             .pending
             .register(id)
             .map_err(|c| self.closed_error(c))?;
-        let body = encode_request(id, method, params.as_ref())?;
+        let body = encode_request(id, method, params)?;
         let received_before = self.received.get();
         let result = self
             .timed(method, async {
@@ -407,11 +391,15 @@ impl LegacySse {
         result
     }
 
-    pub(crate) async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), McpError> {
+    pub(crate) async fn notify(
+        &self,
+        method: &str,
+        params: Option<&Value>,
+    ) -> Result<(), McpError> {
         if let Some(c) = self.pending.closed() {
             return Err(self.closed_error(c));
         }
-        let body = encode_notification(method, params.as_ref())?;
+        let body = encode_notification(method, params)?;
         self.timed(method, self.poster.post(body, method)).await
     }
 

@@ -1,14 +1,17 @@
 //! MCP client (upstream side): plain async code over awc, no actors inside.
 //!
-//! [`connect`] opens a session (initialize + notifications/initialized) over
-//! the transport a [`Target`] names; a [`Session`] is a cheap `Clone` handle
+//! [`connect`] opens a session over the transport a [`Target`] names, in the
+//! era (2025 handshake or 2026-07-28 stateless) [`era`] negotiates; a [`Session`] is a cheap `Clone` handle
 //! (`Rc` inside: it lives on one arbiter thread, like awc itself).
 //!
 //! Submodules: `jsonrpc` (envelopes, ids), `sse` (incremental SSE parser),
-//! `streamable_http`, `legacy_sse`, `stdio` (transports), `http` (per-thread
-//! awc clients), `error`.
+//! `streamable_http`, `legacy_sse`, `stdio` (transports: they move JSON-RPC
+//! messages and know no handshake), `era` (the 2025 handshake and session,
+//! the 2026-07-28 `_meta` and headers, and the negotiation between them),
+//! `http` (per-thread awc clients), `error`. See ADR 0015.
 
 pub mod auth;
+pub mod era;
 pub mod error;
 /// Property tests (the stable-toolchain fuzz targets of the parsers).
 #[cfg(test)]
@@ -103,6 +106,8 @@ pub struct ClientOptions {
     /// An OAuth2 access token, read at every HTTP request (so a refreshed
     /// token is used at once, also by the push stream).
     pub bearer: Option<BearerSlot>,
+    /// `auto` (negotiate the era) or a pinned revision.
+    pub protocol: discovery_config::ProtocolChoice,
 }
 
 /// The current access token of a session, shared between the token's owner
@@ -144,6 +149,7 @@ impl std::fmt::Debug for ClientOptions {
             max_listing_bytes,
             headers,
             bearer,
+            protocol,
         } = self;
         f.debug_struct("ClientOptions")
             .field("server_name", server_name)
@@ -161,6 +167,7 @@ impl std::fmt::Debug for ClientOptions {
                     .collect::<Vec<_>>(),
             )
             .field("bearer", bearer)
+            .field("protocol", protocol)
             .finish()
     }
 }
@@ -177,12 +184,13 @@ impl ClientOptions {
             max_listing_bytes: s.max_listing_bytes,
             headers: Vec::new(),
             bearer: None,
+            protocol: s.protocol,
         }
     }
 }
 
 /// What the server told us in `initialize`, clipped to bounded sizes
-/// (see `session::parse_initialize`) and shared: every clone (each
+/// (see `era::info`) and shared: every clone (each
 /// `Session::info()`, each server view) is a pointer copy, not a copy of
 /// what the upstream sent.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -193,7 +201,7 @@ pub struct ServerInfo {
     pub server_info: Arc<Value>,
     /// Kept whole when small, else only the capability names.
     pub capabilities: Arc<Value>,
-    /// Clipped to `session::MAX_INSTRUCTIONS_BYTES`.
+    /// Clipped to `era::MAX_INSTRUCTIONS_BYTES`.
     pub instructions: Option<Arc<str>>,
     /// The transport actually in use: `streamable-http`, `sse` or `stdio`.
     pub transport: &'static str,
@@ -334,16 +342,34 @@ pub struct Session {
 
 mod session;
 
-/// Opens a session: for `Auto`, POST initialize to the URL and fall back to
-/// legacy HTTP+SSE on 400/404/405. Sends `notifications/initialized`.
+/// Opens a session: negotiates the era (`opts.protocol`; see [`era`]), then
+/// for a 2025 server `initialize` as before (for `Auto`, POST initialize to
+/// the URL and fall back to legacy HTTP+SSE on 400/404/405).
 pub async fn connect(target: &Target, opts: ClientOptions) -> Result<Session, McpError> {
-    session::connect(target, opts).await
+    session::connect(target, opts, None).await
+}
+
+/// [`connect`], knowing the era an earlier session of this upstream spoke:
+/// a legacy verdict skips the `server/discover` probe (the owner forgets
+/// the verdict when a connect fails, so the next one probes again).
+pub async fn connect_known(
+    target: &Target,
+    opts: ClientOptions,
+    known: Option<era::EraKind>,
+) -> Result<Session, McpError> {
+    session::connect(target, opts, known).await
 }
 
 impl Session {
-    /// What `initialize` returned (of the current session incarnation).
+    /// What `initialize` (or `server/discover`) returned (of the current
+    /// session incarnation).
     pub fn info(&self) -> ServerInfo {
         self.inner.info()
+    }
+
+    /// The era this session speaks.
+    pub fn era(&self) -> era::EraKind {
+        self.inner.era()
     }
 
     /// One JSON-RPC request with its own timeout; the raw `result`.

@@ -1,4 +1,5 @@
-//! Session internals: transport choice, initialize, paginated listings.
+//! Session internals: paginated listings over whichever era
+//! ([`super::era`]) the session speaks.
 //!
 //! Decisions worth knowing:
 //! - Every tool entry of a listing is handed on, however broken: the
@@ -13,8 +14,8 @@
 //! - What an upstream can make the engine hold is bounded: one listing
 //!   (all its pages) by `discovery.max_tools` items and
 //!   `discovery.max_listing_bytes` bytes, checked page by page so reading
-//!   stops at the page that crosses a cap; `initialize`'s `serverInfo`,
-//!   `capabilities` and `instructions` are clipped (see [`parse_initialize`]).
+//!   stops at the page that crosses a cap; what `initialize` or
+//!   `server/discover` said about the server is clipped (`era::info`).
 
 use std::collections::HashSet;
 use std::rc::Rc;
@@ -24,267 +25,32 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::error::redact_url;
+use super::era::{self, Era, EraKind};
 use super::jsonrpc::METHOD_NOT_FOUND;
-use super::legacy_sse::LegacySse;
-use super::stdio::Stdio;
-use super::streamable_http::StreamableHttp;
-use super::{
-    ClientOptions, Inventory, McpError, Notification, ServerInfo, Session, Target, Tool,
-    LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS,
-};
-use discovery_config::TransportKind;
-
-/// The transport under a session. An enum, not a trait object: three known
-/// kinds, and async methods stay plain.
-pub(super) enum Transport {
-    Streamable(StreamableHttp),
-    Legacy(LegacySse),
-    Stdio(Stdio),
-}
+use super::{ClientOptions, Inventory, McpError, Notification, ServerInfo, Session, Target, Tool};
 
 pub(super) struct Inner {
-    transport: Transport,
+    era: Era,
     opts: ClientOptions,
 }
 
-pub(super) async fn connect(target: &Target, opts: ClientOptions) -> Result<Session, McpError> {
-    let transport = match target {
-        Target::Http { url, transport } => connect_http(url, *transport, &opts).await?,
-        Target::Stdio {
-            command,
-            args,
-            env,
-            env_inherit,
-            cwd,
-        } => Transport::Stdio(
-            Stdio::connect(command, args, env, *env_inherit, cwd.as_deref(), &opts).await?,
-        ),
-    };
-    let inner = Inner { transport, opts };
+pub(super) async fn connect(
+    target: &Target,
+    opts: ClientOptions,
+    known: Option<EraKind>,
+) -> Result<Session, McpError> {
+    let era = era::negotiate(target, &opts, known).await?;
+    let inner = Inner { era, opts };
     let info = inner.info();
     tracing::debug!(
         server = %inner.opts.server_name,
         transport = info.transport,
+        era = inner.era.kind().as_str(),
         protocol_version = %info.protocol_version,
         "MCP session established"
     );
     Ok(Session {
         inner: Rc::new(inner),
-    })
-}
-
-async fn connect_http(
-    url: &url::Url,
-    kind: TransportKind,
-    opts: &ClientOptions,
-) -> Result<Transport, McpError> {
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(McpError::InvalidTarget(format!(
-            "`{}` is not an http(s) URL",
-            redact_url(url)
-        )));
-    }
-    match kind {
-        TransportKind::StreamableHttp => Ok(Transport::Streamable(
-            StreamableHttp::connect(url, opts).await?,
-        )),
-        TransportKind::Sse => Ok(Transport::Legacy(LegacySse::connect(url, opts).await?)),
-        TransportKind::Auto => match StreamableHttp::connect(url, opts).await {
-            Ok(t) => {
-                tracing::info!(
-                    server = %opts.server_name,
-                    url = %redact_url(url),
-                    transport = "streamable-http",
-                    "Transport chosen"
-                );
-                Ok(Transport::Streamable(t))
-            }
-            Err(e) if matches!(e.http_status(), Some(400 | 404 | 405)) => {
-                tracing::info!(
-                    server = %opts.server_name,
-                    url = %redact_url(url),
-                    status = e.http_status().unwrap_or_default(),
-                    "Streamable HTTP initialize refused; trying legacy HTTP+SSE"
-                );
-                match LegacySse::connect(url, opts).await {
-                    Ok(t) => {
-                        tracing::info!(
-                            server = %opts.server_name,
-                            url = %redact_url(url),
-                            transport = "sse",
-                            "Transport chosen"
-                        );
-                        Ok(Transport::Legacy(t))
-                    }
-                    Err(legacy) => Err(McpError::FallbackFailed {
-                        url: redact_url(url),
-                        streamable: e.to_string(),
-                        source: Box::new(legacy),
-                    }),
-                }
-            }
-            Err(e) => Err(e),
-        },
-        TransportKind::Stdio => Err(McpError::InvalidTarget(
-            "an HTTP target cannot use the stdio transport".into(),
-        )),
-    }
-}
-
-/// `initialize` params: we offer the latest revision and no client
-/// capabilities (we never sample, list roots or elicit).
-pub(super) fn initialize_params() -> Value {
-    serde_json::json!({
-        "protocolVersion": LATEST_PROTOCOL_VERSION,
-        "capabilities": {},
-        "clientInfo": {
-            "name": "mcp-discovery",
-            "version": env!("CARGO_PKG_VERSION"),
-        },
-    })
-}
-
-/// Most bytes of `instructions` kept (cut on a char boundary).
-pub(crate) const MAX_INSTRUCTIONS_BYTES: usize = 64 * 1024;
-/// Most characters of one string of `serverInfo` kept.
-const SERVER_INFO_STRING_MAX: usize = 1024;
-/// Most fields of `serverInfo` kept; longer field names are dropped.
-const SERVER_INFO_FIELDS_MAX: usize = 32;
-const SERVER_INFO_KEY_MAX: usize = 64;
-/// A nested `serverInfo` value (e.g. `icons`) larger than this, serialized,
-/// is dropped.
-const SERVER_INFO_NESTED_MAX: usize = 4 * 1024;
-/// `capabilities` larger than this, serialized, keep only their names.
-const CAPABILITIES_MAX: usize = 64 * 1024;
-
-/// Counts serialized bytes without keeping them.
-struct ByteCount(usize);
-
-impl std::io::Write for ByteCount {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 = self.0.saturating_add(buf.len());
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn serialized_len(value: &Value) -> usize {
-    let mut count = ByteCount(0);
-    match serde_json::to_writer(&mut count, value) {
-        Ok(()) => count.0,
-        Err(_) => usize::MAX,
-    }
-}
-
-/// `text` cut to at most `max` bytes, on a char boundary.
-fn clip_bytes(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut at = max;
-        while !text.is_char_boundary(at) {
-            at -= 1;
-        }
-        text.truncate(at);
-    }
-    text
-}
-
-/// `serverInfo` with every string clipped, at most a few fields, and
-/// nested values only when small: a few KiB at most, whatever was sent.
-fn clip_server_info(value: Value) -> Value {
-    let Value::Object(map) = value else {
-        return Value::Null;
-    };
-    let clipped = map
-        .into_iter()
-        .filter(|(key, _)| key.len() <= SERVER_INFO_KEY_MAX)
-        .filter_map(|(key, value)| {
-            let value = match value {
-                Value::String(s) => Value::String(super::error::clip(&s, SERVER_INFO_STRING_MAX)),
-                v @ (Value::Array(_) | Value::Object(_)) => {
-                    if serialized_len(&v) > SERVER_INFO_NESTED_MAX {
-                        return None;
-                    }
-                    v
-                }
-                v => v,
-            };
-            Some((key, value))
-        })
-        .take(SERVER_INFO_FIELDS_MAX)
-        .collect();
-    Value::Object(clipped)
-}
-
-/// `capabilities` whole when small; else only the names (`has_capability`
-/// still answers), each with an empty object.
-fn clip_capabilities(value: Value) -> Value {
-    match value {
-        Value::Object(map) if serialized_len(&Value::Object(map.clone())) > CAPABILITIES_MAX => {
-            // The capabilities the engine reads first, then others.
-            const KNOWN: [&str; 3] = ["tools", "prompts", "resources"];
-            let (known, other): (Vec<_>, Vec<_>) = map
-                .into_iter()
-                .filter(|(key, _)| key.len() <= SERVER_INFO_KEY_MAX)
-                .partition(|(key, _)| KNOWN.contains(&key.as_str()));
-            Value::Object(
-                known
-                    .into_iter()
-                    .chain(other)
-                    .take(SERVER_INFO_FIELDS_MAX)
-                    .map(|(key, _)| (key, Value::Object(serde_json::Map::new())))
-                    .collect(),
-            )
-        }
-        Value::Object(map) => Value::Object(map),
-        _ => Value::Object(serde_json::Map::new()),
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct InitializeResult {
-    protocol_version: String,
-    #[serde(default)]
-    capabilities: Value,
-    #[serde(default)]
-    server_info: Value,
-    #[serde(default)]
-    instructions: Option<Value>,
-}
-
-/// Reads an `initialize` result; refuses a protocol version we do not
-/// speak. What is kept is clipped: `instructions` to
-/// [`MAX_INSTRUCTIONS_BYTES`], `serverInfo` to a few KiB, `capabilities`
-/// to their names when large.
-pub(super) fn parse_initialize(
-    raw: &RawValue,
-    transport: &'static str,
-    target: &str,
-) -> Result<ServerInfo, McpError> {
-    let r: InitializeResult =
-        serde_json::from_str(raw.get()).map_err(|e| McpError::MalformedResult {
-            method: "initialize".into(),
-            target: target.to_owned(),
-            detail: e.to_string(),
-        })?;
-    if !SUPPORTED_PROTOCOL_VERSIONS.contains(&r.protocol_version.as_str()) {
-        return Err(McpError::UnsupportedProtocolVersion {
-            version: r.protocol_version,
-        });
-    }
-    let instructions = match r.instructions {
-        Some(Value::String(text)) => Some(Arc::from(clip_bytes(text, MAX_INSTRUCTIONS_BYTES))),
-        _ => None,
-    };
-    Ok(ServerInfo {
-        protocol_version: r.protocol_version,
-        server_info: Arc::new(clip_server_info(r.server_info)),
-        capabilities: Arc::new(clip_capabilities(r.capabilities)),
-        instructions,
-        transport,
     })
 }
 
@@ -387,19 +153,15 @@ impl Page {
 
 impl Inner {
     fn target(&self) -> String {
-        match &self.transport {
-            Transport::Streamable(t) => t.shown_url().to_owned(),
-            Transport::Legacy(t) => t.shown_url().to_owned(),
-            Transport::Stdio(t) => t.label().to_owned(),
-        }
+        self.era.wire().target().to_owned()
     }
 
     pub(super) fn info(&self) -> ServerInfo {
-        match &self.transport {
-            Transport::Streamable(t) => t.info(),
-            Transport::Legacy(t) => t.info(),
-            Transport::Stdio(t) => t.info(),
-        }
+        self.era.info()
+    }
+
+    pub(super) fn era(&self) -> EraKind {
+        self.era.kind()
     }
 
     pub(super) async fn request(
@@ -407,19 +169,11 @@ impl Inner {
         method: &str,
         params: Option<Value>,
     ) -> Result<Box<RawValue>, McpError> {
-        match &self.transport {
-            Transport::Streamable(t) => t.request(method, params).await,
-            Transport::Legacy(t) => t.request(method, params).await,
-            Transport::Stdio(t) => t.request(method, params).await,
-        }
+        self.era.request(method, params).await
     }
 
     pub(super) async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), McpError> {
-        match &self.transport {
-            Transport::Streamable(t) => t.notify(method, params).await,
-            Transport::Legacy(t) => t.notify(method, params).await,
-            Transport::Stdio(t) => t.notify(method, params).await,
-        }
+        self.era.notify(method, params).await
     }
 
     /// Every item of a paginated list, within the listing caps (checked
@@ -537,56 +291,39 @@ impl Inner {
     pub(super) fn take_notifications(
         &self,
     ) -> Option<tokio::sync::mpsc::UnboundedReceiver<Notification>> {
-        match &self.transport {
-            Transport::Streamable(_) => None,
-            Transport::Legacy(t) => t.take_notifications(),
-            Transport::Stdio(t) => t.take_notifications(),
-        }
+        self.era.wire().take_notifications()
     }
 
     pub(super) async fn open_push(
         &self,
         last_event_id: Option<&str>,
     ) -> Option<Result<super::PushOpened, McpError>> {
-        match &self.transport {
-            Transport::Streamable(t) => Some(t.open_push(last_event_id).await),
-            Transport::Legacy(_) | Transport::Stdio(_) => None,
-        }
+        self.era.open_push(last_event_id).await
     }
 
     pub(super) async fn answer_request(&self, id: &Value, method: &str) {
-        if let Transport::Streamable(t) = &self.transport {
-            t.answer_request(id, method).await
-        }
+        self.era.answer_request(id, method).await
     }
 
     pub(super) fn closed(&self) -> Option<McpError> {
-        match &self.transport {
-            Transport::Streamable(_) => None,
-            Transport::Legacy(t) => t.closed(),
-            Transport::Stdio(t) => t.closed(),
-        }
+        self.era.wire().closed()
     }
 
     pub(super) fn session_id(&self) -> Option<String> {
-        match &self.transport {
-            Transport::Streamable(t) => t.session_id(),
-            Transport::Legacy(_) | Transport::Stdio(_) => None,
-        }
+        self.era.session_id()
     }
 
     pub(super) async fn close(&self) {
-        match &self.transport {
-            Transport::Streamable(t) => t.close().await,
-            Transport::Legacy(t) => t.close().await,
-            Transport::Stdio(t) => t.close().await,
-        }
+        self.era.close().await
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::era::info::{serialized_len, CAPABILITIES_MAX, MAX_INSTRUCTIONS_BYTES};
+    use super::super::era::legacy::parse_initialize;
     use super::*;
+    use discovery_config::TransportKind;
 
     #[test]
     fn guard_follows_cursors_to_the_end() {

@@ -34,10 +34,8 @@ use super::jsonrpc::{
     self, encode_notification, encode_request, Closed, Failure, IdGen, Incoming, Pending,
 };
 use super::legacy_sse::forward_notification;
-use super::session::{initialize_params, parse_initialize};
-use super::{ClientOptions, McpError, Notification, ServerInfo};
+use super::{ClientOptions, McpError, Notification};
 
-const TRANSPORT: &str = "stdio";
 /// A stderr line longer than this is skipped (noted, not buffered).
 const MAX_STDERR_LINE: usize = 16 * 1024;
 /// A stderr line is logged clipped to this many characters.
@@ -236,7 +234,6 @@ pub(crate) struct Stdio {
     kill_tx: RefCell<Option<oneshot::Sender<()>>>,
     exit_rx: watch::Receiver<Option<String>>,
     tasks: RefCell<Vec<JoinHandle<()>>>,
-    info: RefCell<Option<ServerInfo>>,
     notifications: RefCell<Option<UnboundedReceiver<Notification>>>,
 }
 
@@ -248,7 +245,9 @@ fn missing_pipe(label: &str, which: &str) -> McpError {
 }
 
 impl Stdio {
-    pub(crate) async fn connect(
+    /// Spawns the child and starts its readers; the era layer does the
+    /// handshake (or the probe).
+    pub(crate) async fn spawn(
         command: &str,
         args: &[String],
         env: &IndexMap<String, String>,
@@ -342,28 +341,13 @@ impl Stdio {
             kill_tx: RefCell::new(Some(kill_tx)),
             exit_rx,
             tasks: RefCell::new(vec![reader, logger, answerer]),
-            info: RefCell::new(None),
             notifications: RefCell::new(Some(notif_rx)),
         };
-        // On failure `this` drops: the waiter kills the child.
-        let raw = this
-            .request("initialize", Some(initialize_params()))
-            .await?;
-        let info = parse_initialize(&raw, TRANSPORT, &this.label)?;
-        *this.info.borrow_mut() = Some(info);
-        this.notify("notifications/initialized", None).await?;
         Ok(this)
     }
 
     pub(crate) fn label(&self) -> &str {
         &self.label
-    }
-
-    pub(crate) fn info(&self) -> ServerInfo {
-        self.info
-            .borrow()
-            .clone()
-            .unwrap_or_else(|| ServerInfo::unknown(TRANSPORT))
     }
 
     pub(crate) fn take_notifications(&self) -> Option<UnboundedReceiver<Notification>> {
@@ -433,14 +417,14 @@ impl Stdio {
     pub(crate) async fn request(
         &self,
         method: &str,
-        params: Option<Value>,
+        params: Option<&Value>,
     ) -> Result<Box<RawValue>, McpError> {
         let id = self.ids.next_id();
         let mut waiter = self
             .pending
             .register(id)
             .map_err(|c| self.closed_error(c))?;
-        let line = encode_request(id, method, params.as_ref())?;
+        let line = encode_request(id, method, params)?;
         self.timed(method, async {
             self.write(line).await?;
             match waiter.wait().await {
@@ -459,11 +443,15 @@ impl Stdio {
         .await
     }
 
-    pub(crate) async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), McpError> {
+    pub(crate) async fn notify(
+        &self,
+        method: &str,
+        params: Option<&Value>,
+    ) -> Result<(), McpError> {
         if let Some(c) = self.pending.closed() {
             return Err(self.closed_error(c));
         }
-        let line = encode_notification(method, params.as_ref())?;
+        let line = encode_notification(method, params)?;
         self.timed(method, self.write(line)).await
     }
 
@@ -995,7 +983,7 @@ while True:
 
     #[actix_web::test]
     async fn close_kills_a_stubborn_child_and_reaps_it() {
-        let t = Stdio::connect(
+        let t = Stdio::spawn(
             "python3",
             &["-u".into(), "-c".into(), SCRIPT.into()],
             &IndexMap::new(),
@@ -1025,7 +1013,7 @@ while True:
         env.insert("PIDFILE".to_owned(), pidfile.display().to_string());
         env.insert("SCRIPT".to_owned(), SCRIPT.to_owned());
         // Like `npx`: a wrapper whose descendant outlives a plain kill.
-        let t = Stdio::connect(
+        let t = Stdio::spawn(
             "sh",
             &[
                 "-c".into(),
@@ -1052,7 +1040,7 @@ while True:
 
     #[actix_web::test]
     async fn close_lets_a_polite_child_exit_on_stdin_eof() {
-        let t = Stdio::connect(
+        let t = Stdio::spawn(
             "python3",
             &["-u".into(), "-c".into(), SCRIPT.into()],
             &IndexMap::new(),
@@ -1280,7 +1268,7 @@ for line in sys.stdin:
     #[actix_web::test]
     async fn server_requests_wait_in_a_bounded_queue() {
         const FLOOD: u64 = 20_000;
-        let t = Stdio::connect(
+        let t = Stdio::spawn(
             "python3",
             &["-c".into(), REQUEST_FLOOD.into(), FLOOD.to_string()],
             &IndexMap::new(),

@@ -10,7 +10,6 @@
 //! Each JSON-RPC request, including its stream and any resumption, runs
 //! under one `request_timeout`.
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::time::Duration;
 
@@ -27,33 +26,35 @@ use super::http::{
 use super::jsonrpc::{
     self, encode_notification, encode_request, id_matches, IdGen, Incoming, Reply,
 };
-use super::session::{initialize_params, parse_initialize};
 use super::sse::SseParser;
-use super::{ClientOptions, McpError, ServerInfo};
+use super::{ClientOptions, McpError};
 
-const TRANSPORT: &str = "streamable-http";
-const SESSION_HEADER: &str = "mcp-session-id";
-const PROTOCOL_HEADER: &str = "mcp-protocol-version";
+/// The 2025 session header. The transport only echoes it: a session the
+/// server assigns in a response is reported to the era layer
+/// ([`Answered::session_id`]) and carried by that response's own SSE
+/// follow-ups (answers, resumption), which run before the era layer sees
+/// the response.
+pub(crate) const SESSION_HEADER: &str = "mcp-session-id";
+pub(crate) const PROTOCOL_HEADER: &str = "mcp-protocol-version";
 const ACCEPT_POST: &str = "application/json, text/event-stream";
 /// Reconnection delay when the server sent no `retry`.
 const DEFAULT_RETRY: Duration = Duration::from_millis(1000);
 /// Resumptions of one request's stream; the request timeout bounds them
 /// too, this only stops a server that drops every stream at once.
 const MAX_RESUMES: u32 = 16;
-/// DELETE on close is best effort and must not hold up a shutdown.
+/// DELETE is best effort and must not hold up a shutdown.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The session incarnation an exchange belongs to (its headers).
-#[derive(Clone, Debug, Default, PartialEq)]
-struct Ctx {
-    session_id: Option<String>,
-    protocol_version: Option<String>,
-}
+/// Headers the era layer puts on one exchange (name, value): session and
+/// version headers of 2025, `MCP-Protocol-Version`/`Mcp-Method`/`Mcp-Name`
+/// of 2026-07-28. Applied after the static headers, so they win.
+pub(crate) type ExtraHeaders = [(&'static str, String)];
 
-#[derive(Clone, Debug)]
-struct Established {
-    session_id: Option<String>,
-    info: ServerInfo,
+/// What one request brought back: the result, and the `Mcp-Session-Id`
+/// the response carried (if any).
+pub(crate) struct Answered {
+    pub(crate) result: Box<RawValue>,
+    pub(crate) session_id: Option<String>,
 }
 
 /// What one POST brought back.
@@ -62,6 +63,9 @@ struct Exchanged {
     session_id: Option<String>,
 }
 
+/// The Streamable HTTP transport: JSON-RPC messages over POST (and the
+/// GET stream and DELETE the 2025 era uses). Knows no handshake: whatever
+/// headers an exchange needs come from the era layer.
 pub(crate) struct StreamableHttp {
     url: Url,
     shown: String,
@@ -69,233 +73,126 @@ pub(crate) struct StreamableHttp {
     headers: Headers,
     client: Client,
     ids: IdGen,
-    state: RefCell<Option<Established>>,
-    /// Serialises re-initialisation: concurrent requests that all hit an
-    /// expired session re-initialise once.
-    renewing: tokio::sync::Mutex<()>,
-}
-
-/// 404, or 400 naming a missing/invalid session: the server forgot us.
-fn is_session_gone(err: &McpError) -> bool {
-    match err {
-        McpError::HttpStatus { status: 404, .. } => true,
-        McpError::HttpStatus {
-            status: 400, body, ..
-        } => {
-            let b = body.to_ascii_lowercase();
-            b.contains("session")
-                && [
-                    "missing",
-                    "invalid",
-                    "unknown",
-                    "not found",
-                    "expired",
-                    "no valid",
-                    "terminated",
-                ]
-                .iter()
-                .any(|w| b.contains(w))
-        }
-        _ => false,
-    }
 }
 
 impl StreamableHttp {
-    /// Connects: `initialize`, then `notifications/initialized`.
-    pub(crate) async fn connect(url: &Url, opts: &ClientOptions) -> Result<Self, McpError> {
-        let this = Self {
+    /// A transport to `url`; no I/O yet.
+    pub(crate) fn new(url: &Url, opts: &ClientOptions) -> Result<Self, McpError> {
+        Ok(Self {
             url: url.clone(),
             shown: redact_url(url),
             opts: opts.clone(),
             headers: Headers::new(opts)?,
             client: http::client(opts.connect_timeout),
             ids: IdGen::default(),
-            state: RefCell::new(None),
-            renewing: tokio::sync::Mutex::new(()),
-        };
-        this.initialize().await?;
-        Ok(this)
+        })
     }
 
     pub(crate) fn shown_url(&self) -> &str {
         &self.shown
     }
 
-    pub(crate) fn info(&self) -> ServerInfo {
-        match &*self.state.borrow() {
-            Some(s) => s.info.clone(),
-            // `connect` only returns an initialised transport.
-            None => ServerInfo::unknown(TRANSPORT),
-        }
-    }
-
-    pub(crate) fn session_id(&self) -> Option<String> {
-        self.state
-            .borrow()
-            .as_ref()
-            .and_then(|s| s.session_id.clone())
-    }
-
-    fn ctx(&self) -> Ctx {
-        match &*self.state.borrow() {
-            Some(s) => Ctx {
-                session_id: s.session_id.clone(),
-                protocol_version: Some(s.info.protocol_version.clone()),
-            },
-            None => Ctx::default(),
-        }
-    }
-
     async fn timed<T>(
         &self,
         method: &str,
+        after: Duration,
         fut: impl Future<Output = Result<T, McpError>>,
     ) -> Result<T, McpError> {
-        super::within(self.opts.request_timeout, method, &self.shown, fut).await
+        super::within(after, method, &self.shown, fut).await
     }
 
-    /// A new session: initialize without session headers, then
-    /// `notifications/initialized` with the new ones.
-    async fn initialize(&self) -> Result<(), McpError> {
-        let method = "initialize";
-        let id = self.ids.next_id();
-        let body = encode_request(id, method, Some(&initialize_params()))?;
-        let fresh = Ctx::default();
-        let ex = self
-            .timed(method, self.exchange(body, method, Some(id), &fresh))
-            .await?;
-        let raw = match ex.reply {
-            Some(Ok(raw)) => raw,
-            Some(Err(e)) => return Err(e.into_mcp(method)),
-            None => {
-                return Err(McpError::NoResponse {
-                    method: method.into(),
-                    url: self.shown.clone(),
-                    status: 202,
-                })
-            }
-        };
-        let info = parse_initialize(&raw, TRANSPORT, &self.shown)?;
-        let ctx = Ctx {
-            session_id: ex.session_id.clone(),
-            protocol_version: Some(info.protocol_version.clone()),
-        };
-        let note = "notifications/initialized";
-        let body = encode_notification(note, None)?;
-        self.timed(note, self.exchange(body, note, None, &ctx))
-            .await?;
-        tracing::debug!(
-            server = %self.opts.server_name,
-            url = %self.shown,
-            protocol_version = %info.protocol_version,
-            has_session = ex.session_id.is_some(),
-            "Streamable HTTP session initialised"
-        );
-        *self.state.borrow_mut() = Some(Established {
-            session_id: ex.session_id,
-            info,
-        });
-        Ok(())
-    }
-
-    /// Re-initialises after `failed` was refused as expired, unless a
-    /// concurrent request already did.
-    async fn renew(&self, failed: &Ctx, why: &McpError) -> Result<(), McpError> {
-        let _guard = self.renewing.lock().await;
-        if self.ctx().session_id != failed.session_id {
-            return Ok(());
-        }
-        tracing::info!(
-            server = %self.opts.server_name,
-            url = %self.shown,
-            status = why.http_status().unwrap_or_default(),
-            "Session expired; re-initialising"
-        );
-        self.initialize().await
-    }
-
-    /// Runs `op` in the current session; when the server says the session
-    /// is gone, opens a new one once and runs `op` again.
-    async fn with_session<T, F, Fut>(&self, op: F) -> Result<T, McpError>
-    where
-        F: Fn(Ctx) -> Fut,
-        Fut: Future<Output = Result<T, McpError>>,
-    {
-        let ctx = self.ctx();
-        match op(ctx.clone()).await {
-            Err(e) if ctx.session_id.is_some() && is_session_gone(&e) => {
-                self.renew(&ctx, &e).await?;
-                op(self.ctx()).await.map_err(|e| match e.http_status() {
-                    Some(status) if is_session_gone(&e) => McpError::SessionExpired {
-                        url: self.shown.clone(),
-                        status,
-                    },
-                    _ => e,
-                })
-            }
-            other => other,
-        }
-    }
-
+    /// One JSON-RPC request under `request_timeout`.
     pub(crate) async fn request(
         &self,
         method: &str,
-        params: Option<Value>,
-    ) -> Result<Box<RawValue>, McpError> {
-        self.with_session(|ctx| {
-            let params = params.as_ref();
-            async move {
-                let id = self.ids.next_id();
-                let body = encode_request(id, method, params)?;
-                let ex = self
-                    .timed(method, self.exchange(body, method, Some(id), &ctx))
-                    .await?;
-                match ex.reply {
-                    Some(reply) => reply.map_err(|e| e.into_mcp(method)),
-                    None => Err(McpError::NoResponse {
-                        method: method.to_owned(),
-                        url: self.shown.clone(),
-                        status: 202,
-                    }),
-                }
-            }
-        })
-        .await
+        params: Option<&Value>,
+        extra: &ExtraHeaders,
+    ) -> Result<Answered, McpError> {
+        self.request_within(method, params, extra, self.opts.request_timeout)
+            .await
     }
 
-    pub(crate) async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), McpError> {
-        self.with_session(|ctx| {
-            let params = params.as_ref();
-            async move {
-                let body = encode_notification(method, params)?;
-                self.timed(method, self.exchange(body, method, None, &ctx))
-                    .await?;
-                Ok(())
-            }
-        })
-        .await
-    }
-
-    fn with_ctx(&self, req: ClientRequest, ctx: &Ctx) -> ClientRequest {
-        // Extra headers first: ours must win.
-        let mut req = self.headers.apply(req);
-        if let Some(sid) = &ctx.session_id {
-            req = req.insert_header((SESSION_HEADER, sid.as_str()));
+    /// One JSON-RPC request under its own bound (the era probe uses a
+    /// shorter one).
+    pub(crate) async fn request_within(
+        &self,
+        method: &str,
+        params: Option<&Value>,
+        extra: &ExtraHeaders,
+        after: Duration,
+    ) -> Result<Answered, McpError> {
+        let id = self.ids.next_id();
+        let body = encode_request(id, method, params)?;
+        let ex = self
+            .timed(method, after, self.exchange(body, method, Some(id), extra))
+            .await?;
+        match ex.reply {
+            Some(reply) => Ok(Answered {
+                result: reply.map_err(|e| e.into_mcp(method))?,
+                session_id: ex.session_id,
+            }),
+            None => Err(McpError::NoResponse {
+                method: method.to_owned(),
+                url: self.shown.clone(),
+                status: 202,
+            }),
         }
-        if let Some(v) = &ctx.protocol_version {
-            req = req.insert_header((PROTOCOL_HEADER, v.as_str()));
+    }
+
+    pub(crate) async fn notify(
+        &self,
+        method: &str,
+        params: Option<&Value>,
+        extra: &ExtraHeaders,
+    ) -> Result<(), McpError> {
+        let body = encode_notification(method, params)?;
+        self.timed(
+            method,
+            self.opts.request_timeout,
+            self.exchange(body, method, None, extra),
+        )
+        .await?;
+        Ok(())
+    }
+
+    fn with_extra(&self, req: ClientRequest, extra: &ExtraHeaders) -> ClientRequest {
+        // Static headers first: ours must win.
+        let mut req = self.headers.apply(req);
+        for (name, value) in extra {
+            req = req.insert_header((*name, value.as_str()));
         }
         req
     }
 
-    fn post(&self, ctx: &Ctx) -> ClientRequest {
+    fn post(&self, extra: &ExtraHeaders) -> ClientRequest {
         let req = self
             .client
             .post(self.url.as_str())
             .timeout(self.opts.request_timeout);
-        self.with_ctx(req, ctx)
+        self.with_extra(req, extra)
             .insert_header((CONTENT_TYPE, "application/json"))
             .insert_header((ACCEPT, ACCEPT_POST))
+    }
+
+    /// The error for a non-success answer to a POST. A JSON body carrying
+    /// a 2026-07-28 error (-32020, -32021, -32022) is that JSON-RPC error:
+    /// the era layer acts on its code and `data`; anything else is the
+    /// status with an excerpt, as before.
+    async fn post_failure(&self, resp: &mut ClientResponse, method: &str) -> McpError {
+        let status = resp.status().as_u16();
+        if !matches!(status, 400 | 404) || media_type(resp) != "application/json" {
+            return status_error(resp, method, &self.shown).await;
+        }
+        let prefix = http::error_prefix(resp).await;
+        if let Some(error) = jsonrpc::modern_error(&prefix) {
+            return error.into_mcp(method);
+        }
+        McpError::HttpStatus {
+            method: method.to_owned(),
+            url: self.shown.clone(),
+            status,
+            body: super::error::excerpt(&prefix, http::EXCERPT_CHARS),
+        }
     }
 
     /// One POST. For a request (`expect = Some(id)`) reads the JSON body
@@ -306,10 +203,10 @@ impl StreamableHttp {
         body: Vec<u8>,
         method: &str,
         expect: Option<u64>,
-        ctx: &Ctx,
+        extra: &ExtraHeaders,
     ) -> Result<Exchanged, McpError> {
         let mut resp = self
-            .post(ctx)
+            .post(extra)
             .send_body(body)
             .await
             .map_err(|e| self.send_error(e, method))?;
@@ -320,7 +217,7 @@ impl StreamableHttp {
             .map(str::to_owned);
         let status = resp.status();
         if !status.is_success() {
-            return Err(status_error(&mut resp, method, &self.shown).await);
+            return Err(self.post_failure(&mut resp, method).await);
         }
         let Some(id) = expect else {
             return Ok(Exchanged {
@@ -340,11 +237,13 @@ impl StreamableHttp {
             "text/event-stream" => {
                 // During initialize the session id arrives with this very
                 // response; answers and resumptions on the stream need it.
-                let stream_ctx = Ctx {
-                    session_id: ctx.session_id.clone().or_else(|| session_id.clone()),
-                    protocol_version: ctx.protocol_version.clone(),
-                };
-                self.read_stream(resp, method, id, &stream_ctx).await?
+                let mut follow_up = extra.to_vec();
+                if let Some(sid) = &session_id {
+                    if !extra.iter().any(|(name, _)| *name == SESSION_HEADER) {
+                        follow_up.push((SESSION_HEADER, sid.clone()));
+                    }
+                }
+                self.read_stream(resp, method, id, &follow_up).await?
             }
             "application/json" | "" => {
                 let bytes =
@@ -397,7 +296,7 @@ impl StreamableHttp {
         resp: ClientResponse,
         method: &str,
         id: u64,
-        ctx: &Ctx,
+        extra: &ExtraHeaders,
     ) -> Result<Reply, McpError> {
         let limit = self.opts.max_response_bytes;
         let mut stream = EventStream::new(resp, SseParser::new(limit));
@@ -418,7 +317,7 @@ impl StreamableHttp {
                             ),
                             Incoming::Request {
                                 id: rid, method: m, ..
-                            } => self.answer(&rid, &m, ctx).await,
+                            } => self.answer(&rid, &m, extra).await,
                             Incoming::Notification { method: m, .. } => tracing::debug!(
                                 server = %self.opts.server_name,
                                 method = %m,
@@ -464,7 +363,7 @@ impl StreamableHttp {
                 "POST stream dropped before the response; resuming"
             );
             actix_rt::time::sleep(delay).await;
-            let resp = self.resume(&last_id, method, ctx).await.map_err(|e| {
+            let resp = self.resume(&last_id, method, extra).await.map_err(|e| {
                 ended(format!(
                     "{stop}; resuming with GET + Last-Event-ID failed: {}",
                     e.chain()
@@ -479,14 +378,14 @@ impl StreamableHttp {
         &self,
         last_event_id: &str,
         method: &str,
-        ctx: &Ctx,
+        extra: &ExtraHeaders,
     ) -> Result<ClientResponse, McpError> {
         let req = self
             .client
             .get(self.url.as_str())
             .timeout(self.opts.request_timeout);
         let mut resp = self
-            .with_ctx(req, ctx)
+            .with_extra(req, extra)
             .insert_header((ACCEPT, "text/event-stream"))
             .insert_header(("last-event-id", last_event_id))
             .send()
@@ -507,11 +406,11 @@ impl StreamableHttp {
 
     /// Answers a server-to-client request that arrived on a stream. Best
     /// effort: a failure is logged, the stream goes on.
-    async fn answer(&self, id: &Value, method: &str, ctx: &Ctx) {
+    async fn answer(&self, id: &Value, method: &str, extra: &ExtraHeaders) {
         let result = async {
             let body = jsonrpc::answer_server_request(id, method)?;
             let resp = self
-                .post(ctx)
+                .post(extra)
                 .send_body(body)
                 .await
                 .map_err(|e| self.send_error(e, method))?;
@@ -540,7 +439,7 @@ impl StreamableHttp {
         }
     }
 
-    /// Opens the optional GET push stream on the current session, resuming
+    /// Opens the optional GET push stream with the era's headers, resuming
     /// after `last_event_id` when given. The connect and the response head
     /// are bounded by the request timeout; the body is open-ended (the push
     /// stream actor watches it for silence). 405 means the server offers no
@@ -548,11 +447,11 @@ impl StreamableHttp {
     pub(crate) async fn open_push(
         &self,
         last_event_id: Option<&str>,
+        extra: &ExtraHeaders,
     ) -> Result<super::PushOpened, McpError> {
         const METHOD: &str = "GET push stream";
-        let ctx = self.ctx();
         let mut req = self
-            .with_ctx(self.client.get(self.url.as_str()), &ctx)
+            .with_extra(self.client.get(self.url.as_str()), extra)
             .timeout(self.opts.request_timeout)
             .insert_header((ACCEPT, "text/event-stream"));
         if let Some(id) = last_event_id.filter(|id| !id.is_empty()) {
@@ -583,31 +482,24 @@ impl StreamableHttp {
         Ok(super::PushOpened::Stream(Box::new(super::PushEvents {
             stream: EventStream::new(resp, parser),
             shown: self.shown.clone(),
-            session_id: ctx.session_id,
+            session_id: extra
+                .iter()
+                .find(|(name, _)| *name == SESSION_HEADER)
+                .map(|(_, value)| value.clone()),
         })))
     }
 
     /// Answers a server request that arrived on the push stream, by POST.
-    pub(crate) async fn answer_request(&self, id: &Value, method: &str) {
-        self.answer(id, method, &self.ctx()).await
+    pub(crate) async fn answer_request(&self, id: &Value, method: &str, extra: &ExtraHeaders) {
+        self.answer(id, method, extra).await
     }
 
-    /// DELETE the session: best effort, short timeout; 405 means the
-    /// server does not let clients end sessions, which is fine.
-    pub(crate) async fn close(&self) {
-        let ctx = self.ctx();
-        let Some(sid) = ctx.session_id.clone() else {
-            return;
-        };
-        let req = self
-            .client
-            .delete(self.url.as_str())
-            .timeout(CLOSE_TIMEOUT.min(self.opts.request_timeout));
-        let res = tokio::time::timeout(
-            CLOSE_TIMEOUT.min(self.opts.request_timeout),
-            self.with_ctx(req, &ctx).send(),
-        )
-        .await;
+    /// A DELETE with the era's headers: best effort, short timeout; 405
+    /// (the server does not let clients end sessions) is fine.
+    pub(crate) async fn delete(&self, extra: &ExtraHeaders) {
+        let after = CLOSE_TIMEOUT.min(self.opts.request_timeout);
+        let req = self.client.delete(self.url.as_str()).timeout(after);
+        let res = tokio::time::timeout(after, self.with_extra(req, extra).send()).await;
         match res {
             Ok(Ok(resp)) => tracing::debug!(
                 server = %self.opts.server_name,
@@ -623,36 +515,12 @@ impl StreamableHttp {
                 tracing::debug!(server = %self.opts.server_name, "Deleting the session timed out")
             }
         }
-        if let Some(state) = self.state.borrow_mut().as_mut() {
-            if state.session_id.as_deref() == Some(sid.as_str()) {
-                state.session_id = None;
-            }
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn session_gone_detection() {
-        let st = |status: u16, body: &str| McpError::HttpStatus {
-            method: "tools/list".into(),
-            url: "u".into(),
-            status,
-            body: body.into(),
-        };
-        assert!(is_session_gone(&st(404, "")));
-        assert!(is_session_gone(&st(
-            400,
-            "Bad Request: No valid session ID provided"
-        )));
-        assert!(is_session_gone(&st(400, "Missing session ID")));
-        assert!(is_session_gone(&st(400, "{\"error\":\"Unknown session\"}")));
-        assert!(!is_session_gone(&st(400, "Invalid params")));
-        assert!(!is_session_gone(&st(500, "session not found")));
-    }
 
     use std::time::Duration;
 

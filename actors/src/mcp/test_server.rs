@@ -444,6 +444,8 @@ pub fn opts() -> super::ClientOptions {
         max_listing_bytes: 32 * 1024 * 1024,
         headers: vec![("X-Test".into(), "yes".into())],
         bearer: None,
+        // The 2025 handshake, no probe: these tests pin its exact wire.
+        protocol: discovery_config::ProtocolChoice::Pinned("2025-11-25"),
     }
 }
 

@@ -54,10 +54,13 @@ async fn discover_once(
     session: Option<Session>,
     target: &Target,
     options: ClientOptions,
+    known: Option<mcp::era::EraKind>,
 ) -> Attempt {
     let session = match session {
         Some(session) => session,
-        None => mcp::connect(target, options).await.map_err(|e| (None, e))?,
+        None => mcp::connect_known(target, options, known)
+            .await
+            .map_err(|e| (None, e))?,
     };
     // Prompts and resources come after, apart (`Upstream::list_extras`):
     // they never hold the tools back.
@@ -160,6 +163,10 @@ pub struct Upstream {
     /// flagged stale while degraded.
     part: Arc<ServerTools>,
     info: Option<mcp::ServerInfo>,
+    /// The era the last session spoke: a legacy verdict lets the next
+    /// connect skip the `server/discover` probe. Forgotten when an attempt
+    /// fails, so a server that changed is probed again.
+    era: Option<mcp::era::EraKind>,
     poller: Option<Addr<Poller>>,
     /// The push stream child of the current session (Streamable HTTP).
     push: Option<Addr<PushStream>>,
@@ -210,6 +217,7 @@ impl Upstream {
             stale_timer: None,
             part,
             info: None,
+            era: None,
             poller: None,
             push: None,
             push_epoch: 0,
@@ -310,6 +318,7 @@ impl Upstream {
         }
 
         let session = self.session.clone();
+        let known = self.era;
         let target = target_of(&self.spec);
         let options = options_of(&self.spec, self.bearer.clone());
         let tokens = self.tokens.clone();
@@ -318,7 +327,7 @@ impl Upstream {
         let work = async move {
             let options = options.map_err(|e| (None, e))?;
             let (Some(tokens), Some(bearer)) = (tokens, bearer) else {
-                return discover_once(session, &target, options)
+                return discover_once(session, &target, options, known)
                     .await
                     .map_err(|(s, e)| (s, e.into()));
             };
@@ -328,14 +337,14 @@ impl Upstream {
                 .await
                 .map_err(|e| (session.clone(), e))?;
             bearer.set(Some(token));
-            match discover_once(session, &target, options.clone()).await {
+            match discover_once(session, &target, options.clone(), known).await {
                 // A 401: one fresh token, one retry.
                 Err((session, e)) if is_401(&e) => {
                     let token = fetch_token(&tokens, true)
                         .await
                         .map_err(|e| (session.clone(), e))?;
                     bearer.set(Some(token));
-                    match discover_once(session, &target, options).await {
+                    match discover_once(session, &target, options, known).await {
                         Err((session, e)) if is_401(&e) => {
                             Err((session, UpstreamError::TokenRejected))
                         }
@@ -405,6 +414,8 @@ impl Upstream {
                 self.list_extras(ctx);
             }
             Err((session, error)) => {
+                // The era is probed again on the next connect.
+                self.era = None;
                 if let Some(session) = session {
                     self.drop_session(session, ctx);
                 } else if let Some(current) = self.session.take() {
@@ -517,6 +528,7 @@ impl Upstream {
         let is_new = self.session.as_ref().is_none_or(|s| !s.same_as(&session));
         if is_new {
             self.info = Some(session.info());
+            self.era = Some(session.era());
             if let Some(rx) = session.take_notifications() {
                 if let Some(old) = self.notifications.take() {
                     ctx.cancel_future(old);
