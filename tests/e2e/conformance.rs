@@ -30,6 +30,11 @@ const PASSING: &[&str] = &[
     // client_secret_basic token request, discovered from the protected
     // resource metadata; the mock MCP server behind it is 2025-era.
     "auth/client-credentials-basic",
+    // The 2026-07-28 client: `_meta`, `MCP-Protocol-Version` and
+    // `Mcp-Method` on every request, and a retry at a version from
+    // `supported` after -32022.
+    "request-metadata",
+    "http-standard-headers",
 ];
 
 /// Checks that already pass inside scenarios that do not pass as a whole:

@@ -9,17 +9,15 @@
 //! The 2025-only peers (Python SDK 1.30.0, server-everything) stay in
 //! `interop.rs`, unchanged.
 //!
-//! Today's engine speaks the 2025 handshake only, so with a dual-era peer it
-//! negotiates the SDKs' latest 2025 revision; the modern-only variants (the TS
-//! server with `--legacy reject`) cannot be discovered yet and are ignored
-//! until the 2026-07-28 client lands (issue 10).
+//! With a dual-era peer the engine's `server/discover` probe wins, so the
+//! view says 2026-07-28; the modern-only variants (the TS server with
+//! `--legacy reject`, which refuses `initialize`) are discovered the same way.
 
 use serde_json::Value;
 
 use crate::helpers::{namespaced, servers_yaml, spawn_app, FAST};
 use crate::support::peers::{
     self, NodeV2Eras, PythonV2Http, StdioCommand, MODERN_PEER_TOOLS, MODERN_REVISION,
-    SDK_LATEST_2025,
 };
 
 /// serverInfo names of tests/fixtures/python_server_v2.py and node-v2/server.cjs.
@@ -67,40 +65,40 @@ async fn assert_discovers(name: &str, entry: String, transport: &str, peer: &str
 async fn python_sdk_v2_over_streamable_http() {
     let peer = crate::require_peer!(peers::python_v2(PythonV2Http::Stateful));
     let s = assert_discovers("py2", http_entry(peer.url()), "streamable-http", PY).await;
-    // Becomes MODERN_REVISION with the 2026-07-28 client (issue 10).
-    assert_eq!(s["protocol_version"], SDK_LATEST_2025, "{s}");
+    // Dual-era: the engine chooses the stateless revision with it.
+    assert_eq!(s["protocol_version"], MODERN_REVISION, "{s}");
 }
 
 #[actix_web::test]
 async fn python_sdk_v2_over_stateless_streamable_http() {
     let peer = crate::require_peer!(peers::python_v2(PythonV2Http::Stateless));
     let s = assert_discovers("py2sl", http_entry(peer.url()), "streamable-http", PY).await;
-    // Becomes MODERN_REVISION with the 2026-07-28 client (issue 10).
-    assert_eq!(s["protocol_version"], SDK_LATEST_2025, "{s}");
+    // Dual-era: the engine chooses the stateless revision with it.
+    assert_eq!(s["protocol_version"], MODERN_REVISION, "{s}");
 }
 
 #[actix_web::test]
 async fn python_sdk_v2_over_stdio() {
     let cmd = crate::require_peer!(peers::python_v2_stdio());
     let s = assert_discovers("py2io", stdio_entry(&cmd), "stdio", PY).await;
-    // Becomes MODERN_REVISION with the 2026-07-28 client (issue 10).
-    assert_eq!(s["protocol_version"], SDK_LATEST_2025, "{s}");
+    // Dual-era: the engine chooses the stateless revision with it.
+    assert_eq!(s["protocol_version"], MODERN_REVISION, "{s}");
 }
 
 #[actix_web::test]
 async fn ts_sdk_v2_over_streamable_http() {
     let peer = crate::require_peer!(peers::node_v2(NodeV2Eras::Dual));
     let s = assert_discovers("ts2", http_entry(peer.url()), "streamable-http", TS).await;
-    // Becomes MODERN_REVISION with the 2026-07-28 client (issue 10).
-    assert_eq!(s["protocol_version"], SDK_LATEST_2025, "{s}");
+    // Dual-era: the engine chooses the stateless revision with it.
+    assert_eq!(s["protocol_version"], MODERN_REVISION, "{s}");
 }
 
 #[actix_web::test]
 async fn ts_sdk_v2_over_stdio() {
     let cmd = crate::require_peer!(peers::node_v2_stdio(NodeV2Eras::Dual));
     let s = assert_discovers("ts2io", stdio_entry(&cmd), "stdio", TS).await;
-    // Becomes MODERN_REVISION with the 2026-07-28 client (issue 10).
-    assert_eq!(s["protocol_version"], SDK_LATEST_2025, "{s}");
+    // Dual-era: the engine chooses the stateless revision with it.
+    assert_eq!(s["protocol_version"], MODERN_REVISION, "{s}");
 }
 
 // Modern-only peers: the TS SDK v2 server with `legacy: 'reject'` answers
@@ -108,7 +106,6 @@ async fn ts_sdk_v2_over_stdio() {
 // fallback gets 405. Today's engine leaves them degraded with 0 tools.
 
 #[actix_web::test]
-#[ignore = "needs the 2026-07-28 client (issue 10)"]
 async fn ts_sdk_v2_modern_only_over_streamable_http() {
     let peer = crate::require_peer!(peers::node_v2(NodeV2Eras::ModernOnly));
     let s = assert_discovers("ts2m", http_entry(peer.url()), "streamable-http", TS).await;
@@ -116,7 +113,6 @@ async fn ts_sdk_v2_modern_only_over_streamable_http() {
 }
 
 #[actix_web::test]
-#[ignore = "needs the 2026-07-28 client (issue 10)"]
 async fn ts_sdk_v2_modern_only_over_stdio() {
     let cmd = crate::require_peer!(peers::node_v2_stdio(NodeV2Eras::ModernOnly));
     let s = assert_discovers("ts2mio", stdio_entry(&cmd), "stdio", TS).await;

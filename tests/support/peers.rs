@@ -430,8 +430,6 @@ pub const PYTHON_SDK_V2_VERSION: &str = "2.3.0";
 pub const NODE_SDK_V2_VERSION: &str = "2.4.0";
 pub const CONFORMANCE_VERSION: &str = "0.2.0-alpha.12";
 
-/// The 2025 revision both dual-era SDK servers answer `initialize` with.
-pub const SDK_LATEST_2025: &str = "2025-11-25";
 /// The modern revision.
 pub const MODERN_REVISION: &str = "2026-07-28";
 

@@ -217,7 +217,12 @@ pub(super) async fn probe(wire: Wire, opts: &ClientOptions) -> Result<Probed, Mc
                     .iter()
                     .find(|v| supported.iter().any(|s| s == *v));
                 match mutual {
-                    Some(v) if !retried && *v != version => {
+                    // Once, even at the version just refused: the error
+                    // names what the server speaks, and "pick from
+                    // `supported`" is the spec's rule whatever was sent
+                    // (a server may refuse one request, as the
+                    // conformance suite's `request-metadata` does).
+                    Some(v) if !retried => {
                         version = v;
                         retried = true;
                         continue;
