@@ -10,7 +10,9 @@ use clap::{Args, ValueEnum};
 use discovery_actors::error_chain;
 use discovery_actors::mcp::auth::{self, AuthError, TokenEndpoint, TokenRequest};
 use discovery_actors::mcp::era::EraKind;
-use discovery_actors::mcp::{connect, BearerSlot, ClientOptions, Inventory, ServerInfo, Target};
+use discovery_actors::mcp::{
+    connect, BearerSlot, ClientOptions, Inventory, McpError, ServerInfo, Target,
+};
 use discovery_config::{ClientAuth, Secret};
 use discovery_config::{DiscoverySettings, ProtocolChoice, TransportKind};
 use indexmap::IndexMap;
@@ -30,6 +32,7 @@ Examples:
   mcp-discovery probe https://mcp.example.com/mcp --client-id my-app --client-secret-file /run/secrets/oauth --scope mcp.read
   mcp-discovery probe http://127.0.0.1:3001/sse --transport sse --json
   mcp-discovery probe --stdio -- npx -y @modelcontextprotocol/server-everything
+  mcp-discovery probe http://127.0.0.1:3001/mcp --call get_weather --arguments '{\"city\": \"Oslo\"}'
 
 Secrets: a flag's value is visible to every user of the machine (`ps`), so prefer a file
 (--bearer-file, --client-secret-file, -H @FILE) or the environment (MCP_DISCOVERY_PROBE_TOKEN,
@@ -37,7 +40,11 @@ MCP_DISCOVERY_PROBE_CLIENT_SECRET). A flag wins over its file, a file over the e
 A --stdio child gets the same cleared environment as in the service (--env-inherit: all of it,
 MCP_DISCOVERY* excluded).
 
-Exit codes: 0 discovered, 2 the server was unreachable or answered badly, 64 usage error.";
+--call: after discovery, calls one listed tool on the same session and prints its result
+verbatim (JSON) instead of the report; a tool that failed validation is never called.
+
+Exit codes: 0 discovered (and called), 2 the server was unreachable or answered badly, the
+tool cannot be called or its result has isError: true, 64 usage error.";
 
 /// Environment variable with the bearer token (when no flag or file gives one).
 pub const TOKEN_ENV: &str = "MCP_DISCOVERY_PROBE_TOKEN";
@@ -150,6 +157,15 @@ pub struct ProbeArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// After discovery, call this listed tool (`tools/call`) on the same
+    /// session and print its result verbatim instead of the report.
+    #[arg(long, value_name = "TOOL")]
+    pub call: Option<String>,
+
+    /// With --call: the tool's arguments, a JSON object (default `{}`).
+    #[arg(long, value_name = "JSON", value_parser = parse_arguments, requires = "call")]
+    pub arguments: Option<Value>,
+
     /// Log format (logs go to stderr; default level: warn).
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -177,6 +193,8 @@ impl std::fmt::Debug for ProbeArgs {
             scopes,
             timeout,
             json,
+            call,
+            arguments,
             log_format,
             command,
         } = self;
@@ -204,6 +222,14 @@ impl std::fmt::Debug for ProbeArgs {
             .field("scopes", scopes)
             .field("timeout", timeout)
             .field("json", json)
+            .field("call", call)
+            // Arguments may hold anything the caller typed: only their size.
+            .field(
+                "arguments",
+                &arguments
+                    .as_ref()
+                    .map(|a| format!("{} bytes", a.to_string().len())),
+            )
             .field("log_format", log_format)
             .field("command", &describe_command(command))
             .finish()
@@ -412,6 +438,12 @@ enum ProbeError {
     Mcp(#[from] discovery_actors::mcp::McpError),
     #[error("{0}")]
     Auth(String),
+    /// The tool cannot be called (not listed, or invalid): nothing sent.
+    #[error("{0}")]
+    Call(String),
+    /// The `tools/call` request itself failed.
+    #[error(transparent)]
+    CallFailed(discovery_actors::mcp::McpError),
 }
 
 /// One client-credentials token, as the engine's TokenRefresher gets it.
@@ -464,6 +496,13 @@ pub fn run(args: ProbeArgs) -> ExitCode {
     let mut opts = args.client_options(&secrets);
     let system = actix_rt::System::new();
     let oauth2 = args.oauth2(&secrets);
+    let call = args.call.clone().map(|name| {
+        let arguments = args
+            .arguments
+            .clone()
+            .unwrap_or_else(|| Value::Object(serde_json::Map::new()));
+        (name, arguments)
+    });
     let result = system.block_on(async move {
         if let Some((server, client_id, secret, token_url, scopes)) = oauth2 {
             let token = fetch_token(
@@ -483,11 +522,29 @@ pub fn run(args: ProbeArgs) -> ExitCode {
         let session = connect(&target, opts).await?;
         let inventory = session.discover().await;
         let info = session.info();
+        let outcome = match (inventory, call) {
+            (Ok(inv), None) => Ok(Probed::Discovered(info, inv)),
+            (Ok(inv), Some((name, arguments))) => call_listed(&session, &inv, &name, arguments)
+                .await
+                .map(Probed::Called),
+            (Err(e), _) => Err(ProbeError::from(e)),
+        };
         session.close().await;
-        inventory.map(|inv| (info, inv)).map_err(ProbeError::from)
+        outcome
     });
     match result {
-        Ok((info, inventory)) => {
+        Ok(Probed::Called(called)) => {
+            println!("{}", called.get());
+            if is_error_result(&called) {
+                eprintln!(
+                    "error: tool {:?} answered with isError: true",
+                    args.call.as_deref().unwrap_or_default()
+                );
+                return ExitCode::from(exit::UPSTREAM_FAILURE);
+            }
+            ExitCode::from(exit::OK)
+        }
+        Ok(Probed::Discovered(info, inventory)) => {
             if args.json {
                 match serde_json::to_string_pretty(&ProbeReport::new(&info, &inventory)) {
                     Ok(json) => println!("{json}"),
@@ -501,6 +558,19 @@ pub fn run(args: ProbeArgs) -> ExitCode {
             }
             ExitCode::from(exit::OK)
         }
+        Err(ProbeError::Call(why)) => {
+            eprintln!("error: {why}");
+            ExitCode::from(exit::UPSTREAM_FAILURE)
+        }
+        Err(ProbeError::CallFailed(err)) => {
+            eprintln!(
+                "error: the call of {:?} on {} failed: {}",
+                args.call.as_deref().unwrap_or_default(),
+                args.describe(),
+                error_chain(&err)
+            );
+            ExitCode::from(exit::UPSTREAM_FAILURE)
+        }
         Err(err) => {
             eprintln!(
                 "error: discovery of {} failed: {}",
@@ -510,6 +580,69 @@ pub fn run(args: ProbeArgs) -> ExitCode {
             ExitCode::from(exit::UPSTREAM_FAILURE)
         }
     }
+}
+
+/// `--arguments`: a JSON object.
+fn parse_arguments(text: &str) -> Result<Value, String> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => {
+            Err("the tool's arguments must be a JSON object, e.g. '{\"city\": \"Oslo\"}'".into())
+        }
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
+}
+
+/// What a probe brought back.
+enum Probed {
+    Discovered(ServerInfo, Inventory),
+    /// `--call`: the call's raw result.
+    Called(Box<RawValue>),
+}
+
+/// `--call`: the listed tool of that name (its copies must agree, as the
+/// engine's validation wants), called with `arguments`.
+async fn call_listed(
+    session: &discovery_actors::mcp::Session,
+    inventory: &Inventory,
+    name: &str,
+    arguments: Value,
+) -> Result<Box<RawValue>, ProbeError> {
+    let mut listed = inventory.tools.iter().filter(|t| t.name == name);
+    let Some(tool) = listed.next() else {
+        return Err(ProbeError::Call(format!(
+            "the server does not list a tool named {:?} (it lists {})",
+            discovery_actors::mcp::error::clip(name, 128),
+            inventory.tools.len()
+        )));
+    };
+    if listed.any(|other| other.raw.get() != tool.raw.get()) {
+        return Err(ProbeError::Call(format!(
+            "tool {:?} cannot be called: the server lists different tools under that name",
+            discovery_actors::mcp::error::clip(name, 128)
+        )));
+    }
+    session
+        .call_tool(tool, arguments, None)
+        .await
+        .map_err(|e| match e {
+            McpError::InvalidTool { .. } => ProbeError::Call(e.to_string()),
+            e => ProbeError::CallFailed(e),
+        })
+}
+
+/// Whether a `tools/call` result says the tool failed (`isError: true`).
+fn is_error_result(result: &RawValue) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(default, rename = "isError")]
+        is_error: Option<Value>,
+    }
+    serde_json::from_str::<Head>(result.get())
+        .ok()
+        .and_then(|h| h.is_error)
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false)
 }
 
 /// `--protocol`: `auto` or a known revision.

@@ -235,6 +235,9 @@ pub enum McpError {
 
     #[error("Invalid MCP target: {}", Clip(.0, UPSTREAM_TEXT_MAX))]
     InvalidTarget(String),
+
+    #[error("Tool `{}` cannot be called: {}", Clip(.tool, UPSTREAM_TEXT_MAX), Clip(.reason, UPSTREAM_TEXT_MAX))]
+    InvalidTool { tool: String, reason: String },
 }
 
 impl McpError {
@@ -284,6 +287,7 @@ impl McpError {
             McpError::Io { .. } => "io",
             McpError::FallbackFailed { .. } => "fallback_failed",
             McpError::InvalidTarget(_) => "invalid_target",
+            McpError::InvalidTool { .. } => "invalid_tool",
         }
     }
 

@@ -383,6 +383,23 @@ impl Session {
         self.inner.request(method, params).await
     }
 
+    /// Calls `tool` (as listed by this session's server) with `arguments`
+    /// and, when given, `meta` as the request's `_meta` (the 2026-07-28
+    /// era adds its own keys to it). On the 2026-07-28 wire the request
+    /// carries `Mcp-Name` and the `Mcp-Param-*` headers the tool's
+    /// `x-mcp-header` annotations name. Bounded like every request
+    /// (`request_timeout`, `max_response_bytes`). The raw `result`,
+    /// verbatim; a tool that fails validation is refused with
+    /// [`McpError::InvalidTool`] before anything is sent.
+    pub async fn call_tool(
+        &self,
+        tool: &Tool,
+        arguments: Value,
+        meta: Option<Value>,
+    ) -> Result<Box<RawValue>, McpError> {
+        self.inner.call_tool(tool, arguments, meta).await
+    }
+
     /// A JSON-RPC notification (no response expected; 202 over HTTP).
     pub async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), McpError> {
         self.inner.notify(method, params).await

@@ -288,6 +288,32 @@ impl Inner {
         inventory
     }
 
+    /// `tools/call` of a listed tool, refused (no request sent) when the
+    /// tool fails validation (`crate::tools::check_tool`): the spec says
+    /// such a tool is dropped, so it is never called.
+    pub(super) async fn call_tool(
+        &self,
+        tool: &Tool,
+        arguments: Value,
+        meta: Option<Value>,
+    ) -> Result<Box<RawValue>, McpError> {
+        let invalid = |reason: String| McpError::InvalidTool {
+            tool: tool.name.clone(),
+            reason,
+        };
+        crate::tools::check_tool(&tool.raw).map_err(invalid)?;
+        let schema = serde_json::from_str::<Value>(tool.raw.get())
+            .map_err(|e| invalid(e.to_string()))?
+            .get_mut("inputSchema")
+            .map(Value::take)
+            .unwrap_or(Value::Null);
+        let mut params = serde_json::json!({ "name": tool.name, "arguments": arguments });
+        if let Some(meta) = meta {
+            params["_meta"] = meta;
+        }
+        self.era.call_tool(params, &schema).await
+    }
+
     pub(super) fn take_notifications(
         &self,
     ) -> Option<tokio::sync::mpsc::UnboundedReceiver<Notification>> {

@@ -50,6 +50,10 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// of 2026-07-28. Applied after the static headers, so they win.
 pub(crate) type ExtraHeaders = [(&'static str, String)];
 
+/// Headers whose names are known only at run time: the `Mcp-Param-*`
+/// headers a tool's schema asks for (`era::params`).
+pub(crate) type NamedHeaders = [(String, String)];
+
 /// What one request brought back: the result, and the `Mcp-Session-Id`
 /// the response carried (if any).
 pub(crate) struct Answered {
@@ -121,10 +125,39 @@ impl StreamableHttp {
         extra: &ExtraHeaders,
         after: Duration,
     ) -> Result<Answered, McpError> {
+        self.request_named_within(method, params, extra, &[], after)
+            .await
+    }
+
+    /// One JSON-RPC request under `request_timeout`, with `named` headers
+    /// on its POST besides `extra` (a 2026-07-28 `tools/call`).
+    pub(crate) async fn request_named(
+        &self,
+        method: &str,
+        params: Option<&Value>,
+        extra: &ExtraHeaders,
+        named: &NamedHeaders,
+    ) -> Result<Answered, McpError> {
+        self.request_named_within(method, params, extra, named, self.opts.request_timeout)
+            .await
+    }
+
+    async fn request_named_within(
+        &self,
+        method: &str,
+        params: Option<&Value>,
+        extra: &ExtraHeaders,
+        named: &NamedHeaders,
+        after: Duration,
+    ) -> Result<Answered, McpError> {
         let id = self.ids.next_id();
         let body = encode_request(id, method, params)?;
         let ex = self
-            .timed(method, after, self.exchange(body, method, Some(id), extra))
+            .timed(
+                method,
+                after,
+                self.exchange_with(body, method, Some(id), extra, named),
+            )
             .await?;
         match ex.reply {
             Some(reply) => Ok(Answered {
@@ -205,8 +238,24 @@ impl StreamableHttp {
         expect: Option<u64>,
         extra: &ExtraHeaders,
     ) -> Result<Exchanged, McpError> {
-        let mut resp = self
-            .post(extra)
+        self.exchange_with(body, method, expect, extra, &[]).await
+    }
+
+    /// [`Self::exchange`] with `named` headers on the POST (not on the
+    /// follow-ups of its stream: they are no `tools/call`).
+    async fn exchange_with(
+        &self,
+        body: Vec<u8>,
+        method: &str,
+        expect: Option<u64>,
+        extra: &ExtraHeaders,
+        named: &NamedHeaders,
+    ) -> Result<Exchanged, McpError> {
+        let mut post = self.post(extra);
+        for (name, value) in named {
+            post = post.insert_header((name.as_str(), value.as_str()));
+        }
+        let mut resp = post
             .send_body(body)
             .await
             .map_err(|e| self.send_error(e, method))?;

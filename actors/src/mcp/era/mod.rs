@@ -19,6 +19,7 @@
 pub(crate) mod info;
 pub(crate) mod legacy;
 pub(crate) mod modern;
+pub(crate) mod params;
 
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use serde_json::Value;
 
 use super::legacy_sse::LegacySse;
 use super::stdio::Stdio;
-use super::streamable_http::{Answered, ExtraHeaders, StreamableHttp};
+use super::streamable_http::{Answered, ExtraHeaders, NamedHeaders, StreamableHttp};
 use super::{ClientOptions, McpError, Notification, ServerInfo, Target};
 use discovery_config::{ProtocolChoice, TransportKind};
 
@@ -111,6 +112,22 @@ impl Wire {
             Wire::Http(t) => t.request(method, params, extra).await,
             Wire::Sse(t) => t.request(method, params).await.map(plain),
             Wire::Stdio(t) => t.request(method, params).await.map(plain),
+        }
+    }
+
+    /// One request with `named` headers besides `extra` (HTTP only: the
+    /// stream transports have no headers, and SEP-2243 lets a stdio
+    /// client ignore `x-mcp-header`).
+    pub(crate) async fn request_named(
+        &self,
+        method: &str,
+        params: Option<&Value>,
+        extra: &ExtraHeaders,
+        named: &NamedHeaders,
+    ) -> Result<Answered, McpError> {
+        match self {
+            Wire::Http(t) => t.request_named(method, params, extra, named).await,
+            other => other.request(method, params, extra).await,
         }
     }
 
@@ -215,6 +232,25 @@ impl Era {
         match self {
             Era::Legacy(e) => e.request(method, params).await,
             Era::Modern(e) => e.request(method, params).await,
+        }
+    }
+
+    /// `tools/call` of a tool whose `inputSchema` is `schema`: a 2025
+    /// request as any other; on the 2026-07-28 wire also the
+    /// `Mcp-Param-*` headers the schema's `x-mcp-header` annotations name
+    /// (`params`).
+    pub(crate) async fn call_tool(
+        &self,
+        params: Value,
+        schema: &Value,
+    ) -> Result<Box<RawValue>, McpError> {
+        match self {
+            Era::Legacy(e) => e.request("tools/call", Some(params)).await,
+            Era::Modern(e) => {
+                let arguments = params.get("arguments").cloned().unwrap_or(Value::Null);
+                let named = params::param_headers(schema, &arguments);
+                e.request_named("tools/call", Some(params), &named).await
+            }
         }
     }
 

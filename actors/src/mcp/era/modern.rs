@@ -312,6 +312,22 @@ impl Modern {
             .result)
     }
 
+    /// [`Self::request`] with `named` headers too (`Mcp-Param-*`).
+    pub(crate) async fn request_named(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        named: &super::super::streamable_http::NamedHeaders,
+    ) -> Result<Box<RawValue>, McpError> {
+        let params = with_meta(params, self.version);
+        let extra = headers(method, &params, self.version);
+        Ok(self
+            .wire
+            .request_named(method, Some(&params), &extra, named)
+            .await?
+            .result)
+    }
+
     pub(crate) async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), McpError> {
         let params = with_meta(params, self.version);
         let extra = headers(method, &params, self.version);
