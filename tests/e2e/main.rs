@@ -13,6 +13,7 @@ mod interop;
 mod interop_modern;
 mod modern;
 mod openapi;
+mod probe_call;
 mod process;
 mod push_stream;
 mod registrations;

@@ -2310,12 +2310,25 @@ fn call_tool(params: &Value, b: &UpstreamBehavior) -> Result<Value, (i64, String
         .and_then(|n| n.parse::<usize>().ok())
         .is_some_and(|i| i < b.tools);
     if !known {
-        return Err((-32602, format!("Unknown tool: {name}")));
+        return call_raw_tool(name, params, b);
     }
     let arguments = params.get("arguments").cloned().unwrap_or(json!({}));
     Ok(json!({
         "content": [{ "type": "text", "text": format!("{name} called on {} with {arguments}", b.server_name) }],
         "isError": false,
+    }))
+}
+
+/// `tools/call` of one of `raw_tools`: echoes the arguments; a tool with
+/// `"xTestIsError": true` answers `isError: true`.
+fn call_raw_tool(name: &str, params: &Value, b: &UpstreamBehavior) -> Result<Value, (i64, String)> {
+    let Some(tool) = b.raw_tools.iter().find(|t| t["name"] == name) else {
+        return Err((-32602, format!("Unknown tool: {name}")));
+    };
+    let arguments = params.get("arguments").cloned().unwrap_or(json!({}));
+    Ok(json!({
+        "content": [{ "type": "text", "text": format!("{name} called with {arguments}") }],
+        "isError": tool["xTestIsError"] == true,
     }))
 }
 
