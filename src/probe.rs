@@ -9,10 +9,12 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use discovery_actors::error_chain;
 use discovery_actors::mcp::auth::{self, AuthError, TokenEndpoint, TokenRequest};
+use discovery_actors::mcp::cache::CacheHint;
 use discovery_actors::mcp::era::EraKind;
 use discovery_actors::mcp::{
-    connect, BearerSlot, ClientOptions, Inventory, McpError, ServerInfo, Target,
+    connect, BearerSlot, ClientOptions, Inventory, McpError, ServerInfo, Target, Tool,
 };
+use discovery_actors::tools::{ToolProblem, ToolReport};
 use discovery_config::{ClientAuth, Secret};
 use discovery_config::{DiscoverySettings, ProtocolChoice, TransportKind};
 use indexmap::IndexMap;
@@ -522,8 +524,9 @@ pub fn run(args: ProbeArgs) -> ExitCode {
         let session = connect(&target, opts).await?;
         let inventory = session.discover().await;
         let info = session.info();
+        let discover_hint = session.discover_hint();
         let outcome = match (inventory, call) {
-            (Ok(inv), None) => Ok(Probed::Discovered(info, inv)),
+            (Ok(inv), None) => Ok(Probed::Discovered(info, inv, discover_hint)),
             (Ok(inv), Some((name, arguments))) => call_listed(&session, &inv, &name, arguments)
                 .await
                 .map(Probed::Called),
@@ -544,9 +547,10 @@ pub fn run(args: ProbeArgs) -> ExitCode {
             }
             ExitCode::from(exit::OK)
         }
-        Ok(Probed::Discovered(info, inventory)) => {
+        Ok(Probed::Discovered(info, inventory, discover_hint)) => {
+            let checked = Checked::new(&inventory, discover_hint);
             if args.json {
-                match serde_json::to_string_pretty(&ProbeReport::new(&info, &inventory)) {
+                match serde_json::to_string_pretty(&ProbeReport::new(&info, &inventory, &checked)) {
                     Ok(json) => println!("{json}"),
                     Err(err) => {
                         eprintln!("error: could not encode the report: {err}");
@@ -554,7 +558,7 @@ pub fn run(args: ProbeArgs) -> ExitCode {
                     }
                 }
             } else {
-                print!("{}", render_text(&info, &inventory));
+                print!("{}", render_text(&info, &inventory, &checked));
             }
             ExitCode::from(exit::OK)
         }
@@ -595,7 +599,13 @@ fn parse_arguments(text: &str) -> Result<Value, String> {
 
 /// What a probe brought back.
 enum Probed {
-    Discovered(ServerInfo, Inventory),
+    /// The server's description, its listings and the hints of its
+    /// `server/discover` (2026-07-28).
+    Discovered(
+        ServerInfo,
+        Inventory,
+        Option<discovery_actors::mcp::cache::CacheHint>,
+    ),
     /// `--call`: the call's raw result.
     Called(Box<RawValue>),
 }
@@ -655,6 +665,42 @@ fn parse_protocol(text: &str) -> Result<ProtocolChoice, String> {
     })
 }
 
+/// What the probe adds to the listing: the engine's tool check and the
+/// cache hints.
+pub struct Checked {
+    /// The tools the engine would publish, in listing order.
+    pub tools: Vec<Tool>,
+    /// `invalid_tools` (left out) and `name_warnings` (flagged), as the
+    /// engine reports them; a name warning judges the tool's own name (the
+    /// engine publishes it as `<server><separator><name>`, longer still).
+    pub report: ToolReport,
+    pub cache: ProbeCache,
+}
+
+/// The cache hints of a 2026-07-28 server (`None` on the 2025 wire).
+#[derive(Serialize, Default)]
+pub struct ProbeCache {
+    /// `server/discover`'s `ttlMs` and `cacheScope`.
+    pub discover: Option<CacheHint>,
+    /// Every page of `tools/list`, `prompts/list` and `resources/list`
+    /// combined (the smallest ttl, `private` if any said so).
+    pub listings: Option<CacheHint>,
+}
+
+impl Checked {
+    pub fn new(inv: &Inventory, discover: Option<CacheHint>) -> Self {
+        let checked = discovery_actors::tools::check(inv.tools.clone(), "", "", |_| true);
+        Self {
+            tools: checked.tools,
+            report: checked.report,
+            cache: ProbeCache {
+                discover,
+                listings: inv.cache,
+            },
+        }
+    }
+}
+
 /// `--json` output.
 #[derive(Serialize)]
 pub struct ProbeReport<'a> {
@@ -669,10 +715,18 @@ pub struct ProbeReport<'a> {
     pub tools: Vec<&'a RawValue>,
     pub prompts: &'a [Arc<RawValue>],
     pub resources: &'a [Arc<RawValue>],
+    /// Tools of `tools` the engine would leave out, and why.
+    pub invalid_tools: &'a [ToolProblem],
+    /// Tool names outside `^[A-Za-z0-9_.-]{1,64}$` (published, flagged).
+    pub name_warnings: &'a [ToolProblem],
+    /// Why prompts or resources could not be listed.
+    pub problems: &'a [String],
+    /// `{discover, listings}`: each `{ttl_ms, scope}` or null (2025 wire).
+    pub cache: &'a ProbeCache,
 }
 
 impl<'a> ProbeReport<'a> {
-    pub fn new(info: &'a ServerInfo, inv: &'a Inventory) -> Self {
+    pub fn new(info: &'a ServerInfo, inv: &'a Inventory, checked: &'a Checked) -> Self {
         Self {
             server_info: &info.server_info,
             protocol_version: &info.protocol_version,
@@ -683,6 +737,10 @@ impl<'a> ProbeReport<'a> {
             tools: inv.tools.iter().map(|t| t.raw.as_ref()).collect(),
             prompts: &inv.prompts,
             resources: &inv.resources,
+            invalid_tools: &checked.report.invalid_tools,
+            name_warnings: &checked.report.name_warnings,
+            problems: &inv.problems,
+            cache: &checked.cache,
         }
     }
 }
@@ -734,8 +792,23 @@ fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// `ttl 1500 ms, private` (or `none` on the 2025 wire).
+fn hint_text(hint: Option<CacheHint>) -> String {
+    match hint {
+        None => "none".into(),
+        Some(h) => {
+            let scope = h.scope.map_or("scope not stated", |s| s.as_str());
+            if h.ttl_ms == 0 {
+                format!("ttl 0 (poll_interval decides), {scope}")
+            } else {
+                format!("ttl {} ms, {scope}", h.ttl_ms)
+            }
+        }
+    }
+}
+
 /// The text report.
-pub fn render_text(info: &ServerInfo, inv: &Inventory) -> String {
+pub fn render_text(info: &ServerInfo, inv: &Inventory, checked: &Checked) -> String {
     use std::fmt::Write as _;
     let field = |k: &str| info.server_info.get(k).and_then(Value::as_str);
     let name = field("title").or(field("name")).unwrap_or("(unnamed)");
@@ -766,14 +839,25 @@ pub fn render_text(info: &ServerInfo, inv: &Inventory) -> String {
         inv.prompts.len(),
         inv.resources.len()
     );
-    let _ = writeln!(out, "\nTools ({}):", inv.tools.len());
-    let width = inv
+    if EraKind::of(&info.protocol_version) == EraKind::Modern {
+        let _ = writeln!(
+            out,
+            "Cache:         discover {}; listings {}",
+            hint_text(checked.cache.discover),
+            hint_text(checked.cache.listings)
+        );
+    }
+    for problem in &inv.problems {
+        let _ = writeln!(out, "Listing problem: {problem}");
+    }
+    let _ = writeln!(out, "\nTools ({}):", checked.tools.len());
+    let width = checked
         .tools
         .iter()
         .map(|t| t.name.chars().count())
         .max()
         .unwrap_or(0);
-    for tool in &inv.tools {
+    for tool in &checked.tools {
         let description = serde_json::from_str::<Value>(tool.raw.get())
             .ok()
             .and_then(|v| {
@@ -789,6 +873,28 @@ pub fn render_text(info: &ServerInfo, inv: &Inventory) -> String {
         );
         let _ = writeln!(out, "{}", line.trim_end());
     }
+    let problems = |out: &mut String, title: &str, list: &[ToolProblem], total: usize| {
+        if list.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "\n{title} ({total}):");
+        for p in list {
+            let name = p.name.as_deref().unwrap_or("(no string name)");
+            let _ = writeln!(out, "  {name}: {}", p.reason);
+        }
+    };
+    problems(
+        &mut out,
+        "Invalid tools, left out",
+        &checked.report.invalid_tools,
+        checked.report.invalid_total,
+    );
+    problems(
+        &mut out,
+        "Name warnings",
+        &checked.report.name_warnings,
+        checked.report.name_warnings.len(),
+    );
     out
 }
 
@@ -1017,21 +1123,24 @@ mod tests {
             instructions: Some("\nUse wisely.\nMore text".into()),
             transport: "streamable-http",
         };
-        let tool = |name: &str, desc: &str| Tool {
+        let tool = |name: &str, desc: &str| {
+            Tool {
             name: name.into(),
             raw: Arc::from(
                 RawValue::from_string(
-                    serde_json::json!({"name": name, "description": desc, "x-extra": 1})
+                    serde_json::json!({"name": name, "description": desc, "inputSchema": {"type": "object"}, "x-extra": 1})
                         .to_string(),
                 )
                 .unwrap(),
             ),
+        }
         };
         let inv = Inventory {
             tools: vec![tool("echo", "Echoes back.\nSecond line"), tool("add", "")],
             prompts: vec![],
             resources: vec![],
             problems: vec![],
+            cache: None,
         };
         (info, inv)
     }
@@ -1039,7 +1148,7 @@ mod tests {
     #[test]
     fn text_report() {
         let (info, inv) = sample();
-        let text = render_text(&info, &inv);
+        let text = render_text(&info, &inv, &Checked::new(&inv, None));
         assert!(text.contains("Server:        everything 1.2.3"), "{text}");
         assert!(text.contains("Protocol:      2025-06-18"), "{text}");
         assert!(
@@ -1068,7 +1177,8 @@ mod tests {
     #[test]
     fn json_report_keeps_tools_verbatim() {
         let (info, inv) = sample();
-        let v: Value = serde_json::to_value(ProbeReport::new(&info, &inv)).unwrap();
+        let checked = Checked::new(&inv, None);
+        let v: Value = serde_json::to_value(ProbeReport::new(&info, &inv, &checked)).unwrap();
         assert_eq!(v["protocol_version"], "2025-06-18");
         assert_eq!(v["era"], "legacy");
         assert_eq!(v["transport"], "streamable-http");
@@ -1078,5 +1188,68 @@ mod tests {
         assert_eq!(v["tools"].as_array().unwrap().len(), 2);
         assert_eq!(v["prompts"], serde_json::json!([]));
         assert_eq!(v["resources"], serde_json::json!([]));
+        assert_eq!(v["invalid_tools"], serde_json::json!([]));
+        assert_eq!(
+            v["cache"],
+            serde_json::json!({"discover": null, "listings": null})
+        );
+        assert!(!render_text(&info, &inv, &checked).contains("Cache:"));
+    }
+
+    #[test]
+    fn reports_show_cache_hints_invalid_tools_and_listing_problems() {
+        use discovery_actors::mcp::cache::CacheScope;
+        let (mut info, mut inv) = sample();
+        info.protocol_version = "2026-07-28".into();
+        let raw = |v: Value| Arc::from(RawValue::from_string(v.to_string()).unwrap());
+        inv.tools.push(Tool {
+            name: "bad".into(),
+            raw: raw(serde_json::json!({"name": "bad", "inputSchema": "nope"})),
+        });
+        inv.tools.push(Tool {
+            name: "has space".into(),
+            raw: raw(serde_json::json!({"name": "has space", "inputSchema": {}})),
+        });
+        inv.problems.push("`prompts/list` timed out".into());
+        inv.cache = Some(CacheHint {
+            ttl_ms: 1500,
+            scope: Some(CacheScope::Private),
+        });
+        let discover = Some(CacheHint {
+            ttl_ms: 0,
+            scope: Some(CacheScope::Public),
+        });
+        let checked = Checked::new(&inv, discover);
+        let text = render_text(&info, &inv, &checked);
+        assert!(
+            text.contains(
+                "Cache:         discover ttl 0 (poll_interval decides), public; listings ttl 1500 ms, private"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("Listing problem: `prompts/list` timed out"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Invalid tools, left out (1):\n  bad: "),
+            "{text}"
+        );
+        assert!(text.contains("Name warnings (1):\n  has space: "), "{text}");
+        assert!(!text.contains("  bad  "), "{text}");
+        let v: Value = serde_json::to_value(ProbeReport::new(&info, &inv, &checked)).unwrap();
+        assert_eq!(
+            v["cache"]["listings"],
+            serde_json::json!({"ttl_ms": 1500, "scope": "private"})
+        );
+        assert_eq!(v["cache"]["discover"]["scope"], "public");
+        assert_eq!(v["invalid_tools"][0]["name"], "bad");
+        assert_eq!(v["name_warnings"][0]["name"], "has space");
+        assert_eq!(v["problems"][0], "`prompts/list` timed out");
+        assert_eq!(
+            v["tools"].as_array().unwrap().len(),
+            4,
+            "every listed tool, verbatim"
+        );
     }
 }

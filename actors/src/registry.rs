@@ -491,6 +491,7 @@ mod tests {
             protocol_version: None,
             server_info: None,
             listing_warning: None,
+            cache: None,
             tool_report: Arc::default(),
             generation,
             first_attempt_done: false,

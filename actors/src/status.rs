@@ -98,6 +98,9 @@ pub struct ServerView {
     /// Why prompts or resources are not listed (failed, timed out, over a
     /// cap) while the tools are fine; None when they are (or not offered).
     pub listing_warning: Option<String>,
+    /// The cache hints of the last listing (2026-07-28 servers; `null` for
+    /// a 2025 one, which sends none).
+    pub cache: Option<CacheView>,
     /// `invalid_tools` and `name_warnings` (flattened into the view).
     #[serde(flatten)]
     pub tool_report: std::sync::Arc<crate::tools::ToolReport>,
@@ -106,6 +109,37 @@ pub struct ServerView {
     /// Set once the first discovery attempt ended, success or not.
     #[serde(skip)]
     pub first_attempt_done: bool,
+}
+
+/// `cache` of a server's view: what its last listing said about itself.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct CacheView {
+    /// `ttlMs`, the smallest of all pages and listings (0: none promised).
+    pub ttl_ms: u64,
+    /// `public` or `private` (`private` if any result said so); `null`
+    /// when none stated a known scope.
+    pub scope: Option<crate::mcp::cache::CacheScope>,
+    /// When the listing goes stale; `null` for a ttl of 0 (no freshness
+    /// promised: `poll_interval` alone decides).
+    pub fresh_until: Option<DateTime<Utc>>,
+}
+
+impl CacheView {
+    pub fn new(hint: crate::mcp::cache::CacheHint, received: DateTime<Utc>) -> Self {
+        let fresh_until = (hint.ttl_ms > 0)
+            .then(|| {
+                i64::try_from(hint.ttl_ms)
+                    .ok()
+                    .and_then(chrono::TimeDelta::try_milliseconds)
+                    .and_then(|d| received.checked_add_signed(d))
+            })
+            .flatten();
+        Self {
+            ttl_ms: hint.ttl_ms,
+            scope: hint.scope,
+            fresh_until,
+        }
+    }
 }
 
 /// All servers, in config order. Immutable; replaced on every change.

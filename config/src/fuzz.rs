@@ -60,6 +60,7 @@ const KEYS: &[&str] = &[
     "max_pages",
     "startup_grace",
     "push_idle_timeout",
+    "min_refresh",
     "catalog",
     "separator",
     "servers",

@@ -82,6 +82,8 @@ pub struct RawDiscovery {
     pub push_idle_timeout: Option<HumanDuration>,
     /// `auto` or a pinned MCP revision (see `ProtocolChoice`).
     pub protocol: Option<Text>,
+    /// Earliest refresh a result's `ttlMs` may bring forward.
+    pub min_refresh: Option<HumanDuration>,
 }
 
 /// `discovery.backoff:` — retry delays of a degraded server.
@@ -122,6 +124,8 @@ pub struct RawServer {
     pub push: Option<Flag>,
     /// `auto` or a pinned MCP revision; default: `discovery.protocol`.
     pub protocol: Option<Text>,
+    /// Default: `discovery.min_refresh`.
+    pub min_refresh: Option<HumanDuration>,
 }
 
 /// `transport:` values, spelled as in the file.

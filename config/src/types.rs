@@ -129,6 +129,9 @@ pub struct DiscoverySettings {
     pub push_idle_timeout: Duration,
     /// Which MCP era and revision to speak (`protocol:`).
     pub protocol: ProtocolChoice,
+    /// The soonest a positive `ttlMs` may bring the next refresh forward
+    /// to: a server sending tiny ttls cannot make us poll it in a loop.
+    pub min_refresh: Duration,
 }
 
 /// `protocol:` — `auto` negotiates the era per upstream (`server/discover`
@@ -483,6 +486,7 @@ impl DiscoverySettings {
     pub const DEFAULT_MAX_LISTING_BYTES: u64 = 32 * 1024 * 1024;
     pub const DEFAULT_STARTUP_GRACE: Duration = Duration::from_secs(30);
     pub const DEFAULT_PUSH_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+    pub const DEFAULT_MIN_REFRESH: Duration = Duration::from_secs(1);
 }
 
 impl Default for DiscoverySettings {
@@ -500,6 +504,7 @@ impl Default for DiscoverySettings {
             startup_grace: Self::DEFAULT_STARTUP_GRACE,
             push_idle_timeout: Self::DEFAULT_PUSH_IDLE_TIMEOUT,
             protocol: ProtocolChoice::Auto,
+            min_refresh: Self::DEFAULT_MIN_REFRESH,
         }
     }
 }

@@ -548,6 +548,7 @@ pub(crate) const BACKOFF_MAX: Range = Range(ms(100), ms(DAY));
 pub(crate) const STALE_TTL: Range = Range(ms(0), ms(30 * DAY));
 pub(crate) const STARTUP_GRACE: Range = Range(ms(0), ms(HOUR));
 pub(crate) const PUSH_IDLE_TIMEOUT: Range = Range(ms(100), ms(DAY));
+pub(crate) const MIN_REFRESH: Range = Range(ms(100), ms(DAY));
 pub(crate) const TOKEN_TIMEOUT: Range = Range(ms(100), ms(10 * 60 * 1000));
 
 /// A duration from the file or its default; outside `range` it is an error
@@ -680,6 +681,13 @@ fn discovery(raw: RawDiscovery, r: &mut Report) -> DiscoverySettings {
             PUSH_IDLE_TIMEOUT,
         ),
         protocol: protocol(r, "discovery.protocol", raw.protocol, d.protocol),
+        min_refresh: duration(
+            r,
+            "discovery.min_refresh",
+            raw.min_refresh,
+            d.min_refresh,
+            MIN_REFRESH,
+        ),
     }
 }
 
@@ -846,6 +854,13 @@ fn server(
         &tree::join(&base, "protocol"),
         raw.protocol,
         global.protocol,
+    );
+    discovery.min_refresh = duration(
+        r,
+        &tree::join(&base, "min_refresh"),
+        raw.min_refresh,
+        global.min_refresh,
+        MIN_REFRESH,
     );
     let push = raw.push.is_none_or(|f| f.0);
 
@@ -1668,6 +1683,31 @@ mod tests {
         assert!(!spec.push);
         let errs = server_err(json!({"url": "http://x/", "poll_interval": "0s"}));
         assert!(has(&errs, "servers.s.poll_interval", "0s is out of range"));
+    }
+
+    #[test]
+    fn min_refresh_is_global_and_per_server_with_a_range() {
+        let config = validate_value(json!({"discovery": {"min_refresh": "2s"}}), None).unwrap();
+        assert_eq!(config.discovery.min_refresh, Duration::from_secs(2));
+        assert_eq!(
+            DiscoverySettings::default().min_refresh,
+            Duration::from_secs(1)
+        );
+        let spec = one_server(json!({"url": "http://x/", "min_refresh": "500ms"})).unwrap();
+        assert_eq!(spec.discovery.min_refresh, Duration::from_millis(500));
+        let errs = server_err(json!({"url": "http://x/", "min_refresh": "10ms"}));
+        assert!(
+            has(
+                &errs,
+                "servers.s.min_refresh",
+                "10ms is out of range. Hint: use a duration from 100ms to 1day"
+            ),
+            "{errs:?}"
+        );
+        let errs = validate_value(json!({"discovery": {"min_refresh": "2d"}}), None)
+            .err()
+            .unwrap();
+        assert_eq!(paths(&errs), ["discovery.min_refresh"]);
     }
 
     #[test]

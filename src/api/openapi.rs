@@ -67,7 +67,7 @@ pub(super) async fn openapi() -> HttpResponse {
         openapi,
     ),
     components(schemas(
-        ErrorBody, ErrorDetail, Problem, ToolList, ToolEntry, ServerList, Server, ServerDetail, ToolProblem,
+        ErrorBody, ErrorDetail, Problem, ToolList, ToolEntry, ServerList, Server, ServerDetail, ToolProblem, CacheHints, CacheScope,
         Auth, Registration, RegistrationAuth, AuthType, ClientAuth, ToolFilter, Accepted, ReloadSummary, Health, Ready,
         DiscoveryState, PushStream, TransportName,
     )),
@@ -281,6 +281,34 @@ pub struct ToolProblem {
     pub reason: String,
 }
 
+/// `cacheScope` of a 2026-07-28 result.
+#[derive(ToSchema, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheScope {
+    /// Any client or shared cache may reuse it.
+    Public,
+    /// Only within the same authorization context.
+    Private,
+}
+
+/// What a 2026-07-28 server's last listing said about its own freshness.
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheHints {
+    /// `ttlMs`: the smallest over every page of `tools/list` and of
+    /// `prompts/list` and `resources/list` (0: no freshness promised). A
+    /// positive one brings the next refresh forward to when the listing goes
+    /// stale (minus up to 10% jitter), never sooner than
+    /// `discovery.min_refresh` nor later than `poll_interval`.
+    pub ttl_ms: u64,
+    /// `private` if any of those results said so; null when none stated a
+    /// known scope.
+    pub scope: Option<CacheScope>,
+    /// When the listing goes stale; null for a ttl of 0.
+    #[schema(format = DateTime)]
+    pub fresh_until: Option<String>,
+}
+
 /// One server, as `GET /v1/servers` lists it.
 #[derive(ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -327,6 +355,10 @@ pub struct Server {
     /// Published tools whose public name is outside `^[A-Za-z0-9_.-]{1,64}$`
     /// (what LLM APIs commonly accept), at most 100.
     pub name_warnings: Vec<ToolProblem>,
+    /// The cache hints of the last listing; null for a 2025 server (it
+    /// sends none) and before the first listing.
+    #[serde(default)]
+    pub cache: Option<CacheHints>,
     /// Increments each time the server is (re)started by a config change;
     /// absent from the answer of a registration.
     #[serde(default)]
@@ -381,6 +413,10 @@ pub struct ServerDetail {
     /// Published tools whose public name is outside `^[A-Za-z0-9_.-]{1,64}$`
     /// (what LLM APIs commonly accept), at most 100.
     pub name_warnings: Vec<ToolProblem>,
+    /// The cache hints of the last listing; null for a 2025 server (it
+    /// sends none) and before the first listing.
+    #[serde(default)]
+    pub cache: Option<CacheHints>,
     /// Increments each time the server is (re)started by a config change;
     /// absent from the answer of a registration.
     #[serde(default)]

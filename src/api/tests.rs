@@ -133,6 +133,7 @@ fn view(name: &str, state: DiscoveryState, tools: usize, attempted: bool) -> Ser
         protocol_version: None,
         server_info: None,
         listing_warning: None,
+        cache: None,
         tool_report: std::sync::Arc::default(),
         generation: 1,
         first_attempt_done: attempted,

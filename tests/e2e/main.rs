@@ -6,6 +6,7 @@ mod support;
 
 mod auth;
 mod binary;
+mod cache_hints;
 mod conformance;
 mod discovery;
 mod helpers;

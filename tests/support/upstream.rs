@@ -479,6 +479,10 @@ pub struct UpstreamBehavior {
     /// `ttlMs` and `cacheScope` on modern results.
     pub ttl_ms: u64,
     pub cache_scope: String,
+    /// `resultType` on modern results of the methods in `result_type_on`
+    /// (`complete` on the others).
+    pub result_type: String,
+    pub result_type_on: Methods,
     /// Dual-era: the modern side answers every request 404 with a plain
     /// text body (no JSON-RPC), as if it had been switched off.
     pub modern_broken: bool,
@@ -544,6 +548,8 @@ impl Default for UpstreamBehavior {
             modern_versions: vec!["2026-07-28".to_owned()],
             ttl_ms: 0,
             cache_scope: "private".to_owned(),
+            result_type: "complete".to_owned(),
+            result_type_on: Methods::All,
             modern_broken: false,
         }
     }
@@ -1698,7 +1704,11 @@ impl Inner {
             return Some(HttpResponse::Accepted().finish());
         };
         let hints = |mut result: Value| {
-            result["resultType"] = json!("complete");
+            result["resultType"] = if b.result_type_on.matches(method) {
+                json!(b.result_type)
+            } else {
+                json!("complete")
+            };
             result["ttlMs"] = json!(b.ttl_ms);
             result["cacheScope"] = json!(b.cache_scope);
             result["_meta"] = json!({

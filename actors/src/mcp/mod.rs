@@ -11,6 +11,7 @@
 //! `http` (per-thread awc clients), `error`. See ADR 0015.
 
 pub mod auth;
+pub mod cache;
 pub mod era;
 pub mod error;
 /// Property tests (the stable-toolchain fuzz targets of the parsers).
@@ -244,6 +245,9 @@ pub struct Inventory {
     /// Why prompts or resources are missing (their listing failed, timed
     /// out or was over a cap). Best effort: never a failure of the tools.
     pub problems: Vec<String>,
+    /// The cache hints of the listings in it, combined (`None` on the 2025
+    /// wire, or when nothing was listed).
+    pub cache: Option<cache::CacheHint>,
 }
 
 /// A server-sent notification (e.g. `notifications/tools/list_changed`)
@@ -409,6 +413,19 @@ impl Session {
     /// cap and the repeated-cursor guard.
     pub async fn list_tools(&self) -> Result<Vec<Tool>, McpError> {
         self.inner.list_tools().await
+    }
+
+    /// `list_tools` with the cache hints of the listing (2026-07-28;
+    /// `None` on the 2025 wire).
+    pub async fn list_tools_hinted(
+        &self,
+    ) -> Result<(Vec<Tool>, Option<cache::CacheHint>), McpError> {
+        self.inner.list_tools_hinted().await
+    }
+
+    /// The cache hints of `server/discover` (modern sessions only).
+    pub fn discover_hint(&self) -> Option<cache::CacheHint> {
+        self.inner.discover_hint()
     }
 
     /// Tools, plus prompts and resources when the server advertises them

@@ -25,6 +25,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::cache::CacheHint;
 use super::era::{self, Era, EraKind};
 use super::jsonrpc::METHOD_NOT_FOUND;
 use super::{ClientOptions, Inventory, McpError, Notification, ServerInfo, Session, Target, Tool};
@@ -139,6 +140,13 @@ struct Page {
     resources: Option<Vec<Box<RawValue>>>,
     #[serde(default, rename = "nextCursor")]
     next_cursor: Option<String>,
+    /// Cache hints and `resultType` (2026-07-28; see `super::cache`).
+    #[serde(default, rename = "ttlMs")]
+    ttl_ms: Option<Value>,
+    #[serde(default, rename = "cacheScope")]
+    cache_scope: Option<Value>,
+    #[serde(default, rename = "resultType")]
+    result_type: Option<Value>,
 }
 
 impl Page {
@@ -177,13 +185,20 @@ impl Inner {
     }
 
     /// Every item of a paginated list, within the listing caps (checked
-    /// at each page: reading stops at the page that crosses one).
-    async fn list_all(&self, kind: ListKind) -> Result<Vec<Box<RawValue>>, McpError> {
+    /// at each page: reading stops at the page that crosses one), and on
+    /// the modern wire the cache hints of all its pages combined (an
+    /// unknown `resultType` on any page fails the listing).
+    async fn list_all(
+        &self,
+        kind: ListKind,
+    ) -> Result<(Vec<Box<RawValue>>, Option<CacheHint>), McpError> {
         let method = kind.method();
         let mut guard = PageGuard::new(method, self.opts.max_pages);
         let mut cursor: Option<String> = None;
         let mut items = Vec::new();
         let mut bytes: u64 = 0;
+        let modern = self.era() == EraKind::Modern;
+        let mut hint: Option<CacheHint> = None;
         loop {
             let params = cursor.as_ref().map(|c| serde_json::json!({ "cursor": c }));
             let raw = self.request(method, params).await?;
@@ -201,6 +216,17 @@ impl Inner {
                     target: self.target(),
                     detail: e.to_string(),
                 })?;
+            if modern {
+                super::cache::check_result_type(page.result_type.as_ref()).map_err(|detail| {
+                    McpError::MalformedResult {
+                        method: method.to_owned(),
+                        target: self.target(),
+                        detail,
+                    }
+                })?;
+                let this = CacheHint::of(page.ttl_ms.as_ref(), page.cache_scope.as_ref());
+                hint = CacheHint::merge(hint, Some(this));
+            }
             let next = page.next_cursor.clone();
             let Some(page_items) = page.take(kind) else {
                 return Err(McpError::MalformedResult {
@@ -221,39 +247,57 @@ impl Inner {
             }
             match guard.after_page(next)? {
                 Some(c) => cursor = Some(c),
-                None => return Ok(items),
+                None => return Ok((items, hint)),
             }
         }
     }
 
     /// A listing where "method not found" means "none".
-    async fn list_or_empty(&self, kind: ListKind) -> Result<Vec<Box<RawValue>>, McpError> {
+    async fn list_or_empty(
+        &self,
+        kind: ListKind,
+    ) -> Result<(Vec<Box<RawValue>>, Option<CacheHint>), McpError> {
         match self.list_all(kind).await {
             Err(McpError::JsonRpc {
                 code: METHOD_NOT_FOUND,
                 ..
-            }) => Ok(Vec::new()),
+            }) => Ok((Vec::new(), None)),
             other => other,
         }
     }
 
     pub(super) async fn list_tools(&self) -> Result<Vec<Tool>, McpError> {
-        let items = match self.list_all(ListKind::Tools).await {
+        Ok(self.list_tools_hinted().await?.0)
+    }
+
+    /// The tools and the cache hints of their listing (`None` on the 2025
+    /// wire).
+    pub(super) async fn list_tools_hinted(
+        &self,
+    ) -> Result<(Vec<Tool>, Option<CacheHint>), McpError> {
+        let (items, hint) = match self.list_all(ListKind::Tools).await {
             Err(McpError::JsonRpc {
                 code: METHOD_NOT_FOUND,
                 ..
-            }) if !self.info().has_capability("tools") => Vec::new(),
+            }) if !self.info().has_capability("tools") => (Vec::new(), None),
             other => other?,
         };
-        Ok(crate::tools::from_listing(items))
+        Ok((crate::tools::from_listing(items), hint))
     }
 
     pub(super) async fn discover(&self) -> Result<Inventory, McpError> {
-        let tools = self.list_tools().await?;
+        let (tools, hint) = self.list_tools_hinted().await?;
+        let extras = self.list_extras().await;
         Ok(Inventory {
             tools,
-            ..self.list_extras().await
+            cache: CacheHint::merge(hint, extras.cache),
+            ..extras
         })
+    }
+
+    /// The hints of `server/discover` (modern sessions only).
+    pub(super) fn discover_hint(&self) -> Option<CacheHint> {
+        self.era.discover_hint()
     }
 
     /// Prompts and resources when advertised, best effort: a failure is a
@@ -266,7 +310,8 @@ impl Inner {
                 continue;
             }
             match self.list_or_empty(kind).await {
-                Ok(items) => {
+                Ok((items, hint)) => {
+                    inventory.cache = CacheHint::merge(inventory.cache, hint);
                     let items = items.into_iter().map(Arc::from).collect();
                     match kind {
                         ListKind::Prompts => inventory.prompts = items,

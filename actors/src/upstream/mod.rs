@@ -64,11 +64,12 @@ async fn discover_once(
     };
     // Prompts and resources come after, apart (`Upstream::list_extras`):
     // they never hold the tools back.
-    match session.list_tools().await {
-        Ok(tools) => Ok((
+    match session.list_tools_hinted().await {
+        Ok((tools, cache)) => Ok((
             session,
             Inventory {
                 tools,
+                cache,
                 ..Inventory::default()
             },
         )),
@@ -159,6 +160,11 @@ pub struct Upstream {
     pending: Option<Trigger>,
     retry_timer: Option<SpawnHandle>,
     stale_timer: Option<SpawnHandle>,
+    /// The refresh a positive `ttlMs` brought forward (see `arm_ttl_refresh`).
+    ttl_timer: Option<SpawnHandle>,
+    /// The cache hints of the last successful listing (tools, then prompts
+    /// and resources combined in), and when the tools were received.
+    cache: Option<(mcp::cache::CacheHint, Instant, chrono::DateTime<Utc>)>,
     /// Catalog part of the last successful listing (filtered tools),
     /// flagged stale while degraded.
     part: Arc<ServerTools>,
@@ -215,6 +221,8 @@ impl Upstream {
             pending: None,
             retry_timer: None,
             stale_timer: None,
+            ttl_timer: None,
+            cache: None,
             part,
             info: None,
             era: None,
@@ -264,6 +272,9 @@ impl Upstream {
             }
             v.listing_warning = self.listing_warning.clone();
             v.tool_report = self.tool_report.clone();
+            v.cache = self
+                .cache
+                .map(|(hint, _, at)| crate::status::CacheView::new(hint, at));
         })
     }
 
@@ -392,6 +403,10 @@ impl Upstream {
                 if let Some(timer) = self.stale_timer.take() {
                     ctx.cancel_future(timer);
                 }
+                self.cache = inventory
+                    .cache
+                    .map(|hint| (hint, Instant::now(), Utc::now()));
+                self.arm_ttl_refresh(ctx);
                 self.discovery.succeeded(Utc::now());
                 self.events.refresh_finished(
                     self.spec.name.as_str(),
@@ -416,6 +431,10 @@ impl Upstream {
             Err((session, error)) => {
                 // The era is probed again on the next connect.
                 self.era = None;
+                // Backoff is in charge until the next success.
+                if let Some(timer) = self.ttl_timer.take() {
+                    ctx.cancel_future(timer);
+                }
                 if let Some(session) = session {
                     self.drop_session(session, ctx);
                 } else if let Some(current) = self.session.take() {
@@ -489,10 +508,21 @@ impl Upstream {
         if let Some(old) = self.extras.take() {
             ctx.cancel_future(old);
         }
-        let work =
-            async move { session.list_extras().await.problems }.instrument(self.span.clone());
-        self.extras = Some(ctx.spawn(work.into_actor(self).map(|problems, act, _ctx| {
+        let work = async move {
+            let inventory = session.list_extras().await;
+            (inventory.problems, inventory.cache)
+        }
+        .instrument(self.span.clone());
+        self.extras = Some(ctx.spawn(work.into_actor(self).map(|(problems, hint), act, ctx| {
             act.extras = None;
+            if let (Some(extra), Some((tools, received, at))) = (hint, act.cache) {
+                let combined = tools.combine(extra);
+                if combined != tools {
+                    act.cache = Some((combined, received, at));
+                    act.arm_ttl_refresh(ctx);
+                    act.report(false);
+                }
+            }
             let warning = (!problems.is_empty())
                 .then(|| mcp::error::clip(&problems.join("; "), ERROR_TEXT_MAX));
             if warning == act.listing_warning {
@@ -505,6 +535,37 @@ impl Upstream {
             act.listing_warning = warning;
             act.report(false);
         })));
+    }
+
+    /// A positive `ttlMs` brings the next refresh forward to when the last
+    /// listing goes stale, minus up to 10% jitter, never sooner than
+    /// `min_refresh` and never later than `poll_interval`
+    /// (`mcp::cache::refresh_delay`); a ttl of 0 or a 2025 server leaves
+    /// the poller alone in charge. The timer is a one-shot replaced on every
+    /// success; the poller keeps its own schedule, and a failure hands over
+    /// to the backoff (the spec: polling MUST use jitter and backoff).
+    fn arm_ttl_refresh(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.ttl_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let Some((hint, received, _)) = self.cache else {
+            return;
+        };
+        let d = &self.spec.discovery;
+        let u = rand::rng().random_range(0.0..=1.0);
+        let Some(delay) = mcp::cache::refresh_delay(hint.ttl(), d.min_refresh, d.poll_interval, u)
+        else {
+            return;
+        };
+        let delay = delay.saturating_sub(received.elapsed());
+        self.ttl_timer = Some(ctx.run_later(delay, |act, ctx| {
+            act.ttl_timer = None;
+            {
+                let _g = act.span.enter();
+                tracing::debug!("Refreshing: the last listing's ttlMs ran out.");
+            }
+            act.start_attempt(Trigger::Poll, ctx);
+        }));
     }
 
     fn expire_stale(&mut self) {
@@ -679,6 +740,7 @@ pub fn initial_view(spec: &ServerSpec, generation: u64) -> ServerView {
         server_info: None,
         listing_warning: None,
         tool_report: Arc::default(),
+        cache: None,
         generation,
         first_attempt_done: false,
     }

@@ -224,6 +224,14 @@ impl Era {
         }
     }
 
+    /// The hints of `server/discover` (none on the 2025 wire).
+    pub(crate) fn discover_hint(&self) -> Option<super::cache::CacheHint> {
+        match self {
+            Era::Legacy(_) => None,
+            Era::Modern(e) => Some(e.discover_hint()),
+        }
+    }
+
     pub(crate) async fn request(
         &self,
         method: &str,
@@ -304,6 +312,14 @@ enum Probed {
     Legacy(Wire),
 }
 
+/// The probe's answer was the child exiting or closing its stdout.
+fn died_of_the_probe(e: &McpError) -> bool {
+    matches!(
+        e,
+        McpError::ChildExited { .. } | McpError::TransportClosed { .. }
+    )
+}
+
 fn invalid(text: impl Into<String>) -> McpError {
     McpError::InvalidTarget(text.into())
 }
@@ -330,18 +346,30 @@ pub(crate) async fn negotiate(
             env_inherit,
             cwd,
         } => {
-            let wire = Wire::Stdio(
-                Stdio::spawn(command, args, env, *env_inherit, cwd.as_deref(), opts).await?,
-            );
+            let spawn = || Stdio::spawn(command, args, env, *env_inherit, cwd.as_deref(), opts);
+            let wire = Wire::Stdio(spawn().await?);
             if pinned_modern {
                 return Ok(Era::Modern(
                     Modern::discover(wire, opts, MODERN_VERSIONS[0]).await?,
                 ));
             }
             let wire = if probe {
-                match modern::probe(wire, opts).await? {
-                    Probed::Modern(m) => return Ok(Era::Modern(m)),
-                    Probed::Legacy(wire) => wire,
+                match modern::probe(wire, opts).await {
+                    Ok(Probed::Modern(m)) => return Ok(Era::Modern(m)),
+                    Ok(Probed::Legacy(wire)) => wire,
+                    // Some 2025 servers exit on a method they do not know:
+                    // that is a 2025 answer too. One new child, straight to
+                    // the handshake (the actor keeps the legacy verdict once
+                    // it succeeds, so the probe is not repeated).
+                    Err(e) if died_of_the_probe(&e) => {
+                        tracing::debug!(
+                            server = %opts.server_name,
+                            error = %e,
+                            "The child ended on server/discover; starting it again for the initialize handshake"
+                        );
+                        Wire::Stdio(spawn().await?)
+                    }
+                    Err(e) => return Err(e),
                 }
             } else {
                 wire

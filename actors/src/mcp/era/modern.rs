@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::super::cache::{check_result_type, CacheHint};
 use super::super::jsonrpc::UNSUPPORTED_PROTOCOL_VERSION;
 use super::super::{ClientOptions, McpError, ServerInfo, SUPPORTED_PROTOCOL_VERSIONS};
 use super::{info, Probed, Wire, MODERN_VERSIONS, PROBE_TIMEOUT_MAX};
@@ -106,7 +107,11 @@ struct DiscoverResult {
     #[serde(default)]
     server_info: Value,
     #[serde(default)]
-    result_type: Option<String>,
+    result_type: Option<Value>,
+    #[serde(default)]
+    ttl_ms: Option<Value>,
+    #[serde(default)]
+    cache_scope: Option<Value>,
     #[serde(default, rename = "_meta")]
     meta: Option<Map<String, Value>>,
 }
@@ -116,39 +121,57 @@ pub(crate) struct Modern {
     wire: Wire,
     version: &'static str,
     info: ServerInfo,
+    hint: CacheHint,
 }
 
-/// Why the probe's answer means the server is no modern one we speak.
-fn discovered(raw: &RawValue, version: &'static str, wire: &Wire) -> Result<ServerInfo, String> {
-    let d: DiscoverResult =
-        serde_json::from_str(raw.get()).map_err(|e| format!("unreadable result: {e}"))?;
-    match d.result_type.as_deref() {
-        None | Some("complete") => {}
-        Some(other) => {
-            return Err(format!(
-                "unknown resultType `{}`",
-                super::super::error::clip(other, 40)
-            ))
-        }
-    }
+/// Why a `server/discover` answer is not one we can use.
+enum Rejected {
+    /// No modern server we speak: the probe falls back to `initialize`.
+    NotModern(String),
+    /// A DiscoverResult listing our version but invalid (an unknown
+    /// `resultType`): a modern server, and an error for it, not a 2025 one.
+    Invalid(String),
+}
+
+/// Reads a `server/discover` answer.
+fn discovered(
+    raw: &RawValue,
+    version: &'static str,
+    wire: &Wire,
+) -> Result<(ServerInfo, CacheHint), Rejected> {
+    let d: DiscoverResult = serde_json::from_str(raw.get())
+        .map_err(|e| Rejected::NotModern(format!("unreadable result: {e}")))?;
     if !d.supported_versions.iter().any(|v| v == version) {
-        return Err(format!(
+        return Err(Rejected::NotModern(format!(
             "supportedVersions does not list {version}: {}",
             super::super::error::clip(&d.supported_versions.join(", "), 200)
-        ));
+        )));
     }
+    check_result_type(d.result_type.as_ref()).map_err(Rejected::Invalid)?;
+    let hint = CacheHint::of(d.ttl_ms.as_ref(), d.cache_scope.as_ref());
     let server_info = d
         .meta
         .and_then(|mut m| m.remove(META_SERVER_INFO))
         .filter(Value::is_object)
         .unwrap_or(d.server_info);
-    Ok(info::server_info(
-        version.to_owned(),
-        d.capabilities,
-        server_info,
-        d.instructions,
-        wire.transport(),
+    Ok((
+        info::server_info(
+            version.to_owned(),
+            d.capabilities,
+            server_info,
+            d.instructions,
+            wire.transport(),
+        ),
+        hint,
     ))
+}
+
+fn malformed(wire: &Wire, detail: String) -> McpError {
+    McpError::MalformedResult {
+        method: DISCOVER.into(),
+        target: wire.target().to_owned(),
+        detail,
+    }
 }
 
 /// Errors after which no fallback can help (the transport itself failed,
@@ -193,7 +216,7 @@ pub(super) async fn probe(wire: Wire, opts: &ClientOptions) -> Result<Probed, Mc
             .await;
         let why = match outcome {
             Ok(answered) => match discovered(&answered.result, version, &wire) {
-                Ok(info) => {
+                Ok((info, hint)) => {
                     tracing::debug!(
                         server = %opts.server_name,
                         protocol_version = version,
@@ -203,9 +226,11 @@ pub(super) async fn probe(wire: Wire, opts: &ClientOptions) -> Result<Probed, Mc
                         wire,
                         version,
                         info,
+                        hint,
                     }));
                 }
-                Err(why) => why,
+                Err(Rejected::Invalid(detail)) => return Err(malformed(&wire, detail)),
+                Err(Rejected::NotModern(why)) => why,
             },
             Err(McpError::JsonRpc {
                 code: UNSUPPORTED_PROTOCOL_VERSION,
@@ -276,18 +301,20 @@ impl Modern {
             }
             other => other?,
         };
-        let info = discovered(&answered.result, version, &wire).map_err(|detail| {
-            McpError::MalformedResult {
-                method: DISCOVER.into(),
-                target: wire.target().to_owned(),
-                detail,
-            }
+        let (info, hint) = discovered(&answered.result, version, &wire).map_err(|r| match r {
+            Rejected::NotModern(detail) | Rejected::Invalid(detail) => malformed(&wire, detail),
         })?;
         Ok(Self {
             wire,
             version,
             info,
+            hint,
         })
+    }
+
+    /// The cache hints `server/discover` answered with.
+    pub(crate) fn discover_hint(&self) -> CacheHint {
+        self.hint
     }
 
     pub(crate) fn wire(&self) -> &Wire {
