@@ -11,6 +11,7 @@ mod discovery;
 mod helpers;
 mod interop;
 mod interop_modern;
+mod listen_stream;
 mod modern;
 mod openapi;
 mod process;

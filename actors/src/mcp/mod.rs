@@ -254,10 +254,12 @@ pub struct Notification {
     pub params: Option<Value>,
 }
 
-/// What opening the GET push stream gave.
+/// What opening the push stream (the 2025 GET stream, or a 2026-07-28
+/// `subscriptions/listen`) gave.
 pub enum PushOpened {
     Stream(Box<PushEvents>),
-    /// 405: the server offers no push stream (polling covers).
+    /// The server offers no push stream (polling covers): GET 405; for a
+    /// listen, 405, 404 or JSON-RPC -32601.
     Unsupported,
 }
 
@@ -272,6 +274,13 @@ pub enum PushStop {
     TooLarge { limit: usize },
     #[error("{0}")]
     Malformed(McpError),
+    /// A listen stream ended with its graceful result (`resultType:
+    /// complete`).
+    #[error("the server completed the subscription")]
+    Complete,
+    /// A listen stream's request was answered with a JSON-RPC error.
+    #[error("{0}")]
+    Rejected(McpError),
 }
 
 /// An open push stream: JSON-RPC messages, event by event.
@@ -279,10 +288,18 @@ pub struct PushEvents {
     stream: http::EventStream,
     shown: String,
     session_id: Option<String>,
+    /// A listen stream: the JSON-RPC id of its `subscriptions/listen`
+    /// request, which every frame must carry as its subscription id.
+    subscription: Option<u64>,
 }
 
+/// The `_meta` key a listen stream's frames are tagged with.
+pub const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
 impl PushEvents {
-    /// The messages of the next event (priming events are skipped).
+    /// The messages of the next event (priming events are skipped). On a
+    /// listen stream only the frames tagged with its subscription id are
+    /// kept, and the response to the listen request ends it.
     pub async fn next_messages(&mut self) -> Result<Vec<jsonrpc::Incoming>, PushStop> {
         let event = self.stream.next_event().await.map_err(|stop| match stop {
             http::StreamStop::End => PushStop::End,
@@ -290,7 +307,17 @@ impl PushEvents {
             http::StreamStop::TooLarge { limit } => PushStop::TooLarge { limit },
         })?;
         let context = format!("an event of the push stream from {}", self.shown);
-        jsonrpc::parse_messages(event.data.as_bytes(), &context).map_err(PushStop::Malformed)
+        let messages = jsonrpc::parse_messages(event.data.as_bytes(), &context)
+            .map_err(PushStop::Malformed)?;
+        match self.subscription {
+            None => Ok(messages),
+            Some(ours) => listen_frames(messages, ours),
+        }
+    }
+
+    /// Whether this is a `subscriptions/listen` stream.
+    pub fn is_listen(&self) -> bool {
+        self.subscription.is_some()
     }
 
     /// Bytes received so far (comments and priming events included), for
@@ -313,6 +340,46 @@ impl PushEvents {
     pub fn session_id(&self) -> Option<&str> {
         self.session_id.as_deref()
     }
+}
+
+/// The frames of a listen stream that belong to subscription `ours`
+/// (others are dropped: several subscriptions may share a channel, and an
+/// untagged frame is nobody's); the response to the listen request itself
+/// ends the stream, gracefully or with its error.
+fn listen_frames(
+    messages: Vec<jsonrpc::Incoming>,
+    ours: u64,
+) -> Result<Vec<jsonrpc::Incoming>, PushStop> {
+    let mut kept = Vec::with_capacity(messages.len());
+    for message in messages {
+        match message {
+            jsonrpc::Incoming::Response { id, reply } if jsonrpc::id_matches(&id, ours) => {
+                return match reply {
+                    Ok(_) => Err(PushStop::Complete),
+                    Err(e) => Err(PushStop::Rejected(e.into_mcp("subscriptions/listen"))),
+                };
+            }
+            jsonrpc::Incoming::Notification { method, params } => {
+                let tag = params
+                    .as_ref()
+                    .and_then(|p| p.get("_meta"))
+                    .and_then(|m| m.get(SUBSCRIPTION_ID));
+                if tag.is_some_and(|t| jsonrpc::id_matches(t, ours)) {
+                    kept.push(jsonrpc::Incoming::Notification { method, params });
+                } else {
+                    tracing::debug!(
+                        method = %method,
+                        "Ignored a frame of another subscription on the listen stream."
+                    );
+                }
+            }
+            other @ jsonrpc::Incoming::Request { .. } => kept.push(other),
+            jsonrpc::Incoming::Response { .. } => {
+                tracing::debug!("Ignored a response to another request on the listen stream.");
+            }
+        }
+    }
+    Ok(kept)
 }
 
 /// Runs one request's future under its own timeout; a timeout names the

@@ -572,6 +572,7 @@ impl Upstream {
             epoch: self.push_epoch,
             backoff: self.spec.discovery.backoff,
             idle_timeout: self.spec.discovery.push_idle_timeout,
+            ack_timeout: self.spec.discovery.request_timeout,
             parent: weak.clone().recipient(),
             exited: weak.recipient(),
             span: self.span.clone(),
@@ -1009,6 +1010,15 @@ impl Handler<PushEvent> for Upstream {
                 self.start_attempt(Trigger::ListChanged, ctx);
             }
             PushEventKind::SessionGone => self.start_attempt(Trigger::Manual, ctx),
+            PushEventKind::Resync => {
+                {
+                    let _g = self.span.enter();
+                    tracing::debug!(
+                        "Listen stream reopened; refetching in case a change was missed."
+                    );
+                }
+                self.start_attempt(Trigger::ListChanged, ctx);
+            }
         }
     }
 }

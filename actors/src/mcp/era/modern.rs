@@ -21,6 +21,22 @@ pub(crate) const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
 const METHOD_HEADER: &str = "mcp-method";
 const NAME_HEADER: &str = "mcp-name";
 const DISCOVER: &str = "server/discover";
+const LISTEN: &str = "subscriptions/listen";
+
+/// The `notifications` a listen asks for: tool list changes always (what
+/// discovery is about), prompts and resources when the server advertised
+/// them in `server/discover`.
+pub(crate) fn listen_params(info: &ServerInfo) -> Value {
+    let mut wanted = Map::new();
+    wanted.insert("toolsListChanged".into(), Value::Bool(true));
+    if info.has_capability("prompts") {
+        wanted.insert("promptsListChanged".into(), Value::Bool(true));
+    }
+    if info.has_capability("resources") {
+        wanted.insert("resourcesListChanged".into(), Value::Bool(true));
+    }
+    serde_json::json!({ "notifications": wanted })
+}
 
 /// The `_meta` every modern request carries. We are a listing client: no
 /// capabilities (an object, as the spec requires).
@@ -310,6 +326,18 @@ impl Modern {
             .request(method, Some(&params), &extra)
             .await?
             .result)
+    }
+
+    /// Opens the push stream of a modern server: `subscriptions/listen`
+    /// asking for the list changes the server advertised (tools always).
+    /// None for the transports that have none yet (stdio).
+    pub(crate) async fn open_listen(&self) -> Option<Result<super::super::PushOpened, McpError>> {
+        let Wire::Http(t) = &self.wire else {
+            return None;
+        };
+        let params = with_meta(Some(listen_params(&self.info)), self.version);
+        let extra = headers(LISTEN, &params, self.version);
+        Some(t.open_listen(&params, &extra).await)
     }
 
     pub(crate) async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), McpError> {
