@@ -520,3 +520,57 @@ impl Session {
         self.inner.close().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(text: &str) -> Vec<jsonrpc::Incoming> {
+        jsonrpc::parse_messages(text.as_bytes(), "test").unwrap()
+    }
+
+    fn methods(kept: &[jsonrpc::Incoming]) -> Vec<&str> {
+        kept.iter()
+            .filter_map(|m| match m {
+                jsonrpc::Incoming::Notification { method, .. } => Some(method.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_listen_keeps_only_its_own_frames() {
+        let batch = r#"[
+            {"jsonrpc":"2.0","method":"notifications/tools/list_changed","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":7}}},
+            {"jsonrpc":"2.0","method":"notifications/prompts/list_changed","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":"7"}}},
+            {"jsonrpc":"2.0","method":"notifications/tools/list_changed"},
+            {"jsonrpc":"2.0","method":"notifications/tools/list_changed","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":8}}},
+            {"jsonrpc":"2.0","id":3,"result":{}}
+        ]"#;
+        let kept = listen_frames(frames(batch), 7).unwrap();
+        assert_eq!(
+            methods(&kept),
+            [
+                "notifications/tools/list_changed",
+                "notifications/prompts/list_changed"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_listen_response_ends_the_stream() {
+        let done = r#"{"jsonrpc":"2.0","id":7,"result":{"resultType":"complete","_meta":{"io.modelcontextprotocol/subscriptionId":7}}}"#;
+        assert!(matches!(
+            listen_frames(frames(done), 7),
+            Err(PushStop::Complete)
+        ));
+        let refused = r#"{"jsonrpc":"2.0","id":7,"error":{"code":-32601,"message":"no"}}"#;
+        assert!(matches!(
+            listen_frames(frames(refused), 7),
+            Err(PushStop::Rejected(McpError::JsonRpc {
+                code: jsonrpc::METHOD_NOT_FOUND,
+                ..
+            }))
+        ));
+    }
+}

@@ -395,6 +395,35 @@ mod tests {
     }
 
     #[test]
+    fn listen_asks_for_what_the_server_advertised() {
+        let info = |caps: Value| {
+            info::server_info(
+                "2026-07-28".into(),
+                caps,
+                Value::Null,
+                None,
+                "streamable-http",
+            )
+        };
+        let p = listen_params(&info(serde_json::json!({"tools": {}})));
+        assert_eq!(
+            p,
+            serde_json::json!({"notifications": {"toolsListChanged": true}})
+        );
+        let p = listen_params(&info(serde_json::json!({
+            "tools": {}, "prompts": {"listChanged": true}, "resources": {}
+        })));
+        assert_eq!(
+            p,
+            serde_json::json!({"notifications": {
+                "toolsListChanged": true,
+                "promptsListChanged": true,
+                "resourcesListChanged": true
+            }})
+        );
+    }
+
+    #[test]
     fn meta_is_added_and_keeps_other_keys() {
         let p = with_meta(
             Some(serde_json::json!({"cursor": "c", "_meta": {"progressToken": 1}})),
