@@ -443,3 +443,51 @@ async fn push_false_sends_no_listen() {
     assert_eq!(up.open_listen_streams(), 0);
     app.stop().await;
 }
+
+// ------------------------------------------------------------------ stdio
+
+fn stdio_entry(mode: &str) -> String {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/modern_listen_stdio.py"
+    );
+    format!("{{ command: python3, args: [\"{script}\", \"--listen\", \"{mode}\"] }}")
+}
+
+#[actix_web::test]
+async fn a_modern_stdio_server_listens_on_the_shared_channel() {
+    let app = spawn_app(&format!(
+        "{}{}",
+        discovery(FAST_BACKOFF, "5s", ""),
+        servers_yaml(&[("m", stdio_entry("open"))])
+    ))
+    .await;
+    let s = app.wait_healthy("m", 2).await;
+    assert_eq!(s["protocol_version"], "2026-07-28", "{s:#}");
+    // 300 ms after the listen, a tagged list_changed brings a third tool
+    // (poll_interval is 10m).
+    let s = app.wait_healthy("m", 3).await;
+    assert_eq!(push_state(&s), "connected", "{s:#}");
+    assert_eq!(s["push_stream_error"], Value::Null);
+    assert!(metric(&app, "mcp_discovery_list_changed_total")
+        .await
+        .is_some_and(|v| v >= 1.0));
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_modern_stdio_server_without_listen_is_unsupported() {
+    let app = spawn_app(&format!(
+        "{}{}",
+        discovery(FAST_BACKOFF, "5s", ""),
+        servers_yaml(&[("m", stdio_entry("unknown"))])
+    ))
+    .await;
+    app.wait_healthy("m", 2).await;
+    let s = watch(&app, "m", 2, "push_stream unsupported", |s| {
+        push_state(s) == "unsupported"
+    })
+    .await;
+    assert_eq!(s["push_stream_error"], Value::Null);
+    app.stop().await;
+}

@@ -285,12 +285,32 @@ pub enum PushStop {
 
 /// An open push stream: JSON-RPC messages, event by event.
 pub struct PushEvents {
-    stream: http::EventStream,
+    source: Source,
     shown: String,
     session_id: Option<String>,
     /// A listen stream: the JSON-RPC id of its `subscriptions/listen`
     /// request, which every frame must carry as its subscription id.
     subscription: Option<u64>,
+}
+
+/// Where a push stream's messages come from.
+enum Source {
+    /// An SSE body (the GET stream, an HTTP listen).
+    Sse(Box<http::EventStream>),
+    /// A listen on a stdio channel: frames demultiplexed by the reader.
+    Stdio(stdio::StdioListen),
+}
+
+impl PushEvents {
+    /// A listen on a stdio channel.
+    pub(crate) fn stdio_listen(listen: stdio::StdioListen, shown: &str) -> Self {
+        Self {
+            subscription: Some(listen.id()),
+            source: Source::Stdio(listen),
+            shown: shown.to_owned(),
+            session_id: None,
+        }
+    }
 }
 
 /// The `_meta` key a listen stream's frames are tagged with.
@@ -301,7 +321,14 @@ impl PushEvents {
     /// listen stream only the frames tagged with its subscription id are
     /// kept, and the response to the listen request ends it.
     pub async fn next_messages(&mut self) -> Result<Vec<jsonrpc::Incoming>, PushStop> {
-        let event = self.stream.next_event().await.map_err(|stop| match stop {
+        let stream = match &mut self.source {
+            Source::Sse(stream) => stream,
+            Source::Stdio(listen) => {
+                let frame = listen.next().await.ok_or(PushStop::End)?;
+                return listen_frames(vec![frame], listen.id());
+            }
+        };
+        let event = stream.next_event().await.map_err(|stop| match stop {
             http::StreamStop::End => PushStop::End,
             http::StreamStop::Broken(e) => PushStop::Broken(e),
             http::StreamStop::TooLarge { limit } => PushStop::TooLarge { limit },
@@ -323,17 +350,33 @@ impl PushEvents {
     /// Bytes received so far (comments and priming events included), for
     /// the idle watchdog.
     pub fn received(&self) -> std::rc::Rc<std::cell::Cell<u64>> {
-        self.stream.received()
+        match &self.source {
+            Source::Sse(stream) => stream.received(),
+            Source::Stdio(_) => std::rc::Rc::default(),
+        }
+    }
+
+    /// Whether silence on it means a hang (HTTP). A stdio listen shares
+    /// the channel, whose child the transport watches: a quiet server is
+    /// not a hung one.
+    pub fn watched(&self) -> bool {
+        matches!(self.source, Source::Sse(_))
     }
 
     /// The id to resume from with `Last-Event-ID`.
     pub fn last_event_id(&self) -> &str {
-        self.stream.last_event_id()
+        match &self.source {
+            Source::Sse(stream) => stream.last_event_id(),
+            Source::Stdio(_) => "",
+        }
     }
 
     /// The server's `retry` advice, if any.
     pub fn retry(&self) -> Option<Duration> {
-        self.stream.retry()
+        match &self.source {
+            Source::Sse(stream) => stream.retry(),
+            Source::Stdio(_) => None,
+        }
     }
 
     /// The session this stream belongs to.

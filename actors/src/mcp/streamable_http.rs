@@ -480,7 +480,7 @@ impl StreamableHttp {
             None => SseParser::new(self.opts.max_response_bytes),
         };
         Ok(super::PushOpened::Stream(Box::new(super::PushEvents {
-            stream: EventStream::new(resp, parser),
+            source: super::Source::Sse(Box::new(EventStream::new(resp, parser))),
             shown: self.shown.clone(),
             session_id: extra
                 .iter()
@@ -562,7 +562,10 @@ impl StreamableHttp {
             }
         }
         Ok(super::PushOpened::Stream(Box::new(super::PushEvents {
-            stream: EventStream::new(resp, SseParser::new(self.opts.max_response_bytes)),
+            source: super::Source::Sse(Box::new(EventStream::new(
+                resp,
+                SseParser::new(self.opts.max_response_bytes),
+            ))),
             shown: self.shown.clone(),
             session_id: None,
             subscription: Some(id),

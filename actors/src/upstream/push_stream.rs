@@ -110,6 +110,9 @@ pub struct PushStream {
     stop_requested: bool,
     /// The current stream is a listen (not the GET stream).
     listen: bool,
+    /// The idle watchdog applies to the current stream (not a stdio
+    /// listen, whose child the transport watches).
+    watched: bool,
     /// The current stream is a listen that has not been acknowledged yet.
     awaiting_ack: bool,
     /// Counts opened streams, so a late ack timer knows its own.
@@ -134,6 +137,7 @@ impl PushStream {
             connected_at: None,
             stop_requested: false,
             listen: false,
+            watched: true,
             awaiting_ack: false,
             opened_count: 0,
             resync_on_ack: false,
@@ -188,6 +192,7 @@ impl PushStream {
         self.connected_at = Some(Instant::now());
         self.opened_count += 1;
         self.listen = events.is_listen();
+        self.watched = events.watched();
         if self.listen {
             // `connecting` until the server acknowledges the subscription.
             self.awaiting_ack = true;
@@ -291,7 +296,7 @@ impl PushStream {
         let idle = self.init.idle_timeout;
         let period = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
         ctx.run_interval(period, move |act, ctx| {
-            if act.reading.is_none() {
+            if act.reading.is_none() || !act.watched {
                 return;
             }
             let now = act.received.get();

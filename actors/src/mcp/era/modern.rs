@@ -22,6 +22,7 @@ const METHOD_HEADER: &str = "mcp-method";
 const NAME_HEADER: &str = "mcp-name";
 const DISCOVER: &str = "server/discover";
 const LISTEN: &str = "subscriptions/listen";
+const CANCELLED: &str = "notifications/cancelled";
 
 /// The `notifications` a listen asks for: tool list changes always (what
 /// discovery is about), prompts and resources when the server advertised
@@ -330,14 +331,35 @@ impl Modern {
 
     /// Opens the push stream of a modern server: `subscriptions/listen`
     /// asking for the list changes the server advertised (tools always).
-    /// None for the transports that have none yet (stdio).
+    /// On stdio it shares the channel (see `stdio::StdioListen`).
     pub(crate) async fn open_listen(&self) -> Option<Result<super::super::PushOpened, McpError>> {
-        let Wire::Http(t) = &self.wire else {
-            return None;
-        };
         let params = with_meta(Some(listen_params(&self.info)), self.version);
-        let extra = headers(LISTEN, &params, self.version);
-        Some(t.open_listen(&params, &extra).await)
+        match &self.wire {
+            Wire::Http(t) => {
+                let extra = headers(LISTEN, &params, self.version);
+                Some(t.open_listen(&params, &extra).await)
+            }
+            Wire::Stdio(t) => {
+                let version = self.version;
+                let cancel = |id: u64| {
+                    let params = with_meta(
+                        Some(serde_json::json!({
+                            "requestId": id,
+                            "reason": "the client stopped listening",
+                        })),
+                        version,
+                    );
+                    super::super::jsonrpc::encode_notification(CANCELLED, Some(&params))
+                };
+                let opened = t.open_listen(&params, cancel).await.map(|listen| {
+                    super::super::PushOpened::Stream(Box::new(
+                        super::super::PushEvents::stdio_listen(listen, t.label()),
+                    ))
+                });
+                Some(opened)
+            }
+            Wire::Sse(_) => None,
+        }
     }
 
     pub(crate) async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), McpError> {
