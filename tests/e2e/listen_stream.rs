@@ -491,3 +491,69 @@ async fn a_modern_stdio_server_without_listen_is_unsupported() {
     assert_eq!(s["push_stream_error"], Value::Null);
     app.stop().await;
 }
+
+// ------------------------------------------------------- never degraded
+
+/// One modern server per failing row of the matrix, in one engine: until
+/// each has failed and reopened its listen at least three times, every
+/// sample shows all of them `healthy` with their 5 tools and no
+/// `last_error`: a listen's failure is a message, never a cancellation.
+#[actix_web::test]
+async fn failing_listens_never_degrade_their_servers() {
+    let modes = [
+        ListenMode::Status(500),
+        ListenMode::ResetAfter(Duration::from_millis(50)),
+        ListenMode::NoAck,
+        ListenMode::Silent,
+        ListenMode::Garbage,
+        ListenMode::OversizedEvent(256 * 1024),
+    ];
+    let ups: Vec<TestUpstream> = modes.iter().map(|m| modern(*m)).collect();
+    let names: Vec<String> = (0..ups.len()).map(|i| format!("f{i}")).collect();
+    let entries: Vec<(&str, String)> = names
+        .iter()
+        .zip(&ups)
+        .map(|(n, up)| (n.as_str(), format!("{{ url: \"{}\" }}", up.url())))
+        .collect();
+    let app = spawn_app(&format!(
+        "{}{}",
+        discovery(
+            "{ initial: 100ms, max: 300ms }",
+            "500ms",
+            "  push_idle_timeout: 300ms\n  max_response_bytes: 64KiB\n"
+        ),
+        servers_yaml(&entries)
+    ))
+    .await;
+    for n in &names {
+        app.wait_healthy(n, 5).await;
+    }
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        for s in app.servers().await {
+            assert!(
+                s["state"] == "healthy" && s["tool_count"] == 5 && s["last_error"].is_null(),
+                "a listen fault reached discovery: {s:#}"
+            );
+            assert_ne!(push_state(&s), "unsupported", "{s:#}");
+        }
+        if ups.iter().all(|up| up.requests(LISTEN) >= 3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "listens: {:?}",
+            ups.iter().map(|u| u.requests(LISTEN)).collect::<Vec<_>>()
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    for up in &ups {
+        assert_eq!(up.requests("tools/list"), 1 + refetches_allowed_any(up));
+    }
+    app.stop().await;
+}
+
+/// The reset row may refetch once (see `a_reset_listen_...`).
+fn refetches_allowed_any(up: &TestUpstream) -> u64 {
+    refetches_allowed(up.behavior().listen)
+}
