@@ -174,7 +174,13 @@ impl PushStream {
                 act.stop_requested = true;
                 ctx.stop();
             }
-            Some(Ok(PushOpened::Unsupported)) => act.unsupported("refused", ctx),
+            Some(Ok(PushOpened::Unsupported)) => {
+                let why = match act.init.session.era() {
+                    crate::mcp::era::EraKind::Modern => "subscriptions/listen: 405, 404 or -32601",
+                    crate::mcp::era::EraKind::Legacy => "GET 405",
+                };
+                act.unsupported(why, ctx)
+            }
             Some(Ok(PushOpened::Stream(events))) => act.opened(events, ctx),
             Some(Err(error)) => {
                 if matches!(error, McpError::HttpStatus { status: 404, .. }) {
