@@ -12,6 +12,7 @@ mod discovery;
 mod helpers;
 mod interop;
 mod interop_modern;
+mod listen_stream;
 mod modern;
 mod openapi;
 mod probe_call;

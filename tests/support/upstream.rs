@@ -187,6 +187,38 @@ pub enum GetStream {
     RedirectTo(u16),
 }
 
+/// What a modern server does with `subscriptions/listen` (2026-07-28): the
+/// push stream of the stateless wire. Every mode but `Unknown` and
+/// `Status` is a 200 SSE stream; the ones that acknowledge send
+/// `notifications/subscriptions/acknowledged` first, tagged with the listen
+/// request's id as `_meta["io.modelcontextprotocol/subscriptionId"]`, and
+/// the ones that stay open are "open listen streams" (see
+/// [`UpstreamHandle::open_listen_streams`]): the handle's notifications go
+/// to them tagged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ListenMode {
+    /// An unknown method: a JSON-RPC -32601 error in a 200 JSON body, as a
+    /// server without listen answers.
+    #[default]
+    Unknown,
+    /// Ack, then whatever the handle sends, until it ends the stream.
+    Open,
+    /// This HTTP status with a small JSON body.
+    Status(u16),
+    /// Ack (and what the handle sends meanwhile), then after this long the
+    /// body fails in the middle (a reset, as [`GetStream::ResetAfter`]).
+    ResetAfter(Duration),
+    /// 200 SSE with a `: keepalive` comment every 100 ms and never an ack.
+    NoAck,
+    /// Ack, then never a byte.
+    Silent,
+    /// Ack, then an event that is not JSON and bytes that are not SSE.
+    Garbage,
+    /// Ack, then one event of about this many bytes (see
+    /// [`GetStream::OversizedEvent`]).
+    OversizedEvent(usize),
+}
+
 /// One `GET /mcp` as the upstream saw it.
 #[derive(Clone, Debug)]
 pub struct GetRecord {
@@ -486,6 +518,8 @@ pub struct UpstreamBehavior {
     /// Dual-era: the modern side answers every request 404 with a plain
     /// text body (no JSON-RPC), as if it had been switched off.
     pub modern_broken: bool,
+    /// `subscriptions/listen` on the modern side.
+    pub listen: ListenMode,
 }
 
 /// The MCP era(s) of the test upstream.
@@ -551,6 +585,7 @@ impl Default for UpstreamBehavior {
             result_type: "complete".to_owned(),
             result_type_on: Methods::All,
             modern_broken: false,
+            listen: ListenMode::Unknown,
         }
     }
 }
@@ -691,6 +726,10 @@ impl UpstreamBuilder {
     }
     pub fn era(mut self, era: ServerEra) -> Self {
         self.behavior.era = era;
+        self
+    }
+    pub fn listen(mut self, mode: ListenMode) -> Self {
+        self.behavior.listen = mode;
         self
     }
 
@@ -901,6 +940,10 @@ struct Inner {
     next_ping: AtomicU64,
     /// The `id:` of the last event written to the push streams.
     last_push_event_id: Mutex<Option<String>>,
+    /// Open `subscriptions/listen` streams: the request id, the sender.
+    listen_streams: Mutex<Vec<(Value, UnboundedSender<Bytes>)>>,
+    /// The params of every `subscriptions/listen` received.
+    listen_requests: Mutex<Vec<Value>>,
 }
 
 #[derive(Default)]
@@ -955,6 +998,8 @@ impl UpstreamHandle {
                 next_session: AtomicU64::new(1),
                 next_ping: AtomicU64::new(1),
                 last_push_event_id: Mutex::new(None),
+                listen_streams: Mutex::new(Vec::new()),
+                listen_requests: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -1051,6 +1096,45 @@ impl UpstreamHandle {
             .inner
             .broadcast(&[json!({ "jsonrpc": "2.0", "id": id, "method": "ping" })]);
         (id, sent)
+    }
+    /// `subscriptions/listen` streams currently open and writable by the
+    /// handle.
+    pub fn open_listen_streams(&self) -> usize {
+        let mut streams = lock(&self.inner.listen_streams);
+        streams.retain(|(_, tx)| !tx.is_closed());
+        streams.len()
+    }
+    /// Ends every open listen stream: with the graceful result
+    /// `{resultType: "complete", _meta: {subscriptionId}}` when `with_result`,
+    /// else by closing it without a word.
+    pub fn end_listen_streams(&self, with_result: bool) {
+        for (id, tx) in lock(&self.inner.listen_streams).drain(..) {
+            if with_result {
+                let done = json!({
+                    "jsonrpc": "2.0",
+                    "id": id,
+                    "result": { "resultType": "complete", "_meta": { LISTEN_TAG: id } },
+                });
+                let _ = tx.send(message_event(&done));
+            }
+        }
+    }
+    /// Sends `notifications/tools/list_changed` on every open listen stream
+    /// twice: untagged, and tagged with a subscription id that is not the
+    /// stream's. A client must ignore both. Returns how many streams got them.
+    pub fn notify_listen_mistagged(&self) -> usize {
+        let msg = json!({ "jsonrpc": "2.0", "method": "notifications/tools/list_changed" });
+        let untagged = self
+            .inner
+            .broadcast_listen(std::slice::from_ref(&msg), |_| None);
+        let wrong = self
+            .inner
+            .broadcast_listen(std::slice::from_ref(&msg), |_| Some(json!(987_654_321)));
+        untagged.min(wrong)
+    }
+    /// The params of every `subscriptions/listen` received, in order.
+    pub fn listen_requests(&self) -> Vec<Value> {
+        lock(&self.inner.listen_requests).clone()
     }
     /// Push streams (`GET /mcp`) currently open and writable by the handle
     /// (not `Silent` ones).
@@ -1703,6 +1787,9 @@ impl Inner {
         let Some(id) = msg.get("id").cloned() else {
             return Some(HttpResponse::Accepted().finish());
         };
+        if method == "subscriptions/listen" && b.listen != ListenMode::Unknown {
+            return Some(self.listen_response(&id, &params, b));
+        }
         let hints = |mut result: Value| {
             result["resultType"] = if b.result_type_on.matches(method) {
                 json!(b.result_type)
@@ -1945,7 +2032,95 @@ impl Inner {
             sent += usize::from(ok);
             ok
         });
+        sent += self.broadcast_listen(messages, |id| Some(id.clone()));
         sent
+    }
+
+    /// Writes `messages` to every open listen stream, tagged with
+    /// `tag(listen request id)` (None: untagged). Returns how many got them.
+    fn broadcast_listen(&self, messages: &[Value], tag: impl Fn(&Value) -> Option<Value>) -> usize {
+        let mut sent = 0;
+        lock(&self.listen_streams).retain(|(id, tx)| {
+            let ok = messages.iter().all(|m| {
+                let mut m = m.clone();
+                if let Some(tag) = tag(id) {
+                    m["params"]["_meta"][LISTEN_TAG] = tag;
+                }
+                tx.send(message_event(&m)).is_ok()
+            });
+            sent += usize::from(ok);
+            ok
+        });
+        sent
+    }
+
+    /// The answer to `subscriptions/listen` (see [`ListenMode`]).
+    fn listen_response(&self, id: &Value, params: &Value, b: &UpstreamBehavior) -> HttpResponse {
+        lock(&self.listen_requests).push(params.clone());
+        let mut ack = json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/subscriptions/acknowledged",
+            "params": { "notifications": params.get("notifications").cloned().unwrap_or(Value::Null) },
+        });
+        ack["params"]["_meta"][LISTEN_TAG] = id.clone();
+        let ack = stream::iter([Ok::<_, io::Error>(message_event(&ack))]);
+        let body: BodyStream = match b.listen {
+            ListenMode::Unknown => {
+                return json_status(
+                    StatusCode::OK,
+                    &rpc_error(id.clone(), -32601, "Method not found"),
+                )
+            }
+            ListenMode::Status(code) => {
+                return json_status(status(code), &json!({ "error": "injected listen status" }))
+            }
+            ListenMode::Open => Box::pin(ack.chain(self.listen_receiver(id))),
+            ListenMode::ResetAfter(after) => {
+                let window = self
+                    .listen_receiver(id)
+                    .take_until(actix_web::rt::time::sleep(after));
+                let reset = stream::once(async {
+                    Err(io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        "injected listen-stream reset",
+                    ))
+                });
+                Box::pin(ack.chain(window).chain(reset))
+            }
+            ListenMode::NoAck => Box::pin(stream::unfold((), |()| async {
+                actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+                Some((Ok(Bytes::from_static(b": keepalive\n\n")), ()))
+            })),
+            ListenMode::Silent => Box::pin(ack.chain(stream::pending())),
+            ListenMode::Garbage => {
+                let garbage = stream::iter([
+                    Ok::<_, io::Error>(Bytes::from_static(b"data: this is not json\n\n")),
+                    Ok(Bytes::from_static(
+                        b"\x00\x9f<html>this is not SSE {{{\n\n<body>\n\n",
+                    )),
+                ]);
+                Box::pin(ack.chain(garbage).chain(self.listen_receiver(id)))
+            }
+            ListenMode::OversizedEvent(n) => {
+                let event = oversized_event_chunks(n).map(Ok::<_, io::Error>);
+                Box::pin(
+                    ack.chain(stream::iter(event))
+                        .chain(self.listen_receiver(id)),
+                )
+            }
+        };
+        let mut res = HttpResponse::Ok();
+        res.content_type("text/event-stream")
+            .insert_header((header::CACHE_CONTROL, "no-cache"))
+            .insert_header(("X-Accel-Buffering", "no"));
+        res.streaming(body)
+    }
+
+    /// Registers a new open listen stream for request `id`.
+    fn listen_receiver(&self, id: &Value) -> impl Stream<Item = Result<Bytes, io::Error>> {
+        let (tx, rx) = unbounded_channel();
+        lock(&self.listen_streams).push((id.clone(), tx));
+        receiver_stream(rx)
     }
 
     fn delete(&self, req: &HttpRequest, b: &UpstreamBehavior) -> HttpResponse {
@@ -2360,6 +2535,9 @@ fn oversized_chunks(total: usize, id: &Value, sse: bool) -> impl Iterator<Item =
 }
 
 /// A boxed response body.
+/// The `_meta` key that tags a listen stream's frames.
+const LISTEN_TAG: &str = "io.modelcontextprotocol/subscriptionId";
+
 type BodyStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>>>>;
 
 /// A 307 to the same path on `127.0.0.1:<port>`, with a secret-looking query.

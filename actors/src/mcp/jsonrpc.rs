@@ -179,7 +179,7 @@ pub fn id_matches(id: &Value, ours: u64) -> bool {
     numeric_id(id) == Some(ours)
 }
 
-fn numeric_id(id: &Value) -> Option<u64> {
+pub(crate) fn numeric_id(id: &Value) -> Option<u64> {
     match id {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.parse().ok(),

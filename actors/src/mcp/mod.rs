@@ -258,10 +258,12 @@ pub struct Notification {
     pub params: Option<Value>,
 }
 
-/// What opening the GET push stream gave.
+/// What opening the push stream (the 2025 GET stream, or a 2026-07-28
+/// `subscriptions/listen`) gave.
 pub enum PushOpened {
     Stream(Box<PushEvents>),
-    /// 405: the server offers no push stream (polling covers).
+    /// The server offers no push stream (polling covers): GET 405; for a
+    /// listen, 405, 404 or JSON-RPC -32601.
     Unsupported,
 }
 
@@ -276,47 +278,155 @@ pub enum PushStop {
     TooLarge { limit: usize },
     #[error("{0}")]
     Malformed(McpError),
+    /// A listen stream ended with its graceful result (`resultType:
+    /// complete`).
+    #[error("the server completed the subscription")]
+    Complete,
+    /// A listen stream's request was answered with a JSON-RPC error.
+    #[error("{0}")]
+    Rejected(McpError),
 }
 
 /// An open push stream: JSON-RPC messages, event by event.
 pub struct PushEvents {
-    stream: http::EventStream,
+    source: Source,
     shown: String,
     session_id: Option<String>,
+    /// A listen stream: the JSON-RPC id of its `subscriptions/listen`
+    /// request, which every frame must carry as its subscription id.
+    subscription: Option<u64>,
+}
+
+/// Where a push stream's messages come from.
+enum Source {
+    /// An SSE body (the GET stream, an HTTP listen).
+    Sse(Box<http::EventStream>),
+    /// A listen on a stdio channel: frames demultiplexed by the reader.
+    Stdio(stdio::StdioListen),
 }
 
 impl PushEvents {
-    /// The messages of the next event (priming events are skipped).
+    /// A listen on a stdio channel.
+    pub(crate) fn stdio_listen(listen: stdio::StdioListen, shown: &str) -> Self {
+        Self {
+            subscription: Some(listen.id()),
+            source: Source::Stdio(listen),
+            shown: shown.to_owned(),
+            session_id: None,
+        }
+    }
+}
+
+/// The `_meta` key a listen stream's frames are tagged with.
+pub const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
+impl PushEvents {
+    /// The messages of the next event (priming events are skipped). On a
+    /// listen stream only the frames tagged with its subscription id are
+    /// kept, and the response to the listen request ends it.
     pub async fn next_messages(&mut self) -> Result<Vec<jsonrpc::Incoming>, PushStop> {
-        let event = self.stream.next_event().await.map_err(|stop| match stop {
+        let stream = match &mut self.source {
+            Source::Sse(stream) => stream,
+            Source::Stdio(listen) => {
+                let frame = listen.next().await.ok_or(PushStop::End)?;
+                return listen_frames(vec![frame], listen.id());
+            }
+        };
+        let event = stream.next_event().await.map_err(|stop| match stop {
             http::StreamStop::End => PushStop::End,
             http::StreamStop::Broken(e) => PushStop::Broken(e),
             http::StreamStop::TooLarge { limit } => PushStop::TooLarge { limit },
         })?;
         let context = format!("an event of the push stream from {}", self.shown);
-        jsonrpc::parse_messages(event.data.as_bytes(), &context).map_err(PushStop::Malformed)
+        let messages = jsonrpc::parse_messages(event.data.as_bytes(), &context)
+            .map_err(PushStop::Malformed)?;
+        match self.subscription {
+            None => Ok(messages),
+            Some(ours) => listen_frames(messages, ours),
+        }
+    }
+
+    /// Whether this is a `subscriptions/listen` stream.
+    pub fn is_listen(&self) -> bool {
+        self.subscription.is_some()
     }
 
     /// Bytes received so far (comments and priming events included), for
     /// the idle watchdog.
     pub fn received(&self) -> std::rc::Rc<std::cell::Cell<u64>> {
-        self.stream.received()
+        match &self.source {
+            Source::Sse(stream) => stream.received(),
+            Source::Stdio(_) => std::rc::Rc::default(),
+        }
+    }
+
+    /// Whether silence on it means a hang (HTTP). A stdio listen shares
+    /// the channel, whose child the transport watches: a quiet server is
+    /// not a hung one.
+    pub fn watched(&self) -> bool {
+        matches!(self.source, Source::Sse(_))
     }
 
     /// The id to resume from with `Last-Event-ID`.
     pub fn last_event_id(&self) -> &str {
-        self.stream.last_event_id()
+        match &self.source {
+            Source::Sse(stream) => stream.last_event_id(),
+            Source::Stdio(_) => "",
+        }
     }
 
     /// The server's `retry` advice, if any.
     pub fn retry(&self) -> Option<Duration> {
-        self.stream.retry()
+        match &self.source {
+            Source::Sse(stream) => stream.retry(),
+            Source::Stdio(_) => None,
+        }
     }
 
     /// The session this stream belongs to.
     pub fn session_id(&self) -> Option<&str> {
         self.session_id.as_deref()
     }
+}
+
+/// The frames of a listen stream that belong to subscription `ours`
+/// (others are dropped: several subscriptions may share a channel, and an
+/// untagged frame is nobody's); the response to the listen request itself
+/// ends the stream, gracefully or with its error.
+fn listen_frames(
+    messages: Vec<jsonrpc::Incoming>,
+    ours: u64,
+) -> Result<Vec<jsonrpc::Incoming>, PushStop> {
+    let mut kept = Vec::with_capacity(messages.len());
+    for message in messages {
+        match message {
+            jsonrpc::Incoming::Response { id, reply } if jsonrpc::id_matches(&id, ours) => {
+                return match reply {
+                    Ok(_) => Err(PushStop::Complete),
+                    Err(e) => Err(PushStop::Rejected(e.into_mcp("subscriptions/listen"))),
+                };
+            }
+            jsonrpc::Incoming::Notification { method, params } => {
+                let tag = params
+                    .as_ref()
+                    .and_then(|p| p.get("_meta"))
+                    .and_then(|m| m.get(SUBSCRIPTION_ID));
+                if tag.is_some_and(|t| jsonrpc::id_matches(t, ours)) {
+                    kept.push(jsonrpc::Incoming::Notification { method, params });
+                } else {
+                    tracing::debug!(
+                        method = %method,
+                        "Ignored a frame of another subscription on the listen stream."
+                    );
+                }
+            }
+            other @ jsonrpc::Incoming::Request { .. } => kept.push(other),
+            jsonrpc::Incoming::Response { .. } => {
+                tracing::debug!("Ignored a response to another request on the listen stream.");
+            }
+        }
+    }
+    Ok(kept)
 }
 
 /// Runs one request's future under its own timeout; a timeout names the
@@ -485,5 +595,59 @@ impl Session {
     /// timeout), close the stream for legacy SSE, kill the stdio child.
     pub async fn close(&self) {
         self.inner.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(text: &str) -> Vec<jsonrpc::Incoming> {
+        jsonrpc::parse_messages(text.as_bytes(), "test").unwrap()
+    }
+
+    fn methods(kept: &[jsonrpc::Incoming]) -> Vec<&str> {
+        kept.iter()
+            .filter_map(|m| match m {
+                jsonrpc::Incoming::Notification { method, .. } => Some(method.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_listen_keeps_only_its_own_frames() {
+        let batch = r#"[
+            {"jsonrpc":"2.0","method":"notifications/tools/list_changed","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":7}}},
+            {"jsonrpc":"2.0","method":"notifications/prompts/list_changed","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":"7"}}},
+            {"jsonrpc":"2.0","method":"notifications/tools/list_changed"},
+            {"jsonrpc":"2.0","method":"notifications/tools/list_changed","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":8}}},
+            {"jsonrpc":"2.0","id":3,"result":{}}
+        ]"#;
+        let kept = listen_frames(frames(batch), 7).unwrap();
+        assert_eq!(
+            methods(&kept),
+            [
+                "notifications/tools/list_changed",
+                "notifications/prompts/list_changed"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_listen_response_ends_the_stream() {
+        let done = r#"{"jsonrpc":"2.0","id":7,"result":{"resultType":"complete","_meta":{"io.modelcontextprotocol/subscriptionId":7}}}"#;
+        assert!(matches!(
+            listen_frames(frames(done), 7),
+            Err(PushStop::Complete)
+        ));
+        let refused = r#"{"jsonrpc":"2.0","id":7,"error":{"code":-32601,"message":"no"}}"#;
+        assert!(matches!(
+            listen_frames(frames(refused), 7),
+            Err(PushStop::Rejected(McpError::JsonRpc {
+                code: jsonrpc::METHOD_NOT_FOUND,
+                ..
+            }))
+        ));
     }
 }

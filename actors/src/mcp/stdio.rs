@@ -225,6 +225,44 @@ async fn write_line(stdin: &SharedStdin, line: &[u8]) -> std::io::Result<()> {
     w.flush().await
 }
 
+/// The open `subscriptions/listen` requests on this channel, by JSON-RPC
+/// id: the stdout reader hands each one the frames tagged with its id and
+/// the response that ends it (the channel is shared; 2026-07-28 stdio
+/// demultiplexes by subscription id).
+type Listens = Rc<RefCell<std::collections::HashMap<u64, UnboundedSender<Incoming>>>>;
+
+/// One open listen on a stdio channel: its frames, and on drop the end of
+/// it (the route removed, `notifications/cancelled` queued to the child:
+/// on stdio the client ends a subscription that way).
+pub(crate) struct StdioListen {
+    id: u64,
+    rx: UnboundedReceiver<Incoming>,
+    listens: Listens,
+    cancel: Option<(mpsc::Sender<Vec<u8>>, Vec<u8>)>,
+}
+
+impl StdioListen {
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The next frame; None once the server answered the listen or the
+    /// channel closed.
+    pub(crate) async fn next(&mut self) -> Option<Incoming> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for StdioListen {
+    fn drop(&mut self) {
+        let open = self.listens.borrow_mut().remove(&self.id).is_some();
+        if let (true, Some((tx, line))) = (open, self.cancel.take()) {
+            // Best effort, never blocking: the answer queue's writer.
+            let _ = tx.try_send(line);
+        }
+    }
+}
+
 pub(crate) struct Stdio {
     label: String,
     opts: ClientOptions,
@@ -235,6 +273,9 @@ pub(crate) struct Stdio {
     exit_rx: watch::Receiver<Option<String>>,
     tasks: RefCell<Vec<JoinHandle<()>>>,
     notifications: RefCell<Option<UnboundedReceiver<Notification>>>,
+    listens: Listens,
+    /// The answer queue's sender, for the cancellations of listens.
+    answers: mpsc::Sender<Vec<u8>>,
 }
 
 fn missing_pipe(label: &str, which: &str) -> McpError {
@@ -298,6 +339,7 @@ impl Stdio {
         let (kill_tx, kill_rx) = oneshot::channel();
         let (exit_tx, exit_rx) = watch::channel(None);
         let (answers_tx, answers_rx) = mpsc::channel(SERVER_REQUEST_QUEUE);
+        let listens = Listens::default();
 
         let answerer = actix_rt::spawn(write_answers(
             answers_rx,
@@ -311,8 +353,9 @@ impl Stdio {
             ),
             Rc::clone(&pending),
             ServerRequests {
-                tx: answers_tx,
+                tx: answers_tx.clone(),
                 dropped: 0,
+                listens: Rc::clone(&listens),
             },
             notif_tx.clone(),
             opts.server_name.clone(),
@@ -342,6 +385,8 @@ impl Stdio {
             exit_rx,
             tasks: RefCell::new(vec![reader, logger, answerer]),
             notifications: RefCell::new(Some(notif_rx)),
+            listens,
+            answers: answers_tx,
         };
         Ok(this)
     }
@@ -443,6 +488,34 @@ impl Stdio {
         .await
     }
 
+    /// Sends a `subscriptions/listen` request whose frames come back on
+    /// the returned [`StdioListen`] (never on the notification channel).
+    /// `cancel(id)` is the line that ends it, queued when it is dropped.
+    pub(crate) async fn open_listen(
+        &self,
+        params: &Value,
+        cancel: impl FnOnce(u64) -> Result<Vec<u8>, McpError>,
+    ) -> Result<StdioListen, McpError> {
+        const METHOD: &str = "subscriptions/listen";
+        if let Some(c) = self.pending.closed() {
+            return Err(self.closed_error(c));
+        }
+        let id = self.ids.next_id();
+        let line = encode_request(id, METHOD, Some(params))?;
+        let mut cancel = cancel(id)?;
+        cancel.push(b'\n');
+        let (tx, rx) = unbounded_channel();
+        self.listens.borrow_mut().insert(id, tx);
+        let listen = StdioListen {
+            id,
+            rx,
+            listens: Rc::clone(&self.listens),
+            cancel: Some((self.answers.clone(), cancel)),
+        };
+        self.timed(METHOD, self.write(line)).await?;
+        Ok(listen)
+    }
+
     pub(crate) async fn notify(
         &self,
         method: &str,
@@ -499,6 +572,8 @@ struct ServerRequests {
     tx: mpsc::Sender<Vec<u8>>,
     /// Requests not answered because the queue was full.
     dropped: u64,
+    /// The open listens, which the reader hands their frames.
+    listens: Listens,
 }
 
 impl ServerRequests {
@@ -550,10 +625,18 @@ async fn read_stdout<R: AsyncBufRead + Unpin>(
     limit: usize,
     done: oneshot::Sender<()>,
 ) {
+    let listens = Rc::clone(&requests.listens);
     loop {
         match lines.next_line().await {
             Ok(Some(Line::Text(bytes))) => {
-                on_line(bytes, &pending, &mut requests, &notifications, &server);
+                on_line(
+                    bytes,
+                    &pending,
+                    &mut requests,
+                    &listens,
+                    &notifications,
+                    &server,
+                );
             }
             Ok(Some(Line::TooLong)) => {
                 tracing::warn!(server = %server, limit, "Stdio server wrote a line over the size limit; skipped");
@@ -566,6 +649,8 @@ async fn read_stdout<R: AsyncBufRead + Unpin>(
             }
         }
     }
+    // The listens end with the channel.
+    listens.borrow_mut().clear();
     let _ = done.send(());
 }
 
@@ -573,6 +658,7 @@ fn on_line(
     bytes: &[u8],
     pending: &Pending,
     requests: &mut ServerRequests,
+    listens: &Listens,
     notifications: &UnboundedSender<Notification>,
     server: &str,
 ) {
@@ -599,6 +685,9 @@ fn on_line(
         }
     };
     for msg in msgs {
+        let Some(msg) = route_listen(msg, listens) else {
+            continue;
+        };
         match msg {
             Incoming::Response { id, reply } => {
                 if !pending.deliver(&id, reply) {
@@ -611,6 +700,33 @@ fn on_line(
             }
         }
     }
+}
+
+/// Hands a listen's frames (tagged with its id) and the response to it to
+/// that listen; gives back every other message.
+fn route_listen(msg: Incoming, listens: &Listens) -> Option<Incoming> {
+    let target = match &msg {
+        Incoming::Response { id, .. } => jsonrpc::numeric_id(id),
+        Incoming::Notification { params, .. } => params
+            .as_ref()
+            .and_then(|p| p.get("_meta"))
+            .and_then(|m| m.get(super::SUBSCRIPTION_ID))
+            .and_then(jsonrpc::numeric_id),
+        Incoming::Request { .. } => None,
+    };
+    let Some(target) = target else {
+        return Some(msg);
+    };
+    let ends = matches!(msg, Incoming::Response { .. });
+    let mut listens = listens.borrow_mut();
+    let Some(tx) = listens.get(&target) else {
+        return Some(msg);
+    };
+    let _ = tx.send(msg);
+    if ends {
+        listens.remove(&target);
+    }
+    None
 }
 
 /// A token bucket for one server's stderr lines: [`STDERR_BURST`] at once,
@@ -1123,6 +1239,38 @@ for line in iter(sys.stdin.readline, ""):
             ],
             "everything but MCP_DISCOVERY*, in any case"
         );
+    }
+
+    #[test]
+    fn listen_frames_are_routed_by_subscription_id() {
+        let listens = Listens::default();
+        let (tx, mut rx) = unbounded_channel();
+        listens.borrow_mut().insert(4, tx);
+        let parse = |t: &str| {
+            jsonrpc::parse_messages(t.as_bytes(), "test")
+                .unwrap()
+                .remove(0)
+        };
+        let tagged = parse(
+            r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":4}}}"#,
+        );
+        assert!(route_listen(tagged, &listens).is_none(), "routed");
+        let other = parse(
+            r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":5}}}"#,
+        );
+        assert!(
+            route_listen(other, &listens).is_some(),
+            "not ours: the channel's"
+        );
+        let plain = parse(r#"{"jsonrpc":"2.0","method":"notifications/message"}"#);
+        assert!(route_listen(plain, &listens).is_some());
+        let reply = parse(r#"{"jsonrpc":"2.0","id":9,"result":{}}"#);
+        assert!(route_listen(reply, &listens).is_some(), "another request's");
+        let done = parse(r#"{"jsonrpc":"2.0","id":4,"result":{"resultType":"complete"}}"#);
+        assert!(route_listen(done, &listens).is_none());
+        assert!(listens.borrow().is_empty(), "the answer ends the listen");
+        assert!(matches!(rx.try_recv(), Ok(Incoming::Notification { .. })));
+        assert!(matches!(rx.try_recv(), Ok(Incoming::Response { .. })));
     }
 
     #[test]

@@ -529,12 +529,95 @@ impl StreamableHttp {
             None => SseParser::new(self.opts.max_response_bytes),
         };
         Ok(super::PushOpened::Stream(Box::new(super::PushEvents {
-            stream: EventStream::new(resp, parser),
+            source: super::Source::Sse(Box::new(EventStream::new(resp, parser))),
             shown: self.shown.clone(),
             session_id: extra
                 .iter()
                 .find(|(name, _)| *name == SESSION_HEADER)
                 .map(|(_, value)| value.clone()),
+            subscription: None,
+        })))
+    }
+
+    /// Opens a 2026-07-28 `subscriptions/listen`: one POST whose SSE
+    /// response stays open. The connect and the response head are bounded
+    /// by the request timeout; the body is open-ended (the push stream
+    /// actor waits for the acknowledgement and watches for silence). 405,
+    /// 404 and a JSON-RPC -32601 mean the server has no listen.
+    pub(crate) async fn open_listen(
+        &self,
+        params: &Value,
+        extra: &ExtraHeaders,
+    ) -> Result<super::PushOpened, McpError> {
+        const METHOD: &str = "subscriptions/listen";
+        let id = self.ids.next_id();
+        let body = encode_request(id, METHOD, Some(params))?;
+        let mut resp = self
+            .post(extra)
+            .send_body(body)
+            .await
+            .map_err(|e| self.send_error(e, METHOD))?;
+        let status = resp.status().as_u16();
+        if matches!(status, 404 | 405) {
+            return Ok(super::PushOpened::Unsupported);
+        }
+        if !resp.status().is_success() {
+            return match self.post_failure(&mut resp, METHOD).await {
+                McpError::JsonRpc {
+                    code: jsonrpc::METHOD_NOT_FOUND,
+                    ..
+                } => Ok(super::PushOpened::Unsupported),
+                other => Err(other),
+            };
+        }
+        let ended = |detail: &str| McpError::StreamEnded {
+            method: METHOD.to_owned(),
+            url: self.shown.clone(),
+            detail: detail.to_owned(),
+        };
+        match media_type(&resp).as_str() {
+            "text/event-stream" => {}
+            "application/json" => {
+                // A server without listen answers in one JSON body.
+                let bytes =
+                    read_body(&mut resp, self.opts.max_response_bytes, METHOD, &self.shown).await?;
+                let context = format!("the response to `{METHOD}` from {}", self.shown);
+                let reply = jsonrpc::parse_messages(&bytes, &context)?
+                    .into_iter()
+                    .find_map(|m| match m {
+                        Incoming::Response { id: rid, reply } if id_matches(&rid, id) => {
+                            Some(reply)
+                        }
+                        _ => None,
+                    });
+                return match reply {
+                    Some(Err(e)) if e.code == jsonrpc::METHOD_NOT_FOUND => {
+                        Ok(super::PushOpened::Unsupported)
+                    }
+                    Some(Err(e)) => Err(e.into_mcp(METHOD)),
+                    Some(Ok(_)) => Err(ended("answered at once in JSON instead of a stream")),
+                    None => Err(McpError::NotJsonRpc {
+                        context,
+                        detail: format!("no response with id {id}"),
+                    }),
+                };
+            }
+            other => {
+                return Err(McpError::UnexpectedContentType {
+                    method: METHOD.to_owned(),
+                    url: self.shown.clone(),
+                    content_type: other.to_owned(),
+                })
+            }
+        }
+        Ok(super::PushOpened::Stream(Box::new(super::PushEvents {
+            source: super::Source::Sse(Box::new(EventStream::new(
+                resp,
+                SseParser::new(self.opts.max_response_bytes),
+            ))),
+            shown: self.shown.clone(),
+            session_id: None,
+            subscription: Some(id),
         })))
     }
 

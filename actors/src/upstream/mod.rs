@@ -588,6 +588,11 @@ impl Upstream {
     fn adopt_session(&mut self, session: Session, ctx: &mut Context<Self>) {
         let is_new = self.session.as_ref().is_none_or(|s| !s.same_as(&session));
         if is_new {
+            if self.session.is_some() {
+                // The push child belongs to the old session (a modern one
+                // has no session id to tell them apart by).
+                self.stop_push();
+            }
             self.info = Some(session.info());
             self.era = Some(session.era());
             if let Some(rx) = session.take_notifications() {
@@ -603,7 +608,14 @@ impl Upstream {
     }
 
     fn wants_push(&self) -> bool {
-        may_push(&self.spec)
+        may_push(&self.spec) || self.wants_stdio_listen()
+    }
+
+    /// A 2026-07-28 stdio server: its listen shares the channel.
+    fn wants_stdio_listen(&self) -> bool {
+        self.spec.push
+            && matches!(self.spec.endpoint, Endpoint::Stdio { .. })
+            && self.era == Some(mcp::era::EraKind::Modern)
     }
 
     /// (Re)starts the push stream when the session is new or was
@@ -615,7 +627,9 @@ impl Upstream {
         let Some(session) = self.session.clone() else {
             return;
         };
-        if session.info().transport != "streamable-http" {
+        let stdio_listen =
+            session.info().transport == "stdio" && session.era() == mcp::era::EraKind::Modern;
+        if session.info().transport != "streamable-http" && !stdio_listen {
             // `auto` resolved to legacy SSE: the transport is the stream.
             self.set_push_state(PushStreamState::Disabled, None);
             return;
@@ -633,6 +647,7 @@ impl Upstream {
             epoch: self.push_epoch,
             backoff: self.spec.discovery.backoff,
             idle_timeout: self.spec.discovery.push_idle_timeout,
+            ack_timeout: self.spec.discovery.request_timeout,
             parent: weak.clone().recipient(),
             exited: weak.recipient(),
             span: self.span.clone(),
@@ -1071,6 +1086,15 @@ impl Handler<PushEvent> for Upstream {
                 self.start_attempt(Trigger::ListChanged, ctx);
             }
             PushEventKind::SessionGone => self.start_attempt(Trigger::Manual, ctx),
+            PushEventKind::Resync => {
+                {
+                    let _g = self.span.enter();
+                    tracing::debug!(
+                        "Listen stream reopened; refetching in case a change was missed."
+                    );
+                }
+                self.start_attempt(Trigger::ListChanged, ctx);
+            }
         }
     }
 }

@@ -1,14 +1,22 @@
-//! The PushStream: a child of an Upstream that holds the optional GET SSE
-//! stream of a Streamable HTTP session open, and tells its parent what it
-//! hears (`list_changed`) and how it is doing (a [`PushStreamState`]).
+//! The PushStream: a child of an Upstream that holds the push stream of its
+//! session open, and tells its parent what it hears (`list_changed`) and how
+//! it is doing (a [`PushStreamState`]). One actor, two stream kinds (ADR
+//! 0015): the optional GET SSE stream of a 2025 Streamable HTTP session, or
+//! the `subscriptions/listen` request of a 2026-07-28 server. Backoff, the
+//! idle watchdog, state reporting and epochs are the same for both.
 //!
 //! Its failure is a message, never a cancellation: nothing the stream does
-//! can touch a discovery in flight or the server's discovery state. 405 means
-//! the server has no push stream (`unsupported`, the actor stops; polling
-//! covers). Any other failure (status, reset, end of stream, malformed
-//! event, oversized event, silence longer than `push_idle_timeout`) is
-//! `failed`, then a reconnect with backoff (at least the server's `retry`,
-//! at most `backoff.max`) and `Last-Event-ID`.
+//! can touch a discovery in flight or the server's discovery state. GET 405
+//! (listen: 405, 404, -32601) means the server has no push stream
+//! (`unsupported`, the actor stops; polling covers). Any other failure
+//! (status, reset, malformed event, oversized event, silence longer than
+//! `push_idle_timeout`, a listen not acknowledged within `request_timeout`)
+//! is `failed`, then a reconnect with backoff (at least the server's
+//! `retry`, at most `backoff.max`). The GET stream resumes with
+//! `Last-Event-ID`, and its end is a failure too. A listen has no event
+//! ids: its graceful end (the `complete` result, or a clean close) reopens
+//! it at once, and once the new one is acknowledged the parent refetches
+//! (delivery is best-effort: a change may have been missed).
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -23,13 +31,21 @@ use tracing::Instrument;
 
 use super::state::backoff_delay;
 use super::{ChildExited, ChildKind};
-use crate::mcp::jsonrpc::Incoming;
+use crate::mcp::jsonrpc::{Incoming, METHOD_NOT_FOUND};
 use crate::mcp::{McpError, PushEvents, PushOpened, PushStop, Session};
 use crate::status::PushStreamState;
 
 /// A stream that stayed open this long is healthy again: the next failure
 /// starts the backoff from `initial`.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
+
+/// A listen that ends gracefully sooner than this after it opened, twice in
+/// a row, is reopened with backoff instead of at once: a server that
+/// completes every subscription at once must not be hammered.
+const QUICK_END: Duration = Duration::from_secs(1);
+
+/// The first frame of a listen stream.
+const ACKNOWLEDGED: &str = "notifications/subscriptions/acknowledged";
 
 /// Sent by the PushStream to its Upstream. `epoch` tells streams of an
 /// older session (already stopped, messages still queued) from the current.
@@ -54,6 +70,9 @@ pub enum PushEventKind {
     /// The server no longer knows the session (404 on GET): the Upstream
     /// should rediscover, which re-initializes.
     SessionGone,
+    /// A listen was reopened after a graceful end: a change may have been
+    /// missed meanwhile, the Upstream should refetch.
+    Resync,
 }
 
 /// Sent by the Upstream to stop its PushStream (`stopping`, new session).
@@ -67,6 +86,8 @@ pub struct PushStreamInit {
     pub epoch: u64,
     pub backoff: BackoffSettings,
     pub idle_timeout: Duration,
+    /// How long a listen may take to be acknowledged (`request_timeout`).
+    pub ack_timeout: Duration,
     pub parent: WeakRecipient<PushEvent>,
     pub exited: WeakRecipient<ChildExited>,
     pub span: tracing::Span,
@@ -87,6 +108,19 @@ pub struct PushStream {
     last_progress: Instant,
     connected_at: Option<Instant>,
     stop_requested: bool,
+    /// The current stream is a listen (not the GET stream).
+    listen: bool,
+    /// The idle watchdog applies to the current stream (not a stdio
+    /// listen, whose child the transport watches).
+    watched: bool,
+    /// The current stream is a listen that has not been acknowledged yet.
+    awaiting_ack: bool,
+    /// Counts opened streams, so a late ack timer knows its own.
+    opened_count: u64,
+    /// Refetch once the reopened listen is acknowledged.
+    resync_on_ack: bool,
+    /// Graceful listen ends in a row that came soon after opening.
+    quick_ends: u32,
 }
 
 impl PushStream {
@@ -102,6 +136,12 @@ impl PushStream {
             last_progress: Instant::now(),
             connected_at: None,
             stop_requested: false,
+            listen: false,
+            watched: true,
+            awaiting_ack: false,
+            opened_count: 0,
+            resync_on_ack: false,
+            quick_ends: 0,
         }
     }
 
@@ -135,11 +175,11 @@ impl PushStream {
                 ctx.stop();
             }
             Some(Ok(PushOpened::Unsupported)) => {
-                let _g = act.init.span.enter();
-                tracing::info!("Server has no push stream (GET 405); polling covers.");
-                act.status(PushStreamState::Unsupported, None);
-                act.stop_requested = true;
-                ctx.stop();
+                let why = match act.init.session.era() {
+                    crate::mcp::era::EraKind::Modern => "subscriptions/listen: 405, 404 or -32601",
+                    crate::mcp::era::EraKind::Legacy => "GET 405",
+                };
+                act.unsupported(why, ctx)
             }
             Some(Ok(PushOpened::Stream(events))) => act.opened(events, ctx),
             Some(Err(error)) => {
@@ -152,18 +192,37 @@ impl PushStream {
     }
 
     fn opened(&mut self, events: Box<PushEvents>, ctx: &mut Context<Self>) {
-        {
+        self.received = events.received();
+        self.last_received = self.received.get();
+        self.last_progress = Instant::now();
+        self.connected_at = Some(Instant::now());
+        self.opened_count += 1;
+        self.listen = events.is_listen();
+        self.watched = events.watched();
+        if self.listen {
+            // `connecting` until the server acknowledges the subscription.
+            self.awaiting_ack = true;
+            let opened = self.opened_count;
+            ctx.run_later(self.init.ack_timeout, move |act, ctx| {
+                if act.awaiting_ack && act.opened_count == opened && act.reading.is_some() {
+                    act.failed(
+                        format!(
+                            "subscriptions/listen was not acknowledged within {} (discovery.request_timeout)",
+                            humantime::format_duration(act.init.ack_timeout)
+                        ),
+                        ctx,
+                    );
+                }
+            });
+        } else {
             let _g = self.init.span.enter();
             tracing::debug!(
                 resumed_from = self.last_event_id.as_deref().unwrap_or(""),
                 "Push stream connected."
             );
+            drop(_g);
+            self.status(PushStreamState::Connected, None);
         }
-        self.received = events.received();
-        self.last_received = self.received.get();
-        self.last_progress = Instant::now();
-        self.connected_at = Some(Instant::now());
-        self.status(PushStreamState::Connected, None);
         // Event by event; the stream ends after its first error.
         let items = stream::unfold(Some(events), |state| async move {
             let mut events = state?;
@@ -176,11 +235,47 @@ impl PushStream {
         self.reading = Some(ctx.add_stream(items));
     }
 
-    /// Records a failure and schedules the reconnection.
-    fn failed(&mut self, reason: String, ctx: &mut Context<Self>) {
+    /// Stops reading the current stream.
+    fn drop_stream(&mut self, ctx: &mut Context<Self>) {
         if let Some(handle) = self.reading.take() {
             ctx.cancel_future(handle);
         }
+        self.awaiting_ack = false;
+    }
+
+    /// The server has no push stream: report it and stop.
+    fn unsupported(&mut self, reason: &str, ctx: &mut Context<Self>) {
+        self.drop_stream(ctx);
+        {
+            let _g = self.init.span.enter();
+            tracing::info!(reason = %reason, "Server has no push stream; polling covers.");
+        }
+        self.status(PushStreamState::Unsupported, None);
+        self.stop_requested = true;
+        ctx.stop();
+    }
+
+    /// A listen ended gracefully: reopen at once (and refetch once the new
+    /// one is acknowledged), unless it keeps ending right after it opens.
+    fn ended_gracefully(&mut self, reason: String, ctx: &mut Context<Self>) {
+        let quick = self.connected_at.is_some_and(|at| at.elapsed() < QUICK_END);
+        if quick && self.quick_ends >= 1 {
+            return self.failed(format!("{reason}, again right after it opened"), ctx);
+        }
+        self.quick_ends = if quick { self.quick_ends + 1 } else { 0 };
+        self.drop_stream(ctx);
+        self.connected_at = None;
+        {
+            let _g = self.init.span.enter();
+            tracing::debug!(reason = %reason, "Listen stream ended; reopening it.");
+        }
+        self.resync_on_ack = true;
+        self.connect(ctx);
+    }
+
+    /// Records a failure and schedules the reconnection.
+    fn failed(&mut self, reason: String, ctx: &mut Context<Self>) {
+        self.drop_stream(ctx);
         if self
             .connected_at
             .take()
@@ -207,7 +302,7 @@ impl PushStream {
         let idle = self.init.idle_timeout;
         let period = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
         ctx.run_interval(period, move |act, ctx| {
-            if act.reading.is_none() {
+            if act.reading.is_none() || !act.watched {
                 return;
             }
             let now = act.received.get();
@@ -226,8 +321,21 @@ impl PushStream {
         });
     }
 
-    fn on_message(&self, message: Incoming, ctx: &mut Context<Self>) {
+    fn on_message(&mut self, message: Incoming, ctx: &mut Context<Self>) {
         match message {
+            Incoming::Notification { method, .. } if method == ACKNOWLEDGED => {
+                if !std::mem::take(&mut self.awaiting_ack) {
+                    return;
+                }
+                {
+                    let _g = self.init.span.enter();
+                    tracing::debug!("Listen stream acknowledged.");
+                }
+                self.status(PushStreamState::Connected, None);
+                if std::mem::take(&mut self.resync_on_ack) {
+                    self.tell(PushEventKind::Resync);
+                }
+            }
             Incoming::Notification { method, .. } if method.ends_with("/list_changed") => {
                 self.tell(PushEventKind::ListChanged { method });
             }
@@ -293,11 +401,19 @@ impl StreamHandler<(Item, String, Option<Duration>)> for PushStream {
         if retry.is_some() {
             self.retry = retry;
         }
+        let listen = self.listen;
         match item {
             Ok(messages) => {
                 for message in messages {
                     self.on_message(message, ctx);
                 }
+            }
+            Err(PushStop::Rejected(McpError::JsonRpc {
+                code: METHOD_NOT_FOUND,
+                ..
+            })) => self.unsupported("subscriptions/listen: method not found", ctx),
+            Err(stop @ (PushStop::End | PushStop::Complete)) if listen => {
+                self.ended_gracefully(stop.to_string(), ctx)
             }
             Err(stop) => self.failed(stop.to_string(), ctx),
         }

@@ -275,11 +275,9 @@ impl Era {
     ) -> Option<Result<super::PushOpened, McpError>> {
         match self {
             Era::Legacy(e) => e.open_push(last_event_id).await,
-            // 2026-07-28 has no GET stream (its push is
-            // `subscriptions/listen`): polling covers.
-            Era::Modern(e) => {
-                matches!(e.wire(), Wire::Http(_)).then_some(Ok(super::PushOpened::Unsupported))
-            }
+            // 2026-07-28 has no GET stream: its push is
+            // `subscriptions/listen` (no Last-Event-ID).
+            Era::Modern(e) => e.open_listen().await,
         }
     }
 

@@ -22,6 +22,23 @@ pub(crate) const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
 const METHOD_HEADER: &str = "mcp-method";
 const NAME_HEADER: &str = "mcp-name";
 const DISCOVER: &str = "server/discover";
+const LISTEN: &str = "subscriptions/listen";
+const CANCELLED: &str = "notifications/cancelled";
+
+/// The `notifications` a listen asks for: tool list changes always (what
+/// discovery is about), prompts and resources when the server advertised
+/// them in `server/discover`.
+pub(crate) fn listen_params(info: &ServerInfo) -> Value {
+    let mut wanted = Map::new();
+    wanted.insert("toolsListChanged".into(), Value::Bool(true));
+    if info.has_capability("prompts") {
+        wanted.insert("promptsListChanged".into(), Value::Bool(true));
+    }
+    if info.has_capability("resources") {
+        wanted.insert("resourcesListChanged".into(), Value::Bool(true));
+    }
+    serde_json::json!({ "notifications": wanted })
+}
 
 /// The `_meta` every modern request carries. We are a listing client: no
 /// capabilities (an object, as the spec requires).
@@ -355,6 +372,39 @@ impl Modern {
             .result)
     }
 
+    /// Opens the push stream of a modern server: `subscriptions/listen`
+    /// asking for the list changes the server advertised (tools always).
+    /// On stdio it shares the channel (see `stdio::StdioListen`).
+    pub(crate) async fn open_listen(&self) -> Option<Result<super::super::PushOpened, McpError>> {
+        let params = with_meta(Some(listen_params(&self.info)), self.version);
+        match &self.wire {
+            Wire::Http(t) => {
+                let extra = headers(LISTEN, &params, self.version);
+                Some(t.open_listen(&params, &extra).await)
+            }
+            Wire::Stdio(t) => {
+                let version = self.version;
+                let cancel = |id: u64| {
+                    let params = with_meta(
+                        Some(serde_json::json!({
+                            "requestId": id,
+                            "reason": "the client stopped listening",
+                        })),
+                        version,
+                    );
+                    super::super::jsonrpc::encode_notification(CANCELLED, Some(&params))
+                };
+                let opened = t.open_listen(&params, cancel).await.map(|listen| {
+                    super::super::PushOpened::Stream(Box::new(
+                        super::super::PushEvents::stdio_listen(listen, t.label()),
+                    ))
+                });
+                Some(opened)
+            }
+            Wire::Sse(_) => None,
+        }
+    }
+
     pub(crate) async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), McpError> {
         let params = with_meta(params, self.version);
         let extra = headers(method, &params, self.version);
@@ -407,6 +457,35 @@ mod tests {
             "2026-07-28",
         );
         assert_eq!(h.len(), 2, "no Mcp-Name on tools/list");
+    }
+
+    #[test]
+    fn listen_asks_for_what_the_server_advertised() {
+        let info = |caps: Value| {
+            info::server_info(
+                "2026-07-28".into(),
+                caps,
+                Value::Null,
+                None,
+                "streamable-http",
+            )
+        };
+        let p = listen_params(&info(serde_json::json!({"tools": {}})));
+        assert_eq!(
+            p,
+            serde_json::json!({"notifications": {"toolsListChanged": true}})
+        );
+        let p = listen_params(&info(serde_json::json!({
+            "tools": {}, "prompts": {"listChanged": true}, "resources": {}
+        })));
+        assert_eq!(
+            p,
+            serde_json::json!({"notifications": {
+                "toolsListChanged": true,
+                "promptsListChanged": true,
+                "resourcesListChanged": true
+            }})
+        );
     }
 
     #[test]
