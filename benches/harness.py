@@ -12,11 +12,20 @@ faulty upstreams, to measure what they cost the healthy ones.
     python3 benches/harness.py --count 100 --wrk 10   # + GET /v1/tools req/s (needs wrk)
     python3 benches/harness.py --count 1000 --push-streams   # + every GET push stream open
     python3 benches/harness.py --count 1000 --compare-push   # RSS per open push stream
+    python3 benches/harness.py --count 1000 --runs 3 --era modern   # 2026-07-28 upstreams
+    python3 benches/harness.py --count 1000 --compare-push --era modern   # RSS per open listen
 
 --push-streams makes the upstreams accept the GET push stream and, once all
 are healthy, waits until every one's `push_stream` is `connected` before
 reading RSS. --compare-push runs the same K without, then with, push streams
 (--runs times each) and prints the RSS difference per open push stream.
+
+--era modern starts 2026-07-28 upstreams (server/discover, `_meta`) that keep
+`subscriptions/listen` open: a modern upstream's push stream is its listen,
+so "push streams open" means every listen connected (`push_stream ==
+"connected"` in /v1/servers, as for the GET stream). Its plain runs have the
+listens open (not waited for); the "without" side of --compare-push starts
+them with --no-listen (listen answered -32601).
 
 Everything binds 127.0.0.1; both processes are stopped by PID at the end.
 """
@@ -56,15 +65,18 @@ def get_json(url, timeout=10):
         return json.load(r)
 
 
-def start_farm(args, workdir, push_streams=False):
+def start_farm(args, workdir, push_streams=False, no_listen=False):
     out = os.path.join(workdir, "farm.yaml")
     cmd = [os.path.join(TARGET, "examples", "upstream_farm"),
            "--count", str(args.count), "--tools", str(args.tools),
            "--config-out", out, "--workers", str(args.farm_workers)]
     if args.faulty:
         cmd += ["--faulty", str(args.faulty), "--fault", args.fault]
-    if push_streams:
+    cmd += ["--era", args.era]
+    if args.era == "legacy" and push_streams:
         cmd.append("--push-streams")
+    if args.era == "modern" and no_listen:
+        cmd.append("--no-listen")
     farm = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True, start_new_session=True)
     line = farm.stdout.readline()
@@ -176,10 +188,10 @@ def wrk(args, url, header=None):
     sys.exit(f"could not read wrk's output:\n{out}")
 
 
-def run_set(args, push_streams):
+def run_set(args, push_streams, no_listen=False):
     """Starts a farm, runs the engine against it --runs times, stops the farm."""
     with tempfile.TemporaryDirectory(prefix="mcpd-harness-") as workdir:
-        farm, farm_yaml = start_farm(args, workdir, push_streams)
+        farm, farm_yaml = start_farm(args, workdir, push_streams, no_listen)
         try:
             return [run_once(args, workdir, farm_yaml, push_streams) for _ in range(args.runs)]
         finally:
@@ -191,7 +203,7 @@ def print_set(args, results, push_streams):
     """One JSON line per run and a median line; returns whether every run
     reached all-healthy (and, with push streams, all-connected)."""
     for r in results:
-        line = {"count": args.count, "tools": args.tools, "faulty": args.faulty,
+        line = {"count": args.count, "tools": args.tools, "era": args.era, "faulty": args.faulty,
                 "fault": args.fault if args.faulty else None}
         if push_streams or args.compare_push:
             line["push_streams"] = push_streams
@@ -220,7 +232,7 @@ def compare_push(args, without, with_push):
     for label, key in (("rss", "_rss_kib"), ("peak rss", "_peak_rss_kib")):
         a = statistics.median(r[key] for r in without)
         b = statistics.median(r[key] for r in with_push)
-        print(f"compare-push count={args.count} tools={args.tools}: {label} "
+        print(f"compare-push count={args.count} tools={args.tools} era={args.era}: {label} "
               f"{a / 1024:.1f} MiB without, {b / 1024:.1f} MiB with {connected:g} push streams "
               f"connected: {b - a:+.0f} KiB, {(b - a) / connected:+.1f} KiB per open push stream")
 
@@ -238,6 +250,8 @@ def main():
     p.add_argument("--farm-workers", type=int, default=1)
     p.add_argument("--wrk", type=int, default=0, help="seconds of wrk load per endpoint (0: none)")
     p.add_argument("--wrk-connections", type=int, default=32)
+    p.add_argument("--era", default="legacy", choices=["legacy", "modern"],
+                   help="MCP 2025 upstreams, or 2026-07-28 ones with subscriptions/listen open")
     p.add_argument("--push-streams", action="store_true",
                    help="upstreams accept the GET push stream; wait until all are connected")
     p.add_argument("--compare-push", action="store_true",
@@ -245,7 +259,7 @@ def main():
     args = p.parse_args()
 
     if args.compare_push:
-        without = run_set(args, False)
+        without = run_set(args, False, no_listen=True)
         ok = print_set(args, without, False)
         with_push = run_set(args, True)
         ok = print_set(args, with_push, True) and ok

@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench --bench list_changed
 //! cargo bench --bench list_changed -- --notifications 200 --tools 100
+//! cargo bench --bench list_changed -- --era modern
 //! ```
 //!
 //! One process, one actix System: a Rust test upstream (its own thread, as a
@@ -15,7 +16,14 @@
 //! body shows a newer version with `n + 1` tools; the sample is t1 - t0. The
 //! polling client runs on an arbiter of its own, off the engine's threads.
 //!
-//! Options: `--notifications N` (200), `--tools N` (100, the starting count),
+//! `--era modern` runs the same rounds against a 2026-07-28 upstream
+//! (`server/discover`, `_meta`) whose push stream is its
+//! `subscriptions/listen`: the bench waits for `push_stream` `connected`
+//! (the listen acknowledged) and the notifications go on the listen, tagged
+//! with its subscription id. The default, `--era legacy`, is a 2025 upstream
+//! with its GET push stream open.
+//!
+//! Options: `--era legacy|modern` (legacy), `--notifications N` (200), `--tools N` (100, the starting count),
 //! `--warmup N` (5 rounds not recorded), `--deadline-ms N` (5000 per
 //! notification), `--connect-deadline-s N` (30, for healthy + push stream
 //! connected), `--poll-us N` (0: back-to-back polls; else a pause between
@@ -43,7 +51,7 @@ use mcp_discovery::telemetry::{self, LogFormat};
 use mcp_discovery::{AppOptions, Application};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
-use upstream::{GetStream, TestUpstream};
+use upstream::{GetStream, ListenMode, ServerEra, TestUpstream};
 
 /// The server's name in the engine's configuration.
 const SERVER: &str = "bench";
@@ -58,6 +66,7 @@ const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 struct Args {
+    era: ServerEra,
     notifications: usize,
     tools: usize,
     warmup: usize,
@@ -70,6 +79,7 @@ struct Args {
 impl Args {
     fn parse() -> anyhow::Result<Self> {
         let mut args = Args {
+            era: ServerEra::Legacy,
             notifications: 200,
             tools: 100,
             warmup: 5,
@@ -95,6 +105,14 @@ impl Args {
             if flag == "--help" || flag == "-h" {
                 println!("{}", HELP.trim());
                 std::process::exit(0);
+            }
+            if flag == "--era" {
+                args.era = match it.next().as_deref() {
+                    Some("legacy") => ServerEra::Legacy,
+                    Some("modern") => ServerEra::Modern,
+                    other => bail!("--era needs legacy or modern, not {other:?}"),
+                };
+                continue;
             }
             let mut value = || -> anyhow::Result<u64> {
                 let v = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -124,6 +142,8 @@ list_changed latency: upstream notification -> new catalog version on GET /v1/to
 
   cargo bench --bench list_changed [-- OPTIONS]
 
+  --era legacy|modern     2025 upstream with its GET push stream open, or a
+                          2026-07-28 one with subscriptions/listen open (legacy)
   --notifications N       recorded notifications (200)
   --tools N               tools of the upstream at start (100); +1 per round
   --warmup N              rounds before recording (5)
@@ -157,11 +177,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let up = TestUpstream::builder()
-        .tools(args.tools)
-        .get_stream(GetStream::Open)
-        .start()
-        .context("starting the test upstream")?;
+    let builder = TestUpstream::builder().tools(args.tools);
+    let builder = match args.era {
+        ServerEra::Modern => builder.era(ServerEra::Modern).listen(ListenMode::Open),
+        ServerEra::Legacy | ServerEra::Dual => builder.get_stream(GetStream::Open),
+    };
+    let up = builder.start().context("starting the test upstream")?;
 
     let yaml = format!(
         "\
@@ -190,10 +211,15 @@ servers:
 
     println!("list_changed latency: upstream notification -> new version on GET /v1/tools");
     println!(
-        "config: 1 upstream (Streamable HTTP, JSON answers, GET push stream open) on loopback, \
-         {} tools at start (+1 per round), poll_interval 10m; {} notifications recorded after {} \
+        "config: 1 upstream ({}) on loopback, {} tools at start (+1 per round), poll_interval 10m; {} notifications recorded after {} \
          warm-up; polls {}; {} ms between rounds; deadline {} ms per notification; \
          API workers {}; {} CPUs; profile {}",
+        match args.era {
+            ServerEra::Modern =>
+                "2026-07-28, Streamable HTTP, JSON answers, subscriptions/listen open",
+            ServerEra::Legacy | ServerEra::Dual =>
+                "2025, Streamable HTTP, JSON answers, GET push stream open",
+        },
         args.tools,
         args.notifications,
         args.warmup,
@@ -293,7 +319,7 @@ async fn measure(
         let streams = up.notify_tools_changed();
         if streams == 0 {
             bail!(
-                "round {round}: the upstream has no open push stream to notify \
+                "round {round}: the upstream has no open push stream or listen to notify \
                  (the engine closed it)"
             );
         }

@@ -3,8 +3,16 @@
 //!
 //! ```text
 //! cargo run --release --example upstream_farm -- --count 1000 --tools 100 \
-//!     --base-port 0 --config-out /tmp/farm.yaml [--faulty 500 --fault hang]
+//!     --base-port 0 --config-out /tmp/farm.yaml [--faulty 500 --fault hang] \
+//!     [--era modern]
 //! ```
+//!
+//! `--era legacy` (the default) serves MCP 2025 (`initialize`, sessions, the
+//! optional GET push stream); `--era modern` serves only 2026-07-28
+//! (`server/discover`, `_meta`) with `subscriptions/listen` kept open, so a
+//! modern upstream's push stream is its listen (`--push-streams` only
+//! matters for `legacy`; `--no-listen` makes modern ones answer the listen
+//! -32601, as a server without push does).
 //!
 //! Writes the `servers:` section of a config (u0..uK-1, then f0..fF-1 for the
 //! faulty ones) to `--config-out` (atomically: the file appears complete), or
@@ -26,7 +34,9 @@ use clap::{Parser, ValueEnum};
 #[path = "../tests/support/upstream.rs"]
 mod upstream;
 
-use upstream::{Fault, GetStream, Methods, ResponseMode, UpstreamBehavior, UpstreamFarm};
+use upstream::{
+    Fault, GetStream, ListenMode, Methods, ResponseMode, ServerEra, UpstreamBehavior, UpstreamFarm,
+};
 
 #[derive(Parser, Debug)]
 #[command(about = "Start K test MCP upstreams on 127.0.0.1 for load tests")]
@@ -52,15 +62,31 @@ struct Args {
     /// Answer with SSE instead of JSON.
     #[arg(long)]
     sse: bool,
-    /// Accept the GET push stream (default: 405).
+    /// Accept the GET push stream (default: 405). Legacy era only: a
+    /// modern upstream always keeps its `subscriptions/listen` open.
     #[arg(long)]
     push_streams: bool,
+    /// Which MCP era the upstreams speak.
+    #[arg(long, value_enum, default_value_t = Era::Legacy)]
+    era: Era,
+    /// Modern era: answer `subscriptions/listen` -32601 instead of keeping
+    /// it open (the "without push streams" side of a comparison).
+    #[arg(long)]
+    no_listen: bool,
     /// Number of extra, faulty upstreams (named f0..).
     #[arg(long, default_value_t = 0)]
     faulty: usize,
     /// How the faulty upstreams fail.
     #[arg(long, value_enum, default_value_t = FaultKind::Hang)]
     fault: FaultKind,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Era {
+    /// MCP 2025: `initialize` and sessions.
+    Legacy,
+    /// MCP 2026-07-28 only, with `subscriptions/listen` kept open.
+    Modern,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -102,6 +128,14 @@ fn main() -> anyhow::Result<()> {
             GetStream::Open
         } else {
             GetStream::Refuse
+        },
+        era: match args.era {
+            Era::Legacy => ServerEra::Legacy,
+            Era::Modern => ServerEra::Modern,
+        },
+        listen: match args.era {
+            Era::Modern if !args.no_listen => ListenMode::Open,
+            Era::Legacy | Era::Modern => ListenMode::default(),
         },
         ..UpstreamBehavior::default()
     };
