@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::helpers::{namespaced, servers_yaml, spawn_app, TestApp, DEADLINE};
+use crate::push_stream::watch;
 use crate::support::upstream::{tool_names, ListenMode, ServerEra, TestUpstream};
 
 /// How long a counter must stay still before a test calls it settled.
@@ -61,33 +62,6 @@ fn push_error(s: &Value) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
-}
-
-/// Polls `/v1/servers` until `cond(server)` holds, asserting at every sample
-/// that `name` is still `healthy` with `tools` tools.
-async fn watch(
-    app: &TestApp,
-    name: &str,
-    tools: usize,
-    what: &str,
-    cond: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let s = app.server(name).await;
-        assert!(
-            s["state"] == "healthy" && s["tool_count"] == tools,
-            "{name} left healthy with {tools} tools while waiting for {what}: {s:#}"
-        );
-        if cond(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never reached {what}: {s:#}"
-        );
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Polls until `count()` has not changed for [`SETTLE`] (the server healthy

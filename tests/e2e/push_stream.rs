@@ -71,8 +71,9 @@ async fn wait_push_connected(app: &TestApp, name: &str, tools: usize, up: &TestU
 }
 
 /// Polls `/v1/servers` until `cond(server)` holds, asserting at every sample
-/// that `name` is still `healthy` with `tools` tools.
-async fn watch(
+/// that `name` is still `healthy` with `tools` tools (the listen-stream
+/// tests use it too).
+pub(crate) async fn watch(
     app: &TestApp,
     name: &str,
     tools: usize,
