@@ -1153,6 +1153,7 @@ mod tests {
             tools: Default::default(),
             push: true,
             discovery: Default::default(),
+            call_timeout: discovery_config::McpSettings::DEFAULT_CALL_TIMEOUT,
         };
         let http = spec(Endpoint::Http {
             url: url::Url::parse("https://user:hunter2@example.com/mcp?api_key=k-secret").unwrap(),
