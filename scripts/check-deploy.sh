@@ -273,6 +273,15 @@ check_systemd() {
     cp "$ROOT/deploy/systemd/mcp-discovery.service" "$root/etc/systemd/system/"
     need_engine
     cp "$ENGINE_BIN" "$root/usr/local/bin/mcp-discovery"
+    # The other commands of Exec*= lines (ExecReload's kill), from this
+    # machine, at the same paths.
+    local cmd
+    for cmd in $(sed -n 's/^Exec[A-Za-z]*=[-@:+!]*\([^ ]*\).*/\1/p' "$ROOT/deploy/systemd/mcp-discovery.service"); do
+        [[ -e "$root$cmd" ]] && continue
+        [[ -x "$cmd" ]] || die "$cmd (named by the unit) is not on this machine"
+        mkdir -p "$root$(dirname "$cmd")"
+        cp "$(readlink -f "$cmd")" "$root$cmd"
+    done
     out="$(systemd-analyze verify --man=no --root="$root" mcp-discovery.service 2>&1)" \
         || die "systemd-analyze verify failed: $out"
     [[ -z "$out" ]] || die "systemd-analyze verify printed (warnings count as failures): $out"
@@ -280,11 +289,16 @@ check_systemd() {
         /etc/systemd/system/mcp-discovery.service 2>&1)" \
         || { printf '%s\n' "$out" >&2; die "systemd-analyze security: exposure above 2.0"; }
     log "systemd: $(printf '%s\n' "$out" | grep -o 'Overall exposure level.*' | tr -s ' ')"
+    # The unit's user, as systemd-sysusers would create it.
+    mkdir -p "$WORK/sysusers-root/etc"
+    out="$(systemd-sysusers --root="$WORK/sysusers-root" --dry-run \
+        "$ROOT/deploy/systemd/mcp-discovery.sysusers" 2>&1)" || die "systemd-sysusers: $out"
+    grep -q "Creating user 'mcp-discovery'" <<<"$out" || die "the sysusers file creates no user mcp-discovery: $out"
 }
 
 check_docker() {
     "$VENV/hadolint" --failure-threshold info "$ROOT/deploy/Dockerfile"
-    "$VENV/python" "$PINS/check_image_consistency.py" "$ROOT"
+    HELM="$HELM" "$VENV/python" "$PINS/check_image_consistency.py" "$ROOT"
 }
 
 check_rules() {
