@@ -86,7 +86,7 @@ install_node() {
     local dir="$TOOLS/node" want
     command -v npm >/dev/null || die "npm not found; install Node.js 20+ with npm"
     want="$(stamp_of "$PINS/node/package.json" "$PINS/node/package-lock.json" "$PINS/grafana-schema.ts" "$PINS/validate_servicemonitor.mjs")-$(node --version)"
-    if stamp_ok "$dir" "$want" && [[ -f "$dir/grafana-dashboard.schema.json" ]]; then
+    if stamp_ok "$dir" "$want" && [[ -f "$dir/schemas/CheckedDashboard.json" ]]; then
         return
     fi
     log "installing @grafana/schema, ts-json-schema-generator, @kubernetes-models/prometheus-operator into $dir"
@@ -95,10 +95,17 @@ install_node() {
     cp "$PINS/node/package.json" "$PINS/node/package-lock.json" "$PINS/grafana-schema.ts" \
         "$PINS/validate_servicemonitor.mjs" "$dir/"
     (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
-    # The dashboard's JSON Schema, generated once from Grafana's own types
-    # (no additional properties anywhere: a misspelt key is an error).
-    (cd "$dir" && node_modules/.bin/ts-json-schema-generator --path grafana-schema.ts \
-        --type '*' --no-type-check --out grafana-dashboard.schema.json)
+    # The dashboard's JSON Schemas, generated once from Grafana's own types
+    # (no additional properties anywhere: a misspelt key is an error). One
+    # run per type: the panel types' `Options` would collide in one file.
+    local type
+    mkdir -p "$dir/schemas"
+    for type in $(sed -n 's/^export type \(Checked[A-Za-z]*\) =.*/\1/p' "$dir/grafana-schema.ts"); do
+        (cd "$dir" && node_modules/.bin/ts-json-schema-generator --path grafana-schema.ts \
+            --type "$type" --no-type-check --out "schemas/$type.json") &
+    done
+    wait
+    [[ -f "$dir/schemas/CheckedDashboard.json" ]] || die "no dashboard schema generated"
     printf '%s\n' "$want" >"$dir/.stamp"
 }
 
@@ -318,9 +325,11 @@ check_promql() {
     [[ -f "$WORK/scrape.txt" ]] || check_engine
     "$VENV/python" "$PINS/check_promql.py" --scrape "$WORK/scrape.txt" \
         --pending "$PINS/contract-metrics-pending.txt" \
-        --schema "$TOOLS/node/grafana-dashboard.schema.json" \
+        --schemas "$TOOLS/node/schemas" \
         --dashboard "$ROOT/deploy/grafana/mcp-discovery.json" \
-        --rules "$ROOT/deploy/prometheus/alerts.yaml"
+        --rules "$ROOT/deploy/prometheus/alerts.yaml" \
+        --operations "$ROOT/docs/operations.md" \
+        --design "$ROOT/../shared/DESIGN.md"
 }
 
 ALL=(yaml k8s helm systemd docker rules engine promql)

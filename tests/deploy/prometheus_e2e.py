@@ -4,10 +4,7 @@ Starts, all on 127.0.0.1 and free ports:
 - one healthy test upstream with its push stream open (examples/upstream_farm.rs),
 - the engine (target/debug/mcp-discovery) with that upstream and a broken
   one (a closed port),
-- then, once the engine is ready: `promtool check metrics` on its /metrics
-  (fails on any output: naming warnings too), the scrape kept for
-  check_promql.py,
-- and a Prometheus server (1 s scrapes and evaluations) with the alert
+- once the engine is ready, a Prometheus server (1 s scrapes and evaluations) with the alert
   rules, every `for:` cut to 2 s (this script's override, see
   TEST_FOR_EXCEPT for the one exception; the rules are otherwise the
   shipped ones).
@@ -15,8 +12,13 @@ Starts, all on 127.0.0.1 and free ports:
 Passes when McpDiscoveryUpstreamDegraded fires for the broken upstream,
 every other alert is inactive at the end and never fired during the run
 (ALERTS), no rule fails to evaluate, and
-the recording rule has a sample for the healthy upstream. Every process is
-stopped by PID at the end, whatever happened.
+the recording rule has a sample for the healthy upstream.
+
+Then a reload (SIGHUP) adds an OAuth2 upstream whose token endpoint
+refuses, so that every metric family has series, and `promtool check
+metrics` runs on that scrape (fails on any output: naming warnings too);
+the scrape is kept for check_promql.py. Every process is stopped by PID at
+the end, whatever happened.
 """
 
 import argparse
@@ -139,7 +141,7 @@ def main():
     with open(config_path, "w") as f:
         yaml.safe_dump(config, f)
     engine_env = dict(os.environ, RUST_LOG="warn", MCP_DISCOVERY_STATE_DIR=work)
-    start(
+    engine = start(
         [args.engine, "serve", "--config", config_path, "--listen", f"127.0.0.1:{port}"],
         os.path.join(work, "engine.log"),
         stdout=subprocess.DEVNULL,
@@ -163,21 +165,6 @@ def main():
     wait_for("engine ready, u0 healthy with its push stream, broken failed", engine_settled, deadline)
     for path in ("/v1/tools", "/v1/servers", "/nope"):
         get(base + path)
-
-    # ------------------------------------------- promtool check metrics
-    status, scrape = get(f"{base}/metrics")
-    if status != 200:
-        fail(f"/metrics answered {status}")
-    with open(args.scrape_out, "w") as f:
-        f.write(scrape)
-    for needle in ('state="healthy"', 'state="degraded"', 'server="broken"', "mcp_discovery_push_stream_connected"):
-        if needle not in scrape:
-            fail(f"the scrape lacks {needle}")
-    lint = subprocess.run([args.promtool, "check", "metrics"], input=scrape, capture_output=True, text=True)
-    if lint.returncode != 0 or lint.stdout.strip() or lint.stderr.strip():
-        fail(f"promtool check metrics (exit {lint.returncode}): {lint.stdout}{lint.stderr}")
-    families = sorted({line.split()[2] for line in scrape.splitlines() if line.startswith("# TYPE ")})
-    print(f"promtool check metrics: {len(families)} metric families, no finding")
 
     # ----------------------------------------------------------- prometheus
     with open(args.rules) as f:
@@ -280,6 +267,43 @@ def main():
     recorded = api_get("query", query='mcp_discovery:upstream_healthy:timestamp_seconds{server="u0"}')
     if not recorded["result"]:
         fail("the recording rule has no sample for the healthy upstream u0")
+    # ------------------------------------------- promtool check metrics
+    # Now every series family of the contract: a reload (SIGHUP) that adds
+    # an OAuth2 upstream whose token endpoint refuses, so that reload and
+    # token counters have children too, then the scrape.
+    config["servers"]["tokenless"] = {
+        "url": f"http://127.0.0.1:{closed}/mcp",
+        "auth": {"type": "oauth2", "token_url": f"http://127.0.0.1:{closed}/token", "client_id": "e2e", "client_secret": "e2e"},
+    }
+    with open(config_path + ".tmp", "w") as f:
+        yaml.safe_dump(config, f)
+    os.replace(config_path + ".tmp", config_path)
+    engine.send_signal(signal.SIGHUP)
+
+    def full_scrape():
+        status, text = get(f"{base}/metrics")
+        if status != 200:
+            return None
+        lines = text.splitlines()
+        reloaded = any(l.startswith('mcp_discovery_config_reloads_total{outcome="applied"}') for l in lines)
+        token_failed = any(
+            l.startswith("mcp_discovery_token_refreshes_total{") and 'server="tokenless"' in l and 'outcome="failure"' in l
+            for l in lines
+        )
+        return text if reloaded and token_failed else None
+
+    scrape = wait_for("a reload applied and a failed token request in /metrics", full_scrape, deadline)
+    with open(args.scrape_out, "w") as f:
+        f.write(scrape)
+    for needle in ('state="healthy"', 'state="degraded"', 'server="broken"', "mcp_discovery_push_stream_connected"):
+        if needle not in scrape:
+            fail(f"the scrape lacks {needle}")
+    lint = subprocess.run([args.promtool, "check", "metrics"], input=scrape, capture_output=True, text=True)
+    if lint.returncode != 0 or lint.stdout.strip() or lint.stderr.strip():
+        fail(f"promtool check metrics (exit {lint.returncode}): {lint.stdout}{lint.stderr}")
+    families = sorted({line.split()[2] for line in scrape.splitlines() if line.startswith("# TYPE ")})
+    print(f"promtool check metrics: {len(families)} metric families, no finding")
+
     up = api_get("query", query='up{job="mcp-discovery"}')
     print(
         f"prometheus: {len(alert_names)} alerts loaded (for: {TEST_FOR}); McpDiscoveryUpstreamDegraded firing for broken; "
