@@ -459,6 +459,7 @@ mod tests {
             tools: ToolFilter::new(vec![], vec!["admin_*".into()]).unwrap(),
             push: true,
             discovery: DiscoverySettings::default(),
+            call_timeout: discovery_config::McpSettings::DEFAULT_CALL_TIMEOUT,
         }
     }
 

@@ -45,6 +45,8 @@ pub struct Engine {
     pub catalog: watch::Receiver<Arc<Catalog>>,
     /// Latest per-server status.
     pub servers: watch::Receiver<Arc<ServersSnapshot>>,
+    /// Where `tools/call` goes for each running server (see [`crate::calls`]).
+    pub calls: watch::Receiver<crate::calls::CallRoutesSnapshot>,
 }
 
 /// Starts registry + supervisor on the current System and applies `config`.
@@ -55,9 +57,12 @@ pub fn start_engine(config: Arc<Config>, events: Arc<dyn DiscoveryEvents>) -> En
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let supervisor = Supervisor::new(registry.clone(), events, workers).start();
+    let supervisor = Supervisor::new(registry.clone(), events, workers);
+    let calls = supervisor.call_routes();
+    let supervisor = supervisor.start();
     supervisor.do_send(ApplyConfig(config));
     Engine {
+        calls,
         supervisor,
         registry,
         catalog,
@@ -76,6 +81,8 @@ struct Running {
 
 /// Owns every upstream. Exactly one per engine.
 pub struct Supervisor {
+    /// Publishes [`crate::calls::CallRoutes`].
+    calls: watch::Sender<crate::calls::CallRoutesSnapshot>,
     registry: Addr<Registry>,
     events: Arc<dyn DiscoveryEvents>,
     arbiters: Vec<Arbiter>,
@@ -126,7 +133,14 @@ impl Supervisor {
             reserved: HashSet::new(),
             stdio_blocked: BTreeSet::new(),
             shutting_down: false,
+            calls: watch::Sender::new(Arc::default()),
         }
+    }
+
+    /// Where calls go; the supervisor republishes it as upstreams start
+    /// and stop.
+    pub fn call_routes(&self) -> watch::Receiver<crate::calls::CallRoutesSnapshot> {
+        self.calls.subscribe()
     }
 
     fn start_upstream(&mut self, spec: Arc<ServerSpec>, ctx: &mut Context<Self>) {
@@ -213,7 +227,7 @@ impl Supervisor {
         let taken: Vec<String> = api
             .keys()
             .chain(&self.reserved)
-            .filter(|name| out.contains_key(*name))
+            .filter(|name| out.contains_key(*name) || config.views.contains_key(*name))
             .map(ToString::to_string)
             .collect();
         if !taken.is_empty() {
@@ -225,7 +239,7 @@ impl Supervisor {
             match server_from_value(
                 name.as_str(),
                 api_entry.entry.clone(),
-                &config.discovery,
+                &discovery_config::ServerDefaults::of(config),
                 &config.catalog.separator,
                 ServerSource::Api,
             ) {
@@ -383,7 +397,7 @@ pub fn merge_sync(
 /// Why a configuration was not applied (nothing changed).
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("server name(s) {} are already registered over the API. Hint: delete them with DELETE /v1/servers/NAME first, or pick other names", .0.join(", "))]
+    #[error("server or view name(s) {} are already registered over the API. Hint: delete them with DELETE /v1/servers/NAME first, or pick other names", .0.join(", "))]
     NameTaken(Vec<String>),
     #[error("the engine is shutting down")]
     ShuttingDown,
@@ -511,7 +525,7 @@ impl Handler<UpsertApiServer> for Supervisor {
         server_from_value(
             msg.name.as_str(),
             msg.entry.clone(),
-            &self.config.discovery,
+            &discovery_config::ServerDefaults::of(&self.config),
             &self.config.catalog.separator,
             ServerSource::Api,
         )

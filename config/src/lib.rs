@@ -19,4 +19,4 @@ pub mod validate;
 pub use diff::{diff_servers, restart_required, ConfigDiff};
 pub use load::{load_file, load_str, Format, ENV_PREFIX, ENV_SEPARATOR};
 pub use types::*;
-pub use validate::{server_from_value, validate_value, ConfigError, ConfigErrors};
+pub use validate::{server_from_value, validate_value, ConfigError, ConfigErrors, ServerDefaults};

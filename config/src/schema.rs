@@ -30,6 +30,10 @@ pub struct RawConfig {
     pub store: Option<RawStore>,
     pub discovery: Option<RawDiscovery>,
     pub catalog: Option<RawCatalog>,
+    pub mcp: Option<RawMcp>,
+    /// Curated subsets of the catalog served at `/mcp/{name}`; the raw
+    /// entries are read one by one (like `servers`), so this stays a map.
+    pub views: Option<IndexMap<String, RawView>>,
     /// Upstream servers by name, in file order.
     pub servers: Option<IndexMap<String, RawServer>>,
 }
@@ -101,6 +105,35 @@ pub struct RawCatalog {
     pub separator: Option<Text>,
 }
 
+/// `mcp:` — the MCP endpoint the engine serves (`/mcp`, `/mcp/{name}`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMcp {
+    /// Tools per `tools/list` page; 0 (default) = one page.
+    pub page_size: Option<Count>,
+    /// Longest `ttlMs` the endpoint promises.
+    pub max_ttl: Option<HumanDuration>,
+    /// Default deadline of a `tools/call` (per server: `call_timeout`).
+    pub call_timeout: Option<HumanDuration>,
+    /// Live 2025 sessions (`Mcp-Session-Id`) at most.
+    pub max_sessions: Option<Count>,
+    /// A 2025 session unused this long is forgotten.
+    pub session_idle_timeout: Option<HumanDuration>,
+    /// `tools/call` in flight per upstream server (more wait in a queue
+    /// of the same length, then are refused).
+    pub max_concurrent_calls: Option<Count>,
+}
+
+/// One entry of `views:`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawView {
+    /// Servers whose tools the view shows; absent = every server.
+    pub servers: Option<Vec<Text>>,
+    /// Globs on public names (`<server>__<tool>`).
+    pub tools: Option<RawToolFilter>,
+}
+
 /// One entry of `servers:` (and the body of a REST registration, minus
 /// `name`).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -126,6 +159,8 @@ pub struct RawServer {
     pub protocol: Option<Text>,
     /// Default: `discovery.min_refresh`.
     pub min_refresh: Option<HumanDuration>,
+    /// Deadline of a `tools/call` to this server; default `mcp.call_timeout`.
+    pub call_timeout: Option<HumanDuration>,
 }
 
 /// `transport:` values, spelled as in the file.

@@ -17,6 +17,10 @@ pub struct Config {
     pub store: StoreConfig,
     pub discovery: DiscoverySettings,
     pub catalog: CatalogSettings,
+    pub mcp: McpSettings,
+    /// Curated subsets of the catalog (`/mcp/{name}`), in file order. Their
+    /// names never clash with a configured server's.
+    pub views: IndexMap<ServerName, ViewSpec>,
     /// Upstream servers by name, in file order.
     pub servers: IndexMap<ServerName, ServerSpec>,
     /// The file this came from, if any (None: embedded defaults).
@@ -185,6 +189,68 @@ pub struct CatalogSettings {
     pub separator: String,
 }
 
+/// `mcp:` — the MCP endpoint the engine serves. Applied without a restart:
+/// the endpoint reads the running config on every request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct McpSettings {
+    /// Tools per `tools/list` page; 0 = every tool in one page.
+    pub page_size: u32,
+    /// Longest `ttlMs` an answer promises.
+    pub max_ttl: Duration,
+    /// Default deadline of a `tools/call`; [`ServerSpec::call_timeout`] is
+    /// each server's effective one.
+    pub call_timeout: Duration,
+    /// Most live 2025 sessions; a new `initialize` beyond it is refused.
+    pub max_sessions: u32,
+    /// A 2025 session unused for this long is forgotten.
+    pub session_idle_timeout: Duration,
+    /// `tools/call` in flight per upstream server; as many more wait, the
+    /// rest are refused at once.
+    pub max_concurrent_calls: u32,
+}
+
+impl McpSettings {
+    pub const DEFAULT_PAGE_SIZE: u32 = 0;
+    pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
+    pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const DEFAULT_MAX_SESSIONS: u32 = 10_000;
+    pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+    pub const DEFAULT_MAX_CONCURRENT_CALLS: u32 = 64;
+}
+
+impl Default for McpSettings {
+    fn default() -> Self {
+        Self {
+            page_size: Self::DEFAULT_PAGE_SIZE,
+            max_ttl: Self::DEFAULT_MAX_TTL,
+            call_timeout: Self::DEFAULT_CALL_TIMEOUT,
+            max_sessions: Self::DEFAULT_MAX_SESSIONS,
+            session_idle_timeout: Self::DEFAULT_SESSION_IDLE_TIMEOUT,
+            max_concurrent_calls: Self::DEFAULT_MAX_CONCURRENT_CALLS,
+        }
+    }
+}
+
+/// One `views.<name>` entry: which servers, and which of their tools by
+/// public name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ViewSpec {
+    pub name: ServerName,
+    /// None: every server (configured or registered).
+    pub servers: Option<Vec<ServerName>>,
+    /// Globs on public names (`<server><separator><tool>`).
+    pub tools: ToolFilter,
+}
+
+impl ViewSpec {
+    /// Whether the view covers `server` at all.
+    pub fn covers(&self, server: &str) -> bool {
+        self.servers
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|s| s.as_str() == server))
+    }
+}
+
 /// Where a server's definition came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ServerSource {
@@ -215,6 +281,9 @@ pub struct ServerSpec {
     /// Open the optional GET push stream (Streamable HTTP only).
     pub push: bool,
     pub discovery: DiscoverySettings,
+    /// Deadline of a `tools/call` relayed to this server (`call_timeout`,
+    /// default `mcp.call_timeout`).
+    pub call_timeout: Duration,
 }
 
 impl ServerSpec {
@@ -538,6 +607,8 @@ impl Config {
             store: StoreConfig::default(),
             discovery: DiscoverySettings::default(),
             catalog: CatalogSettings::default(),
+            mcp: McpSettings::default(),
+            views: IndexMap::new(),
             servers: IndexMap::new(),
             source: None,
         }

@@ -18,15 +18,15 @@ use url::Url;
 
 use crate::schema::RawHttp;
 use crate::schema::{
-    HumanDuration, RawAdmin, RawAuth, RawAuthType, RawClientAuth, RawConfig, RawDiscovery,
-    RawServer, RawStore, RawToolFilter, RawTransport, Text,
+    Count, HumanDuration, RawAdmin, RawAuth, RawAuthType, RawClientAuth, RawConfig, RawDiscovery,
+    RawMcp, RawServer, RawStore, RawToolFilter, RawTransport, RawView, Text,
 };
 use crate::tree;
 use crate::types::{normalize_host, normalize_origin, HttpConfig, ProtocolChoice, MIN_API_KEY_LEN};
 use crate::types::{
     parse_encryption_key, AdminConfig, AuthConfig, BackoffSettings, CatalogSettings, ClientAuth,
-    Config, DiscoverySettings, Endpoint, OAuth2Config, Secret, ServerName, ServerSource,
-    ServerSpec, StoreConfig, ToolFilter, TransportKind,
+    Config, DiscoverySettings, Endpoint, McpSettings, OAuth2Config, Secret, ServerName,
+    ServerSource, ServerSpec, StoreConfig, ToolFilter, TransportKind, ViewSpec,
 };
 
 /// One problem in a config: where (file, key path) and why.
@@ -112,7 +112,7 @@ pub fn validate_value(value: Value, file: Option<&Path>) -> Result<Config, Confi
 pub fn server_from_value(
     name: &str,
     mut value: Value,
-    discovery: &DiscoverySettings,
+    defaults: &ServerDefaults<'_>,
     separator: &str,
     source: ServerSource,
 ) -> Result<ServerSpec, ConfigErrors> {
@@ -128,7 +128,7 @@ pub fn server_from_value(
             }
         }
     }
-    let spec = server(name, value, discovery, separator, source, &mut report);
+    let spec = server(name, value, defaults, separator, source, &mut report);
     report.finish(spec)
 }
 
@@ -311,7 +311,8 @@ pub(crate) fn build_config(mut value: Value, r: &mut Report) -> Config {
         }
     };
     let servers_value = top.shift_remove("servers");
-    for section in ["admin", "http", "store", "discovery", "catalog"] {
+    let views_value = top.shift_remove("views");
+    for section in ["admin", "http", "store", "discovery", "catalog", "mcp"] {
         require_map(&mut top, section, section, r);
     }
     if let Some(Value::Object(discovery)) = top.get_mut("discovery") {
@@ -337,6 +338,7 @@ pub(crate) fn build_config(mut value: Value, r: &mut Report) -> Config {
     let store = store(raw.store.unwrap_or_default(), r);
     let discovery = discovery(raw.discovery.unwrap_or_default(), r);
     let catalog = catalog(raw.catalog.map(|c| c.separator), r);
+    let mcp = mcp(raw.mcp.unwrap_or_default(), r);
 
     let mut servers = IndexMap::new();
     match servers_value {
@@ -346,7 +348,10 @@ pub(crate) fn build_config(mut value: Value, r: &mut Report) -> Config {
                 let spec = server(
                     &name,
                     entry,
-                    &discovery,
+                    &ServerDefaults {
+                        discovery: &discovery,
+                        call_timeout: mcp.call_timeout,
+                    },
                     &catalog.separator,
                     ServerSource::Config,
                     r,
@@ -365,6 +370,8 @@ pub(crate) fn build_config(mut value: Value, r: &mut Report) -> Config {
         ),
     }
 
+    let views = views(views_value, &servers, &catalog.separator, r);
+
     Config {
         listen,
         admin,
@@ -372,9 +379,140 @@ pub(crate) fn build_config(mut value: Value, r: &mut Report) -> Config {
         store,
         discovery,
         catalog,
+        mcp,
+        views,
         servers,
         source: None,
     }
+}
+
+/// `mcp:` — the endpoint's limits.
+fn mcp(raw: RawMcp, r: &mut Report) -> McpSettings {
+    let d = McpSettings::default();
+    let count =
+        |r: &mut Report, path: &str, value: Option<Count>, default: u32, min: u32| match value {
+            Some(Count(n)) if n < min => {
+                r.error(path, format!("must be at least {min}"));
+                default
+            }
+            Some(Count(n)) => n,
+            None => default,
+        };
+    McpSettings {
+        page_size: count(r, "mcp.page_size", raw.page_size, d.page_size, 0),
+        max_ttl: duration(r, "mcp.max_ttl", raw.max_ttl, d.max_ttl, MAX_TTL),
+        call_timeout: duration(
+            r,
+            "mcp.call_timeout",
+            raw.call_timeout,
+            d.call_timeout,
+            CALL_TIMEOUT,
+        ),
+        max_sessions: count(r, "mcp.max_sessions", raw.max_sessions, d.max_sessions, 1),
+        session_idle_timeout: duration(
+            r,
+            "mcp.session_idle_timeout",
+            raw.session_idle_timeout,
+            d.session_idle_timeout,
+            SESSION_IDLE_TIMEOUT,
+        ),
+        max_concurrent_calls: count(
+            r,
+            "mcp.max_concurrent_calls",
+            raw.max_concurrent_calls,
+            d.max_concurrent_calls,
+            1,
+        ),
+    }
+}
+
+/// `views:` — names share the server name space; listed servers must be
+/// configured ones or look like names a registration could take (a view
+/// may show servers registered through the API).
+fn views(
+    value: Option<Value>,
+    servers: &IndexMap<ServerName, ServerSpec>,
+    separator: &str,
+    r: &mut Report,
+) -> IndexMap<ServerName, ViewSpec> {
+    let mut out = IndexMap::new();
+    let entries = match value {
+        None => return out,
+        Some(Value::Object(entries)) => entries,
+        Some(other) => {
+            r.error(
+                "views",
+                format!(
+                    "expected a map of view name to settings, found {}",
+                    tree::kind(&other)
+                ),
+            );
+            return out;
+        }
+    };
+    for (name, entry) in entries {
+        let base = tree::join("views", &name);
+        let before = r.count();
+        let view_name = match ServerName::parse(&name, separator) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                r.error(&base, e.replacen("server name", "view name", 1));
+                None
+            }
+        };
+        if servers.contains_key(name.as_str()) {
+            r.error(
+                &base,
+                format!(
+                    "a server is also named {name:?}; views and servers share one name space                      (both are served at /mcp/{{name}}). Hint: rename the view"
+                ),
+            );
+        }
+        let mut map = match entry {
+            Value::Object(map) => map,
+            other => {
+                r.error(
+                    &base,
+                    format!(
+                        "expected a map of view settings, found {}",
+                        tree::kind(&other)
+                    ),
+                );
+                continue;
+            }
+        };
+        require_map(&mut map, "tools", &tree::join(&base, "tools"), r);
+        let raw: RawView = deserialize_all(Value::Object(map), &base, r);
+        let listed = raw.servers.map(|list| {
+            let mut names = Vec::new();
+            for (i, Text(server)) in list.into_iter().enumerate() {
+                match ServerName::parse(&server, separator) {
+                    Ok(n) if names.contains(&n) => r.error(
+                        format!("{base}.servers[{i}]"),
+                        format!("{server:?} is listed twice"),
+                    ),
+                    Ok(n) => names.push(n),
+                    Err(e) => r.error(format!("{base}.servers[{i}]"), e),
+                }
+            }
+            names
+        });
+        let tools = tool_filter(raw.tools.unwrap_or_default(), &base, r);
+        if r.count() > before {
+            continue;
+        }
+        if let Some(name) = view_name {
+            out.insert(
+                name.clone(),
+                ViewSpec {
+                    name,
+                    servers: listed,
+                    tools,
+                },
+            );
+        }
+    }
+    out
 }
 
 fn admin(raw: RawAdmin, r: &mut Report) -> AdminConfig {
@@ -549,6 +687,9 @@ pub(crate) const STALE_TTL: Range = Range(ms(0), ms(30 * DAY));
 pub(crate) const STARTUP_GRACE: Range = Range(ms(0), ms(HOUR));
 pub(crate) const PUSH_IDLE_TIMEOUT: Range = Range(ms(100), ms(DAY));
 pub(crate) const MIN_REFRESH: Range = Range(ms(100), ms(DAY));
+pub(crate) const MAX_TTL: Range = Range(ms(0), ms(DAY));
+pub(crate) const CALL_TIMEOUT: Range = Range(ms(100), ms(HOUR));
+pub(crate) const SESSION_IDLE_TIMEOUT: Range = Range(ms(1000), ms(7 * DAY));
 pub(crate) const TOKEN_TIMEOUT: Range = Range(ms(100), ms(10 * 60 * 1000));
 
 /// A duration from the file or its default; outside `range` it is an error
@@ -768,10 +909,35 @@ fn catalog(separator: Option<Option<Text>>, r: &mut Report) -> CatalogSettings {
 }
 
 /// One server. `None` if it has any problem (all of them reported).
+/// What a server inherits from the global sections.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerDefaults<'a> {
+    pub discovery: &'a DiscoverySettings,
+    pub call_timeout: Duration,
+}
+
+impl<'a> ServerDefaults<'a> {
+    /// The running config's globals.
+    pub fn of(config: &'a Config) -> Self {
+        Self {
+            discovery: &config.discovery,
+            call_timeout: config.mcp.call_timeout,
+        }
+    }
+
+    /// `discovery` with the other globals at their defaults.
+    pub fn new(discovery: &'a DiscoverySettings) -> Self {
+        Self {
+            discovery,
+            call_timeout: McpSettings::DEFAULT_CALL_TIMEOUT,
+        }
+    }
+}
+
 fn server(
     name: &str,
     value: Value,
-    global: &DiscoverySettings,
+    defaults: &ServerDefaults<'_>,
     separator: &str,
     source: ServerSource,
     r: &mut Report,
@@ -834,6 +1000,7 @@ fn server(
         }
     }
     let tools = tool_filter(raw.tools.unwrap_or_default(), &base, r);
+    let global = defaults.discovery;
     let mut discovery = global.clone();
     discovery.poll_interval = duration(
         r,
@@ -863,6 +1030,13 @@ fn server(
         MIN_REFRESH,
     );
     let push = raw.push.is_none_or(|f| f.0);
+    let call_timeout = duration(
+        r,
+        &tree::join(&base, "call_timeout"),
+        raw.call_timeout,
+        defaults.call_timeout,
+        CALL_TIMEOUT,
+    );
 
     if r.count() > before {
         return None;
@@ -876,6 +1050,7 @@ fn server(
         tools,
         push,
         discovery,
+        call_timeout,
     })
 }
 
@@ -1298,7 +1473,7 @@ mod tests {
         server_from_value(
             "s",
             value,
-            &DiscoverySettings::default(),
+            &ServerDefaults::new(&DiscoverySettings::default()),
             "__",
             ServerSource::Api,
         )
@@ -1450,40 +1625,108 @@ mod tests {
     fn server_names_are_checked_against_the_separator() {
         let d = DiscoverySettings::default();
         let ok = json!({"url": "http://x/mcp"});
-        let err =
-            server_from_value("a__b", ok.clone(), &d, "__", ServerSource::Config).unwrap_err();
+        let err = server_from_value(
+            "a__b",
+            ok.clone(),
+            &ServerDefaults::new(&d),
+            "__",
+            ServerSource::Config,
+        )
+        .unwrap_err();
         assert_eq!(paths(&err), ["servers.a__b"]);
         assert!(err.0[0].message.contains("separator"));
-        let err = server_from_value("a b", ok.clone(), &d, "__", ServerSource::Config).unwrap_err();
+        let err = server_from_value(
+            "a b",
+            ok.clone(),
+            &ServerDefaults::new(&d),
+            "__",
+            ServerSource::Config,
+        )
+        .unwrap_err();
         assert!(err.0[0].message.contains("only letters"));
-        assert!(server_from_value("a__b", ok, &d, "::", ServerSource::Config).is_ok());
+        assert!(server_from_value(
+            "a__b",
+            ok,
+            &ServerDefaults::new(&d),
+            "::",
+            ServerSource::Config
+        )
+        .is_ok());
     }
 
     #[test]
     fn server_names_ending_with_the_start_of_the_separator_are_refused() {
         let d = DiscoverySettings::default();
         let ok = json!({"url": "http://x/mcp"});
-        let err = server_from_value("a_", ok.clone(), &d, "__", ServerSource::Config).unwrap_err();
+        let err = server_from_value(
+            "a_",
+            ok.clone(),
+            &ServerDefaults::new(&d),
+            "__",
+            ServerSource::Config,
+        )
+        .unwrap_err();
         assert_eq!(paths(&err), ["servers.a_"]);
         let msg = &err.0[0].message;
         assert!(
             msg.contains("ends with \"_\"") && msg.contains("Hint:"),
             "{msg}"
         );
-        assert!(server_from_value("_a", ok.clone(), &d, "__", ServerSource::Config).is_ok());
-        assert!(server_from_value("a-", ok.clone(), &d, "__", ServerSource::Config).is_ok());
+        assert!(server_from_value(
+            "_a",
+            ok.clone(),
+            &ServerDefaults::new(&d),
+            "__",
+            ServerSource::Config
+        )
+        .is_ok());
+        assert!(server_from_value(
+            "a-",
+            ok.clone(),
+            &ServerDefaults::new(&d),
+            "__",
+            ServerSource::Config
+        )
+        .is_ok());
         // Any separator: every non-empty proper prefix counts.
-        let err =
-            server_from_value("a-x", ok.clone(), &d, "-x-", ServerSource::Config).unwrap_err();
+        let err = server_from_value(
+            "a-x",
+            ok.clone(),
+            &ServerDefaults::new(&d),
+            "-x-",
+            ServerSource::Config,
+        )
+        .unwrap_err();
         assert!(
             err.0[0].message.contains("ends with \"-x\""),
             "{}",
             err.0[0].message
         );
-        assert!(server_from_value("a-", ok.clone(), &d, "-x-", ServerSource::Config).is_err());
-        assert!(server_from_value("a_", ok.clone(), &d, "::", ServerSource::Config).is_ok());
+        assert!(server_from_value(
+            "a-",
+            ok.clone(),
+            &ServerDefaults::new(&d),
+            "-x-",
+            ServerSource::Config
+        )
+        .is_err());
+        assert!(server_from_value(
+            "a_",
+            ok.clone(),
+            &ServerDefaults::new(&d),
+            "::",
+            ServerSource::Config
+        )
+        .is_ok());
         // A one-character separator has no proper prefix: only "contains" applies.
-        assert!(server_from_value("a-", ok, &d, "_", ServerSource::Config).is_ok());
+        assert!(server_from_value(
+            "a-",
+            ok,
+            &ServerDefaults::new(&d),
+            "_",
+            ServerSource::Config
+        )
+        .is_ok());
     }
 
     #[test]
@@ -1641,7 +1884,7 @@ mod tests {
         let inherit = server_from_value(
             "s",
             json!({"url": "http://x/"}),
-            &global,
+            &ServerDefaults::new(&global),
             "__",
             ServerSource::Api,
         )
@@ -1672,7 +1915,7 @@ mod tests {
         let spec = server_from_value(
             "s",
             json!({"url": "http://x/", "poll_interval": "1m", "request_timeout": "5s", "push": "false"}),
-            &global,
+            &ServerDefaults::new(&global),
             "__",
             ServerSource::Config,
         )
@@ -2113,5 +2356,92 @@ mod tests {
             ["discovery.max_tools", "discovery.max_listing_bytes"]
         );
         assert!(err.to_string().contains("Hint:"), "{err}");
+    }
+    #[test]
+    fn mcp_settings_have_defaults_ranges_and_a_per_server_call_timeout() {
+        let config = validate_value(
+            json!({
+                "mcp": {"page_size": 50, "max_ttl": "30s", "call_timeout": "5s"},
+                "servers": {
+                    "a": {"url": "http://127.0.0.1:1/mcp"},
+                    "b": {"url": "http://127.0.0.1:2/mcp", "call_timeout": "2m"}
+                }
+            }),
+            None,
+        )
+        .unwrap();
+        assert_eq!(config.mcp.page_size, 50);
+        assert_eq!(config.mcp.max_ttl, Duration::from_secs(30));
+        assert_eq!(config.mcp.max_sessions, McpSettings::DEFAULT_MAX_SESSIONS);
+        assert_eq!(config.servers["a"].call_timeout, Duration::from_secs(5));
+        assert_eq!(config.servers["b"].call_timeout, Duration::from_secs(120));
+        let err = validate_value(
+            json!({
+                "mcp": {"call_timeout": "1ms", "max_sessions": 0, "max_concurrent_calls": "0",
+                        "max_ttl": "2d", "nonsense": 1},
+                "servers": {"a": {"url": "http://127.0.0.1:1/mcp", "call_timeout": "9h"}}
+            }),
+            None,
+        )
+        .unwrap_err();
+        let mut p = paths(&err);
+        p.sort_unstable();
+        assert_eq!(
+            p,
+            [
+                "mcp.call_timeout",
+                "mcp.max_concurrent_calls",
+                "mcp.max_sessions",
+                "mcp.max_ttl",
+                "mcp.nonsense",
+                "servers.a.call_timeout"
+            ]
+        );
+    }
+
+    #[test]
+    fn views_share_the_server_name_space_and_check_every_entry() {
+        let config = validate_value(
+            json!({
+                "views": {
+                    "ops": {"servers": ["a", "registered-later"], "tools": {"allow": ["a__*"], "deny": ["a__drop_*"]}},
+                    "all": {}
+                },
+                "servers": {"a": {"url": "http://127.0.0.1:1/mcp"}}
+            }),
+            None,
+        )
+        .unwrap();
+        let ops = &config.views["ops"];
+        assert!(ops.covers("a") && ops.covers("registered-later") && !ops.covers("b"));
+        assert!(ops.tools.allows("a__search") && !ops.tools.allows("a__drop_table"));
+        assert!(config.views["all"].covers("anything"));
+        let err = validate_value(
+            json!({
+                "views": {
+                    "a": {},
+                    "bad name": {},
+                    "x": {"servers": ["a", "a", "no__sep"], "tools": {"allow": ["[oops"]}},
+                    "y": {"servers": "a"},
+                    "z": 3
+                },
+                "servers": {"a": {"url": "http://127.0.0.1:1/mcp"}}
+            }),
+            None,
+        )
+        .unwrap_err();
+        let p = paths(&err);
+        for expected in [
+            "views.a",
+            "views.bad name",
+            "views.x.servers[1]",
+            "views.x.servers[2]",
+            "views.x.tools.allow[0]",
+            "views.y.servers",
+            "views.z",
+        ] {
+            assert!(p.contains(&expected), "{expected} missing from {p:?}");
+        }
+        assert!(err.to_string().contains("share one name space"), "{err}");
     }
 }

@@ -50,6 +50,11 @@ pub enum ApiError {
     #[error("server {0:?} is defined in the configuration file. Hint: change or remove it there (the file is reloaded on change), or register under another name")]
     FileServer(String),
 
+    /// A registration under the name of a configured view (`/mcp/{name}`
+    /// serves either, so they share one name space).
+    #[error("{0:?} is the name of a view in the config file (views.{0}); views and servers share one name space. Hint: pick another name")]
+    ViewName(String),
+
     /// POST of a name that is already registered.
     #[error("a server named {0:?} is already registered. Hint: PUT /v1/servers/{0} replaces it")]
     AlreadyRegistered(String),
@@ -101,6 +106,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::InvalidServer(_) => "invalid_server",
             ApiError::FileServer(_) => "file_server",
+            ApiError::ViewName(_) => "view_name",
             ApiError::AlreadyRegistered(_) => "already_registered",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Forbidden(_) => "forbidden",
@@ -145,7 +151,9 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::InvalidServer(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::FileServer(_) | ApiError::AlreadyRegistered(_) => StatusCode::CONFLICT,
+            ApiError::FileServer(_) | ApiError::ViewName(_) | ApiError::AlreadyRegistered(_) => {
+                StatusCode::CONFLICT
+            }
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Forbidden(_) | ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
             ApiError::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,

@@ -45,13 +45,16 @@ fn validate(state: &ApiState, name: &str, entry: &Value) -> Result<ServerSpec, A
     let spec = server_from_value(
         name,
         entry.clone(),
-        &config.discovery,
+        &discovery_config::ServerDefaults::of(&config),
         &config.catalog.separator,
         ServerSource::Api,
     )
     .map_err(ApiError::InvalidServer)?;
     if config.servers.contains_key(name) {
         return Err(ApiError::FileServer(name.to_owned()));
+    }
+    if config.views.contains_key(name) {
+        return Err(ApiError::ViewName(name.to_owned()));
     }
     let stdio_allowed = config.admin.allow_stdio_registration && !config.admin.api_keys.is_empty();
     if spec.transport() == TransportKind::Stdio && !stdio_allowed {

@@ -9,6 +9,7 @@ mod binary;
 mod cache_hints;
 mod conformance;
 mod discovery;
+mod gateway;
 mod helpers;
 mod interop;
 mod interop_modern;

@@ -1,0 +1,102 @@
+//! `tools/call` relayed to an upstream over its live session (issue 11).
+//!
+//! The MCP endpoint (`src/gateway/`) sends [`CallTool`] to the owning
+//! [`crate::upstream::Upstream`], found in the [`CallRoutes`] snapshot the
+//! supervisor publishes (no supervisor round trip per call). The upstream
+//! runs the call on its own arbiter with its current session: no connection
+//! per call, no re-listing first. Per-server concurrency bounds and metrics
+//! live with the endpoint (it knows the config as it is now, and the
+//! outcomes the upstream never sees: unknown tool, busy).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::mcp::McpError;
+use crate::status::DiscoveryState;
+
+/// Where a call for each running server goes: server name -> its upstream
+/// actor. Published by the supervisor over `watch` on every start and stop.
+pub type CallRoutes = HashMap<String, Recipient<CallTool>>;
+
+/// Shared, immutable snapshot of [`CallRoutes`].
+pub type CallRoutesSnapshot = Arc<CallRoutes>;
+
+/// Sent by the MCP endpoint to an upstream: call `tool` (its upstream name)
+/// and answer with the upstream's result, verbatim.
+///
+/// Dropping the `cancel` sender (the client went away, sent
+/// `notifications/cancelled`, or the endpoint gave up) cancels the call
+/// upstream; so does `timeout`.
+#[derive(Message)]
+#[rtype(result = "Result<CallResult, CallError>")]
+pub struct CallTool {
+    /// The tool's name on the upstream (not the public name).
+    pub tool: String,
+    /// `params.arguments`, verbatim (None: absent).
+    pub arguments: Option<Box<RawValue>>,
+    /// The client's `params._meta`, passed through (a `progressToken`,
+    /// trace context); the engine's own protocol keys for the upstream's
+    /// era are set over it.
+    pub meta: Option<Map<String, Value>>,
+    /// Every other key of the client's `params` (a 2026-07-28 retry's
+    /// `inputResponses` and `requestState`), verbatim.
+    pub extra: Map<String, Value>,
+    /// What the client declared (`clientCapabilities` of a modern client,
+    /// `capabilities` of a 2025 session's `initialize`): forwarded as far
+    /// as the upstream's era allows (per request on the modern wire).
+    pub client_capabilities: Option<Value>,
+    /// The deadline of the whole call, the server's `call_timeout`.
+    pub timeout: Duration,
+    /// Progress notifications (`params` of `notifications/progress`) the
+    /// upstream sends for this call, relayed to the client as they come.
+    pub progress: Option<tokio::sync::mpsc::UnboundedSender<Value>>,
+    /// Resolves (sender dropped or sent) when the caller cancels.
+    pub cancel: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// The upstream's `result` object, byte for byte.
+#[derive(Debug)]
+pub struct CallResult {
+    pub raw: Box<RawValue>,
+}
+
+/// Why a call produced no upstream result.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The server is not healthy (or has no session): answered at once,
+    /// never after waiting for a timeout.
+    #[error("server {server:?} is {}: {reason}", state.as_str())]
+    Unavailable {
+        server: String,
+        state: DiscoveryState,
+        /// Its `last_error`, or why there is no session.
+        reason: String,
+    },
+    /// The last listing of the server has no such tool.
+    #[error("server {server:?} lists no tool named {tool:?}")]
+    UnknownTool { server: String, tool: String },
+    /// No result within `timeout`; the upstream request was cancelled.
+    #[error("tools/call of {tool:?} on server {server:?} got no result within {} (call_timeout); the upstream request was cancelled", humantime::format_duration(*after))]
+    Timeout {
+        server: String,
+        tool: String,
+        after: Duration,
+    },
+    /// The caller cancelled; the upstream request was cancelled too.
+    #[error("cancelled by the client")]
+    Cancelled,
+    /// The upstream answered with a JSON-RPC error or the request failed
+    /// (after the one re-established session and retry the session
+    /// machinery makes). A JSON-RPC error is [`McpError::JsonRpc`], whose
+    /// code, message and data are passed to the client as they are.
+    #[error(transparent)]
+    Upstream(#[from] McpError),
+    /// The upstream actor is stopping (removed, restarted by a reload).
+    #[error("server {0:?} is stopping")]
+    Stopping(String),
+}
