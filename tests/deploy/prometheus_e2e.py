@@ -4,7 +4,8 @@ Starts, all on 127.0.0.1 and free ports:
 - one healthy test upstream with its push stream open (examples/upstream_farm.rs),
 - the engine (target/debug/mcp-discovery) with that upstream and a broken
   one (a closed port),
-- once the engine is ready, a Prometheus server (1 s scrapes and evaluations) with the alert
+- once the engine is ready and an MCP client made a tools/list and a
+  tools/call through /mcp, a Prometheus server (1 s scrapes and evaluations) with the alert
   rules, every `for:` cut to 2 s (this script's override, see
   TEST_FOR_EXCEPT for the one exception; the rules are otherwise the
   shipped ones).
@@ -89,6 +90,40 @@ def get(url, timeout=5):
         return None, str(e)
 
 
+MCP_VERSION = "2026-07-28"
+
+
+def mcp_post(url, rpc_id, method, params):
+    """One stateless 2026-07-28 request: (status, decoded JSON-RPC answer)."""
+    params = dict(params)
+    params["_meta"] = {
+        "io.modelcontextprotocol/protocolVersion": MCP_VERSION,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "check-deploy", "version": "1"},
+    }
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": MCP_VERSION,
+        "Mcp-Method": method,
+    }
+    if "name" in params:
+        headers["Mcp-Name"] = params["name"]
+    body = json.dumps({"jsonrpc": "2.0", "id": rpc_id, "method": method, "params": params}).encode()
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as res:
+            status, text = res.status, res.read().decode()
+    except urllib.error.HTTPError as e:
+        status, text = e.code, e.read().decode()
+    if text.startswith("event:") or text.startswith("data:") or "\ndata:" in text:
+        text = next(line[5:] for line in text.splitlines() if line.startswith("data:"))
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
 def wait_for(what, check, deadline):
     """Polls check() (a value, or None to go on) until it gives a value."""
     while True:
@@ -165,6 +200,14 @@ def main():
     wait_for("engine ready, u0 healthy with its push stream, broken failed", engine_settled, deadline)
     for path in ("/v1/tools", "/v1/servers", "/nope"):
         get(base + path)
+    # A 2026-07-28 MCP client on /mcp: a listing and a routed tools/call,
+    # so that the MCP endpoint's metrics have series too.
+    _, body = get(f"{base}/v1/tools?server=u0")
+    tool = json.loads(body)["tools"][0]["name"]
+    for rpc_id, method, params in ((1, "tools/list", {}), (2, "tools/call", {"name": tool, "arguments": {}})):
+        status, answer = mcp_post(f"{base}/mcp", rpc_id, method, params)
+        if status != 200 or "result" not in answer:
+            fail(f"/mcp {method} answered {status}: {answer}")
 
     # ----------------------------------------------------------- prometheus
     with open(args.rules) as f:
@@ -290,7 +333,8 @@ def main():
             l.startswith("mcp_discovery_token_refreshes_total{") and 'server="tokenless"' in l and 'outcome="failure"' in l
             for l in lines
         )
-        return text if reloaded and token_failed else None
+        called = any(l.startswith("mcp_discovery_tool_calls_total{") and 'server="u0"' in l for l in lines)
+        return text if reloaded and token_failed and called else None
 
     scrape = wait_for("a reload applied and a failed token request in /metrics", full_scrape, deadline)
     with open(args.scrape_out, "w") as f:
@@ -303,6 +347,8 @@ def main():
         fail(f"promtool check metrics (exit {lint.returncode}): {lint.stdout}{lint.stderr}")
     families = sorted({line.split()[2] for line in scrape.splitlines() if line.startswith("# TYPE ")})
     print(f"promtool check metrics: {len(families)} metric families, no finding")
+    calls = [l for l in scrape.splitlines() if l.startswith("mcp_discovery_tool_calls_total{")]
+    print(f"/mcp tools/call counted as: {'; '.join(calls)}")
 
     up = api_get("query", query='up{job="mcp-discovery"}')
     print(
