@@ -50,6 +50,11 @@ pub struct AppOptions {
     /// the race tests hit the interleavings the name lock must prevent.
     #[doc(hidden)]
     pub registration_pause: Option<(Duration, Duration)>,
+    /// Test fault injection: while this gate is closed, no body is
+    /// compressed (a slow compressor), so tests can show that requests
+    /// and catalog versions never wait for one.
+    #[doc(hidden)]
+    pub compression_gate: Option<Arc<crate::encoding::Gate>>,
 }
 
 impl AppOptions {
@@ -82,6 +87,7 @@ impl Default for AppOptions {
             state_dir: None,
             store_options: StoreOptions::default(),
             registration_pause: None,
+            compression_gate: None,
         }
     }
 }
@@ -175,7 +181,7 @@ impl Application {
             })
         };
 
-        let state = web::Data::new(ApiState {
+        let mut state = ApiState {
             registration_pause: options.registration_pause,
             ..ApiState::new(
                 &engine,
@@ -185,7 +191,14 @@ impl Application {
                 running_config,
                 Some(Arc::new(store)),
             )
-        });
+        };
+        if let Some(gate) = &options.compression_gate {
+            state.compressor = Arc::new(crate::encoding::Compressor::start(
+                engine.catalog.clone(),
+                Some(gate.clone()),
+            ));
+        }
+        let state = web::Data::new(state);
         let mut http = HttpServer::new(move || api::app(state.clone()))
             // The address each client dialled, for the Host check.
             .on_connect(api::guard::remember_local_addr)

@@ -90,6 +90,11 @@ pub enum ApiError {
     )]
     StoreUnavailable(String),
 
+    /// `Accept-Encoding` refuses every coding the answer has, identity
+    /// included (RFC 9110 12.5.3).
+    #[error("Accept-Encoding accepts none of the codings this answer has ({0}). Hint: allow identity (drop `identity;q=0` and `*;q=0`) or accept one of those")]
+    NotAcceptable(String),
+
     /// A bug or an unexpected failure on our side.
     #[error("internal error: {0}")]
     Internal(String),
@@ -117,6 +122,7 @@ impl ApiError {
             ApiError::NoConfigFile => "no_config_file",
             ApiError::EngineUnavailable(_) => "engine_unavailable",
             ApiError::StoreUnavailable(_) => "store_unavailable",
+            ApiError::NotAcceptable(_) => "not_acceptable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -162,6 +168,7 @@ impl ResponseError for ApiError {
             ApiError::NoConfigFile => StatusCode::CONFLICT,
             ApiError::EngineUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -272,6 +279,11 @@ mod tests {
                 "unsupported_media_type",
             ),
             (ApiError::Forbidden("f"), 403, "forbidden"),
+            (
+                ApiError::NotAcceptable("gzip, identity".into()),
+                406,
+                "not_acceptable",
+            ),
         ];
         for (err, status, code) in cases {
             let (got, v) = body_json(&err);

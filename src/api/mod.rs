@@ -71,6 +71,8 @@ pub struct ApiState {
     pub name_locks: Arc<registrations::NameLocks>,
     /// The MCP endpoint's shared state (`/mcp`).
     pub gateway: Arc<crate::gateway::Gateway>,
+    /// The compressed bodies of `/v1/tools` and `/mcp` listings.
+    pub compressor: Arc<crate::encoding::Compressor>,
     /// Test fault injection (`AppOptions::registration_pause`); None.
     #[doc(hidden)]
     pub registration_pause: Option<(Duration, Duration)>,
@@ -103,6 +105,10 @@ impl ApiState {
             gateway: Arc::new(crate::gateway::Gateway::new(
                 engine.calls.clone(),
                 metrics.clone(),
+            )),
+            compressor: Arc::new(crate::encoding::Compressor::start(
+                engine.catalog.clone(),
+                None,
             )),
             registration_pause: None,
         }

@@ -174,6 +174,7 @@ fn harness(readiness: Readiness) -> Harness {
         view("beta", DiscoveryState::Degraded, 1, true),
     );
     let (catalog_tx, catalog_rx) = watch::channel(catalog);
+    let catalog_rx_for_compressor = catalog_rx.clone();
     let (servers_tx, servers_rx) = watch::channel(Arc::new(ServersSnapshot { servers }));
     let refresh_calls = Arc::new(AtomicUsize::new(0));
     let supervisor = FakeSupervisor {
@@ -207,6 +208,10 @@ fn harness(readiness: Readiness) -> Harness {
         gateway: Arc::new(crate::gateway::Gateway::new(
             watch::channel(Arc::default()).1,
             metrics,
+        )),
+        compressor: Arc::new(crate::encoding::Compressor::start(
+            catalog_rx_for_compressor,
+            None,
         )),
         registration_pause: None,
     });

@@ -10,6 +10,7 @@ use discovery_actors::catalog::Body;
 use serde::Deserialize;
 
 use super::{ApiError, ApiState};
+use crate::encoding::{self, Accept, Coding};
 
 /// `?server=NAME&q=TEXT`; any other parameter is refused (a typo such as
 /// `?sever=` would otherwise silently return the whole catalog).
@@ -33,13 +34,19 @@ pub struct ToolsQuery {
     summary = "The aggregated tool catalog",
     params(
         ToolsQuery,
-        ("If-None-Match" = Option<String>, Header, description = "Entity tags (a list, `*`, weak tags); a match gives 304."),
+        ("If-None-Match" = Option<String>, Header, description = "Entity tags (a list, `*`, weak tags); the tag of any representation of the current catalog that the request accepts gives 304."),
+        ("Accept-Encoding" = Option<String>, Header, description = "`zstd`, `gzip` (or `x-gzip`), `identity`, `*`, with q-values. Without it: identity. `?q=` answers are identity only."),
     ),
     responses(
-        (status = 200, description = "The catalog (or one server's part of it, or the tools matching `q`).", body = super::openapi::ToolList,
-            headers(("ETag" = String, description = "Strong entity tag of the catalog."), ("Cache-Control" = String, description = "`no-cache`."))),
+        (status = 200, description = "The catalog (or one server's part of it, or the tools matching `q`), in the coding `Content-Encoding` names (none: identity).", body = super::openapi::ToolList,
+            headers(("ETag" = String, description = "Strong entity tag of this representation: the catalog's, with `-gzip` or `-zstd` appended for a compressed one."),
+                ("Content-Encoding" = Option<String>, description = "`gzip` or `zstd`; absent for identity."),
+                ("Vary" = String, description = "`accept-encoding`."),
+                ("Cache-Control" = String, description = "`no-cache`."))),
         (status = 304, description = "`If-None-Match` matched: the catalog has not changed.",
-            headers(("ETag" = String, description = "Strong entity tag of the catalog."))),
+            headers(("ETag" = String, description = "The tag that matched: the representation the client holds."),
+                ("Vary" = String, description = "`accept-encoding`."))),
+        (status = 406, description = "`Accept-Encoding` refuses identity and every coding this answer has (`not_acceptable`).", body = super::openapi::ErrorBody),
     ),
     security((), ("admin_key" = [])),
 )]
@@ -47,30 +54,84 @@ pub(super) async fn list_tools(
     state: web::Data<ApiState>,
     req: HttpRequest,
     query: web::Query<ToolsQuery>,
+) -> HttpResponse {
+    let mut res = respond(&state, &req, query.into_inner())
+        .unwrap_or_else(|e| actix_web::ResponseError::error_response(&e));
+    let (name, value) = encoding::vary();
+    res.headers_mut().insert(name, value);
+    res
+}
+
+fn respond(
+    state: &ApiState,
+    req: &HttpRequest,
+    ToolsQuery { server, q }: ToolsQuery,
 ) -> Result<HttpResponse, ApiError> {
-    super::admin::require_reader(&req, &state)?;
-    let ToolsQuery { server, q } = query.into_inner();
+    super::admin::require_reader(req, state)?;
     if let Some(name) = &server {
         if !state.servers.borrow().servers.contains_key(name.as_str()) {
             return Err(ApiError::ServerNotFound(name.clone()));
         }
     }
     let catalog = state.catalog();
+    let q = q.as_deref().filter(|q| !q.is_empty());
+    // `?q=` is cut per request from the text the user typed: compressing
+    // it would be compressing per request. An empty answer is not worth
+    // a coding either.
+    let has_tools = match &server {
+        Some(name) => catalog.server(name).is_some(),
+        None => catalog.tool_count() > 0,
+    };
+    let offered = if q.is_some() || !has_tools {
+        encoding::IDENTITY_ONLY
+    } else {
+        encoding::CATALOG_CODINGS
+    };
+    let accept = Accept::from_headers(req.headers());
     // A filtered body is a function of the catalog content and the URL, so
     // the catalog's ETag validates it too (an ETag is per URL).
-    if if_none_match(req.headers(), &catalog.etag) {
+    if let Some((_, etag)) = encoding::not_modified(req.headers(), &catalog.etag, &accept, offered)
+    {
         return Ok(HttpResponse::NotModified()
-            .insert_header((header::ETAG, catalog.etag.as_str()))
+            .insert_header((header::ETAG, etag))
             .insert_header((header::CACHE_CONTROL, "no-cache"))
             .finish());
     }
-    let q = q.as_deref().filter(|q| !q.is_empty());
-    let body = catalog.render_filtered(server.as_deref(), q);
+    let compressor = &state.compressor;
+    let mut compressed = None;
+    // Only the favourite compressed coding is scheduled when missing; the
+    // others are only looked at.
+    let mut first = true;
+    let chosen = accept
+        .choose(offered, |coding| {
+            let schedule = std::mem::replace(&mut first, false);
+            compressed = match &server {
+                None => compressor.catalog_body(&catalog, coding, schedule),
+                Some(name) => compressor.server_body(&catalog, name, coding, schedule),
+            };
+            compressed.is_some()
+        })
+        .map_err(|_| ApiError::NotAcceptable(offered_list(offered)))?;
     let mut res = HttpResponse::Ok();
     res.content_type(mime_json())
-        .insert_header((header::ETAG, catalog.etag.as_str()))
+        .insert_header((header::ETAG, chosen.etag(&catalog.etag)))
         .insert_header((header::CACHE_CONTROL, "no-cache"));
-    Ok(res.body(into_body(body)))
+    match (chosen.token(), compressed) {
+        (Some(token), Some(bytes)) => {
+            res.insert_header((header::CONTENT_ENCODING, token));
+            Ok(res.body(bytes))
+        }
+        _ => Ok(res.body(into_body(catalog.render_filtered(server.as_deref(), q)))),
+    }
+}
+
+/// `zstd, gzip, identity`: what a 406 says the answer has.
+fn offered_list(offered: &[Coding]) -> String {
+    offered
+        .iter()
+        .map(|c| c.token().unwrap_or("identity"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The catalog's pre-serialized pieces as a sized body: no copy of the

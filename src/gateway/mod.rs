@@ -32,7 +32,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use actix_web::body::{BoxBody, SizedStream};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
@@ -351,7 +350,7 @@ async fn modern(ctx: &Ctx, req: &HttpRequest, msg: Message) -> Result<HttpRespon
     let era = Era::Modern { capabilities };
     match msg.method.as_str() {
         "server/discover" => Ok(json_result(&id, &discover_result(ctx, true))),
-        "tools/list" => list_tools(ctx, &msg, &era),
+        "tools/list" => list_tools(ctx, req, &msg, &era),
         "tools/call" => call_tool(ctx, req, msg, era).await,
         "subscriptions/listen" => listen(ctx, req, &msg),
         other => Err(RpcError::new(
@@ -454,7 +453,7 @@ async fn legacy(ctx: &Ctx, req: &HttpRequest, msg: Message) -> Result<HttpRespon
     };
     match msg.method.as_str() {
         "ping" => Ok(json_result(&id, &json!({}))),
-        "tools/list" => list_tools(ctx, &msg, &era),
+        "tools/list" => list_tools(ctx, req, &msg, &era),
         "tools/call" => call_tool(ctx, req, msg, era).await,
         other => Err(RpcError::new(
             StatusCode::OK,
@@ -608,7 +607,12 @@ fn seen_fingerprint(ctx: &Ctx) -> u64 {
         .map_or(0, |l| l.fingerprint)
 }
 
-fn list_tools(ctx: &Ctx, msg: &Message, era: &Era) -> Result<HttpResponse, RpcError> {
+fn list_tools(
+    ctx: &Ctx,
+    req: &HttpRequest,
+    msg: &Message,
+    era: &Era,
+) -> Result<HttpResponse, RpcError> {
     let id = msg.id.clone().unwrap_or(Value::Null);
     let listing = ctx
         .gateway()
@@ -632,13 +636,13 @@ fn list_tools(ctx: &Ctx, msg: &Message, era: &Era) -> Result<HttpResponse, RpcEr
             format!("Invalid params: {why}. Hint: list again without a cursor"),
         )
     };
-    let (chunks, next): (Vec<Bytes>, Option<String>) = if page_size == 0 {
+    let (chunks, next, page): (Vec<Bytes>, Option<String>, Option<usize>) = if page_size == 0 {
         if cursor.is_some() {
             return Err(invalid_cursor(
                 "this endpoint never gave out a cursor (it lists in one page)",
             ));
         }
-        (listing.body.clone(), None)
+        (listing.body.clone(), None, None)
     } else {
         let page = match cursor {
             None => 0,
@@ -655,7 +659,7 @@ fn list_tools(ctx: &Ctx, msg: &Message, era: &Era) -> Result<HttpResponse, RpcEr
         let chunk = listing.pages.get(page).cloned().unwrap_or_default();
         let next =
             (page + 1 < listing.pages.len()).then(|| encode_cursor(listing.fingerprint, page + 1));
-        (vec![chunk], next)
+        (vec![chunk], next, Some(page))
     };
     let mut prefix = Vec::with_capacity(64);
     prefix.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
@@ -686,13 +690,22 @@ fn list_tools(ctx: &Ctx, msg: &Message, era: &Era) -> Result<HttpResponse, RpcEr
         );
     }
     suffix.extend_from_slice(b"}}");
-    let mut pieces = Vec::with_capacity(chunks.len() + 2);
-    pieces.push(Bytes::from(prefix));
-    pieces.extend(chunks);
-    pieces.push(Bytes::from(suffix));
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(pieces_body(pieces)))
+    // The tools array is compressed once per listing (and page); the
+    // envelope around it is per request (ADR 0022).
+    let answer = crate::encoding::Answer {
+        prefix,
+        chunks,
+        suffix,
+    };
+    crate::encoding::listing_answer(&ctx.state.compressor, req.headers(), &listing, page, answer)
+        .map_err(|e| {
+            RpcError::new(
+                StatusCode::NOT_ACCEPTABLE,
+                Some(&id),
+                wire::INVALID_REQUEST,
+                e.hint(),
+            )
+        })
 }
 
 fn encode_cursor(fingerprint: u64, page: usize) -> String {
@@ -706,14 +719,6 @@ fn decode_cursor(cursor: &str) -> Option<(u64, usize)> {
     let text = std::str::from_utf8(&raw).ok()?;
     let (fp, page) = text.split_once('.')?;
     Some((u64::from_str_radix(fp, 16).ok()?, page.parse().ok()?))
-}
-
-fn pieces_body(pieces: Vec<Bytes>) -> BoxBody {
-    let len: usize = pieces.iter().map(Bytes::len).sum();
-    BoxBody::new(SizedStream::new(
-        len as u64,
-        futures_util::stream::iter(pieces.into_iter().map(Ok::<_, Infallible>)),
-    ))
 }
 
 fn write_json(out: &mut Vec<u8>, value: &Value) {
