@@ -10,6 +10,7 @@ faulty upstreams, to measure what they cost the healthy ones.
     python3 benches/harness.py --count 1000 --runs 3
     python3 benches/harness.py --count 500 --faulty 500 --fault hang
     python3 benches/harness.py --count 100 --wrk 10   # + GET /v1/tools req/s (needs wrk)
+                                                      #   identity, gzip, zstd with p50/p99
     python3 benches/harness.py --count 1000 --push-streams   # + every GET push stream open
     python3 benches/harness.py --count 1000 --compare-push   # RSS per open push stream
     python3 benches/harness.py --count 1000 --runs 3 --era modern   # 2026-07-28 upstreams
@@ -163,6 +164,7 @@ def run_once(args, workdir, farm_yaml, push_streams=False):
             result["rps_full"] = wrk(args, base + "/v1/tools")
             result["rps_304"] = wrk(args, base + "/v1/tools", f"If-None-Match: {etag}")
             result["rps_one_server"] = wrk(args, base + "/v1/tools?server=u0")
+            result.update(wrk_encodings(args, base))
         return result
     finally:
         engine.send_signal(signal.SIGTERM)
@@ -210,6 +212,53 @@ def wrk(args, url, header=None):
         if line.startswith("Requests/sec:"):
             return float(line.split()[1])
     sys.exit(f"could not read wrk's output:\n{out}")
+
+
+def wrk_latency(args, url, header=None):
+    """Requests per second, median and p99 latency (ms) of a wrk run."""
+    cmd = ["wrk", "-t2", f"-c{args.wrk_connections}", f"-d{args.wrk}s", "--latency", url]
+    if header:
+        cmd[1:1] = ["-H", header]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    stats = {}
+    units = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    for line in out.splitlines():
+        parts = line.split()
+        if line.startswith("Requests/sec:"):
+            stats["rps"] = float(parts[1])
+        elif len(parts) == 2 and parts[0] in ("50%", "99%"):
+            value = parts[1]
+            unit = next(u for u in ("us", "ms", "s") if value.endswith(u))
+            stats["p" + parts[0][:-1]] = round(float(value[:-len(unit)]) * units[unit], 3)
+    if "rps" not in stats:
+        sys.exit(f"could not read wrk's output:\n{out}")
+    return stats
+
+
+def wrk_encodings(args, base):
+    """GET /v1/tools identity, gzip and zstd in one run (ADR 0022): req/s,
+    median and p99 latency, body bytes. Each compressed body is asked for
+    (and waited for) before its wrk run: it is computed off the request
+    path, once per catalog version."""
+    url = base + "/v1/tools"
+    rows = {}
+    for coding in ("identity", "gzip", "zstd"):
+        header = None if coding == "identity" else f"Accept-Encoding: {coding}"
+        deadline = time.monotonic() + 30
+        while True:
+            req = urllib.request.Request(url, headers={"Accept-Encoding": coding})
+            with urllib.request.urlopen(req, timeout=60) as r:
+                got = r.headers.get("Content-Encoding") or "identity"
+                size = len(r.read())
+            if got == coding or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        stats = wrk_latency(args, url, header)
+        rows[f"bytes_{coding}"] = size if got == coding else None
+        rows[f"rps_{coding}"] = stats["rps"]
+        rows[f"p50_ms_{coding}"] = stats.get("p50")
+        rows[f"p99_ms_{coding}"] = stats.get("p99")
+    return rows
 
 
 def run_set(args, push_streams, no_listen=False):

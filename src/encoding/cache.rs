@@ -351,7 +351,8 @@ impl Shared {
         // At least 1, so that 0 keeps meaning "never".
         let now = self.epoch.elapsed().as_millis() as u64 + 1;
         // One store a second at most: readers at 20k req/s share the line.
-        if now.saturating_sub(self.asked[i].load(Ordering::Relaxed)) > 1000 {
+        let last = self.asked[i].load(Ordering::Relaxed);
+        if last == 0 || now.saturating_sub(last) > 1000 {
             self.asked[i].store(now, Ordering::Relaxed);
         }
     }
@@ -365,13 +366,21 @@ impl Shared {
         asked > 0 && now.saturating_sub(asked) <= DEMAND_WINDOW.as_millis() as u64
     }
 
-    /// The worker: new catalog versions first, then queued jobs.
+    /// The worker: new catalog versions first, then queued jobs. Whole
+    /// catalog compressions are spaced by [`SPACING_FACTOR`] times the cost
+    /// of the last one (as the registry spaces its rebuilds), so a flood of
+    /// versions with a compressed reader (a start-up) costs at most about a
+    /// fifth of a core; a job that comes too soon waits, the newest per
+    /// coding only.
     fn run(
         self: Arc<Self>,
         mut jobs: mpsc::UnboundedReceiver<Job>,
         catalog: watch::Receiver<Arc<Catalog>>,
     ) {
-        let runtime = match tokio::runtime::Builder::new_current_thread().build() {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
             Ok(rt) => rt,
             Err(err) => {
                 tracing::error!(error = %err, "Could not start the compression thread's runtime; every answer is sent uncompressed.");
@@ -379,13 +388,27 @@ impl Shared {
             }
         };
         let mut catalog = Some(catalog);
+        let mut spacing = Spacing::default();
         runtime.block_on(async {
             loop {
+                let wake = spacing.wake();
                 tokio::select! {
                     biased;
-                    latest = next_version(&mut catalog) => self.on_version(&latest),
+                    latest = next_version(&mut catalog) => {
+                        for job in self.on_version(&latest) {
+                            self.whole(job, &mut spacing);
+                        }
+                    }
+                    () = sleep_until(wake), if wake.is_some() => {
+                        for job in spacing.take() {
+                            self.whole(job, &mut spacing);
+                        }
+                    }
                     job = jobs.recv() => match job {
-                        Some(job) => self.run_job(job),
+                        Some(job @ Job::Catalog { .. }) => self.whole(job, &mut spacing),
+                        Some(job) => {
+                            self.run_job(job);
+                        }
                         None => break,
                     },
                 }
@@ -393,21 +416,33 @@ impl Shared {
         });
     }
 
-    /// A new version: drop what older ones left, and compress it ahead in
-    /// the codings in demand.
-    fn on_version(&self, catalog: &Arc<Catalog>) {
+    /// Runs a whole-catalog job now, or defers it until the spacing allows.
+    fn whole(&self, job: Job, spacing: &mut Spacing) {
+        if !spacing.ready() {
+            spacing.defer(job);
+            return;
+        }
+        if let Some(cost) = self.run_job(job) {
+            spacing.ran(cost);
+        }
+    }
+
+    /// A new version: drop what older ones left, and the whole-catalog
+    /// jobs for the codings in demand.
+    fn on_version(&self, catalog: &Arc<Catalog>) -> Vec<Job> {
         lock(&self.servers).retain(|_, e| {
             e.as_ref()
                 .is_some_and(|e| e.version >= catalog.version && e.catalog.strong_count() > 0)
         });
         lock(&self.pieces).retain(|_, e| e.listing.strong_count() > 0);
+        let mut jobs = Vec::new();
         for coding in [Coding::Zstd, Coding::Gzip] {
             if !self.in_demand(coding) {
                 continue;
             }
             let (_, queue) = lookup(&mut lock(&self.catalog), catalog, coding, true);
             if queue {
-                self.run_job(Job::Catalog {
+                jobs.push(Job::Catalog {
                     catalog: Arc::downgrade(catalog),
                     coding,
                 });
@@ -419,30 +454,31 @@ impl Shared {
         if whole.as_ref().is_some_and(|e| e.version < catalog.version) {
             *whole = None;
         }
+        jobs
     }
 
-    fn run_job(&self, job: Job) {
+    /// Runs `job` unless superseded; how long the compression took.
+    fn run_job(&self, job: Job) -> Option<Duration> {
         match job {
             Job::Catalog { catalog, coding } => {
-                let Some(catalog) = catalog.upgrade() else {
-                    return;
-                };
+                let catalog = catalog.upgrade()?;
                 if !self.still_pending(&self.catalog, &catalog, coding) {
-                    return;
+                    return None;
                 }
                 self.wait_gate();
+                let started = Instant::now();
                 let result = compress(coding, &catalog.body().chunks);
+                let cost = started.elapsed();
                 let mut whole = lock(&self.catalog);
                 store(whole.as_mut(), &catalog, coding, result);
+                Some(cost)
             }
             Job::Server {
                 catalog,
                 server,
                 coding,
             } => {
-                let Some(catalog) = catalog.upgrade() else {
-                    return;
-                };
+                let catalog = catalog.upgrade()?;
                 let pending = lock(&self.servers).get_mut(&server).is_some_and(|e| {
                     e.as_mut()
                         .filter(|e| e.is_for(&catalog))
@@ -450,20 +486,22 @@ impl Shared {
                         .is_some_and(|s| matches!(s, Slot::Pending))
                 });
                 if !pending {
-                    return;
+                    return None;
                 }
                 self.wait_gate();
+                let started = Instant::now();
                 let body = catalog.render_filtered(Some(&server), None);
                 let result = compress(coding, &body.chunks);
+                let cost = started.elapsed();
                 let mut servers = lock(&self.servers);
                 let entry = servers.get_mut(&server).and_then(Option::as_mut);
                 store(entry, &catalog, coding, result);
+                Some(cost)
             }
             Job::Piece { listing, key } => {
-                let Some(listing) = listing.upgrade() else {
-                    return;
-                };
+                let listing = listing.upgrade()?;
                 self.wait_gate();
+                let started = Instant::now();
                 let chunks = match key.1 {
                     None => listing.body.clone(),
                     Some(page) => listing.pages.get(page).cloned().into_iter().collect(),
@@ -475,6 +513,7 @@ impl Shared {
                         Slot::Failed
                     }
                 };
+                let cost = started.elapsed();
                 if let Some(e) = lock(&self.pieces).get_mut(&key) {
                     if e.listing
                         .upgrade()
@@ -483,6 +522,7 @@ impl Shared {
                         e.piece = slot;
                     }
                 }
+                Some(cost)
             }
         }
     }
@@ -504,6 +544,54 @@ impl Shared {
         if let Some(gate) = &self.gate {
             gate.pass();
         }
+    }
+}
+
+/// A whole-catalog compression may start this many times its last cost
+/// after that one ended.
+const SPACING_FACTOR: u32 = 4;
+
+/// When the next whole-catalog compression may start, and the jobs that
+/// wait for it (the newest per coding).
+#[derive(Default)]
+struct Spacing {
+    next: Option<Instant>,
+    waiting: Vec<Job>,
+}
+
+impl Spacing {
+    fn ready(&self) -> bool {
+        self.next.is_none_or(|at| Instant::now() >= at)
+    }
+
+    /// A compression that took `cost` just ended.
+    fn ran(&mut self, cost: Duration) {
+        self.next = Some(Instant::now() + cost * SPACING_FACTOR);
+    }
+
+    fn defer(&mut self, job: Job) {
+        let coding = |j: &Job| match j {
+            Job::Catalog { coding, .. } => Some(*coding),
+            _ => None,
+        };
+        let c = coding(&job);
+        self.waiting.retain(|j| coding(j) != c);
+        self.waiting.push(job);
+    }
+
+    fn wake(&self) -> Option<Instant> {
+        (!self.waiting.is_empty()).then_some(self.next).flatten()
+    }
+
+    fn take(&mut self) -> Vec<Job> {
+        std::mem::take(&mut self.waiting)
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -558,4 +646,124 @@ fn demand_index(coding: Coding) -> Option<usize> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use discovery_actors::catalog::ServerTools;
+    use discovery_actors::mcp::Tool;
+    use std::io::Read;
+
+    fn catalog(version: u64, tools: usize) -> Arc<Catalog> {
+        let tools: Vec<Tool> = (0..tools)
+            .map(|i| {
+                let raw =
+                    serde_json::json!({"name": format!("t{i}"), "description": "x".repeat(50)});
+                Tool {
+                    name: format!("t{i}"),
+                    raw: serde_json::value::to_raw_value(&raw).unwrap().into(),
+                }
+            })
+            .collect();
+        let part = Arc::new(ServerTools::build("a", "__", false, &tools));
+        Arc::new(Catalog::assemble(version, vec![part]))
+    }
+
+    /// Asks until the body is ready (the worker is a real thread).
+    fn wait_body(c: &Compressor, catalog: &Arc<Catalog>, coding: Coding) -> Bytes {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(b) = c.catalog_body(catalog, coding, true) {
+                return b;
+            }
+            assert!(Instant::now() < deadline, "never compressed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_body_is_computed_once_and_old_versions_are_dropped() {
+        let v1 = catalog(1, 40);
+        let (tx, rx) = watch::channel(v1.clone());
+        let c = Compressor::start(rx, None);
+        // The first ask is not answered compressed: it schedules.
+        assert!(c.catalog_body(&v1, Coding::Gzip, true).is_none());
+        let gz = wait_body(&c, &v1, Coding::Gzip);
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut plain)
+            .unwrap();
+        assert_eq!(plain, v1.body().to_bytes());
+        // The same bytes every time (computed once).
+        let again = c.catalog_body(&v1, Coding::Gzip, true).unwrap();
+        assert_eq!(again.as_ptr(), gz.as_ptr());
+        assert_eq!(c.held_bodies(), 1);
+        // A new version: gzip was asked for, so it is compressed ahead
+        // of the next ask, and v1's body is gone.
+        let v2 = catalog(2, 41);
+        tx.send_replace(v2.clone());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while c.catalog_body(&v2, Coding::Gzip, false).is_none() {
+            assert!(Instant::now() < deadline, "v2 never compressed ahead");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(c.held_bodies(), 1);
+        // zstd was never asked for: not computed.
+        assert!(c.catalog_body(&v2, Coding::Zstd, false).is_none());
+        // A request that still holds v1 gets nothing, and does not bring
+        // v1 back.
+        assert!(c.catalog_body(&v1, Coding::Gzip, true).is_none());
+        assert!(c.catalog_body(&v2, Coding::Gzip, false).is_some());
+    }
+
+    #[test]
+    fn a_held_compression_never_holds_up_readers_and_is_skipped_once_superseded() {
+        let gate = Gate::closed();
+        let v1 = catalog(1, 40);
+        let (tx, rx) = watch::channel(v1.clone());
+        let c = Compressor::start(rx, Some(gate.clone()));
+        assert!(c.catalog_body(&v1, Coding::Zstd, true).is_none());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while gate.held() == 0 {
+            assert!(Instant::now() < deadline, "the job never reached the gate");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Publishing goes through; readers get None at once.
+        let v2 = catalog(2, 41);
+        tx.send_replace(v2.clone());
+        assert!(c.catalog_body(&v2, Coding::Zstd, true).is_none());
+        assert!(c.catalog_body(&v1, Coding::Zstd, true).is_none());
+        gate.open();
+        let z = wait_body(&c, &v2, Coding::Zstd);
+        assert_eq!(
+            zstd::stream::decode_all(&z[..]).unwrap(),
+            v2.body().to_bytes()
+        );
+        // v1's body, finished after v2 was published, was never kept.
+        assert_eq!(c.held_bodies(), 1);
+    }
+
+    #[test]
+    fn server_bodies_follow_the_version() {
+        let v1 = catalog(1, 30);
+        let (_tx, rx) = watch::channel(v1.clone());
+        let c = Compressor::start(rx, None);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let gz = loop {
+            if let Some(b) = c.server_body(&v1, "a", Coding::Gzip, true) {
+                break b;
+            }
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut plain)
+            .unwrap();
+        assert_eq!(plain, v1.render_filtered(Some("a"), None).to_bytes());
+        // Another version of the catalog: not v1's body.
+        let v2 = catalog(2, 30);
+        assert!(c.server_body(&v2, "a", Coding::Gzip, false).is_none());
+    }
 }

@@ -7,6 +7,7 @@ mod support;
 mod auth;
 mod binary;
 mod cache_hints;
+mod compression;
 mod conformance;
 mod discovery;
 mod gateway;
