@@ -406,7 +406,7 @@ async fn a_timed_out_2025_call_is_cancelled_upstream() {
         .await;
         let engine = start_engine(json!({ "a": http(&server) })).await;
         healthy(&engine, "a").await;
-        let timeout = Duration::from_millis(300);
+        let timeout = Duration::from_secs(1);
         match send(&route(&engine, "a"), call("tool0_0", "{}", timeout).msg).await {
             Err(CallError::Timeout {
                 server,
@@ -694,7 +694,7 @@ async fn a_call_in_flight_ends_when_its_server_is_removed() {
 }
 
 #[actix_rt::test]
-async fn legacy_sse_relays_progress_and_cancels_on_timeout() {
+async fn legacy_sse_relays_progress_and_cancels() {
     let server = start(Behavior {
         protocol_version: "2024-11-05",
         sessions: false,
@@ -709,13 +709,18 @@ async fn legacy_sse_relays_progress_and_cancels_on_timeout() {
     .await;
     let view = healthy(&engine, "a").await;
     assert_eq!(view.negotiated_transport, Some("sse"));
+    let to = route(&engine, "a");
+
+    // Progress over the event stream as it comes; a cancel by the client.
     let Call {
         msg,
         cancel,
         mut progress,
-    } = with_token(call("tool0_0", "{}", Duration::from_millis(500)), json!(77));
-    let to = route(&engine, "a");
-    let pending = actix_rt::spawn(async move { send(&to, msg).await });
+    } = with_token(call("tool0_0", "{}", LONG), json!(77));
+    let pending = {
+        let to = to.clone();
+        actix_rt::spawn(async move { send(&to, msg).await })
+    };
     for step in 1..=2 {
         let p = next(&mut progress).await;
         assert_eq!(
@@ -723,19 +728,37 @@ async fn legacy_sse_relays_progress_and_cancels_on_timeout() {
             (json!(77), json!(step))
         );
     }
-    assert!(matches!(
-        outcome(pending).await,
-        Err(CallError::Timeout { .. })
-    ));
+    drop(cancel);
+    assert!(matches!(outcome(pending).await, Err(CallError::Cancelled)));
     let id = call_id(&server, 0);
     until("notifications/cancelled", || {
         cancelled_ids(&server) == [id.clone()]
     })
     .await;
-    // The stream stays: the timeout was the tool's, not the transport's.
-    let got = healthy(&engine, "a").await;
-    assert_eq!(got.generation, view.generation);
-    drop(cancel);
+
+    // A timeout, the same.
+    let short = call("tool0_1", "{}", Duration::from_secs(1));
+    assert!(matches!(
+        send(&to, short.msg).await,
+        Err(CallError::Timeout { .. })
+    ));
+    let id = call_id(&server, 1);
+    until("notifications/cancelled", || {
+        cancelled_ids(&server).contains(&id)
+    })
+    .await;
+
+    // The event stream stayed: the timeout was the tool's, not the
+    // stream's (a listing works, and without a second GET).
+    let before = healthy(&engine, "a").await;
+    engine
+        .supervisor
+        .send(RefreshServer { name: "a".into() })
+        .await
+        .unwrap()
+        .unwrap();
+    view_when(&engine, "a", |v| v.last_success_at > before.last_success_at).await;
+    assert_eq!(server.seen_of("<GET>").len(), 1);
 }
 
 /// A stdio server of both eras (`--modern` answers `server/discover`),
@@ -882,15 +905,13 @@ async fn stdio_calls_of_both_eras() {
             assert_eq!(log.of("initialize").len(), 1, "the discovery session");
         }
 
-        // Progress as it comes, then a timeout: cancelled upstream.
+        // Progress as it comes, then a cancel by the client: cancelled
+        // upstream.
         let Call {
             msg,
-            cancel: _cancel,
+            cancel,
             mut progress,
-        } = with_token(
-            call("hang", "{}", Duration::from_millis(500)),
-            json!("mine"),
-        );
+        } = with_token(call("hang", "{}", LONG), json!("mine"));
         let pending = {
             let to = to.clone();
             actix_rt::spawn(async move { send(&to, msg).await })
@@ -902,35 +923,10 @@ async fn stdio_calls_of_both_eras() {
                 json!({"progressToken": "mine", "progress": step, "total": 3})
             );
         }
-        assert!(matches!(
-            outcome(pending).await,
-            Err(CallError::Timeout { .. })
-        ));
-        assert!(progress.try_recv().is_err(), "not the stranger's");
-        let id = log.of("tools/call").last().unwrap()["id"].clone();
-        until("notifications/cancelled", || {
-            log.of("notifications/cancelled")
-                .iter()
-                .any(|n| n["params"]["requestId"] == id)
-        })
-        .await;
-        let cancel = log.of("notifications/cancelled").pop().unwrap();
-        assert_eq!(
-            cancel["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"].is_string(),
-            modern,
-            "{cancel}"
-        );
-
-        // A cancel by the client, same.
-        let Call { msg, cancel, .. } = call("hang", "{}", LONG);
-        let pending = {
-            let to = to.clone();
-            actix_rt::spawn(async move { send(&to, msg).await })
-        };
-        until("the call to arrive", || log.of("tools/call").len() == 3).await;
         drop(cancel);
         assert!(matches!(outcome(pending).await, Err(CallError::Cancelled)));
-        let id = log.of("tools/call")[2]["id"].clone();
+        assert!(progress.try_recv().is_err(), "not the stranger's");
+        let id = log.of("tools/call")[1]["id"].clone();
         until("notifications/cancelled", || {
             log.of("notifications/cancelled").iter().any(|n| {
                 n["params"]["requestId"] == id
@@ -938,6 +934,32 @@ async fn stdio_calls_of_both_eras() {
             })
         })
         .await;
+
+        // A timeout, the same.
+        let short = call("hang", "{}", Duration::from_secs(1));
+        assert!(matches!(
+            send(&to, short.msg).await,
+            Err(CallError::Timeout { .. })
+        ));
+        let id = log.of("tools/call")[2]["id"].clone();
+        until("notifications/cancelled", || {
+            log.of("notifications/cancelled")
+                .iter()
+                .any(|n| n["params"]["requestId"] == id)
+        })
+        .await;
+        let cancel = log.of("notifications/cancelled").pop().unwrap();
+        assert!(
+            cancel["params"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("call_timeout")),
+            "{cancel}"
+        );
+        assert_eq!(
+            cancel["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"].is_string(),
+            modern,
+            "{cancel}"
+        );
 
         if !modern {
             // A question during a call gets its answer at once.
