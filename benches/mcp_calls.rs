@@ -32,12 +32,18 @@
 //! CPU time per call (its threads' schedstat) is printed too: on a shared
 //! machine it is the steadier figure.
 //!
+//! `--rate R` paces the workers so that together they offer R calls/s (a
+//! load below saturation, where the overhead is the engine's latency
+//! rather than its queue); the default is a closed loop, each worker
+//! calling again as soon as it has its answer.
+//!
 //! Options: `--upstreams K` (100), `--tools N` (100 per upstream),
 //! `--concurrency C` (1000), `--calls N` (20000 per path and round),
 //! `--warmup N` (2000 per path, not recorded), `--rounds R` (3), `--era
 //! legacy|modern` (legacy), `--farm-workers N` (1: threads serving all
 //! upstreams), `--client-threads N` (1: threads of the load generator,
-//! workers split between them). `RUST_LOG` goes to the engine.
+//! workers split between them), `--only direct|via` (one path, e.g. to
+//! profile the engine). `RUST_LOG` goes to the engine.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/support/upstream.rs"]
@@ -73,6 +79,11 @@ struct Args {
     era: ServerEra,
     farm_workers: usize,
     client_threads: usize,
+    /// Measure one path only (for profiling the engine under load).
+    only: Option<&'static str>,
+    /// Calls per second offered by all workers together (0: each worker
+    /// calls again as soon as it has its answer).
+    rate: usize,
 }
 
 const HELP: &str = "
@@ -89,6 +100,9 @@ tools/call through POST /mcp vs the upstream directly: latency and overhead
   --era legacy|modern   2025 sessions or 2026-07-28, upstreams and client alike (legacy)
   --farm-workers N      threads serving the upstreams (1)
   --client-threads N    threads of the load generator (1)
+  --only direct|via     one path only (to profile the engine under load)
+  --rate N              calls/s offered by all workers together, each worker
+                        paced (0: closed loop, the next call at once) (0)
 ";
 
 impl Args {
@@ -103,6 +117,8 @@ impl Args {
             era: ServerEra::Legacy,
             farm_workers: 1,
             client_threads: 1,
+            only: None,
+            rate: 0,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -120,6 +136,14 @@ impl Args {
             if flag == "--help" || flag == "-h" {
                 println!("{}", HELP.trim());
                 std::process::exit(0);
+            }
+            if flag == "--only" {
+                args.only = match it.next().as_deref() {
+                    Some("direct") => Some("direct"),
+                    Some("via") => Some("via /mcp"),
+                    other => bail!("--only needs direct or via, not {other:?}"),
+                };
+                continue;
             }
             if flag == "--era" {
                 args.era = match it.next().as_deref() {
@@ -142,6 +166,7 @@ impl Args {
                 "--rounds" => args.rounds = n,
                 "--farm-workers" => args.farm_workers = n,
                 "--client-threads" => args.client_threads = n,
+                "--rate" => args.rate = n,
                 other => bail!("unknown argument {other:?}; see --help"),
             }
         }
@@ -240,8 +265,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "config: {} upstreams ({}, JSON answers) x {} tools on {} farm thread(s) in the bench \
          process; engine {} (pid {}, its own process, all healthy after {} ms); {} concurrent \
-         callers on {} client thread(s) (awc, keep-alive), worker w -> upstream w mod {}; {} \
-         calls per path and round after {} warm-up, {} rounds; {} CPUs",
+         callers on {} client thread(s) (awc, keep-alive), worker w -> upstream w mod {}, {}; \
+         {} calls per path and round after {} warm-up, {} rounds; {} CPUs",
         args.upstreams,
         if modern {
             "2026-07-28, client too"
@@ -256,6 +281,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.concurrency,
         args.client_threads,
         args.upstreams,
+        if args.rate == 0 {
+            "closed loop".to_owned()
+        } else {
+            format!("{} calls/s offered in all", args.rate)
+        },
         args.calls,
         args.warmup,
         args.rounds,
@@ -294,6 +324,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         };
         let mut this = Vec::new();
         for (label, targets) in order {
+            if args.only.is_some_and(|o| o != label) {
+                continue;
+            }
             let r = load(&args, targets, args.calls, &engine).await?;
             let s = Stats::of(&r);
             println!("round {round} {label:>9}: {}", s.line(&r));
@@ -322,6 +355,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         )
     };
     for label in ["direct", "via /mcp"] {
+        if args.only.is_some_and(|o| o != label) {
+            continue;
+        }
         if !rows.iter().any(|(l, s)| l == label && s.complete) {
             println!("median over rounds {label:>9}: not measured (failed calls in every round)");
             continue;
@@ -335,7 +371,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             median_of(label, |s| s.engine_cpu_us),
         );
     }
-    if overhead_p50.is_empty() {
+    if args.only.is_some() {
+        // One path: no overhead to compute.
+    } else if overhead_p50.is_empty() {
         println!(
             "overhead: not measured (no round where both paths answered every call correctly)"
         );
@@ -423,6 +461,7 @@ async fn load(
         let targets = targets.clone();
         let next = next.clone();
         let modern = args.era == ServerEra::Modern;
+        let (concurrency, rate) = (args.concurrency, args.rate);
         handles.push(
             std::thread::Builder::new()
                 .name(format!("load-{t}"))
@@ -430,7 +469,15 @@ async fn load(
                     actix_rt::System::new().block_on(async move {
                         let client = ep::client(REQUEST_TIMEOUT);
                         let runs = futures_util::future::join_all(workers.into_iter().map(|w| {
-                            worker(&client, &targets[w % targets.len()], &next, total, modern)
+                            let pace = pace(w, concurrency, rate);
+                            worker(
+                                &client,
+                                &targets[w % targets.len()],
+                                &next,
+                                total,
+                                modern,
+                                pace,
+                            )
                         }))
                         .await;
                         let mut out = (Vec::new(), 0usize, None::<String>);
@@ -478,13 +525,28 @@ async fn worker(
     next: &AtomicUsize,
     total: usize,
     modern: bool,
+    pace: Option<(Duration, Duration)>,
 ) -> (Vec<Duration>, usize, Option<String>) {
+    // With a rate, the calls of this worker are due at start + offset +
+    // k * period (a late one goes at once, the next is due a period later).
+    let mut due = pace.map(|(offset, _)| Instant::now() + offset);
     let mut samples = Vec::new();
     let mut failures = 0;
     let mut first_failure = None;
     let arguments = json!({"value": "bench"});
-    while next.fetch_add(1, Ordering::Relaxed) < total {
-        let id = json!(samples.len() + failures + 1);
+    loop {
+        // The call's number is its JSON-RPC id: unique among the calls in
+        // flight on a session, which 2025 requires (workers share them).
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        if n >= total {
+            break;
+        }
+        let id = json!(n + 1);
+        if let (Some(at), Some((_, period))) = (due, pace) {
+            actix_rt::time::sleep_until(at.into()).await;
+            let late_floor = Instant::now().checked_sub(period).unwrap_or(at);
+            due = Some(at.max(late_floor) + period);
+        }
         let params = json!({"name": target.name, "arguments": arguments});
         let (req, body) = if modern {
             ep::modern_post(
@@ -536,6 +598,16 @@ async fn worker(
         }
     }
     (samples, failures, first_failure)
+}
+
+/// Worker w's first delay and period when all `workers` together offer
+/// `rate` calls per second (None: closed loop).
+fn pace(w: usize, workers: usize, rate: usize) -> Option<(Duration, Duration)> {
+    if rate == 0 {
+        return None;
+    }
+    let period = Duration::from_secs_f64(workers as f64 / rate as f64);
+    Some((period.mul_f64(w as f64 / workers as f64), period))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -14,9 +14,10 @@
 //! RSS: the engine's VmRSS after a settle with no listener (a `tools/list`
 //! has built the listing the listeners compare against), then with the N
 //! listens open and acknowledged, then with the M GET streams open too;
-//! the differences per listener. For scale, after the rounds: as many
-//! plain idle keep-alive connections (`GET /healthz`), what any HTTP
-//! connection costs the engine before the endpoint holds anything for it.
+//! the differences per listener. What that is made of needs a heap
+//! profile: `BENCH_ENGINE_WRAPPER="valgrind --tool=massif ..."` runs the
+//! engine under massif (add `--deadline-ms 60000`; the RSS figures are
+//! then valgrind's).
 //!
 //! Each round: `set_tools(n + 1)`, t0, the upstream's
 //! `notifications/tools/list_changed`; the engine re-lists, publishes a new
@@ -216,20 +217,6 @@ servers:
     let client_us = (ep::thread_cpu_ns() - client_cpu) as f64 / 1000.0;
     let engine_us = (engine.cpu_ns() - engine_cpu) as f64 / 1000.0;
     let rss_after = engine.rss_kib();
-    // What a plain idle keep-alive connection costs the engine, for
-    // comparison: N `GET /healthz` at once, their connections then idle
-    // in the client's pool (the engine keeps them 5 s).
-    let health = format!("{}/healthz", engine.base);
-    let answered = futures_util::future::join_all((0..n.max(m)).map(|_| async {
-        match client.get(&health).send().await {
-            Ok(mut res) => res.status().is_success() && ep::read_body(&mut res).await.is_ok(),
-            Err(_) => false,
-        }
-    }))
-    .await;
-    let idle = answered.into_iter().filter(|ok| *ok).count();
-    actix_rt::time::sleep(SETTLE).await;
-    let rss_idle = engine.rss_kib();
 
     println!(
         "{}",
@@ -263,9 +250,7 @@ servers:
     };
     println!(
         "engine VmRSS: {:.1} MiB with no listener, {:.1} MiB with {n} listens ({}, open in {} ms), \
-         {:.1} MiB with {m} GET streams more ({}, open in {} ms), {:.1} MiB after the rounds, \
-         {:.1} MiB with {idle} idle keep-alive connections more ({}: what actix holds for any \
-         connection)",
+         {:.1} MiB with {m} GET streams more ({}, open in {} ms), {:.1} MiB after the rounds",
         rss_none as f64 / 1024.0,
         rss_modern as f64 / 1024.0,
         per(rss_modern, rss_none, n),
@@ -274,8 +259,6 @@ servers:
         per(rss_all, rss_modern, m),
         legacy_open.as_millis(),
         rss_after as f64 / 1024.0,
-        rss_idle as f64 / 1024.0,
-        per(rss_idle, rss_after, idle).replace("listener", "connection"),
     );
     drop(engine);
     up.stop().await;

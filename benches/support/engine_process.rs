@@ -5,6 +5,8 @@
 //! The process gets a config of `listen: 127.0.0.1:<free port>` plus the
 //! bench's own sections, its logs go to a file in a temporary directory
 //! (shown when it fails to start), and it is killed by PID when dropped.
+//! `BENCH_ENGINE_WRAPPER` (a command line, e.g. `valgrind --tool=massif
+//! --massif-out-file=/tmp/m.out`) starts it under a profiler instead.
 #![allow(dead_code)] // each bench uses its own part of this
 
 use std::io::Read as _;
@@ -22,6 +24,8 @@ pub const MODERN: &str = "2026-07-28";
 pub const LEGACY: &str = "2025-11-25";
 /// Largest body the helpers read.
 const MAX_BODY: usize = 64 << 20;
+/// How long the engine gets to exit after SIGTERM.
+const STOP_DEADLINE: Duration = Duration::from_secs(30);
 /// Pause between status polls while waiting for the engine.
 const STATUS_POLL: Duration = Duration::from_millis(20);
 
@@ -45,7 +49,19 @@ impl EngineProcess {
             .context("writing the engine's config")?;
         let log = dir.path().join("engine.log");
         let log_file = std::fs::File::create(&log).context("creating the engine's log")?;
-        let child = Command::new(env!("CARGO_BIN_EXE_mcp-discovery"))
+        // BENCH_ENGINE_WRAPPER="valgrind --tool=massif ..." runs the engine
+        // under a profiler (its RSS and CPU figures are then the wrapper's).
+        let wrapper = std::env::var("BENCH_ENGINE_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut cmd = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(env!("CARGO_BIN_EXE_mcp-discovery"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_mcp-discovery")),
+        };
+        let child = cmd
             .arg("serve")
             .arg("--config")
             .arg(&config)
@@ -159,6 +175,22 @@ impl EngineProcess {
 
 impl Drop for EngineProcess {
     fn drop(&mut self) {
+        // SIGTERM first (a profiler wrapping the engine writes its output
+        // when the engine exits), SIGKILL after STOP_DEADLINE.
+        let pid = self.pid().to_string();
+        let termed = Command::new("kill")
+            .args(["-TERM", pid.as_str()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        let deadline = Instant::now() + STOP_DEADLINE;
+        while termed && Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
