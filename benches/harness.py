@@ -53,6 +53,7 @@ Everything binds 127.0.0.1; both processes are stopped by PID at the end.
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -417,6 +418,8 @@ def main():
     p.add_argument("--compare-push", action="store_true",
                    help="run without, then with, push streams; print RSS per open push stream")
     args = p.parse_args()
+    if args.wrk and shutil.which("wrk") is None:
+        sys.exit("--wrk needs wrk on the PATH (Debian: apt-get install wrk)")
 
     if args.compare_push:
         without = run_set(args, False, no_listen=True)
