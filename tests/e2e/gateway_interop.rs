@@ -26,13 +26,13 @@
 
 use serde_json::json;
 
-use crate::helpers::{servers_yaml, spawn_app, TestApp, DEADLINE, FAST};
-use crate::support::clients::{ClientEra, ClientOutput, ClientRun, ClientTask, McpClient};
+use crate::helpers::{servers_yaml, spawn_app, TestApp, DEADLINE, FAST, LOCAL_WRITES};
+use crate::support::clients::{ClientEra, ClientOutput, ClientRun, ClientTask, InteropClient};
 use crate::support::peers::{
     self, EverythingTransport, PeerProcess, PythonV2Http, CONFORMANCE_UPSTREAM_TOOLS,
     MODERN_PEER_TOOLS, MODERN_REVISION,
 };
-use crate::support::upstream::{GetStream, ListenMode, ServerEra, TestUpstream};
+use crate::support::upstream::{GetStream, ListenMode, Methods, ServerEra, TestUpstream};
 
 /// What a 2025 client negotiates: each one here offers the latest 2025
 /// revision, which the engine serves.
@@ -136,7 +136,7 @@ fn strings(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
 
-async fn run(client: McpClient, task: ClientTask) -> Option<ClientOutput> {
+async fn run(client: InteropClient, task: ClientTask) -> Option<ClientOutput> {
     match ClientRun::start(client, &task) {
         Ok(run) => Some(run.finish().await),
         Err(peers::PeerError::Skip(why)) => {
@@ -187,7 +187,7 @@ fn assert_unknown_tool(out: &ClientOutput, name: &str) {
 /// One client through `/mcp`, `/mcp/<server>` for a server of each era, and
 /// the view: it lists exactly what the catalog says each endpoint holds and
 /// calls tools of every upstream era, results verbatim.
-async fn list_and_call(client: McpClient) {
+async fn list_and_call(client: InteropClient) {
     let p = crate::require_peer!(start_peers());
     let app = spawn_app(&config(&p)).await;
     wait_ready(&app).await;
@@ -296,37 +296,37 @@ async fn list_and_call(client: McpClient) {
 
 #[actix_web::test]
 async fn python_sdk_2_auto_lists_and_calls() {
-    list_and_call(McpClient::PythonSdk2Auto).await;
+    list_and_call(InteropClient::PythonSdk2Auto).await;
 }
 
 #[actix_web::test]
 async fn python_sdk_2_handshake_lists_and_calls() {
-    list_and_call(McpClient::PythonSdk2Handshake).await;
+    list_and_call(InteropClient::PythonSdk2Handshake).await;
 }
 
 #[actix_web::test]
 async fn python_sdk_1_lists_and_calls() {
-    list_and_call(McpClient::PythonSdk1).await;
+    list_and_call(InteropClient::PythonSdk1).await;
 }
 
 #[actix_web::test]
 async fn typescript_sdk_1_lists_and_calls() {
-    list_and_call(McpClient::TsSdk1).await;
+    list_and_call(InteropClient::TsSdk1).await;
 }
 
 #[actix_web::test]
 async fn typescript_client_2_auto_lists_and_calls() {
-    list_and_call(McpClient::TsClientV2Auto).await;
+    list_and_call(InteropClient::TsClientV2Auto).await;
 }
 
 #[actix_web::test]
 async fn typescript_client_2_handshake_lists_and_calls() {
-    list_and_call(McpClient::TsClientV2Handshake).await;
+    list_and_call(InteropClient::TsClientV2Handshake).await;
 }
 
 #[actix_web::test]
 async fn inspector_cli_lists_and_calls() {
-    list_and_call(McpClient::InspectorCli).await;
+    list_and_call(InteropClient::InspectorCli).await;
 }
 
 // ------------------------------------------------------------ list_changed
@@ -337,7 +337,7 @@ async fn inspector_cli_lists_and_calls() {
 async fn listeners(app: &TestApp, path: &str, expect: &str) -> Option<Vec<ClientRun>> {
     let task = ClientTask::new(format!("{}{path}", app.base)).listen_for(expect);
     let mut runs = Vec::new();
-    for client in McpClient::ALL.into_iter().filter(|c| c.can_listen()) {
+    for client in InteropClient::ALL.into_iter().filter(|c| c.can_listen()) {
         match ClientRun::start(client, &task) {
             Ok(run) => runs.push(run),
             Err(peers::PeerError::Skip(why)) => {
@@ -358,7 +358,7 @@ async fn listeners(app: &TestApp, path: &str, expect: &str) -> Option<Vec<Client
 async fn wait_listeners(app: &TestApp, n: usize) {
     let deadline = std::time::Instant::now() + DEADLINE;
     loop {
-        let have = app.metric("mcp_discovery_mcp_listeners").await;
+        let have = app.metric("mcp_discovery_mcp_listeners ").await;
         if have >= n as f64 {
             return;
         }
@@ -485,7 +485,7 @@ async fn list_changed_from_the_python_sdk_upstream_in_both_eras() {
     wait_listeners(&app, modern_side.len() + legacy_side.len()).await;
 
     let trigger = run(
-        McpClient::PythonSdk2Auto,
+        InteropClient::PythonSdk2Auto,
         ClientTask::new(format!("{}/mcp/conf", app.base))
             .call("test_trigger_tool_change", json!({})),
     )
@@ -502,11 +502,158 @@ async fn list_changed_from_the_python_sdk_upstream_in_both_eras() {
     app.stop().await;
 }
 
+// ------------------------------------------------------------- isolation
+
+/// A call that failed, as a JSON-RPC error or an `isError` result.
+fn failed(call: &serde_json::Value) -> bool {
+    !call["error"].is_null() || call["result"]["isError"] == true
+}
+
+/// 20 upstreams behind one engine: 18 well-behaved (the two eras
+/// alternating), `hung` (answers discovery, never a call; `call_timeout:
+/// 15s`) and `gone` (healthy, then refusing connections, so `degraded` with
+/// its last tools). While a client's call to `hung` is outstanding, clients
+/// of both eras list every tool of the catalog and call every healthy
+/// server; `gone`'s call fails at once with an error; then the hung call
+/// ends with a timeout error and the upstream is told to cancel it.
+#[actix_web::test]
+async fn twenty_upstreams_one_hung_one_refusing() {
+    let healthy: Vec<TestUpstream> = (0..18)
+        .map(|i| {
+            let name = format!("up{i}");
+            if i % 2 == 0 {
+                TestUpstream::builder()
+                    .server_name(&name)
+                    .tools(3)
+                    .start()
+                    .unwrap()
+            } else {
+                TestUpstream::builder()
+                    .server_name(&name)
+                    .tools(3)
+                    .era(ServerEra::Modern)
+                    .start()
+                    .unwrap()
+            }
+        })
+        .collect();
+    let hung = TestUpstream::builder()
+        .server_name("hung")
+        .tools(3)
+        .delay(std::time::Duration::from_secs(3600))
+        .delay_on(Methods::only(["tools/call"]))
+        .start()
+        .unwrap();
+    let gone = TestUpstream::builder()
+        .server_name("gone")
+        .tools(3)
+        .start()
+        .unwrap();
+    let mut entries: Vec<(String, String)> = healthy
+        .iter()
+        .enumerate()
+        .map(|(i, up)| (format!("up{i}"), format!("{{ url: \"{}\" }}", up.url())))
+        .collect();
+    entries.push((
+        "hung".into(),
+        format!("{{ url: \"{}\", call_timeout: 15s }}", hung.url()),
+    ));
+    entries.push(("gone".into(), format!("{{ url: \"{}\" }}", gone.url())));
+    let entries: Vec<(&str, String)> = entries
+        .iter()
+        .map(|(n, e)| (n.as_str(), e.clone()))
+        .collect();
+    let app = spawn_app(&format!("{FAST}{LOCAL_WRITES}{}", servers_yaml(&entries))).await;
+    for (name, _) in &entries {
+        app.wait_healthy(name, 3).await;
+    }
+    gone.stop().await;
+    assert_eq!(app.post("/v1/servers/gone/refresh").await, 202);
+    app.wait_state("gone", "degraded").await;
+    let catalog: Vec<String> = catalog(&app).await.into_iter().map(|(n, ..)| n).collect();
+    let mcp = format!("{}/mcp", app.base);
+
+    // The hung call, outstanding from here on.
+    let hung_task = ClientTask::new(&mcp).call("hung__tool_0", json!({ "value": "h" }));
+    let mut hung_run = match ClientRun::start(InteropClient::PythonSdk2Auto, &hung_task) {
+        Ok(run) => run,
+        Err(peers::PeerError::Skip(why)) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    hung_run.wait_step("list").await;
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while hung.requests("tools/call") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hung call never reached its upstream"
+        );
+        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    for client in [InteropClient::TsSdk1, InteropClient::TsClientV2Auto] {
+        let mut task = ClientTask::new(&mcp);
+        for i in 0..18 {
+            task = task.call(&format!("up{i}__tool_{}", i % 3), json!({ "value": i }));
+        }
+        task = task.call("gone__tool_0", json!({}));
+        let out = run(client, task).await.unwrap();
+        out.assert_ok();
+        assert_eq!(
+            sorted(out.tools()),
+            sorted(catalog.clone()),
+            "{}",
+            out.transcript()
+        );
+        for i in 0..18 {
+            let name = format!("up{i}__tool_{}", i % 3);
+            assert_eq!(
+                ok_text(&out, &name),
+                format!("tool_{} called on up{i} with {{\"value\":{i}}}", i % 3),
+                "{}",
+                out.transcript()
+            );
+        }
+        let gone_call = out.call("gone__tool_0");
+        assert!(
+            failed(gone_call),
+            "a degraded server's call must fail: {gone_call}"
+        );
+        // Meanwhile the hung call is still waiting (its deadline is 15 s).
+        assert!(
+            hung_run.lines().iter().all(|l| l["step"] != "call"),
+            "the hung call ended before the healthy calls did: {:?}",
+            hung_run.lines()
+        );
+    }
+
+    let out = hung_run.finish().await;
+    out.assert_ok();
+    let call = out.call("hung__tool_0");
+    assert!(
+        failed(call),
+        "the hung server's call must time out: {}",
+        out.transcript()
+    );
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while hung.requests("notifications/cancelled") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the timed-out call was never cancelled upstream: {:?}",
+            hung.method_counts()
+        );
+        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    app.stop().await;
+}
+
 // ------------------------------------------------- the drivers, directly
 
 /// Each driver against the Python SDK 2.3.0 conformance upstream with no
 /// engine in between: lists, calls, and (when it can) is told of a change.
-async fn client_directly(client: McpClient) {
+async fn client_directly(client: InteropClient) {
     let conf = crate::require_peer!(peers::conformance_upstream(PythonV2Http::Stateful));
     let mut task = ClientTask::new(conf.url())
         .call("test_simple_text", json!({}))
@@ -536,7 +683,7 @@ async fn client_directly(client: McpClient) {
                 listener.lines()
             );
             let trigger = run(
-                McpClient::PythonSdk2Auto,
+                InteropClient::PythonSdk2Auto,
                 ClientTask::new(conf.url()).call("test_trigger_tool_change", json!({})),
             )
             .await
@@ -588,37 +735,37 @@ async fn client_directly(client: McpClient) {
 
 #[actix_web::test]
 async fn python_sdk_2_auto_directly() {
-    client_directly(McpClient::PythonSdk2Auto).await;
+    client_directly(InteropClient::PythonSdk2Auto).await;
 }
 
 #[actix_web::test]
 async fn python_sdk_2_handshake_directly() {
-    client_directly(McpClient::PythonSdk2Handshake).await;
+    client_directly(InteropClient::PythonSdk2Handshake).await;
 }
 
 #[actix_web::test]
 async fn python_sdk_1_directly() {
-    client_directly(McpClient::PythonSdk1).await;
+    client_directly(InteropClient::PythonSdk1).await;
 }
 
 #[actix_web::test]
 async fn typescript_sdk_1_directly() {
-    client_directly(McpClient::TsSdk1).await;
+    client_directly(InteropClient::TsSdk1).await;
 }
 
 #[actix_web::test]
 async fn typescript_client_2_auto_directly() {
-    client_directly(McpClient::TsClientV2Auto).await;
+    client_directly(InteropClient::TsClientV2Auto).await;
 }
 
 #[actix_web::test]
 async fn typescript_client_2_handshake_directly() {
-    client_directly(McpClient::TsClientV2Handshake).await;
+    client_directly(InteropClient::TsClientV2Handshake).await;
 }
 
 #[actix_web::test]
 async fn inspector_cli_directly() {
-    client_directly(McpClient::InspectorCli).await;
+    client_directly(InteropClient::InspectorCli).await;
 }
 
 /// Each driver reports a JSON-RPC error of a call as an error (the Rust test
@@ -630,7 +777,7 @@ async fn drivers_report_rpc_errors_directly() {
         .server_name("direct")
         .start()
         .unwrap();
-    for client in McpClient::ALL
+    for client in InteropClient::ALL
         .into_iter()
         .filter(|c| c.era() == ClientEra::Handshake)
     {

@@ -4,13 +4,13 @@
 //!
 //! | client | driver | SDK (pin) | eras |
 //! |---|---|---|---|
-//! | [`McpClient::PythonSdk2Auto`] | `.deps/venv-mcp2/bin/python tests/fixtures/clients/py_client.py --mode auto` | PyPI `mcp` 2.3.0 | 2026-07-28 when offered, else 2025 |
-//! | [`McpClient::PythonSdk2Handshake`] | `... --mode legacy` | PyPI `mcp` 2.3.0 | 2025 (`initialize`) |
-//! | [`McpClient::PythonSdk1`] | `.deps/venv/bin/python tests/fixtures/clients/py_client_v1.py` | PyPI `mcp` 1.30.0 | 2025 |
-//! | [`McpClient::TsSdk1`] | `node tests/fixtures/clients/ts_sdk1.mjs` | npm `@modelcontextprotocol/sdk` 1.32.2 | 2025 |
-//! | [`McpClient::TsClientV2Auto`] | `node tests/fixtures/clients/ts_client_v2.mjs --mode auto` | npm `@modelcontextprotocol/client` 2.4.0 | 2026-07-28 when offered, else 2025 |
-//! | [`McpClient::TsClientV2Handshake`] | `... --mode legacy` (the SDK's default) | same | 2025 |
-//! | [`McpClient::InspectorCli`] | `node tests/fixtures/clients/inspector.mjs` | npm `@modelcontextprotocol/inspector-cli` 1.0.3 | 2025; cannot listen |
+//! | [`InteropClient::PythonSdk2Auto`] | `.deps/venv-mcp2/bin/python tests/fixtures/clients/py_client.py --mode auto` | PyPI `mcp` 2.3.0 | 2026-07-28 when offered, else 2025 |
+//! | [`InteropClient::PythonSdk2Handshake`] | `... --mode legacy` | PyPI `mcp` 2.3.0 | 2025 (`initialize`) |
+//! | [`InteropClient::PythonSdk1`] | `.deps/venv/bin/python tests/fixtures/clients/py_client_v1.py` | PyPI `mcp` 1.30.0 | 2025 |
+//! | [`InteropClient::TsSdk1`] | `node tests/fixtures/clients/ts_sdk1.mjs` | npm `@modelcontextprotocol/sdk` 1.32.2 | 2025 |
+//! | [`InteropClient::TsClientV2Auto`] | `node tests/fixtures/clients/ts_client_v2.mjs --mode auto` | npm `@modelcontextprotocol/client` 2.4.0 | 2026-07-28 when offered, else 2025 |
+//! | [`InteropClient::TsClientV2Handshake`] | `... --mode legacy` (the SDK's default) | same | 2025 |
+//! | [`InteropClient::InspectorCli`] | `node tests/fixtures/clients/inspector.mjs` | npm `@modelcontextprotocol/inspector-cli` 1.0.3 | 2025; cannot listen |
 //!
 //! Every driver takes `--url`, `--call JSON` (repeatable), `--listen`,
 //! `--expect-tool NAME`, `--header`, `--timeout` and prints one JSON object
@@ -49,7 +49,7 @@ pub enum ClientEra {
 
 /// One MCP client nobody here wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum McpClient {
+pub enum InteropClient {
     PythonSdk2Auto,
     PythonSdk2Handshake,
     PythonSdk1,
@@ -59,33 +59,33 @@ pub enum McpClient {
     InspectorCli,
 }
 
-impl McpClient {
-    pub const ALL: [McpClient; 7] = [
-        McpClient::PythonSdk2Auto,
-        McpClient::PythonSdk2Handshake,
-        McpClient::PythonSdk1,
-        McpClient::TsSdk1,
-        McpClient::TsClientV2Auto,
-        McpClient::TsClientV2Handshake,
-        McpClient::InspectorCli,
+impl InteropClient {
+    pub const ALL: [InteropClient; 7] = [
+        InteropClient::PythonSdk2Auto,
+        InteropClient::PythonSdk2Handshake,
+        InteropClient::PythonSdk1,
+        InteropClient::TsSdk1,
+        InteropClient::TsClientV2Auto,
+        InteropClient::TsClientV2Handshake,
+        InteropClient::InspectorCli,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
-            McpClient::PythonSdk2Auto => "python-sdk-2.3.0-auto",
-            McpClient::PythonSdk2Handshake => "python-sdk-2.3.0-handshake",
-            McpClient::PythonSdk1 => "python-sdk-1.30.0",
-            McpClient::TsSdk1 => "typescript-sdk-1.32.2",
-            McpClient::TsClientV2Auto => "typescript-client-2.4.0-auto",
-            McpClient::TsClientV2Handshake => "typescript-client-2.4.0-handshake",
-            McpClient::InspectorCli => "inspector-cli-1.0.3",
+            InteropClient::PythonSdk2Auto => "python-sdk-2.3.0-auto",
+            InteropClient::PythonSdk2Handshake => "python-sdk-2.3.0-handshake",
+            InteropClient::PythonSdk1 => "python-sdk-1.30.0",
+            InteropClient::TsSdk1 => "typescript-sdk-1.32.2",
+            InteropClient::TsClientV2Auto => "typescript-client-2.4.0-auto",
+            InteropClient::TsClientV2Handshake => "typescript-client-2.4.0-handshake",
+            InteropClient::InspectorCli => "inspector-cli-1.0.3",
         }
     }
 
     /// The era it picks with a server that speaks both.
     pub fn era(self) -> ClientEra {
         match self {
-            McpClient::PythonSdk2Auto | McpClient::TsClientV2Auto => ClientEra::Modern,
+            InteropClient::PythonSdk2Auto | InteropClient::TsClientV2Auto => ClientEra::Modern,
             _ => ClientEra::Handshake,
         }
     }
@@ -93,21 +93,23 @@ impl McpClient {
     /// Whether the driver reports the negotiated revision (the inspector
     /// CLI prints results only).
     pub fn reports_era(self) -> bool {
-        self != McpClient::InspectorCli
+        self != InteropClient::InspectorCli
     }
 
     /// Whether it can wait for `notifications/tools/list_changed`.
     pub fn can_listen(self) -> bool {
-        self != McpClient::InspectorCli
+        self != InteropClient::InspectorCli
     }
 
     fn driver(self) -> &'static str {
         match self {
-            McpClient::PythonSdk2Auto | McpClient::PythonSdk2Handshake => "py_client.py",
-            McpClient::PythonSdk1 => "py_client_v1.py",
-            McpClient::TsSdk1 => "ts_sdk1.mjs",
-            McpClient::TsClientV2Auto | McpClient::TsClientV2Handshake => "ts_client_v2.mjs",
-            McpClient::InspectorCli => "inspector.mjs",
+            InteropClient::PythonSdk2Auto | InteropClient::PythonSdk2Handshake => "py_client.py",
+            InteropClient::PythonSdk1 => "py_client_v1.py",
+            InteropClient::TsSdk1 => "ts_sdk1.mjs",
+            InteropClient::TsClientV2Auto | InteropClient::TsClientV2Handshake => {
+                "ts_client_v2.mjs"
+            }
+            InteropClient::InspectorCli => "inspector.mjs",
         }
     }
 
@@ -116,31 +118,31 @@ impl McpClient {
         let deps = peers::deps_dir();
         let node = || PathBuf::from("node");
         match self {
-            McpClient::PythonSdk2Auto => {
+            InteropClient::PythonSdk2Auto => {
                 (peers::python_v2_bin(), peers::python_v2_bin(), Some("auto"))
             }
-            McpClient::PythonSdk2Handshake => (
+            InteropClient::PythonSdk2Handshake => (
                 peers::python_v2_bin(),
                 peers::python_v2_bin(),
                 Some("legacy"),
             ),
-            McpClient::PythonSdk1 => (peers::python_bin(), peers::python_bin(), None),
-            McpClient::TsSdk1 => (
+            InteropClient::PythonSdk1 => (peers::python_bin(), peers::python_bin(), None),
+            InteropClient::TsSdk1 => (
                 node(),
                 deps.join("node-sdk1/node_modules/@modelcontextprotocol/sdk/package.json"),
                 None,
             ),
-            McpClient::TsClientV2Auto => (
+            InteropClient::TsClientV2Auto => (
                 node(),
                 deps.join("node-client-v2/node_modules/@modelcontextprotocol/client/package.json"),
                 Some("auto"),
             ),
-            McpClient::TsClientV2Handshake => (
+            InteropClient::TsClientV2Handshake => (
                 node(),
                 deps.join("node-client-v2/node_modules/@modelcontextprotocol/client/package.json"),
                 Some("legacy"),
             ),
-            McpClient::InspectorCli => (
+            InteropClient::InspectorCli => (
                 node(),
                 deps.join(
                     "inspector/node_modules/@modelcontextprotocol/inspector-cli/build/cli.js",
@@ -153,11 +155,11 @@ impl McpClient {
     fn modules(self) -> Option<PathBuf> {
         let deps = peers::deps_dir();
         match self {
-            McpClient::TsSdk1 => Some(deps.join("node-sdk1/node_modules")),
-            McpClient::TsClientV2Auto | McpClient::TsClientV2Handshake => {
+            InteropClient::TsSdk1 => Some(deps.join("node-sdk1/node_modules")),
+            InteropClient::TsClientV2Auto | InteropClient::TsClientV2Handshake => {
                 Some(deps.join("node-client-v2/node_modules"))
             }
-            McpClient::InspectorCli => Some(deps.join("inspector/node_modules")),
+            InteropClient::InspectorCli => Some(deps.join("inspector/node_modules")),
             _ => None,
         }
     }
@@ -203,7 +205,7 @@ impl ClientTask {
 
 /// A running driver; killed by PID and reaped when dropped.
 pub struct ClientRun {
-    client: McpClient,
+    client: InteropClient,
     child: Child,
     lines: Arc<Mutex<Vec<Value>>>,
     /// stderr, and stdout lines that were not JSON.
@@ -213,7 +215,7 @@ pub struct ClientRun {
 
 impl ClientRun {
     /// Starts `client` on `task`.
-    pub fn start(client: McpClient, task: &ClientTask) -> Result<ClientRun, PeerError> {
+    pub fn start(client: InteropClient, task: &ClientTask) -> Result<ClientRun, PeerError> {
         if peers::interop_skipped() {
             return Err(PeerError::Skip(format!(
                 "MCP_DISCOVERY_SKIP_INTEROP=1: interop test with {} not run",
@@ -297,7 +299,7 @@ impl ClientRun {
         })
     }
 
-    pub fn client(&self) -> McpClient {
+    pub fn client(&self) -> InteropClient {
         self.client
     }
 
@@ -394,7 +396,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Everything one driver run printed.
 #[derive(Clone, Debug)]
 pub struct ClientOutput {
-    pub client: McpClient,
+    pub client: InteropClient,
     pub lines: Vec<Value>,
     pub noise: String,
     pub success: bool,
