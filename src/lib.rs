@@ -3,13 +3,14 @@
 //!
 //! - [`Application`] builds the engine and the HTTP server on a listener of
 //!   its own and runs them until stopped, shutting down in order.
-//! - [`api`] is the HTTP API, [`metrics`] every Prometheus metric,
+//! - [`api`] is the HTTP API, [`gateway`] its MCP endpoint, [`metrics`] every Prometheus metric,
 //!   [`telemetry`] the logging set-up.
 //! - [`cli`] is the command line (`serve`, `check`, `probe`); `main.rs` only
 //!   calls [`cli::main`].
 
 pub mod api;
 pub mod cli;
+pub mod gateway;
 pub mod metrics;
 pub mod probe;
 pub mod reload;

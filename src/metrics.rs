@@ -30,6 +30,43 @@ pub const HTTP_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
+/// Buckets of `mcp_discovery_tool_call_duration_seconds`: a relayed call
+/// is as long as the upstream's tool takes, up to `mcp.call_timeout`.
+pub const TOOL_CALL_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// The `outcome` of a `tools/call` through the MCP endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// The upstream answered with a result (`isError` results included:
+    /// the tool ran and said it failed).
+    Ok,
+    /// The upstream answered with a JSON-RPC error, or the request failed.
+    Error,
+    /// The server was not healthy: answered at once without a call.
+    Unavailable,
+    /// No result within `call_timeout`.
+    Timeout,
+    /// The server's call slots and queue were full.
+    Busy,
+    /// The client went away or cancelled.
+    Cancelled,
+}
+
+impl CallOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Ok => "ok",
+            CallOutcome::Error => "error",
+            CallOutcome::Unavailable => "unavailable",
+            CallOutcome::Timeout => "timeout",
+            CallOutcome::Busy => "busy",
+            CallOutcome::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// Label value of `route` for requests that matched no route.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
@@ -82,6 +119,12 @@ pub struct Metrics {
     http_requests_total: IntCounterVec,
     http_request_duration_seconds: HistogramVec,
     store_rows_skipped_total: prometheus::IntCounter,
+    mcp_sessions: IntGauge,
+    mcp_listeners: IntGauge,
+    mcp_listeners_dropped_total: prometheus::IntCounter,
+    tool_calls_total: IntCounterVec,
+    tool_call_duration_seconds: HistogramVec,
+    list_changed_sent_total: prometheus::IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -277,6 +320,45 @@ impl Metrics {
                 .map_err(MetricsError::Register)?;
                 register(&r, c)?
             },
+            mcp_sessions: gauge(
+                &r,
+                "mcp_discovery_mcp_sessions",
+                "Live 2025 sessions (Mcp-Session-Id) of the MCP endpoint.",
+            )?,
+            mcp_listeners: gauge(
+                &r,
+                "mcp_discovery_mcp_listeners",
+                "Open list_changed streams of MCP clients (subscriptions/listen and 2025 GET streams).",
+            )?,
+            mcp_listeners_dropped_total: {
+                let c = prometheus::IntCounter::new(
+                    "mcp_discovery_mcp_listeners_dropped_total",
+                    "MCP client streams closed because the client did not read its notifications.",
+                )
+                .map_err(MetricsError::Register)?;
+                register(&r, c)?
+            },
+            tool_calls_total: counter_vec(
+                &r,
+                "mcp_discovery_tool_calls_total",
+                "tools/call relayed through the MCP endpoint, by server and outcome (ok|error|unavailable|timeout|busy|cancelled).",
+                &["server", "outcome"],
+            )?,
+            tool_call_duration_seconds: histogram_vec(
+                &r,
+                "mcp_discovery_tool_call_duration_seconds",
+                "Duration of tools/call through the MCP endpoint, by server.",
+                &["server"],
+                TOOL_CALL_BUCKETS,
+            )?,
+            list_changed_sent_total: {
+                let c = prometheus::IntCounter::new(
+                    "mcp_discovery_list_changed_sent_total",
+                    "notifications/tools/list_changed sent to MCP clients.",
+                )
+                .map_err(MetricsError::Register)?;
+                register(&r, c)?
+            },
             registry: r,
         };
         // The running configuration was loaded successfully, or we would not
@@ -320,6 +402,36 @@ impl Metrics {
             .inc();
         self.http_request_duration_seconds
             .with_label_values(&[method, route])
+            .observe(took.as_secs_f64());
+    }
+
+    /// The number of live 2025 sessions of the MCP endpoint.
+    pub fn mcp_sessions(&self, n: usize) {
+        self.mcp_sessions.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// A listener stream opened (+1) or closed (-1).
+    pub fn mcp_listener(&self, delta: i64) {
+        self.mcp_listeners.add(delta);
+    }
+
+    /// A listener was disconnected for not keeping up.
+    pub fn mcp_listener_dropped(&self) {
+        self.mcp_listeners_dropped_total.inc();
+    }
+
+    /// `n` list_changed notifications were queued to clients.
+    pub fn list_changed_sent(&self, n: u64) {
+        self.list_changed_sent_total.inc_by(n);
+    }
+
+    /// One `tools/call` through the MCP endpoint ended.
+    pub fn tool_call(&self, server: &str, outcome: CallOutcome, took: Duration) {
+        self.tool_calls_total
+            .with_label_values(&[server, outcome.as_str()])
+            .inc();
+        self.tool_call_duration_seconds
+            .with_label_values(&[server])
             .observe(took.as_secs_f64());
     }
 
@@ -386,6 +498,8 @@ impl DiscoveryEvents for Metrics {
         remove_server_series(&self.push_stream_reconnects_total, server);
         remove_server_series(&self.list_changed_total, server);
         remove_server_series(&self.token_refreshes_total, server);
+        remove_server_series(&self.tool_calls_total, server);
+        remove_server_series(&self.tool_call_duration_seconds, server);
     }
 
     fn push_stream_connected(&self, server: &str, connected: bool) {

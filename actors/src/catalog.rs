@@ -295,6 +295,13 @@ impl Catalog {
         self.tool_count
     }
 
+    /// The non-empty server parts as shared handles, in config order (an
+    /// unchanged server keeps the same `Arc` from version to version, so
+    /// derived forms can be cached by it).
+    pub fn parts(&self) -> &[Arc<ServerTools>] {
+        &self.servers
+    }
+
     /// The non-empty server parts, in config order.
     pub fn servers(&self) -> impl Iterator<Item = &ServerTools> {
         self.servers.iter().map(|s| s.as_ref())

@@ -479,6 +479,7 @@ mod tests {
             last_attempt_at: None,
             consecutive_failures: 0,
             next_retry_at: None,
+            next_refresh_at: None,
             push_stream: PushStreamState::Disabled,
             push_stream_error: None,
             auth: crate::status::AuthView {
@@ -495,6 +496,7 @@ mod tests {
             tool_report: Arc::default(),
             generation,
             first_attempt_done: false,
+            call_timeout: std::time::Duration::from_secs(60),
         }
     }
 

@@ -83,6 +83,12 @@ pub struct ServerView {
     pub last_attempt_at: Option<DateTime<Utc>>,
     pub consecutive_failures: u32,
     pub next_retry_at: Option<DateTime<Utc>>,
+    /// The soonest the server's tools can next be re-listed on a schedule
+    /// (a poll, a `ttlMs` refresh, a retry): what the MCP endpoint's
+    /// `ttlMs` promises. `null` when no attempt is scheduled yet (starting)
+    /// or a change can come at any moment. Changes announced by the
+    /// server's own `list_changed` are not scheduled and not counted.
+    pub next_refresh_at: Option<DateTime<Utc>>,
     /// Only Streamable HTTP has a separate push stream; stdio and legacy
     /// SSE carry notifications on the transport itself (`disabled` here).
     pub push_stream: PushStreamState,
@@ -109,6 +115,9 @@ pub struct ServerView {
     /// Set once the first discovery attempt ended, success or not.
     #[serde(skip)]
     pub first_attempt_done: bool,
+    /// The server's `call_timeout` (what the MCP endpoint gives a call).
+    #[serde(skip)]
+    pub call_timeout: std::time::Duration,
 }
 
 /// `cache` of a server's view: what its last listing said about itself.

@@ -46,6 +46,11 @@ pub enum Access {
     /// Anything that changes state: a write key, or a loopback peer with
     /// `admin.allow_loopback_writes`.
     Write,
+    /// The MCP endpoint: keys as for [`Access::Read`]; `Origin` checked on
+    /// every method (the spec: an invalid Origin MUST get 403), since a web
+    /// page could otherwise read the catalog or call tools through a
+    /// visitor's browser.
+    Mcp,
 }
 
 /// What a route reads from the request body (a column of the route table).
@@ -170,8 +175,9 @@ fn decide(
     check_host(config, req)?;
     let access = endpoint.map(|(access, _)| access);
     let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let protected_read = config.admin.protect_reads && access == Some(Access::Read);
-    if changes || protected_read {
+    let protected_read =
+        config.admin.protect_reads && matches!(access, Some(Access::Read | Access::Mcp));
+    if changes || protected_read || access == Some(Access::Mcp) {
         check_origin(config, req)?;
     }
     let Some((access, body)) = endpoint else {
@@ -179,7 +185,10 @@ fn decide(
     };
     match access {
         Access::Open => Ok(Some(Grant::Read)),
-        Access::Read => {
+        Access::Mcp if body == Body::Json && !is_json(req) => Err(ApiError::UnsupportedMediaType(
+            "an MCP message is JSON. Hint: send Content-Type: application/json".into(),
+        )),
+        Access::Read | Access::Mcp => {
             if protected_read {
                 let token = bearer(req).ok_or(ApiError::Unauthorized)?;
                 let write = find_key(token, &config.admin.api_keys);

@@ -69,6 +69,8 @@ pub struct ApiState {
     pub store: Option<Arc<crate::store::Store>>,
     /// One owner per name for registration writes (ADR 13).
     pub name_locks: Arc<registrations::NameLocks>,
+    /// The MCP endpoint's shared state (`/mcp`).
+    pub gateway: Arc<crate::gateway::Gateway>,
     /// Test fault injection (`AppOptions::registration_pause`); None.
     #[doc(hidden)]
     pub registration_pause: Option<(Duration, Duration)>,
@@ -87,7 +89,7 @@ impl ApiState {
             catalog: engine.catalog.clone(),
             servers: engine.servers.clone(),
             refresher: engine.supervisor.clone().recipient(),
-            metrics,
+            metrics: metrics.clone(),
             readiness,
             liveness: Liveness::of_engine(engine),
             reloader,
@@ -98,6 +100,10 @@ impl ApiState {
             releaser: engine.supervisor.clone().recipient(),
             store,
             name_locks: Arc::default(),
+            gateway: Arc::new(crate::gateway::Gateway::new(
+                engine.calls.clone(),
+                metrics.clone(),
+            )),
             registration_pause: None,
         }
     }
@@ -236,6 +242,48 @@ pub static ROUTES: &[Endpoint] = &[
         access: Access::Write,
         body: Body::None,
         handler: |r| r.to(admin::reload),
+    },
+    Endpoint {
+        method: Method::POST,
+        path: "/mcp",
+        access: Access::Mcp,
+        body: Body::Json,
+        handler: |r| r.to(crate::gateway::post_all),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/mcp",
+        access: Access::Mcp,
+        body: Body::None,
+        handler: |r| r.to(crate::gateway::get_all),
+    },
+    Endpoint {
+        method: Method::DELETE,
+        path: "/mcp",
+        access: Access::Mcp,
+        body: Body::None,
+        handler: |r| r.to(crate::gateway::delete_all),
+    },
+    Endpoint {
+        method: Method::POST,
+        path: "/mcp/{name}",
+        access: Access::Mcp,
+        body: Body::Json,
+        handler: |r| r.to(crate::gateway::post_named),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/mcp/{name}",
+        access: Access::Mcp,
+        body: Body::None,
+        handler: |r| r.to(crate::gateway::get_named),
+    },
+    Endpoint {
+        method: Method::DELETE,
+        path: "/mcp/{name}",
+        access: Access::Mcp,
+        body: Body::None,
+        handler: |r| r.to(crate::gateway::delete_named),
     },
     Endpoint {
         method: Method::GET,

@@ -64,18 +64,25 @@ pub(super) async fn openapi() -> HttpResponse {
         super::health::healthz,
         super::health::readyz,
         super::metrics::metrics,
+        crate::gateway::post_all,
+        crate::gateway::get_all,
+        crate::gateway::delete_all,
+        crate::gateway::post_named,
+        crate::gateway::get_named,
+        crate::gateway::delete_named,
         openapi,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, Problem, ToolList, ToolEntry, ServerList, Server, ServerDetail, ToolProblem, CacheHints, CacheScope,
         Auth, Registration, RegistrationAuth, AuthType, ClientAuth, ToolFilter, Accepted, ReloadSummary, Health, Ready,
-        DiscoveryState, PushStream, TransportName,
+        DiscoveryState, PushStream, TransportName, JsonRpcMessage,
     )),
     modifiers(&SharedErrors),
     tags(
         (name = "catalog", description = "The aggregated tool catalog."),
         (name = "servers", description = "Upstream servers: their state, runtime registration, refresh."),
         (name = "admin", description = "Operations on the running service."),
+        (name = "mcp", description = "The MCP endpoint (Streamable HTTP; protocol 2026-07-28 and the 2025 revisions): JSON-RPC, not REST. See the MCP specification."),
         (name = "probes", description = "Liveness, readiness and metrics."),
         (name = "meta", description = "This description."),
     ),
@@ -332,6 +339,10 @@ pub struct Server {
     pub consecutive_failures: u32,
     #[schema(format = DateTime)]
     pub next_retry_at: Option<String>,
+    /// The soonest the tools can next be re-listed on a schedule (poll,
+    /// `ttlMs`, retry); what the MCP endpoint's `ttlMs` is derived from.
+    #[schema(format = DateTime)]
+    pub next_refresh_at: Option<String>,
     pub push_stream: PushStream,
     /// The push stream's last failure, until it connects again.
     pub push_stream_error: Option<String>,
@@ -390,6 +401,10 @@ pub struct ServerDetail {
     pub consecutive_failures: u32,
     #[schema(format = DateTime)]
     pub next_retry_at: Option<String>,
+    /// The soonest the tools can next be re-listed on a schedule (poll,
+    /// `ttlMs`, retry); what the MCP endpoint's `ttlMs` is derived from.
+    #[schema(format = DateTime)]
+    pub next_refresh_at: Option<String>,
     pub push_stream: PushStream,
     /// The push stream's last failure, until it connects again.
     pub push_stream_error: Option<String>,
@@ -501,6 +516,22 @@ pub enum ClientAuth {
 pub struct ToolFilter {
     pub allow: Option<Vec<String>>,
     pub deny: Option<Vec<String>>,
+}
+
+/// One JSON-RPC 2.0 message of the MCP endpoint (a request, a response or
+/// a notification): what the MCP specification says of each method.
+#[derive(ToSchema, Deserialize)]
+pub struct JsonRpcMessage {
+    pub jsonrpc: String,
+    /// A string or an integer (null in some errors).
+    pub id: Option<serde_json::Value>,
+    pub method: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub params: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<serde_json::Value>,
 }
 
 /// The answer of a refresh: the request was taken; discovery runs after.

@@ -121,6 +121,7 @@ fn view(name: &str, state: DiscoveryState, tools: usize, attempted: bool) -> Ser
         last_attempt_at: None,
         consecutive_failures: 0,
         next_retry_at: None,
+        next_refresh_at: None,
         push_stream: PushStreamState::Disabled,
         push_stream_error: None,
         auth: discovery_actors::status::AuthView {
@@ -137,6 +138,7 @@ fn view(name: &str, state: DiscoveryState, tools: usize, attempted: bool) -> Ser
         tool_report: std::sync::Arc::default(),
         generation: 1,
         first_attempt_done: attempted,
+        call_timeout: std::time::Duration::from_secs(60),
     }
 }
 
@@ -183,11 +185,12 @@ fn harness(readiness: Readiness) -> Harness {
     let mut config = Config::embedded_defaults();
     config.admin.allow_loopback_writes = true;
     let (_config_tx, config_rx) = watch::channel(Arc::new(config));
+    let metrics = Arc::new(Metrics::new().unwrap());
     let state = web::Data::new(ApiState {
         catalog: catalog_rx,
         servers: servers_rx,
         refresher: supervisor.clone().recipient(),
-        metrics: Arc::new(Metrics::new().unwrap()),
+        metrics: metrics.clone(),
         readiness: Arc::new(readiness),
         liveness: Liveness::default().with("supervisor", {
             let supervisor = supervisor.clone();
@@ -201,6 +204,10 @@ fn harness(readiness: Readiness) -> Harness {
         releaser: supervisor.recipient(),
         store: None,
         name_locks: Default::default(),
+        gateway: Arc::new(crate::gateway::Gateway::new(
+            watch::channel(Arc::default()).1,
+            metrics,
+        )),
         registration_pause: None,
     });
     Harness {

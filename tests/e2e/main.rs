@@ -10,6 +10,7 @@ mod cache_hints;
 mod conformance;
 mod conformance_server;
 mod discovery;
+mod gateway;
 mod gateway_interop;
 mod helpers;
 mod interop;

@@ -162,6 +162,8 @@ pub struct Upstream {
     stale_timer: Option<SpawnHandle>,
     /// The refresh a positive `ttlMs` brought forward (see `arm_ttl_refresh`).
     ttl_timer: Option<SpawnHandle>,
+    /// When `ttl_timer` fires.
+    ttl_due: Option<chrono::DateTime<Utc>>,
     /// The cache hints of the last successful listing (tools, then prompts
     /// and resources combined in), and when the tools were received.
     cache: Option<(mcp::cache::CacheHint, Instant, chrono::DateTime<Utc>)>,
@@ -222,6 +224,7 @@ impl Upstream {
             retry_timer: None,
             stale_timer: None,
             ttl_timer: None,
+            ttl_due: None,
             cache: None,
             part,
             info: None,
@@ -258,6 +261,7 @@ impl Upstream {
             v.last_attempt_at = self.discovery.last_attempt_at;
             v.consecutive_failures = self.discovery.consecutive_failures;
             v.next_retry_at = self.discovery.next_retry_at;
+            v.next_refresh_at = self.next_refresh_at();
             v.first_attempt_done = self.discovery.first_attempt_done;
             v.tool_count = self.part.len();
             v.stale = self.part.stale;
@@ -276,6 +280,27 @@ impl Upstream {
                 .cache
                 .map(|(hint, _, at)| crate::status::CacheView::new(hint, at));
         })
+    }
+
+    /// The earliest scheduled re-listing: the poller's next tick can come
+    /// `poll_interval` less its jitter after the last attempt, the `ttlMs`
+    /// timer when it is armed, a degraded server's retry.
+    fn next_refresh_at(&self) -> Option<chrono::DateTime<Utc>> {
+        match self.discovery.state() {
+            DiscoveryState::Healthy => {
+                let interval = self.spec.discovery.poll_interval;
+                let earliest = interval.saturating_sub(state::fraction(interval, poller::JITTER));
+                let poll = self.discovery.last_attempt_at.map(|at| {
+                    at + chrono::Duration::from_std(earliest).unwrap_or(chrono::Duration::MAX)
+                });
+                match (poll, self.ttl_due) {
+                    (Some(p), Some(t)) => Some(p.min(t)),
+                    (p, t) => p.or(t),
+                }
+            }
+            DiscoveryState::Degraded => self.discovery.next_retry_at,
+            DiscoveryState::Unknown | DiscoveryState::Connecting => None,
+        }
     }
 
     fn report(&self, part_changed: bool) {
@@ -548,6 +573,7 @@ impl Upstream {
         if let Some(timer) = self.ttl_timer.take() {
             ctx.cancel_future(timer);
         }
+        self.ttl_due = None;
         let Some((hint, received, _)) = self.cache else {
             return;
         };
@@ -558,8 +584,12 @@ impl Upstream {
             return;
         };
         let delay = delay.saturating_sub(received.elapsed());
+        self.ttl_due = chrono::Duration::from_std(delay)
+            .ok()
+            .map(|d| Utc::now() + d);
         self.ttl_timer = Some(ctx.run_later(delay, |act, ctx| {
             act.ttl_timer = None;
+            act.ttl_due = None;
             {
                 let _g = act.span.enter();
                 tracing::debug!("Refreshing: the last listing's ttlMs ran out.");
@@ -742,6 +772,7 @@ pub fn initial_view(spec: &ServerSpec, generation: u64) -> ServerView {
         last_attempt_at: None,
         consecutive_failures: 0,
         next_retry_at: None,
+        next_refresh_at: None,
         push_stream: initial_push_state(spec),
         push_stream_error: None,
         auth: crate::status::AuthView {
@@ -758,6 +789,7 @@ pub fn initial_view(spec: &ServerSpec, generation: u64) -> ServerView {
         cache: None,
         generation,
         first_attempt_done: false,
+        call_timeout: spec.call_timeout,
     }
 }
 

@@ -13,7 +13,7 @@ use super::state::fraction;
 use super::{ChildExited, ChildKind};
 
 /// Jitter: each period is the interval times a factor in [1 - J, 1 + J].
-const JITTER: f64 = 0.1;
+pub(crate) const JITTER: f64 = 0.1;
 
 /// Sent by the Poller to its Upstream on every tick. The Upstream refreshes
 /// if it is healthy and nothing is in flight, and ignores it otherwise.
