@@ -194,43 +194,22 @@ async fn list_and_call(client: InteropClient) {
     let catalog = catalog(&app).await;
     let mcp = |path: &str| format!("{}{path}", app.base);
 
+    // Every run first, then what each listed, then what each call gave: a
+    // failing call never hides what the listings show.
+    //
     // The whole catalog, public names; a call to each upstream era.
-    let task = ClientTask::new(mcp("/mcp"))
+    let whole = ClientTask::new(mcp("/mcp"))
         .call("py2__add", json!({ "a": 2, "b": 3 }))
         .call("py2h__echo", json!({ "message": "through a 2025 session" }))
         .call("ev__echo", json!({ "message": "hi" }))
         .call("rs__tool_0", json!({ "value": "x" }))
         .call("rsm__tool_1", json!({ "value": "y" }))
         .call("nope__missing", json!({}));
-    let Some(out) = run(client, task).await else {
+    let Some(whole) = run(client, whole).await else {
         return;
     };
-    out.assert_ok();
-    assert_era(&out);
-    let all: Vec<String> = catalog.iter().map(|(name, ..)| name.clone()).collect();
-    assert_eq!(sorted(out.tools()), sorted(all), "{}", out.transcript());
-    assert_eq!(ok_text(&out, "py2__add"), "5");
-    assert_eq!(ok_text(&out, "py2h__echo"), "through a 2025 session");
-    assert_eq!(ok_text(&out, "ev__echo"), "Echo: hi");
-    assert_eq!(
-        ok_text(&out, "rs__tool_0"),
-        r#"tool_0 called on rs-legacy with {"value":"x"}"#
-    );
-    assert_eq!(
-        ok_text(&out, "rsm__tool_1"),
-        r#"tool_1 called on rs-modern with {"value":"y"}"#
-    );
-    assert_unknown_tool(&out, "nope__missing");
-    // Structured content comes back verbatim too.
-    assert_eq!(
-        out.call("py2__add")["result"]["structuredContent"],
-        json!({ "result": 5 }),
-        "{}",
-        out.transcript()
-    );
-
-    // One server: its tools under their upstream names.
-    for (server, call, args, want) in [
+    // One server of each upstream era: its tools under their upstream names.
+    let singles = [
         ("py2", "add", json!({ "a": 20, "b": 22 }), "42"),
         (
             "py2h",
@@ -245,11 +224,31 @@ async fn list_and_call(client: InteropClient) {
             json!({ "value": "z" }),
             r#"tool_3 called on rs-modern with {"value":"z"}"#,
         ),
-    ] {
-        let task = ClientTask::new(mcp(&format!("/mcp/{server}"))).call(call, args);
-        let out = run(client, task).await.unwrap();
+    ];
+    let mut single_runs = Vec::new();
+    for (server, call, args, _) in &singles {
+        let task = ClientTask::new(mcp(&format!("/mcp/{server}"))).call(call, args.clone());
+        single_runs.push(run(client, task).await.unwrap());
+    }
+    // The view: its subset under public names; what it leaves out is unknown.
+    let view = ClientTask::new(mcp(&format!("/mcp/{VIEW}")))
+        .call("py2__echo", json!({ "message": "in the view" }))
+        .call("rs__tool_1", json!({ "value": "v" }))
+        .call(
+            "py2__slow_hello",
+            json!({ "name": "x", "delay_seconds": 0 }),
+        )
+        .call("ev__echo", json!({ "message": "not in the view" }));
+    let view = run(client, view).await.unwrap();
+
+    // What they listed, and in which era.
+    for out in std::iter::once(&whole).chain(&single_runs).chain([&view]) {
         out.assert_ok();
-        assert_era(&out);
+        assert_era(out);
+    }
+    let all: Vec<String> = catalog.iter().map(|(name, ..)| name.clone()).collect();
+    assert_eq!(sorted(whole.tools()), sorted(all), "{}", whole.transcript());
+    for ((server, ..), out) in singles.iter().zip(&single_runs) {
         let own: Vec<String> = catalog
             .iter()
             .filter(|(_, s, _)| s == server)
@@ -262,34 +261,43 @@ async fn list_and_call(client: InteropClient) {
             "/mcp/{server}: {}",
             out.transcript()
         );
-        assert_eq!(ok_text(&out, call), want, "/mcp/{server}");
     }
-
-    // The view: its subset under public names; a tool it denies is unknown.
-    let task = ClientTask::new(mcp(&format!("/mcp/{VIEW}")))
-        .call("py2__echo", json!({ "message": "in the view" }))
-        .call("rs__tool_1", json!({ "value": "v" }))
-        .call(
-            "py2__slow_hello",
-            json!({ "name": "x", "delay_seconds": 0 }),
-        )
-        .call("ev__echo", json!({ "message": "not in the view" }));
-    let out = run(client, task).await.unwrap();
-    out.assert_ok();
-    assert_era(&out);
     assert_eq!(
-        sorted(out.tools()),
+        sorted(view.tools()),
         sorted(strings(&VIEW_TOOLS)),
         "{}",
-        out.transcript()
+        view.transcript()
     );
-    assert_eq!(ok_text(&out, "py2__echo"), "in the view");
+
+    // What the calls gave: the upstream's result, verbatim.
+    assert_unknown_tool(&whole, "nope__missing");
+    assert_unknown_tool(&view, "py2__slow_hello");
+    assert_unknown_tool(&view, "ev__echo");
+    assert_eq!(ok_text(&whole, "py2__add"), "5");
     assert_eq!(
-        ok_text(&out, "rs__tool_1"),
+        whole.call("py2__add")["result"]["structuredContent"],
+        json!({ "result": 5 }),
+        "{}",
+        whole.transcript()
+    );
+    assert_eq!(ok_text(&whole, "py2h__echo"), "through a 2025 session");
+    assert_eq!(ok_text(&whole, "ev__echo"), "Echo: hi");
+    assert_eq!(
+        ok_text(&whole, "rs__tool_0"),
+        r#"tool_0 called on rs-legacy with {"value":"x"}"#
+    );
+    assert_eq!(
+        ok_text(&whole, "rsm__tool_1"),
+        r#"tool_1 called on rs-modern with {"value":"y"}"#
+    );
+    for ((server, call, _, want), out) in singles.iter().zip(&single_runs) {
+        assert_eq!(ok_text(out, call), *want, "/mcp/{server}");
+    }
+    assert_eq!(ok_text(&view, "py2__echo"), "in the view");
+    assert_eq!(
+        ok_text(&view, "rs__tool_1"),
         r#"tool_1 called on rs-legacy with {"value":"v"}"#
     );
-    assert_unknown_tool(&out, "py2__slow_hello");
-    assert_unknown_tool(&out, "ev__echo");
 
     app.stop().await;
 }
@@ -446,10 +454,11 @@ async fn list_changed_from_a_2026_upstream_reaches_clients_of_both_eras() {
     list_changed_reaches_every_client(ServerEra::Modern).await;
 }
 
-/// The Python SDK upstream adds a tool when a client calls its trigger
-/// through the engine, and says so on its own (2026-07-28 listen stream for
-/// `conf`, 2025 GET stream for `confh`, the same process): listeners on both
-/// servers' tools see the new tool.
+/// The Python SDK upstream adds a tool when a client calls its trigger (a
+/// client of its own, so that this test does not depend on tools/call
+/// through the engine) and says so on its own streams to the engine
+/// (2026-07-28 listen stream for `conf`, 2025 GET stream for `confh`, the
+/// same process): listeners on both servers' tools see the new tool.
 #[actix_web::test]
 async fn list_changed_from_the_python_sdk_upstream_in_both_eras() {
     let conf = crate::require_peer!(peers::conformance_upstream(PythonV2Http::Stateful));
@@ -486,8 +495,7 @@ async fn list_changed_from_the_python_sdk_upstream_in_both_eras() {
 
     let trigger = run(
         InteropClient::PythonSdk2Auto,
-        ClientTask::new(format!("{}/mcp/conf", app.base))
-            .call("test_trigger_tool_change", json!({})),
+        ClientTask::new(conf.url()).call("test_trigger_tool_change", json!({})),
     )
     .await
     .unwrap();
