@@ -15,6 +15,12 @@ faulty upstreams, to measure what they cost the healthy ones.
     python3 benches/harness.py --count 1000 --runs 3 --era modern   # 2026-07-28 upstreams
     python3 benches/harness.py --count 1000 --compare-push --era modern   # RSS per open listen
 
+--steady S (with --poll-interval, default 10m) also reports the engine's CPU
+seconds over S seconds once all are healthy (/proc/PID/stat user + system);
+every run reports cpu_s_to_all_healthy, the CPU seconds of the start-up:
+
+    python3 benches/harness.py --count 1000 --runs 3 --poll-interval 15s --steady 60
+
 --push-streams makes the upstreams accept the GET push stream and, once all
 are healthy, waits until every one's `push_stream` is `connected` before
 reading RSS. --compare-push runs the same K without, then with, push streams
@@ -60,6 +66,13 @@ def rss_kib(pid, field):
     return 0
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds the process has used (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def get_json(url, timeout=10):
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return json.load(r)
@@ -91,7 +104,7 @@ def run_once(args, workdir, farm_yaml, push_streams=False):
     config = os.path.join(workdir, "config.yaml")
     with open(config, "w") as f:
         f.write(f"listen: 127.0.0.1:{port}\n")
-        f.write("discovery:\n  poll_interval: 10m\n"
+        f.write(f"discovery:\n  poll_interval: {args.poll_interval}\n"
                 f"  request_timeout: {args.request_timeout}\n  connect_timeout: 10s\n")
         with open(farm_yaml) as snippet:
             f.write(snippet.read())
@@ -115,11 +128,19 @@ def run_once(args, workdir, farm_yaml, push_streams=False):
                      and s["tool_count"] == args.tools)
             if ok == want:
                 healthy_at = time.monotonic() - t0
+                cpu_at_healthy = cpu_seconds(engine.pid)
                 break
             time.sleep(args.poll)
         push = wait_push_connected(args, base, t0, deadline) if push_streams and healthy_at else None
         # Let the engine settle (catalog rebuilds, push streams) before reading RSS.
         time.sleep(1.0)
+        steady = None
+        if args.steady and healthy_at:
+            # CPU of the running engine over a fixed window: polls every
+            # --poll-interval, nothing else asks anything of it.
+            before = cpu_seconds(engine.pid)
+            time.sleep(args.steady)
+            steady = round(cpu_seconds(engine.pid) - before, 2)
         catalog = get_json(base + "/v1/tools", timeout=60)
         result = {
             "seconds_to_all_healthy": round(healthy_at, 3) if healthy_at else None,
@@ -129,7 +150,10 @@ def run_once(args, workdir, farm_yaml, push_streams=False):
             "_peak_rss_kib": rss_kib(engine.pid, "VmHWM"),
             "_rss_kib": rss_kib(engine.pid, "VmRSS"),
             "catalog_tools": len(catalog["tools"]),
+            "cpu_s_to_all_healthy": round(cpu_at_healthy, 2) if healthy_at else None,
         }
+        if args.steady:
+            result[f"cpu_s_over_{args.steady:g}s_steady"] = steady
         if push_streams:
             result.update(push or {"push_connected": None, "seconds_to_all_push_connected": None,
                                    "push_states": None})
@@ -247,6 +271,9 @@ def main():
     p.add_argument("--timeout", type=float, default=120.0)
     p.add_argument("--poll", type=float, default=0.05, help="seconds between status polls")
     p.add_argument("--request-timeout", default="30s")
+    p.add_argument("--poll-interval", default="10m", help="discovery.poll_interval of the engine")
+    p.add_argument("--steady", type=float, default=0,
+                   help="once all are healthy, also measure the engine's CPU seconds over this many seconds")
     p.add_argument("--farm-workers", type=int, default=1)
     p.add_argument("--wrk", type=int, default=0, help="seconds of wrk load per endpoint (0: none)")
     p.add_argument("--wrk-connections", type=int, default=32)

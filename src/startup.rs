@@ -33,6 +33,10 @@ pub struct AppOptions {
     pub engine_shutdown_deadline: Duration,
     /// Stop gracefully on SIGTERM / SIGINT (a second signal exits at once).
     pub handle_signals: bool,
+    /// Tell systemd (`Type=notify`) when the service is ready and when it
+    /// stops, over the socket `NOTIFY_SOCKET` names; nothing when it is
+    /// unset. See [`SystemdNotifier`].
+    pub notify_systemd: bool,
     /// Overrides `store.url` (tests use `sqlite::memory:`).
     pub store_url: Option<String>,
     /// Where the default SQLite store lives (`--state-dir`,
@@ -58,6 +62,7 @@ impl AppOptions {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             workers: Some(2),
             handle_signals: false,
+            notify_systemd: false,
             store_url: Some("sqlite::memory:".into()),
             ..Self::default()
         }
@@ -72,6 +77,7 @@ impl Default for AppOptions {
             http_shutdown_timeout: Self::DEFAULT_HTTP_SHUTDOWN_TIMEOUT,
             engine_shutdown_deadline: Self::DEFAULT_ENGINE_SHUTDOWN_DEADLINE,
             handle_signals: true,
+            notify_systemd: true,
             store_url: None,
             state_dir: None,
             store_options: StoreOptions::default(),
@@ -89,6 +95,7 @@ pub struct Application {
     reloader: Addr<ConfigWatcher>,
     syncer: actix_rt::task::JoinHandle<()>,
     metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
     options: AppOptions,
 }
 
@@ -173,7 +180,7 @@ impl Application {
             ..ApiState::new(
                 &engine,
                 metrics.clone(),
-                readiness,
+                readiness.clone(),
                 reloader.clone().recipient(),
                 running_config,
                 Some(Arc::new(store)),
@@ -225,6 +232,7 @@ impl Application {
             reloader,
             syncer,
             metrics,
+            readiness,
             options,
         })
     }
@@ -263,17 +271,36 @@ impl Application {
             engine,
             reloader,
             syncer,
+            readiness,
             options,
             ..
         } = self;
+        let notifier = if options.notify_systemd {
+            SystemdNotifier::from_env().map(Arc::new)
+        } else {
+            None
+        };
+        let notify_ready = notifier.clone().map(|notifier| {
+            actix_rt::spawn(notify_when_ready(
+                readiness,
+                engine.servers.clone(),
+                notifier,
+            ))
+        });
         let signals = options.handle_signals.then(|| {
             (
-                actix_rt::spawn(stop_on_signals(handle)),
+                actix_rt::spawn(stop_on_signals(handle, notifier.clone())),
                 actix_rt::spawn(reload_on_sighup(reloader.recipient())),
             )
         });
 
         let served = server.await;
+        if let Some(notifier) = &notifier {
+            notifier.stopping();
+        }
+        if let Some(task) = notify_ready {
+            task.abort();
+        }
         tracing::info!("HTTP server stopped; stopping the upstreams");
 
         let deadline = options.engine_shutdown_deadline;
@@ -446,7 +473,7 @@ async fn reload_on_sighup(_reloader: actix::Recipient<Reload>) {}
 /// First SIGTERM/SIGINT: graceful stop of the HTTP server (run() then stops
 /// the engine). A second one: exit at once, for an operator who won't wait.
 #[cfg(unix)]
-async fn stop_on_signals(handle: ServerHandle) {
+async fn stop_on_signals(handle: ServerHandle, notifier: Option<Arc<SystemdNotifier>>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (mut term, mut int) = match (
         signal(SignalKind::terminate()),
@@ -466,6 +493,9 @@ async fn stop_on_signals(handle: ServerHandle) {
         signal = first,
         "Shutting down gracefully (a second signal exits at once)"
     );
+    if let Some(notifier) = &notifier {
+        notifier.stopping();
+    }
     // run() observes the completion; this task just waits for it.
     actix_rt::spawn(handle.stop(true));
     let second = tokio::select! {
@@ -480,7 +510,7 @@ async fn stop_on_signals(handle: ServerHandle) {
 }
 
 #[cfg(not(unix))]
-async fn stop_on_signals(handle: ServerHandle) {
+async fn stop_on_signals(handle: ServerHandle, _notifier: Option<Arc<SystemdNotifier>>) {
     if tokio::signal::ctrl_c().await.is_ok() {
         tracing::info!("Shutting down gracefully (a second Ctrl-C exits at once)");
         actix_rt::spawn(handle.stop(true));
@@ -488,6 +518,123 @@ async fn stop_on_signals(handle: ServerHandle) {
             std::process::exit(130);
         }
     }
+}
+
+/// Sends `READY=1` once [`Readiness`] says so, the moment `/readyz` turns
+/// ready: re-checked on every change of the server snapshot, and when the
+/// start-up grace runs out.
+async fn notify_when_ready(
+    readiness: Arc<Readiness>,
+    mut servers: tokio::sync::watch::Receiver<Arc<discovery_actors::ServersSnapshot>>,
+    notifier: Arc<SystemdNotifier>,
+) {
+    loop {
+        let snapshot = servers.borrow_and_update().clone();
+        let status = readiness.check(&snapshot);
+        if status.ready {
+            notifier.ready();
+            return;
+        }
+        let grace_left = Duration::from_millis(status.startup_grace_remaining_ms.unwrap_or(0));
+        tokio::select! {
+            changed = servers.changed() => if changed.is_err() {
+                // The engine is gone: it will never be ready.
+                return;
+            },
+            () = tokio::time::sleep(grace_left) => {}
+        }
+    }
+}
+
+/// systemd's notification protocol (sd_notify(3)) without libsystemd: one
+/// datagram per message to the unix socket that `NOTIFY_SOCKET` names (a
+/// path, or `@name` in Linux's abstract namespace). Failures are logged,
+/// never fatal: the unit's start timeout is what catches a lost READY.
+#[derive(Debug)]
+pub struct SystemdNotifier {
+    #[cfg(unix)]
+    socket: std::os::unix::net::UnixDatagram,
+    #[cfg(unix)]
+    addr: std::os::unix::net::SocketAddr,
+    stopping_sent: std::sync::atomic::AtomicBool,
+}
+
+impl SystemdNotifier {
+    /// The notifier of `NOTIFY_SOCKET`, or None when it is unset (not
+    /// started by systemd, or `Type=simple`) or unusable (logged).
+    #[cfg(unix)]
+    pub fn from_env() -> Option<Self> {
+        let target = std::env::var_os("NOTIFY_SOCKET")?;
+        match Self::connect(&target) {
+            Ok(notifier) => Some(notifier),
+            Err(err) => {
+                tracing::warn!(notify_socket = %target.to_string_lossy(), error = %err, "Cannot use NOTIFY_SOCKET; systemd will not hear that the service is ready");
+                None
+            }
+        }
+    }
+
+    #[cfg(not(unix))]
+    pub fn from_env() -> Option<Self> {
+        None
+    }
+
+    #[cfg(unix)]
+    fn connect(target: &std::ffi::OsStr) -> std::io::Result<Self> {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::net::{SocketAddr, UnixDatagram};
+        let bytes = target.as_bytes();
+        let addr = match bytes.split_first() {
+            #[cfg(target_os = "linux")]
+            Some((b'@', name)) => {
+                use std::os::linux::net::SocketAddrExt;
+                SocketAddr::from_abstract_name(name)?
+            }
+            Some((b'/', _)) => SocketAddr::from_pathname(target)?,
+            _ => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "neither an absolute path nor an abstract socket name (@...)",
+                ))
+            }
+        };
+        let socket = UnixDatagram::unbound()?;
+        // A full socket buffer must not stall the runtime thread.
+        socket.set_nonblocking(true)?;
+        Ok(Self {
+            socket,
+            addr,
+            stopping_sent: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// `READY=1`: the first discovery round is done (`/readyz` is ready).
+    pub fn ready(&self) {
+        self.send("READY=1\nSTATUS=Ready: first discovery round done");
+    }
+
+    /// `STOPPING=1`, once, when the shutdown begins.
+    pub fn stopping(&self) {
+        if !self
+            .stopping_sent
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.send("STOPPING=1\nSTATUS=Shutting down");
+        }
+    }
+
+    #[cfg(unix)]
+    fn send(&self, message: &str) {
+        match self.socket.send_to_addr(message.as_bytes(), &self.addr) {
+            Ok(_) => tracing::debug!(message, "Notified systemd"),
+            Err(err) => {
+                tracing::warn!(message, error = %err, "Could not notify systemd (NOTIFY_SOCKET)")
+            }
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn send(&self, _message: &str) {}
 }
 
 #[cfg(test)]

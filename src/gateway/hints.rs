@@ -82,34 +82,45 @@ impl Hint {
 /// answer).
 #[derive(Default)]
 pub struct Hints {
-    cache: Mutex<HashMap<Scope, (Weak<ServersSnapshot>, Hint)>>,
+    cache: Mutex<HashMap<Scope, HintEntry>>,
+}
+
+/// A hint and what it was computed from.
+struct HintEntry {
+    servers: Weak<ServersSnapshot>,
+    config: Weak<Config>,
+    hint: Hint,
 }
 
 impl Hints {
-    pub fn get(&self, servers: &Arc<ServersSnapshot>, config: &Config, scope: &Scope) -> Hint {
+    pub fn get(&self, servers: &Arc<ServersSnapshot>, config: &Arc<Config>, scope: &Scope) -> Hint {
         let mut cache = self
             .cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((weak, hint)) = cache.get(scope) {
-            if weak.upgrade().is_some_and(|s| Arc::ptr_eq(&s, servers)) {
-                return *hint;
+        if let Some(e) = cache.get(scope) {
+            let same_servers = e
+                .servers
+                .upgrade()
+                .is_some_and(|s| Arc::ptr_eq(&s, servers));
+            let same_config = e.config.upgrade().is_some_and(|c| Arc::ptr_eq(&c, config));
+            if same_servers && same_config {
+                return e.hint;
             }
         }
         let hint = Hint::of(servers, config, scope);
         if cache.len() > 4096 {
             cache.clear();
         }
-        cache.insert(scope.clone(), (Arc::downgrade(servers), hint));
+        cache.insert(
+            scope.clone(),
+            HintEntry {
+                servers: Arc::downgrade(servers),
+                config: Arc::downgrade(config),
+                hint,
+            },
+        );
         hint
-    }
-
-    /// Forgets everything (the config changed: views may cover others).
-    pub fn clear(&self) {
-        self.cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
     }
 }
 

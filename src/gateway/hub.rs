@@ -164,7 +164,7 @@ impl Hub {
     }
 
     /// One round: tell every listener whose view changed.
-    pub fn fan_out(&self, catalog: &Catalog, config: &Config, listings: &Listings) {
+    pub fn fan_out(&self, catalog: &Catalog, config: &Arc<Config>, listings: &Listings) {
         let mut entries = self.lock();
         let mut fingerprints: HashMap<Scope, Option<u64>> = HashMap::new();
         let mut sent = 0u64;
@@ -300,7 +300,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new().unwrap());
         let hub = Arc::new(Hub::new(metrics.clone()));
         let listings = Listings::default();
-        let config = Config::embedded_defaults();
+        let config = Arc::new(Config::embedded_defaults());
         let a = part("a", &["x"]);
         let v1 = Catalog::assemble(1, vec![a.clone(), part("b", &["y"])]);
         let seen =

@@ -118,6 +118,8 @@ fn hash_of(bytes: &[u8]) -> u64 {
 pub struct Listing {
     /// The catalog version it was cut from.
     pub version: u64,
+    /// The configuration it was cut under (views, page size).
+    config: Weak<Config>,
     /// Identifies the content (not the version): a catalog change that
     /// leaves this scope alone keeps it, so its listeners hear nothing and
     /// its cursors stay valid.
@@ -151,20 +153,31 @@ impl Listings {
     /// The listing of `scope` in `catalog` (built on the first ask for
     /// this version, then shared). `config` gives the views and the page
     /// size; None when the scope is a view that no longer exists.
-    pub fn get(&self, catalog: &Catalog, scope: &Scope, config: &Config) -> Option<Arc<Listing>> {
+    pub fn get(
+        &self,
+        catalog: &Catalog,
+        scope: &Scope,
+        config: &Arc<Config>,
+    ) -> Option<Arc<Listing>> {
         let view = match scope {
             Scope::View(v) => Some(config.views.get(v.as_str())?),
             _ => None,
         };
         let page_size = config.mcp.page_size as usize;
         if let Some(hit) = lock(&self.scopes).get(scope) {
-            if hit.version == catalog.version && pages_match(hit, page_size) {
+            let same_config = hit
+                .config
+                .upgrade()
+                .is_some_and(|c| Arc::ptr_eq(&c, config));
+            if hit.version == catalog.version && same_config {
                 return Some(hit.clone());
             }
         }
         // Built outside the lock: two workers may build the same listing
         // at once, which costs time, never correctness.
-        let listing = Arc::new(self.build(catalog, scope, view, page_size));
+        let mut listing = self.build(catalog, scope, view, page_size);
+        listing.config = Arc::downgrade(config);
+        let listing = Arc::new(listing);
         lock(&self.scopes).insert(scope.clone(), listing.clone());
         Some(listing)
     }
@@ -279,20 +292,12 @@ impl Listings {
         };
         Listing {
             version: catalog.version,
+            config: Weak::new(),
             fingerprint: hasher.finish(),
             tool_count,
             body,
             pages,
         }
-    }
-}
-
-/// Whether a cached listing was cut for this page size.
-fn pages_match(listing: &Listing, page_size: usize) -> bool {
-    if page_size == 0 {
-        listing.pages.is_empty()
-    } else {
-        !listing.pages.is_empty() || listing.tool_count == 0
     }
 }
 
@@ -337,8 +342,10 @@ mod tests {
         all
     }
 
-    fn config(yaml: &str) -> Config {
-        discovery_config::load_str(yaml, discovery_config::Format::Yaml, None, &[]).unwrap()
+    fn config(yaml: &str) -> Arc<Config> {
+        Arc::new(
+            discovery_config::load_str(yaml, discovery_config::Format::Yaml, None, &[]).unwrap(),
+        )
     }
 
     #[test]
@@ -393,6 +400,13 @@ mod tests {
         assert_eq!(a2.version, 2);
         // The part of `a` was turned into MCP objects once: same buffer.
         assert_eq!(a1.body[0].as_ptr(), a2.body[0].as_ptr());
+        // A new config (a reload) cuts the listing again, under its views.
+        let narrower = config("views:\n  only-a:\n    servers: [a]\n    tools: {deny: ['*']}\n");
+        let view3 = l
+            .get(&v2, &Scope::View("only-a".into()), &narrower)
+            .unwrap();
+        assert_eq!(view3.tool_count, 0);
+        assert_ne!(view3.fingerprint, view2);
         // A stale flag is not part of what MCP clients see.
         let stale = Arc::new(a.with_stale("__", true));
         let v3 = catalog(

@@ -677,6 +677,15 @@ impl Store {
                 .await?;
             });
         }
+        // The clear pages must leave the disk now: `secure_delete` zeroes
+        // them in the database file, but in WAL mode the file keeps its
+        // old pages until a checkpoint, which otherwise waits for the last
+        // connection to close cleanly.
+        if let Backend::Sqlite(pool) = &self.backend {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(pool)
+                .await?;
+        }
         tracing::info!(
             count,
             "Encrypted the stored entries that were kept in clear."

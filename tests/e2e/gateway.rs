@@ -634,3 +634,120 @@ async fn a_view_named_like_a_registration_is_refused() {
     assert!(String::from_utf8_lossy(&body).contains("view_name"));
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn views_hot_reload_and_their_listeners_hear_only_their_changes() {
+    let a = upstream(2, ServerEra::Legacy, "a");
+    let b = upstream(1, ServerEra::Modern, "b");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    let write = |views: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "{FAST}{LOCAL_WRITES}{views}servers:\n  a: {}\n  b: {}\n",
+                http(&a.url()),
+                http(&b.url())
+            ),
+        )
+        .unwrap();
+    };
+    write("views:\n  pick:\n    tools: { allow: [\"a__a_tool_0\"] }\n");
+    let app = crate::helpers::spawn_app_file(&path).await;
+    app.wait_healthy("a", 2).await;
+    app.wait_healthy("b", 1).await;
+    let url = format!("{}/mcp/pick", app.base);
+    let (_, l) = modern(&url, 1, "tools/list", json!({})).await;
+    assert_eq!(tool_names(&l["result"]), ["a__a_tool_0"]);
+    let mut listen = awc::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .finish()
+        .post(&url)
+        .insert_header(("Content-Type", "application/json"))
+        .insert_header(("Accept", "text/event-stream"))
+        .insert_header(("MCP-Protocol-Version", MODERN))
+        .insert_header(("Mcp-Method", "subscriptions/listen"))
+        .send_body(json!({"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"_meta": meta(),"notifications":{"toolsListChanged":true}}}).to_string())
+        .await
+        .unwrap();
+    assert_eq!(read_events(&mut listen, 1, DEADLINE).await.len(), 1, "ack");
+    // b changes: not in the view, no notification.
+    b.handle().set_tools(2);
+    assert_eq!(app.post("/v1/servers/b/refresh").await, 202);
+    app.wait_healthy("b", 2).await;
+    assert!(read_events(&mut listen, 1, Duration::from_millis(500))
+        .await
+        .is_empty());
+    // The view itself changes by a reload: its listener is told.
+    write("views:\n  pick:\n    tools: { allow: [\"a__*\", \"b__b_tool_1\"] }\n");
+    let (status, body) = app.post_json("/v1/admin/reload", None).await;
+    assert_eq!(status, 200, "{body}");
+    let changed = read_events(&mut listen, 1, DEADLINE).await;
+    assert_eq!(
+        changed[0]["method"], "notifications/tools/list_changed",
+        "{changed:?}"
+    );
+    let (_, l) = modern(&url, 2, "tools/list", json!({})).await;
+    assert_eq!(
+        tool_names(&l["result"]),
+        ["a__a_tool_0", "a__a_tool_1", "b__b_tool_1"]
+    );
+    // A view named like a server is refused whole; the old one keeps running.
+    write("views:\n  a: {}\n");
+    let (status, body) = app.post_json("/v1/admin/reload", None).await;
+    assert_eq!(status, 422, "{body}");
+    let (s, _) = modern(&url, 3, "tools/list", json!({})).await;
+    assert_eq!(s, 200);
+    // Removed: the path is gone.
+    write("");
+    let (status, _) = app.post_json("/v1/admin/reload", None).await;
+    assert_eq!(status, 200);
+    let (s, b2) = modern(&url, 4, "tools/list", json!({})).await;
+    assert_eq!(s, 404, "{b2}");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_hung_and_a_refusing_upstream_never_hold_up_or_blank_the_listing() {
+    let hung = crate::support::upstream::hanging_server().unwrap();
+    let refused = crate::support::upstream::refusing_port().unwrap();
+    let ups: Vec<TestUpstream> = (0..18)
+        .map(|i| {
+            upstream(
+                2,
+                if i % 2 == 0 {
+                    ServerEra::Legacy
+                } else {
+                    ServerEra::Modern
+                },
+                &format!("u{i}"),
+            )
+        })
+        .collect();
+    let mut yaml = format!(
+        "{FAST}servers:\n  hung: {}\n  refused: {}\n",
+        http(&hung.url()),
+        http(&format!("http://127.0.0.1:{refused}/mcp"))
+    );
+    for (i, u) in ups.iter().enumerate() {
+        yaml.push_str(&format!("  s{i}: {}\n", http(&u.url())));
+    }
+    let app = spawn_app(&yaml).await;
+    for i in 0..18 {
+        app.wait_healthy(&format!("s{i}"), 2).await;
+    }
+    app.wait_state("refused", "degraded").await;
+    let url = format!("{}/mcp", app.base);
+    let (s, l) = modern(&url, 1, "tools/list", json!({})).await;
+    assert_eq!(s, 200);
+    assert_eq!(tool_names(&l["result"]).len(), 36, "every healthy tool");
+    // hung is still connecting: a change can come at any moment.
+    assert_eq!(l["result"]["ttlMs"], 0, "{}", l["result"]["ttlMs"]);
+    let mut c = McpClient::new(url);
+    c.initialize().await.unwrap();
+    assert_eq!(c.list_tool_names().await.unwrap().len(), 36);
+    // Served while the hung one is still on its first attempt: nothing
+    // waited for it.
+    assert_ne!(app.server("hung").await["state"], "healthy");
+    app.stop().await;
+}

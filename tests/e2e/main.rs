@@ -23,6 +23,8 @@ mod process;
 mod push_stream;
 mod registrations;
 mod reload;
+#[cfg(target_os = "linux")]
+mod sd_notify;
 mod security_bounds;
 mod security_http;
 mod security_outbound;
