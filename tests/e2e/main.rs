@@ -10,6 +10,7 @@ mod cache_hints;
 mod conformance;
 mod discovery;
 mod gateway;
+mod gateway_calls;
 mod helpers;
 mod interop;
 mod interop_modern;
