@@ -11,6 +11,7 @@ mod conformance;
 mod conformance_server;
 mod discovery;
 mod gateway;
+mod gateway_calls;
 mod gateway_interop;
 mod helpers;
 mod interop;
