@@ -46,22 +46,32 @@ const V2026: &str = "2026-07-28";
 ///   `test_logging_tool`) by those names, which exist on `/mcp` only as
 ///   `conf__...` ("Not testable"), and `test_trigger_tool_change` likewise
 ///   (a WARNING: no list change). Every other check passes
-///   ([`PASSING_CHECKS`]); the run on `/mcp/conf` has the tools.
+///   ([`PASSING_CHECKS`]).
+/// - `server-stateless` on `/mcp/conf`: all but one check pass, including
+///   the relayed -32021 and the list change the trigger causes upstream;
+///   `sep-2575-missing-capability-http-400` fails: the engine relays the
+///   upstream's -32021 error with HTTP 200, where the spec wants 400 (the
+///   upstream itself answers 400).
 /// - `caching`: a tools-only endpoint (see the module comment).
 /// - `tools-call-with-logging`: it sends `logging/setLevel` first, which a
 ///   2025 endpoint that declares no `logging` capability answers -32601
 ///   (the fixture alone passes it).
+/// - `tools-call-sampling`, `tools-call-elicitation` (2025 only): through
+///   `/mcp/conf` the 2026-07-28 upstream answers `input_required`, which the
+///   engine refuses for a 2025 session (-32603 with a hint to use
+///   2026-07-28); through `/mcp/confh` the upstream never asks, because the
+///   engine's 2025 session to it declared neither `sampling` nor
+///   `elicitation` (the upstream then answers `isError`, as the scenario
+///   asks of a server whose client lacks the capability).
 /// - `dns-rebinding-protection` (both eras): the engine answers 403
 ///   `forbidden_origin` to `Host: 127.0.0.1:<port>` with `Origin:
 ///   http://127.0.0.1:<port>`, its own origin, which the check
 ///   `localhost-host-valid-accepted` requires to be served (the attacker
 ///   case, `Host: evil.example.com`, is refused as it must be).
-/// - the `tools-call-*` runs that need a relayed result (image, audio,
-///   embedded resource, mixed content, progress, sampling, elicitation) and
-///   `server-stateless` on `/mcp/conf`: the upstreams have no call route
-///   yet, so every call answers `isError` "server ... is not running".
-///   `tools-call-simple-text` and `tools-call-error` pass all the same: the
-///   suite only asks for some text block, and for `isError` with text.
+///
+/// `tools-call-simple-text` and `tools-call-error` ask little (some text
+/// block; `isError` with text): tests/e2e/gateway_interop.rs checks what
+/// calls return exactly.
 const PASSING: &[(&str, &str, &str)] = &[
     // The endpoint itself.
     ("server-initialize", "/mcp", V2025),
@@ -70,20 +80,41 @@ const PASSING: &[(&str, &str, &str)] = &[
     ("http-header-validation", "/mcp", V2026),
     ("server-sse-multiple-streams", "/mcp", V2025),
     ("server-sse-multiple-streams", "/mcp", V2026),
-    // The upstream's tools, listed by the engine for either upstream era.
+    // The upstream's tools and calls, for either upstream era and either
+    // client era.
     ("json-schema-2020-12", "/mcp/conf", V2025),
     ("json-schema-2020-12", "/mcp/conf", V2026),
     ("json-schema-2020-12", "/mcp/confh", V2025),
     ("json-schema-2020-12", "/mcp/confh", V2026),
-    // See above: these two pass on any text (and any isError) result.
     ("tools-call-simple-text", "/mcp/conf", V2025),
     ("tools-call-simple-text", "/mcp/conf", V2026),
     ("tools-call-simple-text", "/mcp/confh", V2025),
     ("tools-call-simple-text", "/mcp/confh", V2026),
+    ("tools-call-image", "/mcp/conf", V2025),
+    ("tools-call-image", "/mcp/conf", V2026),
+    ("tools-call-image", "/mcp/confh", V2025),
+    ("tools-call-image", "/mcp/confh", V2026),
+    ("tools-call-audio", "/mcp/conf", V2025),
+    ("tools-call-audio", "/mcp/conf", V2026),
+    ("tools-call-audio", "/mcp/confh", V2025),
+    ("tools-call-audio", "/mcp/confh", V2026),
+    ("tools-call-embedded-resource", "/mcp/conf", V2025),
+    ("tools-call-embedded-resource", "/mcp/conf", V2026),
+    ("tools-call-embedded-resource", "/mcp/confh", V2025),
+    ("tools-call-embedded-resource", "/mcp/confh", V2026),
+    ("tools-call-mixed-content", "/mcp/conf", V2025),
+    ("tools-call-mixed-content", "/mcp/conf", V2026),
+    ("tools-call-mixed-content", "/mcp/confh", V2025),
+    ("tools-call-mixed-content", "/mcp/confh", V2026),
     ("tools-call-error", "/mcp/conf", V2025),
     ("tools-call-error", "/mcp/conf", V2026),
     ("tools-call-error", "/mcp/confh", V2025),
     ("tools-call-error", "/mcp/confh", V2026),
+    // Progress relayed on the client's request stream.
+    ("tools-call-with-progress", "/mcp/conf", V2025),
+    ("tools-call-with-progress", "/mcp/conf", V2026),
+    ("tools-call-with-progress", "/mcp/confh", V2025),
+    ("tools-call-with-progress", "/mcp/confh", V2026),
 ];
 
 /// Checks named on their own: `(scenario, target, spec version, check id)`.
@@ -229,6 +260,32 @@ const PASSING_CHECKS: &[(&str, &str, &str, &str)] = &[
         "/mcp",
         V2026,
         "sep-2575-http-server-error-jsonrpc-id",
+    ),
+    // server-stateless on /mcp/conf: the upstream's -32021 comes back as
+    // it was sent, and its list change reaches the listen stream.
+    (
+        "server-stateless",
+        "/mcp/conf",
+        V2026,
+        "sep-2575-server-rejects-undeclared-capability",
+    ),
+    (
+        "server-stateless",
+        "/mcp/conf",
+        V2026,
+        "sep-2575-http-server-no-independent-requests-on-stream",
+    ),
+    (
+        "server-stateless",
+        "/mcp/conf",
+        V2026,
+        "sep-2575-server-no-log-without-loglevel",
+    ),
+    (
+        "server-stateless",
+        "/mcp/conf",
+        V2026,
+        "sep-2575-server-sends-tools-list-changed-on-subscription",
     ),
     // The attacker's Host is refused (the valid-origin half fails, above).
     (
