@@ -247,3 +247,63 @@ async fn progress_of_a_call_is_relayed_on_the_clients_stream() {
     assert!(text(&last["result"]).contains("completed"), "{last}");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_2025_client_cancels_with_a_notification_and_the_upstream_hears_it() {
+    let slow = TestUpstream::builder()
+        .tools(1)
+        .delay(Duration::from_secs(30))
+        .delay_on(Methods::only(["tools/call"]))
+        .start()
+        .unwrap();
+    let app = spawn_app(&format!("{FAST}servers:\n  slow: {}\n", http(&slow.url()))).await;
+    app.wait_healthy("slow", 1).await;
+    let mut c = McpClient::new(format!("{}/mcp", app.base));
+    c.initialize().await.unwrap();
+    let call = {
+        let mut c2 = McpClient::new(format!("{}/mcp", app.base));
+        c2.session_id = c.session_id.clone();
+        c2.protocol_version = c.protocol_version.clone();
+        let c = c2;
+        actix_rt::spawn(async move {
+            c.post(&json!({"jsonrpc":"2.0","id":"call-1","method":"tools/call","params":{"name":"slow__tool_0"}}))
+                .await
+                .unwrap()
+        })
+    };
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while slow.requests("tools/call") < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never reached the upstream"
+        );
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ack = c
+        .post(&json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"call-1","reason":"user"}}))
+        .await
+        .unwrap();
+    assert_eq!(ack.status, 202);
+    let reply = call.await.unwrap();
+    let r = reply.response().unwrap();
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cancelled"),
+        "{r}"
+    );
+    while slow.requests("notifications/cancelled") < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream never heard the cancel"
+        );
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        app.metric("mcp_discovery_tool_calls_total{outcome=\"cancelled\",server=\"slow\"}")
+            .await
+            >= 1.0
+    );
+    app.stop().await;
+}
