@@ -183,3 +183,127 @@ async fn failures_are_fast_and_clear_and_a_hung_server_slows_nobody_else() {
     assert!(text(&r["result"]).contains("degraded"), "{r}");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn progress_of_a_call_is_relayed_on_the_clients_stream() {
+    use crate::support::peers::{self, EverythingTransport};
+    use futures_util::StreamExt;
+    let peer = crate::require_peer!(peers::everything(EverythingTransport::StreamableHttp));
+    let app = spawn_app(&format!("{FAST}servers:\n  ev: {}\n", http(peer.url()))).await;
+    app.wait_server("ev", "healthy with its tools", |s| {
+        s["state"] == "healthy" && s["tool_count"].as_u64().unwrap_or(0) >= 12
+    })
+    .await;
+    let mut params = json!({
+        "name": "ev__trigger-long-running-operation",
+        "arguments": {"duration": 1, "steps": 3},
+        "_meta": crate::gateway::meta(),
+    });
+    params["_meta"]["progressToken"] = json!("client-token-1");
+    let mut res = awc::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .finish()
+        .post(format!("{}/mcp", app.base))
+        .insert_header(("Content-Type", "application/json"))
+        .insert_header(("Accept", "application/json, text/event-stream"))
+        .insert_header(("MCP-Protocol-Version", crate::gateway::MODERN))
+        .insert_header(("Mcp-Method", "tools/call"))
+        .insert_header(("Mcp-Name", "ev__trigger-long-running-operation"))
+        .send_body(
+            json!({"jsonrpc":"2.0","id":77,"method":"tools/call","params":params}).to_string(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut body = Vec::new();
+    while let Some(chunk) = actix_rt::time::timeout(DEADLINE, res.next()).await.unwrap() {
+        body.extend_from_slice(&chunk.unwrap());
+    }
+    let messages: Vec<Value> = crate::support::mcp_client::sse_events(&body)
+        .into_iter()
+        .filter(|e| !e.data.is_empty())
+        .map(|e| serde_json::from_str(&e.data).unwrap())
+        .collect();
+    let progress: Vec<&Value> = messages
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .collect();
+    assert_eq!(progress.len(), 3, "{messages:?}");
+    assert!(
+        progress
+            .iter()
+            .all(|p| p["params"]["progressToken"] == "client-token-1"),
+        "the client's own token: {progress:?}"
+    );
+    let last = messages.last().unwrap();
+    assert_eq!(last["id"], 77, "the result comes last: {messages:?}");
+    assert!(text(&last["result"]).contains("completed"), "{last}");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_2025_client_cancels_with_a_notification_and_the_upstream_hears_it() {
+    let slow = TestUpstream::builder()
+        .tools(1)
+        .delay(Duration::from_secs(30))
+        .delay_on(Methods::only(["tools/call"]))
+        .start()
+        .unwrap();
+    let app = spawn_app(&format!("{FAST}servers:\n  slow: {}\n", http(&slow.url()))).await;
+    app.wait_healthy("slow", 1).await;
+    let mut c = McpClient::new(format!("{}/mcp", app.base));
+    c.initialize().await.unwrap();
+    let call = {
+        let mut c2 = McpClient::new(format!("{}/mcp", app.base));
+        c2.session_id = c.session_id.clone();
+        c2.protocol_version = c.protocol_version.clone();
+        let c = c2;
+        actix_rt::spawn(async move {
+            c.post(&json!({"jsonrpc":"2.0","id":"call-1","method":"tools/call","params":{"name":"slow__tool_0"}}))
+                .await
+                .unwrap()
+        })
+    };
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while slow.requests("tools/call") < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never reached the upstream"
+        );
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ack = c
+        .post(&json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"call-1","reason":"user"}}))
+        .await
+        .unwrap();
+    assert_eq!(ack.status, 202);
+    let reply = call.await.unwrap();
+    let r = reply.response().unwrap();
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cancelled"),
+        "{r}"
+    );
+    while slow.requests("notifications/cancelled") < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream never heard the cancel"
+        );
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        app.metric("mcp_discovery_tool_calls_total{outcome=\"cancelled\",server=\"slow\"}")
+            .await
+            >= 1.0
+    );
+    app.stop().await;
+}
