@@ -47,11 +47,6 @@ const V2026: &str = "2026-07-28";
 ///   `conf__...` ("Not testable"), and `test_trigger_tool_change` likewise
 ///   (a WARNING: no list change). Every other check passes
 ///   ([`PASSING_CHECKS`]).
-/// - `server-stateless` on `/mcp/conf`: all but one check pass, including
-///   the relayed -32021 and the list change the trigger causes upstream;
-///   `sep-2575-missing-capability-http-400` fails: the engine relays the
-///   upstream's -32021 error with HTTP 200, where the spec wants 400 (the
-///   upstream itself answers 400).
 /// - `caching`: a tools-only endpoint (see the module comment).
 /// - `tools-call-with-logging`: it sends `logging/setLevel` first, which a
 ///   2025 endpoint that declares no `logging` capability answers -32601
@@ -63,11 +58,6 @@ const V2026: &str = "2026-07-28";
 ///   engine's 2025 session to it declared neither `sampling` nor
 ///   `elicitation` (the upstream then answers `isError`, as the scenario
 ///   asks of a server whose client lacks the capability).
-/// - `dns-rebinding-protection` (both eras): the engine answers 403
-///   `forbidden_origin` to `Host: 127.0.0.1:<port>` with `Origin:
-///   http://127.0.0.1:<port>`, its own origin, which the check
-///   `localhost-host-valid-accepted` requires to be served (the attacker
-///   case, `Host: evil.example.com`, is refused as it must be).
 ///
 /// `tools-call-simple-text` and `tools-call-error` ask little (some text
 /// block; `isError` with text): tests/e2e/gateway_interop.rs checks what
@@ -80,6 +70,13 @@ const PASSING: &[(&str, &str, &str)] = &[
     ("http-header-validation", "/mcp", V2026),
     ("server-sse-multiple-streams", "/mcp", V2025),
     ("server-sse-multiple-streams", "/mcp", V2026),
+    // Host and Origin: `evil.example.com` refused (421/403), the engine's own
+    // origin served.
+    ("dns-rebinding-protection", "/mcp", V2025),
+    ("dns-rebinding-protection", "/mcp", V2026),
+    // Every check, the relayed -32021 with its HTTP 400 and the list change
+    // the trigger causes upstream among them.
+    ("server-stateless", "/mcp/conf", V2026),
     // The upstream's tools and calls, for either upstream era and either
     // client era.
     ("json-schema-2020-12", "/mcp/conf", V2025),
