@@ -879,7 +879,14 @@ async fn call_tool(
     // the stream, which drops `cancel_tx` with this future or the stream.
     let held_cancel = match &session {
         Some(s) => {
-            s.track_call(&id, cancel_tx);
+            if !s.track_call(&id, cancel_tx) {
+                return Err(RpcError::new(
+                    StatusCode::OK,
+                    Some(&id),
+                    wire::INVALID_REQUEST,
+                    format!("Invalid request: a call with id {id} is already in flight on this session; ids must be unique while in use"),
+                ));
+            }
             None
         }
         None => Some(cancel_tx),
