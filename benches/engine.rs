@@ -1,6 +1,7 @@
 //! Criterion benches of the engine's hot pure paths: catalog rebuilds (what
 //! the registry does when tools change) and rendering (what `GET /v1/tools`
-//! does per request), plus the SSE parser.
+//! does per request), plus the SSE parser and the tool lookup of a relayed
+//! `tools/call`.
 //!
 //! Run: `cargo bench --bench engine` (add `-- catalog` to filter).
 
@@ -131,5 +132,19 @@ fn sse(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, catalog, sizes, sse);
+/// What a relayed `tools/call` costs the upstream actor to find the listed
+/// tool (its last entry: the worst case of the scan) and copy its JSON.
+fn call_lookup(c: &mut Criterion) {
+    let mut group = c.benchmark_group("call_lookup");
+    for n in [100usize, 10_000] {
+        let part = ServerTools::build("s", "__", false, &tools(n));
+        let last = format!("tool_{}", n - 1);
+        group.bench_with_input(BenchmarkId::from_parameter(n), &part, |b, part| {
+            b.iter(|| part.find(&last))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, catalog, sizes, sse, call_lookup);
 criterion_main!(benches);

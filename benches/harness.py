@@ -9,8 +9,9 @@ faulty upstreams, to measure what they cost the healthy ones.
     python3 benches/harness.py --count 100
     python3 benches/harness.py --count 1000 --runs 3
     python3 benches/harness.py --count 500 --faulty 500 --fault hang
-    python3 benches/harness.py --count 100 --wrk 10   # + GET /v1/tools req/s (needs wrk)
-                                                      #   identity, gzip, zstd with p50/p99
+    python3 benches/harness.py --count 100 --wrk 10   # + GET /v1/tools and /mcp tools/list req/s (needs wrk)
+    python3 benches/harness.py --count 100 --wrk 10 --wrk-rounds 3   # the same, alternated 3 times
+                                      # (+ GET /v1/tools in gzip and zstd, tools/list in gzip: ADR 22)
     python3 benches/harness.py --count 1000 --push-streams   # + every GET push stream open
     python3 benches/harness.py --count 1000 --compare-push   # RSS per open push stream
     python3 benches/harness.py --count 1000 --runs 3 --era modern   # 2026-07-28 upstreams
@@ -34,12 +35,26 @@ so "push streams open" means every listen connected (`push_stream ==
 listens open (not waited for); the "without" side of --compare-push starts
 them with --no-listen (listen answered -32601).
 
+--wrk N loads each endpoint for N seconds with wrk (2 threads,
+--wrk-connections): `GET /v1/tools` (full body, 304, `?server=u0`), then
+`tools/list` on `POST /mcp` as a 2026-07-28 client sends it and as a 2025
+client does on its session (benches/wrk/mcp_tools_list.lua), and on
+`POST /mcp/u0` (one server's 100 tools: a small body, where the handler's
+own cost shows, against `?server=u0`). Each row has
+req/s, the p99 latency (wrk --latency) and the engine's CPU time per request
+(the sum over its threads of /proc/PID/task/*/schedstat, so the machine's
+other load does not count); `mcp_list_vs_v1_tools` is the /mcp req/s over
+the /v1/tools req/s of the same run. --wrk-rounds R alternates the
+endpoints R times and reports medians (the machine is shared: a ratio of
+one run is what means something).
+
 Everything binds 127.0.0.1; both processes are stopped by PID at the end.
 """
 
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -77,6 +92,83 @@ def cpu_seconds(pid):
 def get_json(url, timeout=10):
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return json.load(r)
+
+
+def cpu_ns(pid):
+    """CPU time the process has run, summed over its threads (ns)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass  # the thread ended meanwhile
+    return total
+
+
+MODERN = "2026-07-28"
+LEGACY = "2025-11-25"
+WRK_MCP_SCRIPT = os.path.join(ROOT, "benches", "wrk", "mcp_tools_list.lua")
+
+
+def mcp_post(base, body, headers, timeout=60, path="/mcp"):
+    """One POST /mcp; returns (response headers, parsed body or None)."""
+    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json",
+                                          "Accept": "application/json, text/event-stream",
+                                          **headers})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        raw = r.read()
+        return r.headers, (json.loads(raw) if raw else None)
+
+
+def wait_coding(base, coding, mcp=False, timeout=30):
+    """Asks for GET /v1/tools (or a 2026-07-28 tools/list) in `coding`
+    until it comes so; its size in bytes."""
+    meta = {"io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": {}}
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list",
+                       "params": {"_meta": meta}}).encode()
+    deadline = time.monotonic() + timeout
+    while True:
+        if mcp:
+            req = urllib.request.Request(base + "/mcp", data=body, method="POST", headers={
+                "Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+                "MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/list",
+                "Accept-Encoding": coding})
+        else:
+            req = urllib.request.Request(base + "/v1/tools", headers={"Accept-Encoding": coding})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            got = r.headers.get("Content-Encoding") or "identity"
+            size = len(r.read())
+        if got == coding:
+            return size
+        if time.monotonic() > deadline:
+            sys.exit(f"{'tools/list' if mcp else '/v1/tools'} never came in {coding}")
+        time.sleep(0.05)
+
+
+def mcp_modern_list(base, path="/mcp"):
+    """tools/list as a 2026-07-28 client: the number of tools."""
+    meta = {"io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": {}}
+    _, body = mcp_post(base, {"jsonrpc": "2.0", "id": 1, "method": "tools/list",
+                              "params": {"_meta": meta}},
+                       {"MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/list"}, path=path)
+    return len(body["result"]["tools"])
+
+
+def mcp_legacy_session(base):
+    """initialize + notifications/initialized as a 2025 client; returns the
+    session id and the number of tools its tools/list shows."""
+    headers, _ = mcp_post(base, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": LEGACY, "capabilities": {},
+        "clientInfo": {"name": "harness", "version": "0"}}}, {})
+    session = headers["Mcp-Session-Id"]
+    sh = {"Mcp-Session-Id": session, "MCP-Protocol-Version": LEGACY}
+    mcp_post(base, {"jsonrpc": "2.0", "method": "notifications/initialized"}, sh)
+    _, body = mcp_post(base, {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}, sh)
+    return session, len(body["result"]["tools"])
 
 
 def start_farm(args, workdir, push_streams=False, no_listen=False):
@@ -159,12 +251,7 @@ def run_once(args, workdir, farm_yaml, push_streams=False):
             result.update(push or {"push_connected": None, "seconds_to_all_push_connected": None,
                                    "push_states": None})
         if args.wrk:
-            with urllib.request.urlopen(base + "/v1/tools") as r:
-                etag = r.headers["ETag"]
-            result["rps_full"] = wrk(args, base + "/v1/tools")
-            result["rps_304"] = wrk(args, base + "/v1/tools", f"If-None-Match: {etag}")
-            result["rps_one_server"] = wrk(args, base + "/v1/tools?server=u0")
-            result.update(wrk_encodings(args, base))
+            result.update(wrk_rows(args, base, engine.pid, len(catalog["tools"])))
         return result
     finally:
         engine.send_signal(signal.SIGTERM)
@@ -202,63 +289,97 @@ def wait_push_connected(args, base, t0, deadline):
     }
 
 
-def wrk(args, url, header=None):
-    """Requests per second of a wrk run (2 threads, --wrk-connections)."""
-    cmd = ["wrk", "-t2", f"-c{args.wrk_connections}", f"-d{args.wrk}s", "--latency", url]
-    if header:
-        cmd[1:1] = ["-H", header]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    for line in out.splitlines():
-        if line.startswith("Requests/sec:"):
-            return float(line.split()[1])
-    sys.exit(f"could not read wrk's output:\n{out}")
+def wrk_rows(args, base, pid, catalog_tools):
+    """The wrk rows: /v1/tools three ways, /mcp tools/list in both eras.
+    Each endpoint --wrk-rounds times, alternated; medians."""
+    with urllib.request.urlopen(base + "/v1/tools") as r:
+        etag = r.headers["ETag"]
+    # One answer of each /mcp kind checked before loading it (the wrk script
+    # has no response callback: it would copy every body into Lua).
+    modern_tools = mcp_modern_list(base)
+    session, legacy_tools = mcp_legacy_session(base)
+    if modern_tools != catalog_tools or legacy_tools != catalog_tools:
+        sys.exit(f"/mcp tools/list shows {modern_tools} (2026-07-28) and {legacy_tools} (2025) "
+                 f"tools, /v1/tools {catalog_tools}")
+    if mcp_modern_list(base, "/mcp/u0") != args.tools:
+        sys.exit(f"/mcp/u0 tools/list does not show the {args.tools} tools of u0")
+    # Compressed bodies are computed off the request path, once per
+    # catalog version: asked for (and waited for) before their runs.
+    sizes = {f"bytes_{coding}": wait_coding(base, coding) for coding in ("gzip", "zstd")}
+    sizes["bytes_mcp_list_gzip"] = wait_coding(base, "gzip", mcp=True)
+    endpoints = [
+        ("full", base + "/v1/tools", [], {}),
+        ("full_gzip", base + "/v1/tools", ["-H", "Accept-Encoding: gzip"], {}),
+        ("full_zstd", base + "/v1/tools", ["-H", "Accept-Encoding: zstd"], {}),
+        ("mcp_list_gzip", base + "/mcp", ["-H", "Accept-Encoding: gzip", "-s", WRK_MCP_SCRIPT], {}),
+        ("mcp_list", base + "/mcp", ["-s", WRK_MCP_SCRIPT], {}),
+        ("mcp_list_2025", base + "/mcp", ["-s", WRK_MCP_SCRIPT],
+         {"MCP_SESSION_ID": session, "MCP_LEGACY_VERSION": LEGACY}),
+        ("304", base + "/v1/tools", ["-H", f"If-None-Match: {etag}"], {}),
+        ("one_server", base + "/v1/tools?server=u0", [], {}),
+        ("mcp_one_server", base + "/mcp/u0", ["-s", WRK_MCP_SCRIPT], {}),
+    ]
+    runs = {name: [] for name, *_ in endpoints}
+    for round_ in range(args.wrk_rounds):
+        # Alternate the order, so neither side always runs first.
+        order = endpoints if round_ % 2 == 0 else list(reversed(endpoints))
+        for name, url, extra, env in order:
+            runs[name].append(wrk(args, url, extra, env, pid))
+    out = {}
+    for name, rs in runs.items():
+        out[f"rps_{name}"] = round(statistics.median(r["rps"] for r in rs), 1)
+        out[f"p99_ms_{name}"] = round(statistics.median(r["p99_ms"] for r in rs), 2)
+        out[f"cpu_us_per_req_{name}"] = round(statistics.median(r["cpu_us_per_req"] for r in rs), 1)
+        errors = [r["errors"] for r in rs if r["errors"]]
+        if errors:
+            out[f"socket_errors_{name}"] = errors
+    out.update(sizes)
+    out["gzip_vs_identity"] = round(out["rps_full_gzip"] / out["rps_full"], 1)
+    out["zstd_vs_identity"] = round(out["rps_full_zstd"] / out["rps_full"], 1)
+    out["mcp_list_gzip_vs_v1_tools_gzip"] = round(out["rps_mcp_list_gzip"] / out["rps_full_gzip"], 3)
+    out["mcp_list_vs_v1_tools"] = round(out["rps_mcp_list"] / out["rps_full"], 3)
+    out["mcp_list_2025_vs_v1_tools"] = round(out["rps_mcp_list_2025"] / out["rps_full"], 3)
+    out["mcp_one_server_vs_v1"] = round(out["rps_mcp_one_server"] / out["rps_one_server"], 3)
+    if args.wrk_rounds > 1:
+        out["wrk_rounds"] = {name: [(r["rps"], r["p99_ms"]) for r in rs] for name, rs in runs.items()}
+    return out
 
 
-def wrk_latency(args, url, header=None):
-    """Requests per second, median and p99 latency (ms) of a wrk run."""
-    cmd = ["wrk", "-t2", f"-c{args.wrk_connections}", f"-d{args.wrk}s", "--latency", url]
-    if header:
-        cmd[1:1] = ["-H", header]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    stats = {}
-    units = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+def wrk(args, url, extra=(), env=None, pid=None):
+    """One wrk run (2 threads, --wrk-connections, --latency): req/s, p99 in
+    ms, and the engine's CPU time per request. Non-2xx answers or socket
+    errors fail the harness: a fast error is not a fast listing."""
+    cmd = ["wrk", "-t2", f"-c{args.wrk_connections}", f"-d{args.wrk}s", "--latency", *extra, url]
+    before = cpu_ns(pid) if pid else 0
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                         env=dict(os.environ, **(env or {}))).stdout
+    cpu = cpu_ns(pid) - before if pid else 0
+    rps = p99 = requests = None
+    errors = None
     for line in out.splitlines():
-        parts = line.split()
+        words = line.split()
         if line.startswith("Requests/sec:"):
-            stats["rps"] = float(parts[1])
-        elif len(parts) == 2 and parts[0] in ("50%", "99%"):
-            value = parts[1]
-            unit = next(u for u in ("us", "ms", "s") if value.endswith(u))
-            stats["p" + parts[0][:-1]] = round(float(value[:-len(unit)]) * units[unit], 3)
-    if "rps" not in stats:
+            rps = float(words[1])
+        elif len(words) == 2 and words[0] == "99%":
+            p99 = wrk_ms(words[1])
+        elif "requests in" in line:
+            requests = int(words[0])
+        elif line.lstrip().startswith("Non-2xx"):
+            sys.exit(f"wrk {url}: {line.strip()}\n{out}")
+        elif line.lstrip().startswith("Socket errors"):
+            # wrk's own 2 s timeout under load, typically: kept, not fatal.
+            errors = line.split(":", 1)[1].strip()
+    if rps is None or p99 is None or not requests:
         sys.exit(f"could not read wrk's output:\n{out}")
-    return stats
+    return {"rps": rps, "p99_ms": p99, "cpu_us_per_req": cpu / 1000 / requests, "errors": errors}
 
 
-def wrk_encodings(args, base):
-    """GET /v1/tools identity, gzip and zstd in one run (ADR 0022): req/s,
-    median and p99 latency, body bytes. Each compressed body is asked for
-    (and waited for) before its wrk run: it is computed off the request
-    path, once per catalog version."""
-    url = base + "/v1/tools"
-    rows = {}
-    for coding in ("identity", "gzip", "zstd"):
-        header = None if coding == "identity" else f"Accept-Encoding: {coding}"
-        deadline = time.monotonic() + 30
-        while True:
-            req = urllib.request.Request(url, headers={"Accept-Encoding": coding})
-            with urllib.request.urlopen(req, timeout=60) as r:
-                got = r.headers.get("Content-Encoding") or "identity"
-                size = len(r.read())
-            if got == coding or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        stats = wrk_latency(args, url, header)
-        rows[f"bytes_{coding}"] = size if got == coding else None
-        rows[f"rps_{coding}"] = stats["rps"]
-        rows[f"p50_ms_{coding}"] = stats.get("p50")
-        rows[f"p99_ms_{coding}"] = stats.get("p99")
-    return rows
+def wrk_ms(text):
+    """A wrk duration (`812.00us`, `3.21ms`, `1.02s`, `2.00m`) in ms."""
+    for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0), ("m", 60000.0)):
+        if text.endswith(unit) and text[:-len(unit)].replace(".", "", 1).isdigit():
+            return float(text[:-len(unit)]) * factor
+    sys.exit(f"wrk latency {text!r}: unknown unit")
 
 
 def run_set(args, push_streams, no_listen=False):
@@ -326,6 +447,8 @@ def main():
     p.add_argument("--farm-workers", type=int, default=1)
     p.add_argument("--wrk", type=int, default=0, help="seconds of wrk load per endpoint (0: none)")
     p.add_argument("--wrk-connections", type=int, default=32)
+    p.add_argument("--wrk-rounds", type=int, default=1,
+                   help="run the wrk endpoints this many times, alternated; medians")
     p.add_argument("--era", default="legacy", choices=["legacy", "modern"],
                    help="MCP 2025 upstreams, or 2026-07-28 ones with subscriptions/listen open")
     p.add_argument("--push-streams", action="store_true",
@@ -333,6 +456,8 @@ def main():
     p.add_argument("--compare-push", action="store_true",
                    help="run without, then with, push streams; print RSS per open push stream")
     args = p.parse_args()
+    if args.wrk and shutil.which("wrk") is None:
+        sys.exit("--wrk needs wrk on the PATH (Debian: apt-get install wrk)")
 
     if args.compare_push:
         without = run_set(args, False, no_listen=True)

@@ -37,10 +37,27 @@
 //! `tools/list`, and t0 to the headers of the 200 carrying the new ETag. A
 //! sample far above its headers time is transport (the body's last segment
 //! held back), not the engine.
+//!
+//! `--listeners N [--legacy-listeners M]` measures the MCP endpoint's
+//! fan-out instead (issue 11): the engine as a child process, N
+//! `subscriptions/listen` clients and M 2025 GET-stream clients on
+//! `POST /mcp`, t0 (the upstream's notification) to each client receiving
+//! `notifications/tools/list_changed`, and the engine's RSS per idle
+//! listener. See `list_changed/listeners.rs`.
+//!
+//! ```text
+//! cargo bench --bench list_changed -- --listeners 1000 --notifications 50 --pause-ms 100
+//! cargo bench --bench list_changed -- --listeners 900 --legacy-listeners 100 --notifications 50
+//! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/support/upstream.rs"]
 mod upstream;
+
+#[path = "support/engine_process.rs"]
+mod engine_process;
+#[path = "list_changed/listeners.rs"]
+mod listeners;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -74,6 +91,10 @@ struct Args {
     connect_deadline: Duration,
     poll: Duration,
     pause: Duration,
+    /// MCP-endpoint mode: modern listens on `/mcp` (0: the catalog mode).
+    listeners: usize,
+    /// MCP-endpoint mode: 2025 GET streams on `/mcp`.
+    legacy_listeners: usize,
 }
 
 impl Args {
@@ -87,6 +108,8 @@ impl Args {
             connect_deadline: Duration::from_secs(30),
             poll: Duration::ZERO,
             pause: Duration::from_millis(5),
+            listeners: 0,
+            legacy_listeners: 0,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -127,6 +150,8 @@ impl Args {
                 "--connect-deadline-s" => args.connect_deadline = Duration::from_secs(value()?),
                 "--poll-us" => args.poll = Duration::from_micros(value()?),
                 "--pause-ms" => args.pause = Duration::from_millis(value()?),
+                "--listeners" => args.listeners = usize::try_from(value()?)?,
+                "--legacy-listeners" => args.legacy_listeners = usize::try_from(value()?)?,
                 other => bail!("unknown argument {other:?}; see --help"),
             }
         }
@@ -151,6 +176,12 @@ list_changed latency: upstream notification -> new catalog version on GET /v1/to
   --connect-deadline-s N  deadline for healthy + push stream connected (30)
   --poll-us N             pause between /v1/tools polls; 0 = back-to-back (0)
   --pause-ms N            pause between rounds (5)
+
+MCP endpoint fan-out (the engine as a child process):
+  --listeners N           N subscriptions/listen clients on POST /mcp; the
+                          rounds then measure notification -> every client
+                          notified, and RSS per idle listener
+  --legacy-listeners M    M more clients: 2025 sessions with their GET stream
 ";
 
 /// The part of `GET /v1/tools` the bench reads.
@@ -171,6 +202,9 @@ struct ServerStatus {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse()?;
+    if args.listeners + args.legacy_listeners > 0 {
+        return actix_rt::System::new().block_on(async move { listeners::run(&args).await });
+    }
     // Quiet unless RUST_LOG says otherwise; the figures go to stdout.
     telemetry::init(LogFormat::Text, "error").context("setting up logging")?;
     actix_rt::System::new().block_on(run(args))

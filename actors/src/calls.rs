@@ -6,7 +6,11 @@
 //! runs the call on its own arbiter with its current session: no connection
 //! per call, no re-listing first. Per-server concurrency bounds and metrics
 //! live with the endpoint (it knows the config as it is now, and the
-//! outcomes the upstream never sees: unknown tool, busy).
+//! outcomes the upstream never sees: unknown tool, busy). ADR 0018.
+//!
+//! `Recipient::send` failing (`MailboxError`) means the upstream actor is
+//! gone (removed, or dead and about to be restarted): answer as
+//! [`CallError::Stopping`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +24,9 @@ use crate::mcp::McpError;
 use crate::status::DiscoveryState;
 
 /// Where a call for each running server goes: server name -> its upstream
-/// actor. Published by the supervisor over `watch` on every start and stop.
+/// actor (the newest generation). Published by the supervisor over `watch`
+/// whenever the running set changes (start, stop, restart; one snapshot
+/// per reload); a removed server has no route.
 pub type CallRoutes = HashMap<String, Recipient<CallTool>>;
 
 /// Shared, immutable snapshot of [`CallRoutes`].
@@ -31,7 +37,10 @@ pub type CallRoutesSnapshot = Arc<CallRoutes>;
 ///
 /// Dropping the `cancel` sender (the client went away, sent
 /// `notifications/cancelled`, or the endpoint gave up) cancels the call
-/// upstream; so does `timeout`.
+/// upstream; so does `timeout`, and so does the upstream actor stopping.
+/// Cancelling upstream: the request is dropped (over HTTP its connection
+/// closed: the 2026-07-28 cancellation) and, for a 2025 session and for a
+/// 2026-07-28 stdio server, `notifications/cancelled` names its id.
 #[derive(Message)]
 #[rtype(result = "Result<CallResult, CallError>")]
 pub struct CallTool {
@@ -39,27 +48,37 @@ pub struct CallTool {
     pub tool: String,
     /// `params.arguments`, verbatim (None: absent).
     pub arguments: Option<Box<RawValue>>,
-    /// The client's `params._meta`, passed through (a `progressToken`,
-    /// trace context); the engine's own protocol keys for the upstream's
-    /// era are set over it.
+    /// The client's `params._meta`, passed through (trace context, custom
+    /// keys) except its `io.modelcontextprotocol/*` keys: the engine sets
+    /// its own for the upstream's era. Its `progressToken` is replaced by
+    /// one unique on the upstream session when `progress` is given (and
+    /// dropped when it is not).
     pub meta: Option<Map<String, Value>>,
     /// Every other key of the client's `params` (a 2026-07-28 retry's
-    /// `inputResponses` and `requestState`), verbatim.
+    /// `inputResponses` and `requestState`), verbatim (`name`, `arguments`
+    /// and `_meta` here are ignored).
     pub extra: Map<String, Value>,
     /// What the client declared (`clientCapabilities` of a modern client,
-    /// `capabilities` of a 2025 session's `initialize`): forwarded as far
-    /// as the upstream's era allows (per request on the modern wire).
+    /// `capabilities` of a 2025 session's `initialize`): a 2026-07-28
+    /// upstream gets it as the request's `clientCapabilities` (an object,
+    /// else `{}`); a 2025 session declared `{}` at its `initialize` and
+    /// cannot change per request, so there it is not forwarded (its
+    /// server-to-client requests are refused at once, see ADR 0018).
     pub client_capabilities: Option<Value>,
-    /// The deadline of the whole call, the server's `call_timeout`.
+    /// The deadline of the whole call, the server's `call_timeout` (a
+    /// re-established session and the retry included).
     pub timeout: Duration,
-    /// Progress notifications (`params` of `notifications/progress`) the
-    /// upstream sends for this call, relayed to the client as they come.
+    /// Progress notifications (`params` of `notifications/progress`, with
+    /// the client's own `progressToken` put back) the upstream sends for
+    /// this call, relayed as they come. Only when `meta` has a
+    /// `progressToken`.
     pub progress: Option<tokio::sync::mpsc::UnboundedSender<Value>>,
     /// Resolves (sender dropped or sent) when the caller cancels.
     pub cancel: tokio::sync::oneshot::Receiver<()>,
 }
 
-/// The upstream's `result` object, byte for byte.
+/// The upstream's `result` object, byte for byte (`isError`,
+/// `structuredContent`, a 2026-07-28 `input_required` alike).
 #[derive(Debug)]
 pub struct CallResult {
     pub raw: Box<RawValue>,
@@ -92,8 +111,9 @@ pub enum CallError {
     Cancelled,
     /// The upstream answered with a JSON-RPC error or the request failed
     /// (after the one re-established session and retry the session
-    /// machinery makes). A JSON-RPC error is [`McpError::JsonRpc`], whose
-    /// code, message and data are passed to the client as they are.
+    /// machinery makes: then [`McpError::SessionExpired`]). A JSON-RPC
+    /// error is [`McpError::JsonRpc`], whose code, message and data (the
+    /// JSON text of `data`) are passed to the client as they are.
     #[error(transparent)]
     Upstream(#[from] McpError),
     /// The upstream actor is stopping (removed, restarted by a reload).

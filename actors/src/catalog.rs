@@ -182,6 +182,21 @@ impl ServerTools {
         serde_json::from_str(self.tool_json(entry)).ok()
     }
 
+    /// The listed tool named `upstream_name` on its server, with its JSON
+    /// verbatim (a `tools/call` needs its schema for `x-mcp-header`). A
+    /// scan: a call costs one, next to the call's own parse of the tool.
+    pub fn find(&self, upstream_name: &str) -> Option<Tool> {
+        let entry = self
+            .entries
+            .iter()
+            .find(|e| e.upstream_name() == upstream_name)?;
+        let raw = RawValue::from_string(self.tool_json(entry).to_owned()).ok()?;
+        Some(Tool {
+            name: upstream_name.to_owned(),
+            raw: Arc::from(raw),
+        })
+    }
+
     /// Every entry's JSON joined by `,`: the inside of a JSON array.
     pub fn entries_json(&self) -> Bytes {
         self.buf.clone()

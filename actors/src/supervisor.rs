@@ -327,7 +327,23 @@ impl Supervisor {
         // Keep the desired order (file order, then API registrations).
         self.upstreams
             .sort_by_cached_key(|name, _| desired.get_index_of(name));
+        if !(diff.added.is_empty() && diff.removed.is_empty() && diff.changed.is_empty()) {
+            self.publish_routes();
+        }
         diff
+    }
+
+    /// Publishes where calls go: every running upstream's newest
+    /// generation (a removed server's route is gone). Once per change of
+    /// the set, not per upstream: 1000 servers at start-up are one
+    /// snapshot.
+    fn publish_routes(&self) {
+        let routes: crate::calls::CallRoutes = self
+            .upstreams
+            .iter()
+            .map(|(name, running)| (name.to_string(), running.addr.clone().recipient()))
+            .collect();
+        self.calls.send_replace(Arc::new(routes));
     }
 
     fn is_file_server(&self, name: &ServerName) -> bool {
@@ -713,6 +729,7 @@ impl Handler<Shutdown> for Supervisor {
             .drain(..)
             .map(|(_, running)| running.addr.send(Stop))
             .collect();
+        self.publish_routes();
         let count = stops.len();
         let wait = async move {
             if actix_rt::time::timeout(msg.deadline, join_all(stops))
@@ -774,6 +791,7 @@ impl Handler<UpstreamExited> for Supervisor {
             };
             // Replaced in place: the entry keeps its position in the order.
             act.start_upstream_after(spec, restarts.saturating_add(1), ctx);
+            act.publish_routes();
         });
     }
 }

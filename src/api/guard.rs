@@ -360,13 +360,36 @@ fn check_origin(config: &Config, req: &ServiceRequest) -> Result<(), ApiError> {
         return Ok(());
     };
     let text = String::from_utf8_lossy(origin.as_bytes());
-    let allowed =
-        normalize_origin(&text).is_ok_and(|origin| config.http.allowed_origins.contains(&origin));
+    let allowed = normalize_origin(&text).is_ok_and(|origin| {
+        config.http.allowed_origins.contains(&origin) || same_origin(&origin, req)
+    });
     if allowed {
         Ok(())
     } else {
         Err(ApiError::ForbiddenOrigin(clip(&text)))
     }
+}
+
+/// Whether `origin` (normalized) is this request's own origin: the page
+/// that sent it was loaded from the `Host` it names, which the Host check
+/// already accepted (so a rebinding name never gets here). This service
+/// serves no pages of its own, so this is a same-origin tool or a proxy
+/// in front of it, never a cross-site one.
+fn same_origin(origin: &str, req: &ServiceRequest) -> bool {
+    let host = match req.uri().authority() {
+        Some(authority) => Some(authority.as_str().to_owned()),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    };
+    let Some(host) = host else {
+        return false;
+    };
+    ["http", "https"].iter().any(|scheme| {
+        normalize_origin(&format!("{scheme}://{}", host.trim())).is_ok_and(|own| own == origin)
+    })
 }
 
 fn clip(text: &str) -> String {

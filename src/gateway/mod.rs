@@ -630,7 +630,7 @@ fn list_tools(
     let page_size = ctx.config.mcp.page_size;
     let invalid_cursor = |why: &str| {
         RpcError::new(
-            StatusCode::OK,
+            error_status(wire::INVALID_PARAMS, era.is_modern()),
             Some(&id),
             wire::INVALID_PARAMS,
             format!("Invalid params: {why}. Hint: list again without a cursor"),
@@ -816,7 +816,8 @@ async fn call_tool(
     era: Era,
 ) -> Result<HttpResponse, RpcError> {
     let id = msg.id.clone().unwrap_or(Value::Null);
-    let invalid = |m: String| RpcError::new(StatusCode::OK, Some(&id), wire::INVALID_PARAMS, m);
+    let status = error_status(wire::INVALID_PARAMS, era.is_modern());
+    let invalid = |m: String| RpcError::new(status, Some(&id), wire::INVALID_PARAMS, m);
     let Some(name) = msg
         .params
         .get("name")
@@ -883,7 +884,14 @@ async fn call_tool(
     // the stream, which drops `cancel_tx` with this future or the stream.
     let held_cancel = match &session {
         Some(s) => {
-            s.track_call(&id, cancel_tx);
+            if !s.track_call(&id, cancel_tx) {
+                return Err(RpcError::new(
+                    StatusCode::OK,
+                    Some(&id),
+                    wire::INVALID_REQUEST,
+                    format!("Invalid request: a call with id {id} is already in flight on this session; ids must be unique while in use"),
+                ));
+            }
             None
         }
         None => Some(cancel_tx),
@@ -907,16 +915,16 @@ async fn call_tool(
     };
     match progress_rx {
         None => {
-            let body = run.await;
+            let (status, body) = run.await;
             drop(held_cancel);
-            Ok(HttpResponse::Ok()
+            Ok(HttpResponse::build(status)
                 .content_type("application/json")
                 .body(body))
         }
         Some(progress) => {
             let (done_tx, done_rx) = oneshot::channel();
             actix_rt::spawn(async move {
-                let _ = done_tx.send(run.await);
+                let _ = done_tx.send(run.await.1);
             });
             Ok(sse_response().streaming(CallStream {
                 progress: Some(progress),
@@ -928,30 +936,58 @@ async fn call_tool(
     }
 }
 
-/// The JSON-RPC response to a call, as bytes.
+/// The HTTP status of a JSON-RPC error on the 2026-07-28 wire, as the spec
+/// gives it for request errors (an upstream's -32021 or -32602 keeps the
+/// status the upstream itself would have sent); 200 on the 2025 wire.
+fn error_status(code: i64, modern: bool) -> StatusCode {
+    if !modern {
+        return StatusCode::OK;
+    }
+    match code {
+        wire::PARSE_ERROR
+        | wire::INVALID_REQUEST
+        | wire::INVALID_PARAMS
+        | wire::HEADER_MISMATCH
+        | wire::MISSING_CAPABILITY
+        | wire::UNSUPPORTED_VERSION => StatusCode::BAD_REQUEST,
+        wire::METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
+        _ => StatusCode::OK,
+    }
+}
+
+/// The JSON-RPC response to a call, as bytes, and its HTTP status.
 fn call_response(
     id: &Value,
     result: Result<discovery_actors::calls::CallResult, Refusal>,
     modern: bool,
-) -> Bytes {
+) -> (StatusCode, Bytes) {
     let error = |code: i64, message: String, data: Option<Value>| {
         let mut e = RpcError::new(StatusCode::OK, Some(id), code, message);
         e.data = data;
-        Bytes::from(e.to_json().to_string())
+        (
+            error_status(code, modern),
+            Bytes::from(e.to_json().to_string()),
+        )
     };
     let tool_error = |text: String| {
         let mut result = json!({"content": [{"type": "text", "text": text}], "isError": true});
         if modern {
             result["resultType"] = json!("complete");
         }
-        Bytes::from(json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string())
+        (
+            StatusCode::OK,
+            Bytes::from(json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string()),
+        )
     };
     match result {
         Ok(r) => {
             let raw = r.raw.get();
             if let Some(fixed) = adapt_result(raw, modern) {
                 return match fixed {
-                    Ok(v) => Bytes::from(json!({"jsonrpc": "2.0", "id": id, "result": v}).to_string()),
+                    Ok(v) => (
+                        StatusCode::OK,
+                        Bytes::from(json!({"jsonrpc": "2.0", "id": id, "result": v}).to_string()),
+                    ),
                     Err(message) => error(wire::INTERNAL_ERROR, message, None),
                 };
             }
@@ -961,7 +997,7 @@ fn call_response(
             out.extend_from_slice(b",\"result\":");
             out.extend_from_slice(raw.as_bytes());
             out.push(b'}');
-            Bytes::from(out)
+            (StatusCode::OK, Bytes::from(out))
         }
         Err(Refusal::NotRunning(server)) => {
             tool_error(format!("server {server:?} is not running (removed or restarting)"))

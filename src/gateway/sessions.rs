@@ -29,9 +29,19 @@ pub struct LegacySession {
 }
 
 impl LegacySession {
-    /// Keeps a call's cancel handle until it ends or is cancelled.
-    pub fn track_call(&self, id: &Value, cancel: oneshot::Sender<()>) {
-        lock(&self.calls).insert(id.to_string(), cancel);
+    /// Keeps a call's cancel handle until it ends or is cancelled; false
+    /// (and nothing kept) when a call with this id is already in flight:
+    /// ids are unique per session while in use, and taking the second would
+    /// make the first uncancellable.
+    pub fn track_call(&self, id: &Value, cancel: oneshot::Sender<()>) -> bool {
+        let mut calls = lock(&self.calls);
+        match calls.entry(id.to_string()) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(cancel);
+                true
+            }
+        }
     }
 
     /// The call ended: forget its handle (dropping it cancels nothing any
@@ -176,7 +186,7 @@ mod tests {
             .create(Scope::All, "2025-11-25".into(), json!({}), 8, long)
             .unwrap();
         let (tx, mut rx) = oneshot::channel();
-        d.track_call(&json!(7), tx);
+        assert!(d.track_call(&json!(7), tx));
         assert!(rx.try_recv().is_err(), "not cancelled yet");
         s.remove(&d.id).unwrap();
         assert!(matches!(
@@ -188,7 +198,12 @@ mod tests {
             .create(Scope::All, "2025-11-25".into(), json!({}), 8, long)
             .unwrap();
         let (tx, _rx) = oneshot::channel();
-        e.track_call(&json!("x"), tx);
+        assert!(e.track_call(&json!("x"), tx));
+        let (again, _rx2) = oneshot::channel();
+        assert!(
+            !e.track_call(&json!("x"), again),
+            "an id in flight is not taken twice"
+        );
         assert!(!e.cancel_call(&json!(7)));
         assert!(e.cancel_call(&json!("x")));
     }

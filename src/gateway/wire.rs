@@ -33,6 +33,8 @@ pub const REQUEST_TIMEOUT: i64 = -32001;
 /// What the SDKs answer for an unknown or expired 2025 session.
 pub const SESSION_NOT_FOUND: i64 = -32001;
 pub const HEADER_MISMATCH: i64 = -32020;
+/// `MissingRequiredClientCapabilityError`.
+pub const MISSING_CAPABILITY: i64 = -32021;
 pub const UNSUPPORTED_VERSION: i64 = -32022;
 
 /// One incoming JSON-RPC message.

@@ -266,7 +266,7 @@ async fn modern_requests_are_checked_in_the_spec_order_and_errors_echo_the_id() 
     let (s, b) = post_raw(&url, &lower, &json!({"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"a__nope","_meta": meta()}})).await;
     assert_eq!(
         (s, b["error"]["code"].as_i64()),
-        (200, Some(-32602)),
+        (400, Some(-32602)),
         "passes the header checks, unknown tool: {b}"
     );
     assert!(
@@ -354,7 +354,7 @@ async fn one_server_and_views_have_their_own_paths() {
         json!({"name": "b__b_tool_2", "arguments": {}}),
     )
     .await;
-    assert_eq!((s, b["error"]["code"].as_i64()), (200, Some(-32602)), "{b}");
+    assert_eq!((s, b["error"]["code"].as_i64()), (400, Some(-32602)), "{b}");
     app.stop().await;
 }
 
@@ -395,7 +395,7 @@ async fn pages_follow_a_cursor_and_a_cursor_of_a_changed_listing_is_refused() {
         json!({"cursor": first_cursor.unwrap()}),
     )
     .await;
-    assert_eq!((s, b["error"]["code"].as_i64()), (200, Some(-32602)), "{b}");
+    assert_eq!((s, b["error"]["code"].as_i64()), (400, Some(-32602)), "{b}");
     let (_, b) = modern(&url, 21, "tools/list", json!({"cursor": "garbage"})).await;
     assert_eq!(b["error"]["code"], -32602, "{b}");
     app.stop().await;
@@ -565,6 +565,18 @@ async fn the_endpoint_refuses_foreign_hosts_and_origins_and_needs_a_key_when_rea
     h[0] = ("Content-Type", "text/plain");
     assert_eq!(post_raw(&url, &h, &body).await.0, 415);
     assert_eq!(post_raw(&url, &base, &body).await.0, 200);
+    // The engine's own origin (the Host it was asked by) is same-origin.
+    let own = app.base.clone();
+    let mut h = base.to_vec();
+    h.push(("Origin", own.as_str()));
+    assert_eq!(post_raw(&url, &h, &body).await.0, 200);
+    let mut h = base.to_vec();
+    h.push(("Origin", "http://localhost:1"));
+    assert_eq!(
+        post_raw(&url, &h, &body).await.0,
+        403,
+        "another loopback origin is not ours"
+    );
     // The GET stream checks Origin too.
     let res = awc::Client::new()
         .get(&url)

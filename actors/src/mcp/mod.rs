@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod cache;
+pub mod call;
 pub mod era;
 pub mod error;
 /// Property tests (the stable-toolchain fuzz targets of the parsers).

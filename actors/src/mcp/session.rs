@@ -31,7 +31,7 @@ use super::jsonrpc::METHOD_NOT_FOUND;
 use super::{ClientOptions, Inventory, McpError, Notification, ServerInfo, Session, Target, Tool};
 
 pub(super) struct Inner {
-    era: Era,
+    pub(super) era: Era,
     opts: ClientOptions,
 }
 

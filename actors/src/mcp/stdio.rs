@@ -30,8 +30,10 @@ use tokio::sync::mpsc::{self, unbounded_channel, UnboundedReceiver, UnboundedSen
 use tokio::sync::{oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
 
+use super::call::{ProgressRoutes, ProgressSink};
 use super::jsonrpc::{
-    self, encode_notification, encode_request, Closed, Failure, IdGen, Incoming, Pending,
+    self, encode_notification, encode_request, encode_request_raw, Closed, Failure, IdGen,
+    Incoming, Pending,
 };
 use super::legacy_sse::forward_notification;
 use super::{ClientOptions, McpError, Notification};
@@ -276,6 +278,8 @@ pub(crate) struct Stdio {
     listens: Listens,
     /// The answer queue's sender, for the cancellations of listens.
     answers: mpsc::Sender<Vec<u8>>,
+    /// Calls in flight that asked for progress (the reader routes it).
+    progress: ProgressRoutes,
 }
 
 fn missing_pipe(label: &str, which: &str) -> McpError {
@@ -340,6 +344,7 @@ impl Stdio {
         let (exit_tx, exit_rx) = watch::channel(None);
         let (answers_tx, answers_rx) = mpsc::channel(SERVER_REQUEST_QUEUE);
         let listens = Listens::default();
+        let progress = ProgressRoutes::default();
 
         let answerer = actix_rt::spawn(write_answers(
             answers_rx,
@@ -356,6 +361,7 @@ impl Stdio {
                 tx: answers_tx.clone(),
                 dropped: 0,
                 listens: Rc::clone(&listens),
+                progress: progress.clone(),
             },
             notif_tx.clone(),
             opts.server_name.clone(),
@@ -387,12 +393,19 @@ impl Stdio {
             notifications: RefCell::new(Some(notif_rx)),
             listens,
             answers: answers_tx,
+            progress,
         };
         Ok(this)
     }
 
     pub(crate) fn label(&self) -> &str {
         &self.label
+    }
+
+    /// The next JSON-RPC id of this channel (a relayed call needs its id
+    /// before it is sent, to cancel it).
+    pub(crate) fn next_id(&self) -> u64 {
+        self.ids.next_id()
     }
 
     pub(crate) fn take_notifications(&self) -> Option<UnboundedReceiver<Notification>> {
@@ -465,12 +478,40 @@ impl Stdio {
         params: Option<&Value>,
     ) -> Result<Box<RawValue>, McpError> {
         let id = self.ids.next_id();
+        let line = encode_request(id, method, params)?;
+        self.exchange(id, line, method, self.opts.request_timeout)
+            .await
+    }
+
+    /// A relayed `tools/call` with id `id`, bounded by `after` (the call's
+    /// own deadline) instead of `request_timeout`; its progress
+    /// notifications go to `progress` while it is in flight.
+    pub(crate) async fn call(
+        &self,
+        id: u64,
+        params: &RawValue,
+        after: Duration,
+        progress: Option<&ProgressSink>,
+    ) -> Result<Box<RawValue>, McpError> {
+        let _route = progress.map(|sink| self.progress.register(sink));
+        let line = encode_request_raw(id, "tools/call", params)?;
+        self.exchange(id, line, "tools/call", after).await
+    }
+
+    /// Writes request `line` (id `id`) and waits for its response, within
+    /// `after`.
+    async fn exchange(
+        &self,
+        id: u64,
+        line: Vec<u8>,
+        method: &str,
+        after: Duration,
+    ) -> Result<Box<RawValue>, McpError> {
         let mut waiter = self
             .pending
             .register(id)
             .map_err(|c| self.closed_error(c))?;
-        let line = encode_request(id, method, params)?;
-        self.timed(method, async {
+        super::within(after, method, &self.label, async {
             self.write(line).await?;
             match waiter.wait().await {
                 Ok(Ok(reply)) => reply.map_err(|e| e.into_mcp(method)),
@@ -574,6 +615,8 @@ struct ServerRequests {
     dropped: u64,
     /// The open listens, which the reader hands their frames.
     listens: Listens,
+    /// The calls awaiting progress, which the reader hands theirs.
+    progress: ProgressRoutes,
 }
 
 impl ServerRequests {
@@ -696,7 +739,9 @@ fn on_line(
             }
             Incoming::Request { id, method, .. } => requests.answer(&id, &method, server),
             Incoming::Notification { method, params } => {
-                forward_notification(notifications, server, method, params)
+                if !requests.progress.deliver(&method, params.as_ref()) {
+                    forward_notification(notifications, server, method, params)
+                }
             }
         }
     }

@@ -19,12 +19,14 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use url::Url;
 
+use super::call::{ProgressSink, PROGRESS};
 use super::error::redact_url;
 use super::http::{
     self, media_type, read_body, send_error, status_error, EventStream, Headers, StreamStop,
 };
 use super::jsonrpc::{
-    self, encode_notification, encode_request, id_matches, IdGen, Incoming, Reply,
+    self, encode_notification, encode_request, encode_request_raw, id_matches, IdGen, Incoming,
+    Reply,
 };
 use super::sse::SseParser;
 use super::{ClientOptions, McpError};
@@ -61,6 +63,15 @@ pub(crate) struct Answered {
     pub(crate) session_id: Option<String>,
 }
 
+/// What a relayed `tools/call` changes about one exchange.
+#[derive(Clone, Copy, Default)]
+struct Bound<'a> {
+    /// How long the response head may take (default `request_timeout`).
+    post: Option<Duration>,
+    /// Where progress on the response stream goes.
+    progress: Option<&'a ProgressSink>,
+}
+
 /// What one POST brought back.
 struct Exchanged {
     reply: Option<Reply>,
@@ -94,6 +105,12 @@ impl StreamableHttp {
 
     pub(crate) fn shown_url(&self) -> &str {
         &self.shown
+    }
+
+    /// The next JSON-RPC id of this transport (a relayed call needs its id
+    /// before it is sent, to cancel it).
+    pub(crate) fn next_id(&self) -> u64 {
+        self.ids.next_id()
     }
 
     async fn timed<T>(
@@ -156,9 +173,43 @@ impl StreamableHttp {
             .timed(
                 method,
                 after,
-                self.exchange_with(body, method, Some(id), extra, named),
+                self.exchange_with(body, method, Some(id), extra, named, Bound::default()),
             )
             .await?;
+        self.answered(ex, method)
+    }
+
+    /// A relayed `tools/call` with id `id`: bounded by `after` (the call's
+    /// own deadline, also on the POST itself) instead of
+    /// `request_timeout`; progress notifications on its stream go to
+    /// `progress`. Dropping the future closes the request's connection,
+    /// which is how a 2026-07-28 client cancels.
+    pub(crate) async fn call(
+        &self,
+        id: u64,
+        params: &RawValue,
+        extra: &ExtraHeaders,
+        named: &NamedHeaders,
+        after: Duration,
+        progress: Option<&ProgressSink>,
+    ) -> Result<Answered, McpError> {
+        const METHOD: &str = "tools/call";
+        let body = encode_request_raw(id, METHOD, params)?;
+        let bound = Bound {
+            post: Some(after),
+            progress,
+        };
+        let ex = self
+            .timed(
+                METHOD,
+                after,
+                self.exchange_with(body, METHOD, Some(id), extra, named, bound),
+            )
+            .await?;
+        self.answered(ex, METHOD)
+    }
+
+    fn answered(&self, ex: Exchanged, method: &str) -> Result<Answered, McpError> {
         match ex.reply {
             Some(reply) => Ok(Answered {
                 result: reply.map_err(|e| e.into_mcp(method))?,
@@ -198,10 +249,12 @@ impl StreamableHttp {
     }
 
     fn post(&self, extra: &ExtraHeaders) -> ClientRequest {
-        let req = self
-            .client
-            .post(self.url.as_str())
-            .timeout(self.opts.request_timeout);
+        self.post_within(extra, self.opts.request_timeout)
+    }
+
+    /// A POST whose response head may take `after`.
+    fn post_within(&self, extra: &ExtraHeaders, after: Duration) -> ClientRequest {
+        let req = self.client.post(self.url.as_str()).timeout(after);
         self.with_extra(req, extra)
             .insert_header((CONTENT_TYPE, "application/json"))
             .insert_header((ACCEPT, ACCEPT_POST))
@@ -238,11 +291,13 @@ impl StreamableHttp {
         expect: Option<u64>,
         extra: &ExtraHeaders,
     ) -> Result<Exchanged, McpError> {
-        self.exchange_with(body, method, expect, extra, &[]).await
+        self.exchange_with(body, method, expect, extra, &[], Bound::default())
+            .await
     }
 
     /// [`Self::exchange`] with `named` headers on the POST (not on the
-    /// follow-ups of its stream: they are no `tools/call`).
+    /// follow-ups of its stream: they are no `tools/call`), and a relayed
+    /// call's `bound`.
     async fn exchange_with(
         &self,
         body: Vec<u8>,
@@ -250,8 +305,9 @@ impl StreamableHttp {
         expect: Option<u64>,
         extra: &ExtraHeaders,
         named: &NamedHeaders,
+        bound: Bound<'_>,
     ) -> Result<Exchanged, McpError> {
-        let mut post = self.post(extra);
+        let mut post = self.post_within(extra, bound.post.unwrap_or(self.opts.request_timeout));
         for (name, value) in named {
             post = post.insert_header((name.as_str(), value.as_str()));
         }
@@ -292,7 +348,8 @@ impl StreamableHttp {
                         follow_up.push((SESSION_HEADER, sid.clone()));
                     }
                 }
-                self.read_stream(resp, method, id, &follow_up).await?
+                self.read_stream(resp, method, id, &follow_up, bound.progress)
+                    .await?
             }
             "application/json" | "" => {
                 let bytes =
@@ -346,6 +403,7 @@ impl StreamableHttp {
         method: &str,
         id: u64,
         extra: &ExtraHeaders,
+        progress: Option<&ProgressSink>,
     ) -> Result<Reply, McpError> {
         let limit = self.opts.max_response_bytes;
         let mut stream = EventStream::new(resp, SseParser::new(limit));
@@ -367,11 +425,17 @@ impl StreamableHttp {
                             Incoming::Request {
                                 id: rid, method: m, ..
                             } => self.answer(&rid, &m, extra).await,
-                            Incoming::Notification { method: m, .. } => tracing::debug!(
-                                server = %self.opts.server_name,
-                                method = %m,
-                                "Ignoring a notification on a POST stream"
-                            ),
+                            Incoming::Notification { method: m, params } => {
+                                let relayed = m == PROGRESS
+                                    && progress.is_some_and(|p| p.offer(params.as_ref()));
+                                if !relayed {
+                                    tracing::debug!(
+                                        server = %self.opts.server_name,
+                                        method = %m,
+                                        "Ignoring a notification on a POST stream"
+                                    )
+                                }
+                            }
                         }
                     }
                     continue;

@@ -2,9 +2,14 @@
 //! 127.0.0.1:0, told by a `Behavior` how to misbehave. It records what it
 //! received so tests can assert on headers and call sequences.
 //!
-//! Routes: `POST/GET/DELETE /mcp` (Streamable HTTP), `GET /sse` +
-//! `POST /messages` (legacy HTTP+SSE; `POST /sse` answers 405 for the auto
-//! fallback).
+//! Routes: `POST/GET/DELETE /mcp` (Streamable HTTP, the 2025 handshake or
+//! with `modern` the 2026-07-28 wire), `GET /sse` + `POST /messages`
+//! (legacy HTTP+SSE; `POST /sse` answers 405 for the auto fallback).
+//!
+//! `tools/call` of any listed tool echoes what it got (`structuredContent`:
+//! name, arguments, `_meta`); `call_*` fields make it report progress,
+//! hang (recording `<closed>` when the client drops the request), or ask
+//! the client something first.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -53,6 +58,23 @@ pub struct Behavior {
     pub legacy_end_on: Option<&'static str>,
     /// Legacy: send `notifications/tools/list_changed` after initialized.
     pub legacy_list_changed: bool,
+    /// The 2026-07-28 wire: `server/discover` answers, no sessions.
+    pub modern: bool,
+    /// Appended to the first page of `tools/list`.
+    pub extra_tools: Vec<Value>,
+    /// The first this many `tools/call`s get 404 and forget the session.
+    pub expire_calls: u32,
+    /// `tools/call` sends this many progress notifications (SSE and
+    /// legacy) for the request's `progressToken`, and one for a stranger's.
+    pub call_progress: u32,
+    /// `tools/call` is never answered (keep-alives only: SSE comments, or
+    /// whitespace in JSON mode); the client dropping the request is
+    /// recorded as `<closed>` with its id.
+    pub call_hangs: bool,
+    /// SSE mode: `tools/call` first sends this server-to-client request
+    /// on its stream and answers only once the client has answered it
+    /// (the answer is in the result's `structuredContent.asked`).
+    pub call_asks: Option<&'static str>,
 }
 
 impl Default for Behavior {
@@ -76,6 +98,12 @@ impl Default for Behavior {
             garbage_content_type: "application/json",
             legacy_end_on: None,
             legacy_list_changed: false,
+            modern: false,
+            extra_tools: Vec::new(),
+            expire_calls: 0,
+            call_progress: 0,
+            call_hangs: false,
+            call_asks: None,
         }
     }
 }
@@ -91,6 +119,19 @@ pub struct Seen {
     pub protocol_version: Option<String>,
     pub accept: Option<String>,
     pub last_event_id: Option<String>,
+    /// The body as it came (for byte-exact checks).
+    pub raw: String,
+    /// Every request header, names lower-cased.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 #[derive(Default)]
@@ -103,6 +144,11 @@ struct State {
     /// Responses parked for a GET resume, by event id.
     parked: Vec<(String, Value)>,
     legacy_tx: Option<UnboundedSender<Bytes>>,
+    /// `tools/call`s answered 404 so far (`expire_calls`).
+    expired_calls: u32,
+    /// Calls waiting for the client's answer to their question, by the
+    /// question's id.
+    asking: Vec<(String, tokio::sync::oneshot::Sender<Value>)>,
 }
 
 pub struct TestServer {
@@ -121,6 +167,39 @@ impl TestServer {
 
     pub fn methods(&self) -> Vec<String> {
         self.seen().into_iter().map(|s| s.method).collect()
+    }
+
+    /// What the server received for `method`.
+    pub fn seen_of(&self, method: &str) -> Vec<Seen> {
+        self.seen()
+            .into_iter()
+            .filter(|s| s.method == method)
+            .collect()
+    }
+}
+
+/// Records `<closed>` for request `id` when dropped: the client dropped
+/// the request the server was still working on.
+struct ClosedGuard {
+    state: Arc<Mutex<State>>,
+    id: Value,
+}
+
+impl Drop for ClosedGuard {
+    fn drop(&mut self) {
+        if let Ok(mut st) = self.state.lock() {
+            st.seen.push(Seen {
+                http_method: "-".into(),
+                method: "<closed>".into(),
+                body: json!({ "id": self.id }),
+                session_id: None,
+                protocol_version: None,
+                accept: None,
+                last_event_id: None,
+                raw: String::new(),
+                headers: Vec::new(),
+            });
+        }
     }
 }
 
@@ -161,6 +240,10 @@ fn header(req: &HttpRequest, name: &str) -> Option<String> {
 }
 
 fn record(state: &Shared, req: &HttpRequest, body: &Value) {
+    record_raw(state, req, body, String::new());
+}
+
+fn record_raw(state: &Shared, req: &HttpRequest, body: &Value, raw: String) {
     let method = body
         .get("method")
         .and_then(Value::as_str)
@@ -174,6 +257,17 @@ fn record(state: &Shared, req: &HttpRequest, body: &Value) {
         protocol_version: header(req, "mcp-protocol-version"),
         accept: header(req, "accept"),
         last_event_id: header(req, "last-event-id"),
+        raw,
+        headers: req
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_ascii_lowercase(),
+                    v.to_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect(),
     });
 }
 
@@ -206,6 +300,10 @@ fn result_for(b: &Behavior, msg: &Value) -> Option<Value> {
                     })
                 })
                 .collect();
+            let mut tools = tools;
+            if page == 0 {
+                tools.extend(b.extra_tools.iter().cloned());
+            }
             let mut r = json!({ "tools": tools });
             if b.loop_cursor {
                 r["nextCursor"] = json!("again");
@@ -217,6 +315,13 @@ fn result_for(b: &Behavior, msg: &Value) -> Option<Value> {
             }
             r
         }
+        "server/discover" if b.modern => json!({
+            "supportedVersions": ["2026-07-28"],
+            "capabilities": b.capabilities,
+            "resultType": "complete",
+            "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "test-server", "version": "1.0"}},
+        }),
+        "tools/call" => call_result(msg, None),
         "prompts/list" => json!({"prompts": [{"name": "p1"}]}),
         "resources/list" => json!({"resources": [{"uri": "file:///a", "name": "a"}]}),
         "ping" => json!({}),
@@ -227,6 +332,47 @@ fn result_for(b: &Behavior, msg: &Value) -> Option<Value> {
         }
     };
     Some(json!({"jsonrpc": "2.0", "id": id, "result": result}))
+}
+
+/// What `tools/call` answers: what it got, and what the client answered
+/// to its question (`call_asks`).
+fn call_result(msg: &Value, asked: Option<Value>) -> Value {
+    let params = msg.get("params").cloned().unwrap_or(Value::Null);
+    let name = params.get("name").and_then(Value::as_str).unwrap_or("");
+    json!({
+        "content": [{"type": "text", "text": format!("called {name}")}],
+        "structuredContent": {
+            "name": name,
+            "arguments": params.get("arguments"),
+            "meta": params.get("_meta"),
+            "asked": asked,
+        },
+        "isError": false,
+    })
+}
+
+/// The progress notifications of a call: `n` for its token, then one for
+/// somebody else's.
+fn progress_events(msg: &Value, n: u32) -> Vec<Value> {
+    let token = msg.pointer("/params/_meta/progressToken").cloned();
+    let mut out: Vec<Value> = match token {
+        Some(token) => (1..=n)
+            .map(|i| {
+                json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {
+                    "progressToken": token, "progress": i, "total": n, "message": format!("step {i}"),
+                }})
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    if n > 0 {
+        out.push(
+            json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {
+                "progressToken": "somebody-else", "progress": 1,
+            }}),
+        );
+    }
+    out
 }
 
 /// An SSE event whose data is `v` pretty-printed over several `data:` lines.
@@ -264,14 +410,26 @@ async fn post_mcp(state: Shared, req: HttpRequest, body: web::Bytes) -> HttpResp
         Ok(v) => v,
         Err(_) => return HttpResponse::BadRequest().body("Parse error"),
     };
-    record(&state, &req, &msg);
+    record_raw(
+        &state,
+        &req,
+        &msg,
+        String::from_utf8_lossy(&body).into_owned(),
+    );
     let method = msg
         .get("method")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
     if msg.get("id").is_none() || method.is_empty() {
-        // A notification or a client response.
+        // A notification or a client response (maybe to a call's question).
+        if let Some(id) = msg.get("id").and_then(Value::as_str) {
+            let mut st = state.lock().unwrap();
+            if let Some(pos) = st.asking.iter().position(|(q, _)| q == id) {
+                let (_, tx) = st.asking.remove(pos);
+                let _ = tx.send(msg.clone());
+            }
+        }
         return HttpResponse::Accepted().finish();
     }
     if let Some(g) = b.garbage {
@@ -296,7 +454,7 @@ async fn post_mcp(state: Shared, req: HttpRequest, body: web::Bytes) -> HttpResp
                 st.current_session = Some(sid.clone());
                 new_session = Some(sid);
             }
-        } else if b.sessions {
+        } else if b.sessions && !b.modern {
             let sid = header(&req, "mcp-session-id");
             if sid.is_none() {
                 return HttpResponse::BadRequest().body("Bad Request: Missing session ID");
@@ -309,7 +467,16 @@ async fn post_mcp(state: Shared, req: HttpRequest, body: web::Bytes) -> HttpResp
                 st.current_session = None;
                 return HttpResponse::NotFound().body("Session not found");
             }
+            if method == "tools/call" && st.expired_calls < b.expire_calls {
+                st.expired_calls += 1;
+                st.current_session = None;
+                return HttpResponse::NotFound().body("Session not found");
+            }
         }
+    }
+
+    if method == "tools/call" {
+        return post_call(state.into_inner(), &b, msg, new_session);
     }
 
     let Some(response) = result_for(&b, &msg) else {
@@ -350,6 +517,71 @@ async fn post_mcp(state: Shared, req: HttpRequest, body: web::Bytes) -> HttpResp
     builder
         .content_type("text/event-stream")
         .streaming(chunked(body))
+}
+
+/// `tools/call` on Streamable HTTP: JSON, or an SSE stream fed by a task
+/// (progress, a question to the client, the result, or keep-alives until
+/// the client goes).
+fn post_call(
+    state: Arc<Mutex<State>>,
+    b: &Behavior,
+    msg: Value,
+    new_session: Option<String>,
+) -> HttpResponse {
+    let id = msg.get("id").cloned().unwrap_or(Value::Null);
+    let mut builder = HttpResponse::Ok();
+    if let Some(sid) = new_session {
+        builder.insert_header(("Mcp-Session-Id", sid));
+    }
+    if !b.sse {
+        if b.call_hangs {
+            // Whitespace (valid before a JSON value) now and then, so the
+            // server notices when the client has gone.
+            let guard = ClosedGuard { state, id };
+            let body = futures_util::stream::unfold(guard, |guard| async move {
+                actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+                Some((Ok::<Bytes, std::io::Error>(Bytes::from_static(b" ")), guard))
+            });
+            return builder.content_type("application/json").streaming(body);
+        }
+        let response = json!({"jsonrpc": "2.0", "id": id, "result": call_result(&msg, None)});
+        return builder
+            .content_type("application/json")
+            .body(response.to_string());
+    }
+    let (tx, rx) = unbounded_channel::<Bytes>();
+    let b = b.clone();
+    actix_rt::spawn(async move {
+        let send = |v: &Value| tx.send(Bytes::from(sse_event(v, None, false))).is_ok();
+        let _ = tx.send(Bytes::from_static(b"id: c0\ndata: \n\n"));
+        for event in progress_events(&msg, b.call_progress) {
+            send(&event);
+        }
+        let mut asked = None;
+        if let Some(question) = b.call_asks {
+            let (answer_tx, answer_rx) = tokio::sync::oneshot::channel();
+            let qid = format!("srv-ask-{id}");
+            state.lock().unwrap().asking.push((qid.clone(), answer_tx));
+            send(&json!({"jsonrpc": "2.0", "id": qid, "method": question, "params": {}}));
+            asked = answer_rx.await.ok();
+        }
+        if b.call_hangs {
+            let _guard = ClosedGuard {
+                state: Arc::clone(&state),
+                id,
+            };
+            loop {
+                actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+                if tx.send(Bytes::from_static(b": keep-alive\n\n")).is_err() {
+                    return;
+                }
+            }
+        }
+        send(&json!({"jsonrpc": "2.0", "id": id, "result": call_result(&msg, asked)}));
+    });
+    let body =
+        tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(Ok::<Bytes, std::io::Error>);
+    builder.content_type("text/event-stream").streaming(body)
 }
 
 async fn get_mcp(state: Shared, req: HttpRequest) -> HttpResponse {
@@ -394,7 +626,12 @@ async fn post_messages(state: Shared, req: HttpRequest, body: web::Bytes) -> Htt
     let Ok(msg) = serde_json::from_slice::<Value>(&body) else {
         return HttpResponse::BadRequest().body("Parse error");
     };
-    record(&state, &req, &msg);
+    record_raw(
+        &state,
+        &req,
+        &msg,
+        String::from_utf8_lossy(&body).into_owned(),
+    );
     let method = msg
         .get("method")
         .and_then(Value::as_str)
@@ -419,6 +656,14 @@ async fn post_messages(state: Shared, req: HttpRequest, body: web::Bytes) -> Htt
     if b.ping_first && method == "tools/list" {
         let ping = json!({"jsonrpc": "2.0", "id": "srv-1", "method": "ping"});
         let _ = tx.send(Bytes::from(sse_event(&ping, None, false)));
+    }
+    if method == "tools/call" {
+        for event in progress_events(&msg, b.call_progress) {
+            let _ = tx.send(Bytes::from(sse_event(&event, None, false)));
+        }
+        if b.call_hangs {
+            return HttpResponse::Accepted().body("Accepted");
+        }
     }
     if let Some(resp) = result_for(&b, &msg) {
         let _ = tx.send(Bytes::from(sse_event(&resp, None, false)));

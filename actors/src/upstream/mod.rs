@@ -3,8 +3,10 @@
 //! (the [`poller::Poller`] now; push stream and token refresher in their own
 //! issues) that report to it by message. It never awaits a child, and no
 //! discovery work is tied to anything but its own lifetime: every network
-//! call runs in a `ctx.spawn`ed future with its own timeout.
+//! call runs in a `ctx.spawn`ed future with its own timeout. A relayed
+//! `tools/call` (`call`, ADR 0018) is a task of its own beside them.
 
+mod call;
 pub mod poller;
 pub mod push_stream;
 pub mod state;
@@ -197,6 +199,9 @@ pub struct Upstream {
     listing_warning: Option<String>,
     /// What the last listing had that the catalog leaves out or flags.
     tool_report: Arc<crate::tools::ToolReport>,
+    /// Set when this actor stops: every call in flight (its own task, see
+    /// `call`) is cancelled upstream and answers `Stopping`.
+    calls_stop: tokio::sync::watch::Sender<bool>,
     _exit_notice: ExitNotice,
 }
 
@@ -244,6 +249,7 @@ impl Upstream {
             extras: None,
             listing_warning: None,
             tool_report: Arc::default(),
+            calls_stop: tokio::sync::watch::Sender::new(false),
             _exit_notice: ExitNotice {
                 to: init.exited,
                 name: spec_ref.name.clone(),
@@ -890,6 +896,7 @@ impl Actor for Upstream {
 
     fn stopping(&mut self, ctx: &mut Self::Context) -> Running {
         self.stopping = true;
+        self.calls_stop.send_replace(true);
         if let Some(poller) = self.poller.take() {
             poller.do_send(StopPoller);
         }
@@ -986,6 +993,7 @@ impl Handler<Stop> for Upstream {
 
     fn handle(&mut self, _: Stop, ctx: &mut Self::Context) -> Self::Result {
         self.stopping = true;
+        self.calls_stop.send_replace(true);
         if let Some(handle) = self.in_flight.take() {
             ctx.cancel_future(handle);
         }

@@ -167,7 +167,7 @@ pub(crate) async fn connect_http(
                 "Streamable HTTP initialize refused; trying legacy HTTP+SSE"
             );
             let legacy = async {
-                let wire = Wire::Sse(LegacySse::open(url, opts).await?);
+                let wire = Wire::Sse(Box::new(LegacySse::open(url, opts).await?));
                 Legacy::handshake(wire, opts, offer).await
             };
             match legacy.await {
@@ -319,6 +319,48 @@ impl Legacy {
             }
         })
         .await
+    }
+
+    /// A relayed `tools/call` in the current session; a forgotten session
+    /// is re-established once and the call retried once, under a new id
+    /// (the same machinery as every request).
+    pub(crate) async fn call(
+        &self,
+        call: &super::super::call::Prepared,
+    ) -> Result<Box<RawValue>, McpError> {
+        self.with_session(|ctx| async move {
+            let id = self.wire.next_id();
+            call.in_flight.set(Some(id));
+            self.wire
+                .call(
+                    id,
+                    &call.params,
+                    &ctx.headers(),
+                    &[],
+                    call.after,
+                    call.progress.as_ref(),
+                )
+                .await
+        })
+        .await
+    }
+
+    /// `notifications/cancelled` for request `id`, in the current session
+    /// (never re-established for it: a forgotten session forgot the
+    /// request too). Best effort: a failure is logged.
+    pub(crate) async fn cancel(&self, id: u64, reason: &str) {
+        let params = serde_json::json!({ "requestId": id, "reason": reason });
+        let sent = self
+            .wire
+            .notify(
+                super::super::call::CANCELLED,
+                Some(&params),
+                &self.ctx().headers(),
+            )
+            .await;
+        if let Err(e) = sent {
+            tracing::debug!(server = %self.opts.server_name, error = %e.chain(), "Could not cancel a call upstream");
+        }
     }
 
     pub(crate) async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), McpError> {

@@ -24,8 +24,9 @@ pub(crate) mod params;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
+use super::call::{Prepared, ProgressSink};
 use super::legacy_sse::LegacySse;
 use super::stdio::Stdio;
 use super::streamable_http::{Answered, ExtraHeaders, NamedHeaders, StreamableHttp};
@@ -76,7 +77,8 @@ impl EraKind {
 /// kinds, and async methods stay plain.
 pub(crate) enum Wire {
     Http(StreamableHttp),
-    Sse(LegacySse),
+    /// Boxed: the largest by far, and the rarest.
+    Sse(Box<LegacySse>),
     Stdio(Stdio),
 }
 
@@ -86,6 +88,37 @@ impl Wire {
             Wire::Http(t) => t.shown_url(),
             Wire::Sse(t) => t.shown_url(),
             Wire::Stdio(t) => t.label(),
+        }
+    }
+
+    /// The next JSON-RPC id of the transport.
+    pub(crate) fn next_id(&self) -> u64 {
+        match self {
+            Wire::Http(t) => t.next_id(),
+            Wire::Sse(t) => t.next_id(),
+            Wire::Stdio(t) => t.next_id(),
+        }
+    }
+
+    /// A relayed `tools/call` with id `id` and serialized `params`, bounded
+    /// by `after`; `extra` and `named` headers go on HTTP only; progress
+    /// notifications for it go to `progress`.
+    pub(crate) async fn call(
+        &self,
+        id: u64,
+        params: &RawValue,
+        extra: &ExtraHeaders,
+        named: &NamedHeaders,
+        after: Duration,
+        progress: Option<&ProgressSink>,
+    ) -> Result<Box<RawValue>, McpError> {
+        match self {
+            Wire::Http(t) => Ok(t
+                .call(id, params, extra, named, after, progress)
+                .await?
+                .result),
+            Wire::Sse(t) => t.call(id, params, after, progress).await,
+            Wire::Stdio(t) => t.call(id, params, after, progress).await,
         }
     }
 
@@ -262,6 +295,44 @@ impl Era {
         }
     }
 
+    /// Sets the era's own `_meta` keys of a relayed `tools/call` over the
+    /// client's (2026-07-28: version, the client's capabilities, our
+    /// clientInfo; the 2025 wire has none).
+    pub(crate) fn set_call_meta(
+        &self,
+        meta: &mut Map<String, Value>,
+        capabilities: Option<&Value>,
+    ) {
+        if let Era::Modern(e) = self {
+            e.set_call_meta(meta, capabilities)
+        }
+    }
+
+    /// Whether a call mirrors its arguments into `Mcp-Param-*` headers
+    /// (2026-07-28 over HTTP; SEP-2243 lets stdio ignore them).
+    pub(crate) fn mirrors_params(&self) -> bool {
+        matches!(self, Era::Modern(e) if matches!(e.wire(), Wire::Http(_)))
+    }
+
+    /// A relayed `tools/call` (see `super::call`).
+    pub(crate) async fn call(&self, call: &Prepared) -> Result<Box<RawValue>, McpError> {
+        match self {
+            Era::Legacy(e) => e.call(call).await,
+            Era::Modern(e) => e.call(call).await,
+        }
+    }
+
+    /// Cancels request `id` upstream after its future was dropped, as the
+    /// era wants: `notifications/cancelled` (2025; 2026-07-28 on stdio);
+    /// over 2026-07-28 HTTP the closed stream already was the cancellation.
+    /// Best effort: a failure is logged.
+    pub(crate) async fn cancel(&self, id: u64, reason: &str) {
+        match self {
+            Era::Legacy(e) => e.cancel(id, reason).await,
+            Era::Modern(e) => e.cancel(id, reason).await,
+        }
+    }
+
     pub(crate) async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), McpError> {
         match self {
             Era::Legacy(e) => e.notify(method, params).await,
@@ -393,7 +464,7 @@ pub(crate) async fn negotiate(
                     ))
                 }
                 TransportKind::Sse => {
-                    let wire = Wire::Sse(LegacySse::open(url, opts).await?);
+                    let wire = Wire::Sse(Box::new(LegacySse::open(url, opts).await?));
                     return Ok(Era::Legacy(Legacy::handshake(wire, opts, offer).await?));
                 }
                 TransportKind::Auto | TransportKind::StreamableHttp => {}

@@ -405,6 +405,62 @@ impl Modern {
         }
     }
 
+    /// Our `_meta` keys of a relayed call, over the client's: the version,
+    /// the client's own capabilities (so the upstream may ask it for input
+    /// with an `input_required` result), our clientInfo.
+    pub(crate) fn set_call_meta(
+        &self,
+        meta: &mut Map<String, Value>,
+        capabilities: Option<&Value>,
+    ) {
+        let capabilities = capabilities
+            .filter(|c| c.is_object())
+            .cloned()
+            .unwrap_or_else(|| Value::Object(Map::new()));
+        if let Value::Object(ours) = request_meta(self.version) {
+            meta.extend(ours);
+        }
+        meta.insert(META_CAPABILITIES.into(), capabilities);
+    }
+
+    /// A relayed `tools/call`: `params` already carry our `_meta`; the
+    /// standard headers name the upstream's own tool name.
+    pub(crate) async fn call(
+        &self,
+        call: &super::super::call::Prepared,
+    ) -> Result<Box<RawValue>, McpError> {
+        let extra = headers(
+            "tools/call",
+            &serde_json::json!({ "name": call.name }),
+            self.version,
+        );
+        let id = self.wire.next_id();
+        call.in_flight.set(Some(id));
+        self.wire
+            .call(
+                id,
+                &call.params,
+                &extra,
+                &call.named,
+                call.after,
+                call.progress.as_ref(),
+            )
+            .await
+    }
+
+    /// Over HTTP the request's stream is closed already (the future that
+    /// held it was dropped): that is the cancellation. On stdio,
+    /// `notifications/cancelled` naming the request.
+    pub(crate) async fn cancel(&self, id: u64, reason: &str) {
+        if matches!(self.wire, Wire::Http(_)) {
+            return;
+        }
+        let params = serde_json::json!({ "requestId": id, "reason": reason });
+        if let Err(e) = self.notify(CANCELLED, Some(params)).await {
+            tracing::debug!(target = %self.wire.target(), error = %e.chain(), "Could not cancel a call upstream");
+        }
+    }
+
     pub(crate) async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), McpError> {
         let params = with_meta(params, self.version);
         let extra = headers(method, &params, self.version);
