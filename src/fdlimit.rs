@@ -56,7 +56,7 @@ pub fn raise() -> std::io::Result<Limits> {
 pub fn shortfall(limits: Limits, needed: u64, servers: usize) -> Option<String> {
     (needed > limits.soft).then(|| {
         format!(
-            "the open-file limit (RLIMIT_NOFILE soft {soft}, hard {hard}) is below the {needed} \
+            "The open-file limit (RLIMIT_NOFILE soft {soft}, hard {hard}) is below the {needed} \
              descriptors {servers} configured servers may need ({HEADROOM} of them headroom): \
              connections past the limit fail with \"Too many open files\". Hint: raise the \
              hard limit (`ulimit -Hn`, systemd LimitNOFILE=, docker --ulimit nofile=) to at \
