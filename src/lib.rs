@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod fdlimit;
 pub mod gateway;
 pub mod metrics;
 pub mod probe;

@@ -71,6 +71,8 @@ pub struct ApiState {
     pub name_locks: Arc<registrations::NameLocks>,
     /// The MCP endpoint's shared state (`/mcp`).
     pub gateway: Arc<crate::gateway::Gateway>,
+    /// `GET /v1/servers`, serialized once per snapshot.
+    pub servers_body: Arc<servers::ServersBody>,
     /// Test fault injection (`AppOptions::registration_pause`); None.
     #[doc(hidden)]
     pub registration_pause: Option<(Duration, Duration)>,
@@ -104,6 +106,7 @@ impl ApiState {
                 engine.calls.clone(),
                 metrics.clone(),
             )),
+            servers_body: Arc::default(),
             registration_pause: None,
         }
     }
