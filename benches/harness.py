@@ -54,6 +54,8 @@ Everything binds 127.0.0.1; both processes are stopped by PID at the end.
 import argparse
 import json
 import os
+import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -66,6 +68,13 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.path.join(ROOT, "target", "release")
+
+
+def raise_nofile():
+    """preexec_fn of the children: open-file soft limit up to the hard limit
+    (10k upstreams need more than the usual 1024)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def free_port():
@@ -175,7 +184,8 @@ def start_farm(args, workdir, push_streams=False, no_listen=False):
     out = os.path.join(workdir, "farm.yaml")
     cmd = [os.path.join(TARGET, "examples", "upstream_farm"),
            "--count", str(args.count), "--tools", str(args.tools),
-           "--config-out", out, "--workers", str(args.farm_workers)]
+           "--config-out", out, "--workers", str(args.farm_workers),
+           "--base-port", str(args.farm_base_port)]
     if args.faulty:
         cmd += ["--faulty", str(args.faulty), "--fault", args.fault]
     cmd += ["--era", args.era]
@@ -183,16 +193,19 @@ def start_farm(args, workdir, push_streams=False, no_listen=False):
         cmd.append("--push-streams")
     if args.era == "modern" and no_listen:
         cmd.append("--no-listen")
-    farm = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True, start_new_session=True)
+    err = open(os.path.join(workdir, "farm.err"), "w+")
+    farm = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err,
+                            text=True, start_new_session=True, preexec_fn=raise_nofile)
     line = farm.stdout.readline()
     if not line.startswith("READY"):
         farm.kill()
-        sys.exit(f"upstream farm did not start: {line!r}")
+        farm.wait()
+        err.seek(0)
+        sys.exit(f"upstream farm did not start: {line!r} {err.read()[-2000:]}")
     return farm, out
 
 
-def run_once(args, workdir, farm_yaml, push_streams=False):
+def run_once(args, workdir, farm_yaml, push_streams=False, farm_pid=None):
     port = free_port()
     config = os.path.join(workdir, "config.yaml")
     with open(config, "w") as f:
@@ -203,8 +216,14 @@ def run_once(args, workdir, farm_yaml, push_streams=False):
             f.write(snippet.read())
     env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
     t0 = time.monotonic()
-    engine = subprocess.Popen([os.path.join(TARGET, "mcp-discovery"), "serve", "--config", config],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    # BENCH_ENGINE_WRAPPER="perf record -g -o /tmp/engine.data" runs the
+    # engine under a profiler (stopped by SIGTERM like the engine).
+    wrapper = shlex.split(os.environ.get("BENCH_ENGINE_WRAPPER", ""))
+    harness_cpu0 = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+    farm_cpu0 = cpu_seconds(farm_pid) if farm_pid else 0.0
+    engine = subprocess.Popen(wrapper + [os.path.join(TARGET, "mcp-discovery"), "serve", "--config", config],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                              preexec_fn=raise_nofile)
     base = f"http://127.0.0.1:{port}"
     want = args.count
     healthy_at = None
@@ -212,16 +231,28 @@ def run_once(args, workdir, farm_yaml, push_streams=False):
     try:
         while time.monotonic() < deadline:
             try:
-                servers = get_json(base + "/v1/servers")["servers"]
+                with urllib.request.urlopen(base + "/v1/servers", timeout=10) as r:
+                    raw = r.read()
             except OSError:
                 time.sleep(0.02)
                 continue
+            # Parse only once enough say healthy: at 10k upstreams parsing
+            # every poll made this script the superlinear part of the run
+            # (its CPU seconds grew 40x for 10x the upstreams).
+            if raw.count(b'"state":"healthy"') < want:
+                time.sleep(args.poll)
+                continue
+            servers = json.loads(raw)["servers"]
             ok = sum(1 for s in servers
                      if s["name"].startswith("u") and s["state"] == "healthy"
                      and s["tool_count"] == args.tools)
             if ok == want:
                 healthy_at = time.monotonic() - t0
                 cpu_at_healthy = cpu_seconds(engine.pid)
+                # What the load generator cost meanwhile: the farm's CPU
+                # seconds and this script's own (its /v1/servers polls).
+                farm_cpu = cpu_seconds(farm_pid) - farm_cpu0 if farm_pid else None
+                harness_cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - harness_cpu0
                 break
             time.sleep(args.poll)
         push = wait_push_connected(args, base, t0, deadline) if push_streams and healthy_at else None
@@ -244,6 +275,9 @@ def run_once(args, workdir, farm_yaml, push_streams=False):
             "_rss_kib": rss_kib(engine.pid, "VmRSS"),
             "catalog_tools": len(catalog["tools"]),
             "cpu_s_to_all_healthy": round(cpu_at_healthy, 2) if healthy_at else None,
+            "rss_kib_per_upstream": round(rss_kib(engine.pid, "VmHWM") / max(1, args.count + args.faulty), 1),
+            "farm_cpu_s_to_all_healthy": round(farm_cpu, 2) if healthy_at and farm_cpu is not None else None,
+            "harness_cpu_s_to_all_healthy": round(harness_cpu, 2) if healthy_at else None,
         }
         if args.steady:
             result[f"cpu_s_over_{args.steady:g}s_steady"] = steady
@@ -387,7 +421,7 @@ def run_set(args, push_streams, no_listen=False):
     with tempfile.TemporaryDirectory(prefix="mcpd-harness-") as workdir:
         farm, farm_yaml = start_farm(args, workdir, push_streams, no_listen)
         try:
-            return [run_once(args, workdir, farm_yaml, push_streams) for _ in range(args.runs)]
+            return [run_once(args, workdir, farm_yaml, push_streams, farm.pid) for _ in range(args.runs)]
         finally:
             os.killpg(farm.pid, signal.SIGTERM)
             farm.wait()
@@ -445,6 +479,10 @@ def main():
     p.add_argument("--steady", type=float, default=0,
                    help="once all are healthy, also measure the engine's CPU seconds over this many seconds")
     p.add_argument("--farm-workers", type=int, default=1)
+    p.add_argument("--farm-base-port", type=int, default=0,
+                   help="first port of the farm's consecutive range (0: any free ports). At 10k "
+                        "upstreams use one below the ephemeral range (e.g. 12000): the farm's 10k "
+                        "listeners and the engine's 10k connections do not both fit in it")
     p.add_argument("--wrk", type=int, default=0, help="seconds of wrk load per endpoint (0: none)")
     p.add_argument("--wrk-connections", type=int, default=32)
     p.add_argument("--wrk-rounds", type=int, default=1,

@@ -105,6 +105,9 @@ enum FaultKind {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // 10k upstreams: a listener each plus the engine's connections to them
+    // (and their push streams) are far past the usual soft limit of 1024.
+    mcp_discovery::fdlimit::raise().context("raising the open-file limit")?;
     let base = |offset: usize| -> anyhow::Result<Option<u16>> {
         if args.base_port == 0 {
             return Ok(None);

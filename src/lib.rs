@@ -12,6 +12,7 @@
 pub mod api;
 pub mod cli;
 pub mod encoding;
+pub mod fdlimit;
 pub mod gateway;
 pub mod metrics;
 pub mod probe;

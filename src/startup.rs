@@ -132,6 +132,7 @@ impl Application {
         }
         let store = open_store(&config, &options).await?;
         log_access_mode(&config);
+        crate::fdlimit::raise_and_check(&config);
         let metrics = Arc::new(Metrics::new().context("could not set up the metrics")?);
 
         let addr = options.listen.unwrap_or(config.listen);

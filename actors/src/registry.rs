@@ -120,6 +120,11 @@ pub struct Registry {
     servers_dirty: bool,
     rebuild_scheduled: bool,
     last_rebuild: Option<(Instant, Duration)>,
+    /// When the last server snapshot was built and what it cost: at 10k
+    /// servers one is 10k views, and a flood of state changes (each
+    /// server connecting, initializing, healthy) rebuilt it once per
+    /// change, the superlinear part of a 10k start-up (issue 13).
+    last_servers: Option<(Instant, Duration)>,
 }
 
 impl Registry {
@@ -144,6 +149,7 @@ impl Registry {
             servers_dirty: false,
             rebuild_scheduled: false,
             last_rebuild: None,
+            last_servers: None,
         };
         (registry, catalog_rx, servers_rx)
     }
@@ -159,18 +165,28 @@ impl Registry {
         }
     }
 
+    /// How long a server snapshot must still wait: spaced by a few times
+    /// its own cost (no minimum: with a few servers it costs microseconds,
+    /// so an isolated change is still published at once).
+    fn servers_wait(&self) -> Duration {
+        match self.last_servers {
+            Some((at, cost)) => (cost * REBUILD_COST_FACTOR).saturating_sub(at.elapsed()),
+            None => Duration::ZERO,
+        }
+    }
+
     fn schedule_rebuild(&mut self, ctx: &mut Context<Self>) {
         if self.rebuild_scheduled {
             return;
         }
         self.rebuild_scheduled = true;
-        // Only catalog rebuilds are spaced: a state-only change (an attempt
-        // starting) is a cheap snapshot and must not delay the catalog that
-        // follows it a millisecond later.
+        // A state-only change is spaced by the snapshot's own cost (small
+        // next to the catalog's, so it hardly delays a catalog that follows
+        // it a millisecond later); a catalog change by the catalog's.
         let wait = if self.tools_dirty {
             self.catalog_wait()
         } else {
-            Duration::ZERO
+            self.servers_wait()
         };
         if wait.is_zero() {
             ctx.notify(Rebuild);
@@ -186,7 +202,9 @@ impl Registry {
         if self.tools_dirty && (self.names.repeated > 0 || self.clashes_pending) {
             self.resolve_clashes();
         }
-        if self.servers_dirty {
+        let catalog_due = self.tools_dirty && self.catalog_wait().is_zero();
+        if self.servers_dirty && (catalog_due || self.servers_wait().is_zero()) {
+            let started = Instant::now();
             let snapshot = ServersSnapshot {
                 servers: self
                     .entries
@@ -201,8 +219,11 @@ impl Registry {
                     e.invalid_emitted = Some(invalid);
                 }
             }
-            self.servers_tx.send_replace(Arc::new(snapshot));
+            // The old snapshot is dropped here too (when no reader holds it):
+            // part of the cost.
+            drop(self.servers_tx.send_replace(Arc::new(snapshot)));
             self.servers_dirty = false;
+            self.last_servers = Some((Instant::now(), started.elapsed()));
         }
         if self.tools_dirty && !self.catalog_wait().is_zero() {
             self.schedule_rebuild(ctx);
@@ -225,6 +246,10 @@ impl Registry {
             }
             self.tools_dirty = false;
             self.last_rebuild = Some((Instant::now(), started.elapsed()));
+        }
+        if self.servers_dirty {
+            // Spaced: built on the next turn.
+            self.schedule_rebuild(ctx);
         }
     }
 }

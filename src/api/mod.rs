@@ -73,6 +73,8 @@ pub struct ApiState {
     pub gateway: Arc<crate::gateway::Gateway>,
     /// The compressed bodies of `/v1/tools` and `/mcp` listings.
     pub compressor: Arc<crate::encoding::Compressor>,
+    /// `GET /v1/servers`, serialized once per snapshot.
+    pub servers_body: Arc<servers::ServersBody>,
     /// Test fault injection (`AppOptions::registration_pause`); None.
     #[doc(hidden)]
     pub registration_pause: Option<(Duration, Duration)>,
@@ -110,6 +112,7 @@ impl ApiState {
                 engine.catalog.clone(),
                 None,
             )),
+            servers_body: Arc::default(),
             registration_pause: None,
         }
     }

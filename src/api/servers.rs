@@ -1,11 +1,15 @@
 //! `GET /v1/servers`, `GET /v1/servers/{name}`,
 //! `POST /v1/servers/{name}/refresh`.
 
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use actix_web::http::header;
 use actix_web::{web, HttpResponse};
+use bytes::Bytes;
 use discovery_actors::supervisor::RefreshServer;
-use discovery_actors::ServerView;
+use discovery_actors::{ServerView, ServersSnapshot};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -20,13 +24,72 @@ struct ServerList<'a> {
     servers: Vec<&'a ServerView>,
 }
 
+/// `GET /v1/servers` serialized once per snapshot (at 10k upstreams a
+/// body is 10k views): the first request after a new snapshot serializes
+/// it, every other one hands out the same bytes. Lazy, so a flood of
+/// state changes at start-up (one snapshot each) costs nothing unless
+/// someone asks. The lock is held while serializing: concurrent requests
+/// for a new snapshot wait for the one serialization instead of each
+/// doing it.
+#[derive(Default)]
+pub struct ServersBody {
+    last: Mutex<Option<CachedBody>>,
+}
+
+struct CachedBody {
+    /// Weak: the cache does not keep an old snapshot alive.
+    snapshot: Weak<ServersSnapshot>,
+    body: Bytes,
+    etag: Arc<str>,
+}
+
+impl ServersBody {
+    /// The body and ETag of `snapshot`.
+    fn get(&self, snapshot: &Arc<ServersSnapshot>) -> Result<(Bytes, Arc<str>), ApiError> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = last.as_ref() {
+            // Alive and the same allocation: the same snapshot.
+            if c.snapshot
+                .upgrade()
+                .is_some_and(|s| Arc::ptr_eq(&s, snapshot))
+            {
+                return Ok((c.body.clone(), c.etag.clone()));
+            }
+        }
+        let body = serde_json::to_vec(&ServerList {
+            servers: snapshot.servers.values().collect(),
+        })
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        // The ETag is a hash of the bytes: equal bodies, equal tags, also
+        // across restarts and replicas.
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        body.hash(&mut hasher);
+        let etag: Arc<str> = format!("\"s{:016x}\"", hasher.finish()).into();
+        let body = Bytes::from(body);
+        *last = Some(CachedBody {
+            snapshot: Arc::downgrade(snapshot),
+            body: body.clone(),
+            etag: etag.clone(),
+        });
+        Ok((body, etag))
+    }
+}
+
 #[utoipa::path(
     get,
     path = "/v1/servers",
     tag = "servers",
     operation_id = "list_servers",
     summary = "Every server and its discovery state",
-    responses((status = 200, description = "In configuration order, then the registered ones.", body = super::openapi::ServerList)),
+    params(
+        ("If-None-Match" = Option<String>, Header, description = "Entity tags (a list, `*`, weak tags); a match gives 304."),
+    ),
+    responses(
+        (status = 200, description = "In configuration order, then the registered ones.", body = super::openapi::ServerList,
+            headers(("ETag" = String, description = "Strong entity tag of this server snapshot (a hash of the body)."))),
+        (status = 304, description = "`If-None-Match` matched: no server's view has changed.",
+            headers(("ETag" = String, description = "Strong entity tag of this server snapshot."))),
+    ),
     security((), ("admin_key" = [])),
 )]
 pub(super) async fn list_servers(
@@ -35,9 +98,16 @@ pub(super) async fn list_servers(
 ) -> Result<HttpResponse, ApiError> {
     super::admin::require_reader(&req, &state)?;
     let snapshot = state.servers();
-    Ok(HttpResponse::Ok().json(ServerList {
-        servers: snapshot.servers.values().collect(),
-    }))
+    let (body, etag) = state.servers_body.get(&snapshot)?;
+    if super::tools::if_none_match(req.headers(), &etag) {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, &*etag))
+            .finish());
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header((header::ETAG, &*etag))
+        .body(body))
 }
 
 #[derive(Serialize)]

@@ -213,6 +213,7 @@ fn harness(readiness: Readiness) -> Harness {
             catalog_rx_for_compressor,
             None,
         )),
+        servers_body: Default::default(),
         registration_pause: None,
     });
     Harness {
@@ -399,6 +400,46 @@ async fn servers_list_has_views_without_tools() {
     assert_eq!(servers[1]["last_error"], "connection refused");
     assert!(servers[0].get("tools").is_none());
     assert!(servers[0].get("first_attempt_done").is_none());
+}
+
+#[actix_web::test]
+async fn servers_list_is_served_once_per_snapshot_with_an_etag() {
+    let h = harness(ready_now());
+    let (status, headers, first) = call(&h, TestRequest::get().uri("/v1/servers")).await;
+    assert_eq!(status, StatusCode::OK);
+    let etag = headers
+        .get(header::ETAG)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // The same snapshot: the same bytes, and a 304 for its tag.
+    let (_, headers, again) = call(&h, TestRequest::get().uri("/v1/servers")).await;
+    assert_eq!(again, first);
+    assert_eq!(headers.get(header::ETAG).unwrap(), etag.as_str());
+    let conditional = || {
+        TestRequest::get()
+            .uri("/v1/servers")
+            .insert_header((header::IF_NONE_MATCH, etag.as_str()))
+    };
+    let (status, headers, body) = call(&h, conditional()).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert_eq!(headers.get(header::ETAG).unwrap(), etag.as_str());
+    assert!(body.is_empty());
+
+    // A new snapshot with another state: a new body and tag, the old tag a 200.
+    let mut snapshot = (**h.state.servers.borrow()).clone();
+    snapshot.servers.insert(
+        "gamma".into(),
+        view("gamma", DiscoveryState::Connecting, 0, false),
+    );
+    h.servers_tx.send_replace(Arc::new(snapshot));
+    let (status, headers, body) = call(&h, conditional()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(headers.get(header::ETAG).unwrap(), etag.as_str());
+    let v = json(&body);
+    assert_eq!(v["servers"].as_array().unwrap().len(), 3);
+    assert_eq!(v["servers"][2]["name"], "gamma");
 }
 
 #[actix_web::test]

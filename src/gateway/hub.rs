@@ -142,7 +142,12 @@ impl Hub {
             return;
         }
         let hub = self.clone();
-        actix_rt::spawn(async move { hub.run(catalog, config, listings).await });
+        actix_rt::spawn(async move {
+            // However the task ends (its worker's runtime dropped, the
+            // catalog gone), the next request starts another.
+            let _restart = Restart(hub.clone());
+            hub.run(catalog, config, listings).await
+        });
     }
 
     async fn run(
@@ -160,7 +165,6 @@ impl Hub {
             let cfg = config.borrow_and_update().clone();
             self.fan_out(&current, &cfg, &listings);
         }
-        self.started.store(false, Ordering::Release);
     }
 
     /// One round: tell every listener whose view changed.
@@ -209,6 +213,15 @@ impl Hub {
             self.metrics.list_changed_sent(sent);
         }
         listings.prune(config);
+    }
+}
+
+/// Marks the fan-out task as gone when dropped.
+struct Restart(Arc<Hub>);
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        self.0.started.store(false, Ordering::Release);
     }
 }
 
