@@ -528,19 +528,25 @@ fn legacy_session(
         ));
     };
     let mcp = &ctx.config.mcp;
+    let not_found = || {
+        RpcError::new(
+            StatusCode::NOT_FOUND,
+            id,
+            wire::SESSION_NOT_FOUND,
+            "Session not found (expired, deleted, or of another path): initialize again",
+        )
+    };
     match ctx.gateway().sessions.get(sid, mcp.session_idle_timeout) {
         Some(s) if s.scope == ctx.scope => Ok(s),
-        _ => {
+        // A session of another path: refused here, left alone there.
+        Some(_) => Err(not_found()),
+        None => {
+            // Gone (or expired just now): its streams go with it.
             ctx.gateway().hub.close_session(sid);
             ctx.gateway()
                 .metrics
                 .mcp_sessions(ctx.gateway().sessions.len());
-            Err(RpcError::new(
-                StatusCode::NOT_FOUND,
-                id,
-                wire::SESSION_NOT_FOUND,
-                "Session not found (expired, deleted, or of another path): initialize again",
-            ))
+            Err(not_found())
         }
     }
 }

@@ -337,6 +337,11 @@ async fn one_server_and_views_have_their_own_paths() {
     let mut wrong = McpClient::new(format!("{}/mcp", app.base));
     wrong.session_id = legacy.session_id.clone();
     assert!(wrong.list_tools().await.is_err());
+    // ... and using it there leaves it alive where it belongs.
+    assert_eq!(
+        legacy.list_tool_names().await.unwrap(),
+        ["a_tool_0", "a_tool_1"]
+    );
     let (s, b) = modern(
         &format!("{}/mcp/nobody", app.base),
         4,
