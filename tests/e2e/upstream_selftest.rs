@@ -511,6 +511,36 @@ async fn wait_for(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// With `stream_keepalive` an open push stream gets `: keepalive`
+/// comments, and one whose client went away is closed at the next writes.
+/// Silent, the upstream never notices a client that left: the load farm
+/// kept every finished engine run's streams open that way.
+#[actix_web::test]
+async fn keepalive_comments_close_a_push_stream_whose_client_left() {
+    let up = TestUpstream::builder()
+        .get_stream(GetStream::Open)
+        .start()
+        .unwrap();
+    up.update(|b| b.stream_keepalive = Some(Duration::from_millis(50)));
+    let mut client = McpClient::new(up.url());
+    client.initialize().await.unwrap();
+    let session = client.session_id.clone().unwrap();
+    let mut stream = push_get(&up, &session).send().await.unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    let seen = read_until(&mut stream, |seen| {
+        String::from_utf8_lossy(seen).matches(": keepalive").count() >= 2
+    })
+    .await;
+    assert!(String::from_utf8_lossy(&seen).starts_with(": stream open"));
+    assert_eq!(up.open_push_streams(), 1);
+
+    drop(stream);
+    wait_for("the stream of the client that left is closed", || {
+        up.open_push_streams() == 0
+    })
+    .await;
+}
+
 #[actix_web::test]
 async fn a_get_stream_checks_accept_and_session_and_every_get_is_recorded() {
     let up = TestUpstream::builder()

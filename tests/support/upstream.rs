@@ -520,6 +520,12 @@ pub struct UpstreamBehavior {
     pub modern_broken: bool,
     /// `subscriptions/listen` on the modern side.
     pub listen: ListenMode,
+    /// A `: keepalive` comment this often on open push and listen streams
+    /// (`None`: silent until a notification). Only a write notices a
+    /// client that went away: without it, every silent stream of a client
+    /// that stopped stays open, as the load farm found (1000 connections
+    /// kept per engine run, until out of file descriptors).
+    pub stream_keepalive: Option<Duration>,
 }
 
 /// The MCP era(s) of the test upstream.
@@ -586,6 +592,7 @@ impl Default for UpstreamBehavior {
             result_type_on: Methods::All,
             modern_broken: false,
             listen: ListenMode::Unknown,
+            stream_keepalive: None,
         }
     }
 }
@@ -1917,7 +1924,7 @@ impl Inner {
             GetStream::Open => {
                 let opening =
                     stream::iter([Ok::<_, io::Error>(Bytes::from_static(b": stream open\n\n"))]);
-                Box::pin(opening.chain(self.push_receiver()))
+                Box::pin(opening.chain(self.push_receiver(b.stream_keepalive)))
             }
             GetStream::ResetAfter(after) => {
                 let priming = match b.sse.retry_ms {
@@ -1926,7 +1933,7 @@ impl Inner {
                 };
                 let priming = stream::iter([Ok::<_, io::Error>(Bytes::from(priming))]);
                 let window = self
-                    .push_receiver()
+                    .push_receiver(b.stream_keepalive)
                     .take_until(actix_web::rt::time::sleep(after));
                 let reset = stream::once(async {
                     Err(io::Error::new(
@@ -1944,11 +1951,11 @@ impl Inner {
                         b"\x00\x9f<html>this is not SSE {{{\n\n<body>\n\n",
                     )),
                 ]);
-                Box::pin(garbage.chain(self.push_receiver()))
+                Box::pin(garbage.chain(self.push_receiver(b.stream_keepalive)))
             }
             GetStream::OversizedEvent(n) => {
                 let event = oversized_event_chunks(n).map(Ok::<_, io::Error>);
-                Box::pin(stream::iter(event).chain(self.push_receiver()))
+                Box::pin(stream::iter(event).chain(self.push_receiver(b.stream_keepalive)))
             }
         };
         sse_stream_response(body, None)
@@ -2001,10 +2008,13 @@ impl Inner {
 
     /// Registers a new open push stream; the stream yields what the handle
     /// broadcasts and ends when the handle drops its sender.
-    fn push_receiver(&self) -> impl Stream<Item = Result<Bytes, io::Error>> {
+    fn push_receiver(
+        &self,
+        keepalive: Option<Duration>,
+    ) -> impl Stream<Item = Result<Bytes, io::Error>> {
         let (tx, rx) = unbounded_channel();
         lock(&self.push_streams).push(tx);
-        receiver_stream(rx)
+        receiver_stream(rx, keepalive)
     }
 
     /// Writes `messages` (each one event with the next `id:`) to every open
@@ -2077,10 +2087,10 @@ impl Inner {
             ListenMode::Status(code) => {
                 return json_status(status(code), &json!({ "error": "injected listen status" }))
             }
-            ListenMode::Open => Box::pin(ack.chain(self.listen_receiver(id))),
+            ListenMode::Open => Box::pin(ack.chain(self.listen_receiver(id, b.stream_keepalive))),
             ListenMode::ResetAfter(after) => {
                 let window = self
-                    .listen_receiver(id)
+                    .listen_receiver(id, b.stream_keepalive)
                     .take_until(actix_web::rt::time::sleep(after));
                 let reset = stream::once(async {
                     Err(io::Error::new(
@@ -2102,13 +2112,16 @@ impl Inner {
                         b"\x00\x9f<html>this is not SSE {{{\n\n<body>\n\n",
                     )),
                 ]);
-                Box::pin(ack.chain(garbage).chain(self.listen_receiver(id)))
+                Box::pin(
+                    ack.chain(garbage)
+                        .chain(self.listen_receiver(id, b.stream_keepalive)),
+                )
             }
             ListenMode::OversizedEvent(n) => {
                 let event = oversized_event_chunks(n).map(Ok::<_, io::Error>);
                 Box::pin(
                     ack.chain(stream::iter(event))
-                        .chain(self.listen_receiver(id)),
+                        .chain(self.listen_receiver(id, b.stream_keepalive)),
                 )
             }
         };
@@ -2120,10 +2133,14 @@ impl Inner {
     }
 
     /// Registers a new open listen stream for request `id`.
-    fn listen_receiver(&self, id: &Value) -> impl Stream<Item = Result<Bytes, io::Error>> {
+    fn listen_receiver(
+        &self,
+        id: &Value,
+        keepalive: Option<Duration>,
+    ) -> impl Stream<Item = Result<Bytes, io::Error>> {
         let (tx, rx) = unbounded_channel();
         lock(&self.listen_streams).push((id.clone(), tx));
-        receiver_stream(rx)
+        receiver_stream(rx, keepalive)
     }
 
     fn delete(&self, req: &HttpRequest, b: &UpstreamBehavior) -> HttpResponse {
@@ -2162,7 +2179,7 @@ impl Inner {
         lock(&self.legacy_streams).insert(session.clone(), tx);
         let endpoint = format!("event: endpoint\ndata: /messages?session_id={session}\n\n");
         let first = stream::iter([Ok::<_, io::Error>(Bytes::from(endpoint))]);
-        sse_stream_response(first.chain(receiver_stream(rx)), None)
+        sse_stream_response(first.chain(receiver_stream(rx, None)), None)
     }
 
     async fn legacy_post(
@@ -2568,11 +2585,22 @@ fn oversized_event_chunks(total: usize) -> impl Iterator<Item = Bytes> {
         .chain(std::iter::once(Bytes::from_static(suffix.as_bytes())))
 }
 
-fn receiver_stream(rx: UnboundedReceiver<Bytes>) -> impl Stream<Item = Result<Bytes, io::Error>> {
-    stream::unfold(
-        rx,
-        |mut rx| async move { rx.recv().await.map(|b| (Ok(b), rx)) },
-    )
+/// What `rx` gets, ending when its sender is dropped; with `keepalive`, a
+/// comment whenever that long passes without a message.
+fn receiver_stream(
+    rx: UnboundedReceiver<Bytes>,
+    keepalive: Option<Duration>,
+) -> impl Stream<Item = Result<Bytes, io::Error>> {
+    stream::unfold(rx, move |mut rx| async move {
+        let next = match keepalive {
+            None => rx.recv().await,
+            Some(every) => tokio::select! {
+                next = rx.recv() => next,
+                () = actix_web::rt::time::sleep(every) => Some(Bytes::from_static(b": keepalive\n\n")),
+            },
+        };
+        next.map(|b| (Ok(b), rx))
+    })
 }
 
 fn sse_stream_response<S>(body: S, session: Option<String>) -> HttpResponse
