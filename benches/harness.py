@@ -16,6 +16,7 @@ faulty upstreams, to measure what they cost the healthy ones.
     python3 benches/harness.py --count 1000 --compare-push   # RSS per open push stream
     python3 benches/harness.py --count 1000 --runs 3 --era modern   # 2026-07-28 upstreams
     python3 benches/harness.py --count 1000 --compare-push --era modern   # RSS per open listen
+    python3 benches/harness.py --count 1000 --runs 3 --protocol 2025-11-25   # no server/discover probe
 
 --steady S (with --poll-interval, default 10m) also reports the engine's CPU
 seconds over S seconds once all are healthy (/proc/PID/stat user + system);
@@ -47,6 +48,24 @@ other load does not count); `mcp_list_vs_v1_tools` is the /mcp req/s over
 the /v1/tools req/s of the same run. --wrk-rounds R alternates the
 endpoints R times and reports medians (the machine is shared: a ratio of
 one run is what means something).
+
+--protocol REV writes `protocol: REV` under `discovery:` in the engine's
+config: `--era legacy --protocol 2025-11-25` skips the `server/discover`
+probe each 2025 upstream otherwise gets first, so the difference to the
+same run without it is the probe's cost.
+
+BENCH_ENGINE_WRAPPER and BENCH_FARM_WRAPPER run the engine and the farm
+under a profiler; instruction counts that a busy machine cannot blur, for
+both sides of the wire:
+
+    BENCH_ENGINE_WRAPPER="valgrind --tool=callgrind --callgrind-out-file=/tmp/cg/engine.%p" \
+    BENCH_FARM_WRAPPER="valgrind --tool=callgrind --callgrind-out-file=/tmp/cg/farm.%p" \
+        python3 benches/harness.py --count 200 --poll 1 --timeout 600 [--era modern]
+
+Their totals include work that grows with the run's length (the polls of
+/v1/servers, catalog rebuilds): compare the inclusive counts of the
+engine's `discover_once` and of the farm's request handler
+(`callgrind_annotate --inclusive=yes`).
 
 Everything binds 127.0.0.1; both processes are stopped by PID at the end.
 """
@@ -182,7 +201,9 @@ def mcp_legacy_session(base):
 
 def start_farm(args, workdir, push_streams=False, no_listen=False):
     out = os.path.join(workdir, "farm.yaml")
-    cmd = [os.path.join(TARGET, "examples", "upstream_farm"),
+    # BENCH_FARM_WRAPPER: as BENCH_ENGINE_WRAPPER, for the farm.
+    cmd = shlex.split(os.environ.get("BENCH_FARM_WRAPPER", "")) + [
+           os.path.join(TARGET, "examples", "upstream_farm"),
            "--count", str(args.count), "--tools", str(args.tools),
            "--config-out", out, "--workers", str(args.farm_workers),
            "--base-port", str(args.farm_base_port)]
@@ -212,6 +233,8 @@ def run_once(args, workdir, farm_yaml, push_streams=False, farm_pid=None):
         f.write(f"listen: 127.0.0.1:{port}\n")
         f.write(f"discovery:\n  poll_interval: {args.poll_interval}\n"
                 f"  request_timeout: {args.request_timeout}\n  connect_timeout: 10s\n")
+        if args.protocol:
+            f.write(f"  protocol: {args.protocol}\n")
         with open(farm_yaml) as snippet:
             f.write(snippet.read())
     env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
@@ -290,7 +313,8 @@ def run_once(args, workdir, farm_yaml, push_streams=False, farm_pid=None):
     finally:
         engine.send_signal(signal.SIGTERM)
         try:
-            engine.wait(timeout=15)
+            # A profiler may take long to write its output; a kill loses it.
+            engine.wait(timeout=300 if wrapper else 15)
         except subprocess.TimeoutExpired:
             engine.kill()
             engine.wait()
@@ -433,6 +457,8 @@ def print_set(args, results, push_streams):
     for r in results:
         line = {"count": args.count, "tools": args.tools, "era": args.era, "faulty": args.faulty,
                 "fault": args.fault if args.faulty else None}
+        if args.protocol:
+            line["protocol"] = args.protocol
         if push_streams or args.compare_push:
             line["push_streams"] = push_streams
         line.update({k: v for k, v in r.items() if not k.startswith("_")})
@@ -489,6 +515,9 @@ def main():
                    help="run the wrk endpoints this many times, alternated; medians")
     p.add_argument("--era", default="legacy", choices=["legacy", "modern"],
                    help="MCP 2025 upstreams, or 2026-07-28 ones with subscriptions/listen open")
+    p.add_argument("--protocol", default=None,
+                   help="discovery.protocol for the engine (default: unset, i.e. auto); "
+                        "2025-11-25 skips the server/discover probe")
     p.add_argument("--push-streams", action="store_true",
                    help="upstreams accept the GET push stream; wait until all are connected")
     p.add_argument("--compare-push", action="store_true",
