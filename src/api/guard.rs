@@ -299,19 +299,23 @@ fn is_json(req: &ServiceRequest) -> bool {
         && (mime.subtype() == "json" || mime.suffix().is_some_and(|s| s == "json"))
 }
 
-/// 421 unless the request names this service.
-fn check_host(config: &Config, req: &ServiceRequest) -> Result<(), ApiError> {
-    // The request target's authority wins over the Host header (HTTP/2's
-    // :authority, or an absolute-form target); forwarding headers such as
-    // X-Forwarded-Host are client-controlled and never consulted.
-    let host = match req.uri().authority() {
+/// The name the request was sent to: the request target's authority wins
+/// over the `Host` header (HTTP/2's :authority, or an absolute-form
+/// target); forwarding headers such as X-Forwarded-Host are
+/// client-controlled and never consulted.
+fn request_host(req: &ServiceRequest) -> Option<&str> {
+    match req.uri().authority() {
         Some(authority) => Some(authority.as_str()),
         None => req
             .headers()
             .get(header::HOST)
             .and_then(|v| v.to_str().ok()),
-    };
-    let Some(host) = host else {
+    }
+}
+
+/// 421 unless the request names this service.
+fn check_host(config: &Config, req: &ServiceRequest) -> Result<(), ApiError> {
+    let Some(host) = request_host(req) else {
         return Err(ApiError::MisdirectedRequest("(none)".into()));
     };
     let mut listen = vec![req.app_config().local_addr(), config.listen];
@@ -376,15 +380,7 @@ fn check_origin(config: &Config, req: &ServiceRequest) -> Result<(), ApiError> {
 /// serves no pages of its own, so this is a same-origin tool or a proxy
 /// in front of it, never a cross-site one.
 fn same_origin(origin: &str, req: &ServiceRequest) -> bool {
-    let host = match req.uri().authority() {
-        Some(authority) => Some(authority.as_str().to_owned()),
-        None => req
-            .headers()
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-    };
-    let Some(host) = host else {
+    let Some(host) = request_host(req) else {
         return false;
     };
     ["http", "https"].iter().any(|scheme| {

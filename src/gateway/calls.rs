@@ -62,10 +62,7 @@ pub struct CallRequest {
 
 impl CallLimits {
     fn limit(&self, server: &str, max: usize) -> Arc<Limit> {
-        let mut servers = self
-            .servers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut servers = super::lock(&self.servers);
         match servers.get(server) {
             Some(l) if l.max == max => l.clone(),
             // New, or the limit changed by a reload: calls in flight keep

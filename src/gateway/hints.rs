@@ -94,10 +94,7 @@ struct HintEntry {
 
 impl Hints {
     pub fn get(&self, servers: &Arc<ServersSnapshot>, config: &Arc<Config>, scope: &Scope) -> Hint {
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cache = super::lock(&self.cache);
         if let Some(e) = cache.get(scope) {
             let same_servers = e
                 .servers

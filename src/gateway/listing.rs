@@ -15,6 +15,8 @@ use std::hash::{Hash, Hasher};
 use std::ops::Range;
 use std::sync::{Arc, Mutex, Weak};
 
+use super::lock;
+
 use bytes::Bytes;
 use discovery_actors::catalog::ServerTools;
 use discovery_actors::Catalog;
@@ -299,10 +301,6 @@ impl Listings {
             pages,
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
