@@ -78,28 +78,9 @@ async fn two_servers(extra: &str) -> (TestApp, TestUpstream, TestUpstream) {
         http(&b.url())
     );
     let app = spawn_app(&yaml).await;
-    healthy(&app, "a", 2).await;
-    healthy(&app, "b", 3).await;
+    app.wait_healthy("a", 2).await;
+    app.wait_healthy("b", 3).await;
     (app, a, b)
-}
-
-/// `name` healthy with `tools` tools, in its view and in the catalog: the
-/// two are snapshots published apart, so a view can say healthy a moment
-/// before the catalog (what `/mcp` serves) holds its tools.
-pub async fn healthy(app: &TestApp, name: &str, tools: usize) {
-    app.wait_healthy(name, tools).await;
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let (_, body) = app.get(&format!("/v1/tools?server={name}")).await;
-        if body["tools"].as_array().is_some_and(|t| t.len() == tools) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}'s tools never reached the catalog: {body}"
-        );
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn tool_names(result: &Value) -> Vec<String> {
@@ -411,7 +392,7 @@ async fn pages_follow_a_cursor_and_a_cursor_of_a_changed_listing_is_refused() {
     // The listing changes: the old cursor is refused, never a mix.
     a.handle().set_tools(4);
     assert_eq!(app.post("/v1/servers/a/refresh").await, 202);
-    healthy(&app, "a", 4).await;
+    app.wait_healthy("a", 4).await;
     let (s, b) = modern(
         &url,
         20,
@@ -690,8 +671,8 @@ async fn views_hot_reload_and_their_listeners_hear_only_their_changes() {
     };
     write("views:\n  pick:\n    tools: { allow: [\"a__a_tool_0\"] }\n");
     let app = crate::helpers::spawn_app_file(&path).await;
-    healthy(&app, "a", 2).await;
-    healthy(&app, "b", 1).await;
+    app.wait_healthy("a", 2).await;
+    app.wait_healthy("b", 1).await;
     let url = format!("{}/mcp/pick", app.base);
     let (_, l) = modern(&url, 1, "tools/list", json!({})).await;
     assert_eq!(tool_names(&l["result"]), ["a__a_tool_0"]);
@@ -710,7 +691,7 @@ async fn views_hot_reload_and_their_listeners_hear_only_their_changes() {
     // b changes: not in the view, no notification.
     b.handle().set_tools(2);
     assert_eq!(app.post("/v1/servers/b/refresh").await, 202);
-    healthy(&app, "b", 2).await;
+    app.wait_healthy("b", 2).await;
     assert!(read_events(&mut listen, 1, Duration::from_millis(500))
         .await
         .is_empty());
@@ -770,7 +751,7 @@ async fn a_hung_and_a_refusing_upstream_never_hold_up_or_blank_the_listing() {
     }
     let app = spawn_app(&yaml).await;
     for i in 0..18 {
-        healthy(&app, &format!("s{i}"), 2).await;
+        app.wait_healthy(&format!("s{i}"), 2).await;
     }
     app.wait_state("refused", "degraded").await;
     let url = format!("{}/mcp", app.base);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::gateway::{healthy, modern};
+use crate::gateway::modern;
 use crate::helpers::{http, spawn_app, DEADLINE, FAST, LOCAL_WRITES};
 use crate::support::mcp_client::McpClient;
 use crate::support::upstream::{Methods, ServerEra, TestUpstream};
@@ -39,8 +39,8 @@ async fn calls_reach_the_owning_server_from_clients_of_both_eras() {
         http(&b.url())
     ))
     .await;
-    healthy(&app, "a", 2).await;
-    healthy(&app, "b", 2).await;
+    app.wait_healthy("a", 2).await;
+    app.wait_healthy("b", 2).await;
     let url = format!("{}/mcp", app.base);
     // A 2026-07-28 client, a 2025 upstream and a 2026 one.
     for (tool, upstream_tool) in [("a__a_tool_0", "a_tool_0"), ("b__b_tool_1", "b_tool_1")] {
@@ -106,9 +106,9 @@ async fn failures_are_fast_and_clear_and_a_hung_server_slows_nobody_else() {
         http(&down.url())
     ))
     .await;
-    healthy(&app, "ok", 2).await;
-    healthy(&app, "slow", 1).await;
-    healthy(&app, "down", 2).await;
+    app.wait_healthy("ok", 2).await;
+    app.wait_healthy("slow", 1).await;
+    app.wait_healthy("down", 2).await;
     let url = format!("{}/mcp", app.base);
 
     // Unknown tool: -32602 naming it.
@@ -257,7 +257,7 @@ async fn a_2025_client_cancels_with_a_notification_and_the_upstream_hears_it() {
         .start()
         .unwrap();
     let app = spawn_app(&format!("{FAST}servers:\n  slow: {}\n", http(&slow.url()))).await;
-    healthy(&app, "slow", 1).await;
+    app.wait_healthy("slow", 1).await;
     let mut c = McpClient::new(format!("{}/mcp", app.base));
     c.initialize().await.unwrap();
     let call = {

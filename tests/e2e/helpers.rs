@@ -226,11 +226,27 @@ impl TestApp {
     }
 
     /// Healthy with exactly `tools` tools.
+    /// `name` healthy with `tools` tools, in its view and in the catalog:
+    /// the two are snapshots published apart, so a view can say healthy a
+    /// moment before the catalog (`/v1/tools`, `/mcp`) holds its tools.
     pub async fn wait_healthy(&self, name: &str, tools: usize) -> Value {
-        self.wait_server(name, &format!("healthy with {tools} tools"), |s| {
-            s["state"] == "healthy" && s["tool_count"] == tools
-        })
-        .await
+        let view = self
+            .wait_server(name, &format!("healthy with {tools} tools"), |s| {
+                s["state"] == "healthy" && s["tool_count"] == tools
+            })
+            .await;
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let (_, body) = self.get(&format!("/v1/tools?server={name}")).await;
+            if body["tools"].as_array().is_some_and(|t| t.len() == tools) {
+                return view;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}'s {tools} tools never reached the catalog: {body}"
+            );
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Polls `/v1/tools` until `pred(body)` holds.
