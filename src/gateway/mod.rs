@@ -902,7 +902,7 @@ async fn call_tool(
     let (relay, call_relay) = match &session {
         Some(s) if wire::accepts_sse(req.headers()) => {
             let (relay, theirs) = relay::for_call(s, &id);
-            (Some(relay), Some(theirs))
+            (Some(relay), theirs)
         }
         _ => (None, None),
     };

@@ -18,7 +18,7 @@ use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 use bytes::Bytes;
 use discovery_actors::mcp::jsonrpc::RpcError as UpstreamError;
-use discovery_actors::mcp::relay::{ClientAnswer, Relay, RelayedRequest};
+use discovery_actors::mcp::relay::{ClientAnswer, Relay, RelayedRequest, RELAYED};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -39,18 +39,25 @@ pub struct CallRelay {
 }
 
 /// A relay for call `call` of `session` (its client's declared
-/// capabilities decide what may be relayed).
-pub fn for_call(session: &Arc<LegacySession>, call: &Value) -> (Relay, CallRelay) {
+/// capabilities decide what may be relayed), and its client's side; none
+/// when the client declared none of the capabilities (nothing can reach
+/// it, and its answer stays plain JSON with no wait for a first request;
+/// the relay still names the missing capability to the upstream).
+pub fn for_call(session: &Arc<LegacySession>, call: &Value) -> (Relay, Option<CallRelay>) {
     let (tx, rx) = mpsc::channel(RELAY_QUEUE);
+    let declared = RELAYED.iter().any(|(_, capability)| {
+        session
+            .capabilities
+            .get(capability)
+            .is_some_and(Value::is_object)
+    });
     let relay = Relay::new(tx, session.capabilities.clone());
-    (
-        relay,
-        CallRelay {
-            rx,
-            session: session.clone(),
-            call: call.clone(),
-        },
-    )
+    let theirs = declared.then(|| CallRelay {
+        rx,
+        session: session.clone(),
+        call: call.clone(),
+    });
+    (relay, theirs)
 }
 
 impl CallRelay {

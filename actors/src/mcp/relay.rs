@@ -228,7 +228,10 @@ fn internal(message: String) -> RpcError {
 /// The calls in flight on a one-stream transport (stdio, legacy SSE), with
 /// their relays: a server request goes to the only one, or to none.
 #[derive(Clone, Default)]
-pub(crate) struct CallsInFlight(Rc<RefCell<Vec<(u64, Option<Relay>)>>>);
+pub(crate) struct CallsInFlight(Rc<RefCell<Vec<CallInFlight>>>);
+
+/// A call's JSON-RPC id upstream, and its relay.
+type CallInFlight = (u64, Option<Relay>);
 
 impl CallsInFlight {
     /// Counts call `id` in flight until the guard is dropped.

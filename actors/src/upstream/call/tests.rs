@@ -1060,8 +1060,7 @@ async fn stdio_calls_of_both_eras() {
             let question = log
                 .lines()
                 .into_iter()
-                .filter(|m| m["method"] == "tools/call" && m["params"]["name"] == "ask")
-                .last()
+                .rfind(|m| m["method"] == "tools/call" && m["params"]["name"] == "ask")
                 .unwrap();
             let asked_id = format!("ask-{}", question["id"]);
             drop(unanswered);
