@@ -61,9 +61,10 @@ pub struct CallTool {
     /// What the client declared (`clientCapabilities` of a modern client,
     /// `capabilities` of a 2025 session's `initialize`): a 2026-07-28
     /// upstream gets it as the request's `clientCapabilities` (an object,
-    /// else `{}`); a 2025 session declared `{}` at its `initialize` and
-    /// cannot change per request, so there it is not forwarded (its
-    /// server-to-client requests are refused at once, see ADR 0018).
+    /// else `{}`); a 2025 session declared its capabilities once at its
+    /// `initialize` and cannot change them per request, so there it is
+    /// not forwarded: the call's server-to-client requests go to `relay`,
+    /// which checks them against the capabilities it holds (ADR 0024).
     pub client_capabilities: Option<Value>,
     /// The deadline of the whole call, the server's `call_timeout` (a
     /// re-established session and the retry included).
@@ -73,6 +74,10 @@ pub struct CallTool {
     /// this call, relayed as they come. Only when `meta` has a
     /// `progressToken`.
     pub progress: Option<tokio::sync::mpsc::UnboundedSender<Value>>,
+    /// Where a 2025 upstream's server-to-client requests during the call
+    /// go (the calling 2025 client, on its session); None refuses them
+    /// with an error saying the client cannot be asked. ADR 0024.
+    pub relay: Option<crate::mcp::relay::Relay>,
     /// Resolves (sender dropped or sent) when the caller cancels.
     pub cancel: tokio::sync::oneshot::Receiver<()>,
 }

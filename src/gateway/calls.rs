@@ -57,6 +57,8 @@ pub struct CallRequest {
     pub client_capabilities: Option<Value>,
     pub timeout: Duration,
     pub progress: Option<tokio::sync::mpsc::UnboundedSender<Value>>,
+    /// Where the upstream's server-to-client requests go (ADR 0024).
+    pub relay: Option<discovery_actors::mcp::relay::Relay>,
     pub cancel: oneshot::Receiver<()>,
 }
 
@@ -172,6 +174,7 @@ impl CallLimits {
             client_capabilities: req.client_capabilities,
             timeout,
             progress: req.progress,
+            relay: req.relay,
             cancel: req.cancel,
         };
         match tokio::time::timeout(timeout + REPLY_SLACK, route.send(msg)).await {

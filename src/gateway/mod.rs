@@ -24,6 +24,7 @@ pub mod calls;
 pub mod hints;
 pub mod hub;
 pub mod listing;
+pub mod relay;
 pub mod sessions;
 pub mod wire;
 
@@ -305,8 +306,11 @@ async fn post(
         Ok(b) => b,
         Err(e) => return actix_web::ResponseError::error_response(&e),
     };
-    let msg = match wire::parse(&body) {
-        Ok(m) => m,
+    let msg = match wire::parse_any(&body) {
+        Ok(wire::Parsed::Message(m)) => m,
+        Ok(wire::Parsed::Response { id, answer }) => {
+            return answer_relayed(state, &req, name, &id, answer)
+        }
         Err(e) => return error_response(&e),
     };
     let ctx = match context(state, name, msg.id.as_ref()) {
@@ -319,6 +323,25 @@ async fn post(
         legacy(&ctx, &req, msg).await
     };
     result.unwrap_or_else(|e| error_response(&e))
+}
+
+/// A 2025 client's response to a request relayed to it (ADR 0024), on
+/// its session.
+fn answer_relayed(
+    state: web::Data<ApiState>,
+    req: &HttpRequest,
+    name: Option<String>,
+    id: &Value,
+    answer: discovery_actors::mcp::relay::ClientAnswer,
+) -> HttpResponse {
+    let ctx = match context(state, name, Some(id)) {
+        Ok(c) => c,
+        Err(e) => return error_response(&e),
+    };
+    match legacy_session(&ctx, req, Some(id)) {
+        Ok(session) => relay::answered(&session, id, answer),
+        Err(e) => error_response(&e),
+    }
 }
 
 /// The request body, at most [`MAX_BODY_BYTES`] (the API's error shape
@@ -874,6 +897,15 @@ async fn call_tool(
     } else {
         (None, None)
     };
+    // A 2025 client taking the call's answer as a stream can be asked by
+    // the upstream during the call (ADR 0024).
+    let (relay, call_relay) = match &session {
+        Some(s) if wire::accepts_sse(req.headers()) => {
+            let (relay, theirs) = relay::for_call(s, &id);
+            (Some(relay), theirs)
+        }
+        _ => (None, None),
+    };
     let call = CallRequest {
         server,
         tool,
@@ -883,6 +915,7 @@ async fn call_tool(
         client_capabilities,
         timeout,
         progress: progress_tx,
+        relay,
         cancel: cancel_rx,
     };
     // A 2025 client cancels with notifications/cancelled (closing the
@@ -915,30 +948,74 @@ async fn call_tool(
                 .await;
             if let Some(s) = &session {
                 s.end_call(&id);
+                s.end_relays(&id);
             }
             call_response(&id, result, modern)
         }
     };
-    match progress_rx {
-        None => {
+    match (progress_rx, call_relay) {
+        (None, None) => {
             let (status, body) = run.await;
             drop(held_cancel);
             Ok(HttpResponse::build(status)
                 .content_type("application/json")
                 .body(body))
         }
-        Some(progress) => {
-            let (done_tx, done_rx) = oneshot::channel();
+        // The answer is a stream once the upstream asks the client
+        // something; a call that asks nothing is answered as JSON.
+        (None, Some(mut call_relay)) => {
+            let (done_tx, mut done_rx) = oneshot::channel();
             actix_rt::spawn(async move {
-                let _ = done_tx.send(run.await.1);
+                let _ = done_tx.send(run.await);
             });
+            let first = tokio::select! {
+                biased;
+                done = &mut done_rx => return Ok(json_answer(done, held_cancel)),
+                first = call_relay.first() => first,
+            };
+            let Some(first) = first else {
+                // The relay closed with the call: its answer is next.
+                return Ok(json_answer(done_rx.await, held_cancel));
+            };
+            let first = call_relay.frame(first);
             Ok(sse_response().streaming(CallStream {
-                progress: Some(progress),
+                progress: None,
+                relay: Some(call_relay),
+                first,
                 done: done_rx,
                 _cancel: held_cancel,
                 finished: false,
             }))
         }
+        (Some(progress), call_relay) => {
+            let (done_tx, done_rx) = oneshot::channel();
+            actix_rt::spawn(async move {
+                let _ = done_tx.send(run.await);
+            });
+            Ok(sse_response().streaming(CallStream {
+                progress: Some(progress),
+                relay: call_relay,
+                first: None,
+                done: done_rx,
+                _cancel: held_cancel,
+                finished: false,
+            }))
+        }
+    }
+}
+
+/// The JSON answer of a call that finished before asking anything.
+fn json_answer(
+    done: Result<(StatusCode, Bytes), oneshot::error::RecvError>,
+    held_cancel: Option<oneshot::Sender<()>>,
+) -> HttpResponse {
+    drop(held_cancel);
+    match done {
+        Ok((status, body)) => HttpResponse::build(status)
+            .content_type("application/json")
+            .body(body),
+        // The call's task went away without an answer.
+        Err(_) => HttpResponse::InternalServerError().finish(),
     }
 }
 
@@ -1050,11 +1127,18 @@ fn adapt_result(raw: &str, modern: bool) -> Option<Result<Value, String>> {
     None
 }
 
-/// The SSE answer of a call with a progress token: progress as it comes,
-/// then the response. Dropping it (the client went away) cancels the call.
+/// The SSE answer of a call with a progress token, or one whose upstream
+/// asked the client something: progress and relayed requests as they
+/// come, then the response. Dropping it (the client went away) cancels
+/// the call.
 struct CallStream {
     progress: Option<mpsc::UnboundedReceiver<Value>>,
-    done: oneshot::Receiver<Bytes>,
+    /// The upstream's requests for the client (ADR 0024).
+    relay: Option<relay::CallRelay>,
+    /// A relayed request's frame, written first.
+    first: Option<Bytes>,
+    /// The response (its HTTP status does not apply inside a stream).
+    done: oneshot::Receiver<(StatusCode, Bytes)>,
     _cancel: Option<oneshot::Sender<()>>,
     finished: bool,
 }
@@ -1065,6 +1149,16 @@ impl futures_util::Stream for CallStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.finished {
             return Poll::Ready(None);
+        }
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        if let Some(relay) = self.relay.as_mut() {
+            match relay.poll_frame(cx) {
+                Poll::Ready(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                Poll::Ready(None) => self.relay = None,
+                Poll::Pending => {}
+            }
         }
         if let Some(progress) = self.progress.as_mut() {
             match progress.poll_recv(cx) {
@@ -1077,7 +1171,7 @@ impl futures_util::Stream for CallStream {
             }
         }
         match Pin::new(&mut self.done).poll(cx) {
-            Poll::Ready(Ok(body)) => {
+            Poll::Ready(Ok((_, body))) => {
                 self.finished = true;
                 Poll::Ready(Some(Ok(sse_event(&body))))
             }

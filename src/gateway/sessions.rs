@@ -1,7 +1,9 @@
 //! 2025-era sessions of the endpoint (`Mcp-Session-Id`): what `initialize`
 //! negotiated, the client's capabilities, the calls in flight (so that
-//! `notifications/cancelled` and DELETE cancel them). Bounded in number
-//! (`mcp.max_sessions`) and forgotten after `mcp.session_idle_timeout`.
+//! `notifications/cancelled` and DELETE cancel them), and the upstream
+//! requests relayed to the client that wait for its answer (ADR 0024).
+//! Bounded in number (`mcp.max_sessions`) and forgotten after
+//! `mcp.session_idle_timeout`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,9 +11,14 @@ use std::sync::{Arc, Mutex};
 use super::lock;
 use std::time::{Duration, Instant};
 
+use discovery_actors::mcp::relay::ClientAnswer;
 use rand::RngCore;
 use serde_json::Value;
 use tokio::sync::oneshot;
+
+/// Relayed requests of one session waiting for the client's answer; one
+/// more is answered with an error at once.
+pub const MAX_PENDING_RELAYS: usize = 16;
 
 use super::listing::Scope;
 
@@ -28,7 +35,26 @@ pub struct LegacySession {
     /// Calls in flight by JSON-RPC id (as compact JSON): dropping the
     /// sender cancels the call.
     calls: Mutex<HashMap<String, oneshot::Sender<()>>>,
+    relays: Mutex<Relays>,
 }
+
+/// The relayed requests waiting for the client's answer, by the id the
+/// engine gave them (as compact JSON).
+#[derive(Default)]
+struct Relays {
+    next: u64,
+    pending: HashMap<String, PendingRelay>,
+}
+
+struct PendingRelay {
+    /// The client's call it belongs to (its JSON-RPC id, compact JSON).
+    call: String,
+    answer: oneshot::Sender<ClientAnswer>,
+}
+
+/// Why a request could not be relayed.
+#[derive(Debug)]
+pub struct RelaysFull;
 
 impl LegacySession {
     /// Keeps a call's cancel handle until it ends or is cancelled; false
@@ -55,6 +81,46 @@ impl LegacySession {
     /// `notifications/cancelled` for `id`: true if it was in flight.
     pub fn cancel_call(&self, id: &Value) -> bool {
         lock(&self.calls).remove(&id.to_string()).is_some()
+    }
+
+    /// An id for an upstream request relayed during call `call` (never the
+    /// upstream's own: two upstreams may use the same), keeping `answer`
+    /// until the client answers or the call ends. Refused (and `answer`
+    /// given back) when [`MAX_PENDING_RELAYS`] wait already.
+    pub fn open_relay(
+        &self,
+        call: &Value,
+        answer: oneshot::Sender<ClientAnswer>,
+    ) -> Result<Value, (RelaysFull, oneshot::Sender<ClientAnswer>)> {
+        let mut relays = lock(&self.relays);
+        relays.pending.retain(|_, p| !p.answer.is_closed());
+        if relays.pending.len() >= MAX_PENDING_RELAYS {
+            return Err((RelaysFull, answer));
+        }
+        relays.next += 1;
+        let id = Value::from(format!("mcp-discovery-{}", relays.next));
+        relays.pending.insert(
+            id.to_string(),
+            PendingRelay {
+                call: call.to_string(),
+                answer,
+            },
+        );
+        Ok(id)
+    }
+
+    /// The client's answer to relayed request `id`: false when no such
+    /// request waits (unknown, answered, or its call ended).
+    pub fn answer_relay(&self, id: &Value, answer: ClientAnswer) -> bool {
+        let pending = lock(&self.relays).pending.remove(&id.to_string());
+        pending.is_some_and(|p| p.answer.send(answer).is_ok())
+    }
+
+    /// Call `call` ended: its relayed requests still waiting are answered
+    /// upstream with an error (their senders dropped).
+    pub fn end_relays(&self, call: &Value) {
+        let call = call.to_string();
+        lock(&self.relays).pending.retain(|_, p| p.call != call);
     }
 
     fn idle_for(&self, now: Instant) -> Duration {
@@ -107,6 +173,7 @@ impl Sessions {
             capabilities,
             last_used: Mutex::new(now),
             calls: Mutex::default(),
+            relays: Mutex::default(),
         });
         map.insert(id, session.clone());
         Ok((session, expired))
@@ -130,6 +197,7 @@ impl Sessions {
     pub fn remove(&self, id: &str) -> Option<Arc<LegacySession>> {
         let session = lock(&self.inner).remove(id)?;
         lock(&session.calls).clear();
+        lock(&session.relays).pending.clear();
         Some(session)
     }
 
@@ -204,5 +272,37 @@ mod tests {
         );
         assert!(!e.cancel_call(&json!(7)));
         assert!(e.cancel_call(&json!("x")));
+    }
+
+    #[test]
+    fn relayed_requests_get_their_own_ids_are_bounded_and_end_with_their_call() {
+        let s = Sessions::default();
+        let long = Duration::from_secs(60);
+        let (a, _) = s
+            .create(Scope::All, "2025-11-25".into(), json!({}), 2, long)
+            .unwrap();
+        let (tx, mut rx) = oneshot::channel();
+        let id = a.open_relay(&json!(1), tx).unwrap();
+        assert_eq!(id, json!("mcp-discovery-1"));
+        assert!(!a.answer_relay(&json!("mcp-discovery-9"), Ok(json!({}))));
+        assert!(a.answer_relay(&id, Ok(json!({"roots": []}))));
+        assert_eq!(rx.try_recv().unwrap().unwrap(), json!({"roots": []}));
+        assert!(!a.answer_relay(&id, Ok(json!({}))), "answered once");
+        // Bounded: the waiting ones fill the table; a closed one makes room.
+        let mut held = Vec::new();
+        for _ in 0..MAX_PENDING_RELAYS {
+            let (tx, rx) = oneshot::channel();
+            a.open_relay(&json!(2), tx).unwrap();
+            held.push(rx);
+        }
+        let (tx, _rx) = oneshot::channel();
+        let (_, back) = a.open_relay(&json!(3), tx).unwrap_err();
+        drop(held.pop());
+        assert!(a.open_relay(&json!(3), back).is_ok());
+        // The call ends: what waits is dropped (the upstream hears an error).
+        a.end_relays(&json!(2));
+        assert!(held
+            .iter_mut()
+            .all(|rx| matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Closed))));
     }
 }

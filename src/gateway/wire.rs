@@ -99,10 +99,35 @@ impl RpcError {
     }
 }
 
-/// Parses the body of a POST: exactly one JSON-RPC request or notification
-/// (responses from the client and batches are refused: no server-to-client
-/// request is ever sent, and batching left the protocol in 2025-06-18).
+/// What one POST carries: a request or notification, or a 2025 client's
+/// response to a request the engine relayed to it (ADR 0024).
+#[derive(Debug)]
+pub enum Parsed {
+    Message(Message),
+    Response {
+        id: Value,
+        answer: discovery_actors::mcp::relay::ClientAnswer,
+    },
+}
+
+/// [`parse_any`], refusing responses (tests of the request path).
+#[cfg(test)]
 pub fn parse(body: &[u8]) -> Result<Message, RpcError> {
+    match parse_any(body)? {
+        Parsed::Message(m) => Ok(m),
+        Parsed::Response { id, .. } => Err(RpcError::new(
+            StatusCode::BAD_REQUEST,
+            Some(&id),
+            INVALID_REQUEST,
+            "Invalid request: a response",
+        )),
+    }
+}
+
+/// Parses the body of a POST: exactly one JSON-RPC message (batches are
+/// refused: batching left the protocol in 2025-06-18). A response needs
+/// exactly one of `result` and `error`, an error its integer `code`.
+pub fn parse_any(body: &[u8]) -> Result<Parsed, RpcError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         RpcError::new(
             StatusCode::BAD_REQUEST,
@@ -150,9 +175,18 @@ pub fn parse(body: &[u8]) -> Result<Message, RpcError> {
         Some(Value::String(m)) => m,
         Some(_) => return Err(invalid("method must be a string")),
         None if obj.contains_key("result") || obj.contains_key("error") => {
-            return Err(invalid(
-                "this endpoint sends no requests to clients, so it expects no responses",
-            ))
+            let Some(id) = id.clone() else {
+                return Err(invalid("a response needs the id of the request it answers"));
+            };
+            let answer = match (obj.remove("result"), obj.remove("error")) {
+                (Some(result), None) => Ok(result),
+                (None, Some(error)) => Err(serde_json::from_value::<
+                    discovery_actors::mcp::jsonrpc::RpcError,
+                >(error)
+                .map_err(|e| invalid(&format!("the response's error is malformed ({e})")))?),
+                _ => return Err(invalid("a response has exactly one of result and error")),
+            };
+            return Ok(Parsed::Response { id, answer });
         }
         None => return Err(invalid("method is missing")),
     };
@@ -168,7 +202,7 @@ pub fn parse(body: &[u8]) -> Result<Message, RpcError> {
             ))
         }
     };
-    Ok(Message { id, method, params })
+    Ok(Parsed::Message(Message { id, method, params }))
 }
 
 /// Which era a POST speaks. A 2026-07-28 client says so on every request
@@ -374,8 +408,24 @@ mod tests {
         assert!(batch.message.contains("batch"));
         let e = parse(br#"{"jsonrpc":"1.0","id":7,"method":"ping"}"#).unwrap_err();
         assert_eq!((e.code, e.id.clone()), (INVALID_REQUEST, json!(7)));
-        let e = parse(br#"{"jsonrpc":"2.0","id":"x","result":{}}"#).unwrap_err();
-        assert!(e.message.contains("no requests to clients"));
+        let r = parse_any(br#"{"jsonrpc":"2.0","id":"x","result":{"a":1}}"#).unwrap();
+        assert!(
+            matches!(r, Parsed::Response { id, answer: Ok(v) } if id == json!("x") && v == json!({"a": 1}))
+        );
+        let r =
+            parse_any(br#"{"jsonrpc":"2.0","id":3,"error":{"code":-1,"message":"no"}}"#).unwrap();
+        assert!(matches!(r, Parsed::Response { answer: Err(e), .. } if e.code == -1));
+        for bad in [
+            r#"{"jsonrpc":"2.0","result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{"code":1,"message":""}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"error":{"message":"no code"}}"#,
+        ] {
+            assert_eq!(
+                parse_any(bad.as_bytes()).unwrap_err().code,
+                INVALID_REQUEST,
+                "{bad}"
+            );
+        }
         let e =
             parse(br#"{"jsonrpc":"2.0","id":2,"method":"tools/list","params":[1]}"#).unwrap_err();
         assert_eq!((e.code, e.id.clone()), (INVALID_PARAMS, json!(2)));

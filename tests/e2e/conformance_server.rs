@@ -51,13 +51,11 @@ const V2026: &str = "2026-07-28";
 /// - `tools-call-with-logging`: it sends `logging/setLevel` first, which a
 ///   2025 endpoint that declares no `logging` capability answers -32601
 ///   (the fixture alone passes it).
-/// - `tools-call-sampling`, `tools-call-elicitation` (2025 only): through
-///   `/mcp/conf` the 2026-07-28 upstream answers `input_required`, which the
-///   engine refuses for a 2025 session (-32603 with a hint to use
-///   2026-07-28); through `/mcp/confh` the upstream never asks, because the
-///   engine's 2025 session to it declared neither `sampling` nor
-///   `elicitation` (the upstream then answers `isError`, as the scenario
-///   asks of a server whose client lacks the capability).
+/// - `tools-call-sampling`, `tools-call-elicitation` (2025 only) through
+///   `/mcp/conf`: the 2026-07-28 upstream answers `input_required`, which
+///   the engine refuses for a 2025 session (-32603 with a hint to use
+///   2026-07-28). Through `/mcp/confh` (a 2025 upstream) they pass: its
+///   requests are relayed to the suite's client (ADR 0024).
 ///
 /// `tools-call-simple-text` and `tools-call-error` ask little (some text
 /// block; `isError` with text): tests/e2e/gateway_interop.rs checks what
@@ -112,6 +110,9 @@ const PASSING: &[(&str, &str, &str)] = &[
     ("tools-call-with-progress", "/mcp/conf", V2026),
     ("tools-call-with-progress", "/mcp/confh", V2025),
     ("tools-call-with-progress", "/mcp/confh", V2026),
+    // A 2025 upstream's requests relayed to the 2025 client of the call.
+    ("tools-call-sampling", "/mcp/confh", V2025),
+    ("tools-call-elicitation", "/mcp/confh", V2025),
 ];
 
 /// Checks named on their own: `(scenario, target, spec version, check id)`.

@@ -15,6 +15,7 @@ mod discovery;
 mod gateway;
 mod gateway_calls;
 mod gateway_interop;
+mod gateway_relay;
 mod helpers;
 mod interop;
 mod interop_modern;

@@ -16,7 +16,7 @@ use crate::support::mcp_client::{
     initialize_request, names, sse_events, LegacySseClient, McpClient, CLIENT_PROTOCOL_VERSION,
 };
 use crate::support::peers::{
-    self, EverythingTransport, PythonTransport, EVERYTHING_TOOLS, PYTHON_TOOLS,
+    self, EverythingTransport, PythonTransport, EVERYTHING_TOOLS_BARE, PYTHON_TOOLS,
 };
 use crate::support::token_endpoint::{
     base64_decode, base64_encode, client_secret_basic, form_urldecode, form_urlencode, http_basic,
@@ -1394,7 +1394,10 @@ async fn server_everything_streamable_http_lists_its_tools() {
     let peer = crate::require_peer!(peers::everything(EverythingTransport::StreamableHttp));
     let mut client = McpClient::new(peer.url());
     client.initialize().await.unwrap();
-    assert_eq!(client.list_tool_names().await.unwrap(), EVERYTHING_TOOLS);
+    assert_eq!(
+        client.list_tool_names().await.unwrap(),
+        EVERYTHING_TOOLS_BARE
+    );
 }
 
 #[actix_web::test]
@@ -1402,7 +1405,10 @@ async fn server_everything_sse_lists_its_tools() {
     let peer = crate::require_peer!(peers::everything(EverythingTransport::Sse));
     let mut client = LegacySseClient::connect(peer.url()).await.unwrap();
     client.initialize("2024-11-05").await.unwrap();
-    assert_eq!(client.list_tool_names().await.unwrap(), EVERYTHING_TOOLS);
+    assert_eq!(
+        client.list_tool_names().await.unwrap(),
+        EVERYTHING_TOOLS_BARE
+    );
 }
 
 #[test]
@@ -1443,6 +1449,6 @@ fn server_everything_stdio_lists_its_tools() {
     let msg = answer.expect("no tools/list answer from server-everything over stdio");
     assert_eq!(
         names(msg["result"]["tools"].as_array().unwrap()),
-        EVERYTHING_TOOLS
+        EVERYTHING_TOOLS_BARE
     );
 }

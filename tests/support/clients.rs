@@ -174,6 +174,8 @@ pub struct ClientTask {
     pub listen: bool,
     pub expect_tool: Option<String>,
     pub headers: Vec<(String, String)>,
+    /// More arguments for the driver (e.g. the 1.x driver's `--sampling`).
+    pub args: Vec<String>,
 }
 
 impl ClientTask {
@@ -194,6 +196,12 @@ impl ClientTask {
     pub fn listen_for(mut self, tool: &str) -> Self {
         self.listen = true;
         self.expect_tool = Some(tool.to_owned());
+        self
+    }
+
+    /// More arguments for the driver.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| (*a).to_owned()));
         self
     }
 
@@ -262,6 +270,7 @@ impl ClientRun {
         for (name, value) in &task.headers {
             cmd.args(["--header", &format!("{name}: {value}")]);
         }
+        cmd.args(&task.args);
         let mut child = cmd.spawn().map_err(|e| {
             PeerError::Failed(format!(
                 "cannot start client {} ({cmd:?}): {e}",

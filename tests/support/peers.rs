@@ -45,13 +45,38 @@ use serde_json::Value;
 pub const PYTHON_TOOLS: [&str; 3] = ["add", "echo", "slow_hello"];
 
 /// Tools of `@modelcontextprotocol/server-everything` 2026.8.31, in its order,
-/// for a client that declares no capabilities (as the engine does). The same
-/// list over stdio, streamableHttp and sse. `simulate-research-query` is
-/// registered when `notifications/initialized` arrives; a client that also
-/// declares `roots`, `sampling` or `elicitation` gets up to 6 more tools
-/// (get-roots-list, trigger-sampling-request, trigger-elicitation-request,
-/// trigger-url-elicitation, and the two `-async` variants).
-pub const EVERYTHING_TOOLS: [&str; 13] = [
+/// for a client that declares `roots`, `sampling` and `elicitation` but not
+/// `tasks`, as the engine does (ADR 0024). The same list over stdio,
+/// streamableHttp and sse. The conditional tools are registered when
+/// `notifications/initialized` arrives; a client that declares no
+/// capabilities gets only `simulate-research-query` of them (see
+/// [`EVERYTHING_TOOLS_BARE`]), one that also declares `tasks` the two
+/// `-async` variants too.
+pub const EVERYTHING_TOOLS: [&str; 17] = [
+    "echo",
+    "get-annotated-message",
+    "get-env",
+    "get-resource-links",
+    "get-resource-reference",
+    "get-structured-content",
+    "get-sum",
+    "get-tiny-image",
+    "gzip-file-as-resource",
+    "toggle-simulated-logging",
+    "toggle-subscriber-updates",
+    "trigger-long-running-operation",
+    // Listed to a client that declares roots, elicitation and sampling,
+    // as the engine does (ADR 0024).
+    "get-roots-list",
+    "trigger-elicitation-request",
+    "trigger-url-elicitation",
+    "trigger-sampling-request",
+    "simulate-research-query",
+];
+
+/// [`EVERYTHING_TOOLS`] for a client that declares no capabilities (the
+/// test suite's own clients).
+pub const EVERYTHING_TOOLS_BARE: [&str; 13] = [
     "echo",
     "get-annotated-message",
     "get-env",

@@ -29,6 +29,7 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::jsonrpc::numeric_id;
+use super::relay::Relay;
 use super::{McpError, Session, Tool};
 
 /// The method of a progress notification.
@@ -63,6 +64,10 @@ pub struct ToolCall {
     /// client's `progressToken`). Without it, or without a client
     /// `progressToken`, no progress is asked for.
     pub progress: Option<UnboundedSender<Value>>,
+    /// Where the upstream's server-to-client requests during the call go
+    /// (a 2025 client on its session; ADR 0024). None: they are refused
+    /// with an error saying the client cannot be asked.
+    pub relay: Option<Relay>,
 }
 
 /// Why a call produced no result.
@@ -110,6 +115,23 @@ impl ProgressSink {
         // The caller may have stopped listening: that is its business.
         let _ = self.tx.send(params);
         true
+    }
+}
+
+/// What the upstream sends during one call that goes to its client: its
+/// progress, and its server-to-client requests.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Sinks<'a> {
+    pub(crate) progress: Option<&'a ProgressSink>,
+    pub(crate) relay: Option<&'a Relay>,
+}
+
+impl Prepared {
+    pub(crate) fn sinks(&self) -> Sinks<'_> {
+        Sinks {
+            progress: self.progress.as_ref(),
+            relay: self.relay.as_ref(),
+        }
     }
 }
 
@@ -170,6 +192,9 @@ pub(crate) struct Prepared {
     /// The transports' bound on one attempt (behind the call's deadline).
     pub(crate) after: Duration,
     pub(crate) progress: Option<ProgressSink>,
+    /// Where the upstream's requests during the call go (bounded by
+    /// `after`).
+    pub(crate) relay: Option<Relay>,
     /// The JSON-RPC id of the attempt in flight, for the cancellation.
     pub(crate) in_flight: Cell<Option<u64>>,
 }
@@ -298,6 +323,9 @@ impl Session {
             named,
             after: call.timeout.saturating_add(BACKSTOP),
             progress,
+            relay: call
+                .relay
+                .map(|r| r.bounded_by(call.timeout.saturating_add(BACKSTOP))),
             in_flight: Cell::new(None),
         })
     }

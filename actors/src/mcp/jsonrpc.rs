@@ -169,15 +169,29 @@ pub fn encode_notification(method: &str, params: Option<&Value>) -> Result<Vec<u
     })
 }
 
-/// The server-to-client requests a client capability stands for; the
-/// engine declares none of them upstream (ADR 0018: not relayed yet).
-const CLIENT_FEATURES: &[&str] = &["sampling/createMessage", "elicitation/create", "roots/list"];
+/// A response with `result`.
+pub(crate) fn encode_result(id: &Value, result: &Value) -> Result<Vec<u8>, McpError> {
+    encode(&OutResult {
+        jsonrpc: "2.0",
+        id,
+        result,
+    })
+}
 
-/// The answer to a server-to-client request: `ping` gets an empty result;
-/// anything else "method not found" (we advertise no client capabilities),
-/// at once, so a server that asks during a `tools/call` does not wait for
-/// an answer that never comes. The message says why for sampling,
-/// elicitation and roots.
+/// A response with `error`.
+pub(crate) fn encode_error(id: &Value, error: RpcError) -> Result<Vec<u8>, McpError> {
+    encode(&OutError {
+        jsonrpc: "2.0",
+        id,
+        error,
+    })
+}
+
+/// The answer to a server-to-client request outside a relayed call:
+/// `ping` gets an empty result; anything else "method not found", at once,
+/// so a server that asks does not wait for an answer that never comes.
+/// The message says why for sampling, elicitation and roots (which are
+/// relayed only during a call: `super::relay`).
 pub fn answer_server_request(id: &Value, method: &str) -> Result<Vec<u8>, McpError> {
     if method == "ping" {
         encode(&OutResult {
@@ -191,8 +205,8 @@ pub fn answer_server_request(id: &Value, method: &str) -> Result<Vec<u8>, McpErr
             id,
             error: RpcError {
                 code: METHOD_NOT_FOUND,
-                message: if CLIENT_FEATURES.contains(&method) {
-                    format!("Method not found: {method}: mcp-discovery declared no such client capability and does not relay server-to-client requests to its own clients")
+                message: if super::relay::RELAYED.iter().any(|(m, _)| *m == method) {
+                    format!("Method not found: {method}: mcp-discovery relays server-to-client requests only during a tools/call, to the client of that call; none is in flight")
                 } else {
                     format!("Method not found: {method}")
                 },

@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use url::Url;
 
-use super::call::{ProgressRoutes, ProgressSink};
+use super::call::{ProgressRoutes, Sinks};
 use super::error::redact_url;
 use super::http::{
     self, media_type, read_body, send_error, status_error, EventStream, Headers, StreamStop,
@@ -30,6 +30,7 @@ use super::jsonrpc::{
     self, encode_notification, encode_request, encode_request_raw, Closed, Failure, IdGen,
     Incoming, Pending,
 };
+use super::relay::{CallsInFlight, Handled};
 use super::sse::SseParser;
 use super::{ClientOptions, McpError, Notification};
 
@@ -86,6 +87,9 @@ pub(crate) struct LegacySse {
     notifications: RefCell<Option<UnboundedReceiver<Notification>>>,
     /// Calls in flight that asked for progress (the reader routes it).
     progress: ProgressRoutes,
+    /// Every call in flight, with its relay (the reader hands it the
+    /// server's requests when it is the only one).
+    calls: CallsInFlight,
 }
 
 /// Resolves the `endpoint` event's data against the stream URL.
@@ -114,6 +118,7 @@ struct Reader {
     poster: Option<Poster>,
     poster_template: Poster,
     progress: ProgressRoutes,
+    calls: CallsInFlight,
 }
 
 impl Reader {
@@ -177,7 +182,7 @@ impl Reader {
                         tracing::debug!(server = %self.server, id = %id, "Response nobody waits for (late?)");
                     }
                 }
-                Incoming::Request { id, method, .. } => self.answer(id, method),
+                Incoming::Request { id, method, params } => self.answer(id, method, params),
                 Incoming::Notification { method, params } => {
                     if !self.progress.deliver(&method, params.as_ref()) {
                         forward_notification(&self.notifications, &self.server, method, params)
@@ -187,16 +192,21 @@ impl Reader {
         }
     }
 
-    fn answer(&self, id: Value, method: String) {
+    /// Answers a server request, or relays it to the client of the one
+    /// call in flight (`super::relay`) and answers with its answer.
+    fn answer(&self, id: Value, method: String, params: Option<Value>) {
         let Some(poster) = self.poster.clone() else {
             return;
         };
         let server = self.server.clone();
+        let handled = self.calls.handle(&id, &method, params);
         actix_rt::spawn(async move {
-            let res = match jsonrpc::answer_server_request(&id, &method) {
-                Ok(body) => poster.post(body, &method).await,
-                Err(e) => Err(e),
+            let body = match handled {
+                Some(Handled::Now(body)) => body,
+                Some(Handled::Later(answer)) => answer.await,
+                None => return,
             };
+            let res = poster.post(body, &method).await;
             if let Err(e) = res {
                 tracing::warn!(server = %server, method = %method, error = %e.chain(), "Could not answer a server request");
             }
@@ -268,6 +278,7 @@ impl LegacySse {
         let stream = EventStream::new(resp, SseParser::new(opts.max_response_bytes));
         let received = stream.received();
         let progress = ProgressRoutes::default();
+        let calls = CallsInFlight::default();
         let reader = Reader {
             stream,
             sse_url: url.clone(),
@@ -279,6 +290,7 @@ impl LegacySse {
             poster: None,
             poster_template: template.clone(),
             progress: progress.clone(),
+            calls: calls.clone(),
         };
         let handle = actix_rt::spawn(reader.run());
 
@@ -320,6 +332,7 @@ impl LegacySse {
             reader: RefCell::new(Some(handle)),
             notifications: RefCell::new(Some(notif_rx)),
             progress,
+            calls,
         };
         Ok(this)
     }
@@ -399,9 +412,10 @@ impl LegacySse {
         id: u64,
         params: &RawValue,
         after: Duration,
-        progress: Option<&ProgressSink>,
+        sinks: Sinks<'_>,
     ) -> Result<Box<RawValue>, McpError> {
-        let _route = progress.map(|sink| self.progress.register(sink));
+        let _route = sinks.progress.map(|sink| self.progress.register(sink));
+        let _in_flight = self.calls.register(id, sinks.relay);
         let body = encode_request_raw(id, "tools/call", params)?;
         self.exchange(id, body, "tools/call", after).await
     }

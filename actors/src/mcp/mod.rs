@@ -21,6 +21,7 @@ mod fuzz;
 pub mod http;
 pub mod jsonrpc;
 pub mod legacy_sse;
+pub mod relay;
 pub mod sse;
 pub mod stdio;
 pub mod streamable_http;
@@ -570,9 +571,12 @@ impl Session {
     }
 
     /// Answers a server-to-client request (e.g. `ping`) that arrived on the
-    /// push stream: by POST, best effort (a failure is logged).
-    pub async fn answer_server_request(&self, id: &Value, method: &str) {
-        self.inner.answer_request(id, method).await
+    /// push stream: by POST, best effort (a failure is logged). Sampling,
+    /// elicitation and roots go to the client of the one call in flight on
+    /// the session, if exactly one is (ADR 0024); the answer then comes
+    /// later, from a task of its own.
+    pub async fn answer_server_request(&self, id: &Value, method: &str, params: Option<Value>) {
+        self.inner.answer_request(id, method, params).await
     }
 
     /// Why a stream transport (stdio, legacy SSE) closed, once it has: the

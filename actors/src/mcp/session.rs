@@ -372,8 +372,8 @@ impl Inner {
         self.era.open_push(last_event_id).await
     }
 
-    pub(super) async fn answer_request(&self, id: &Value, method: &str) {
-        self.era.answer_request(id, method).await
+    pub(super) async fn answer_request(&self, id: &Value, method: &str, params: Option<Value>) {
+        self.era.answer_request(id, method, params).await
     }
 
     pub(super) fn closed(&self) -> Option<McpError> {

@@ -30,12 +30,13 @@ use tokio::sync::mpsc::{self, unbounded_channel, UnboundedReceiver, UnboundedSen
 use tokio::sync::{oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
 
-use super::call::{ProgressRoutes, ProgressSink};
+use super::call::{ProgressRoutes, Sinks};
 use super::jsonrpc::{
     self, encode_notification, encode_request, encode_request_raw, Closed, Failure, IdGen,
     Incoming, Pending,
 };
 use super::legacy_sse::forward_notification;
+use super::relay::{CallsInFlight, Handled};
 use super::{ClientOptions, McpError, Notification};
 
 /// A stderr line longer than this is skipped (noted, not buffered).
@@ -280,6 +281,8 @@ pub(crate) struct Stdio {
     answers: mpsc::Sender<Vec<u8>>,
     /// Calls in flight that asked for progress (the reader routes it).
     progress: ProgressRoutes,
+    /// Every call in flight, with its relay.
+    calls: CallsInFlight,
 }
 
 fn missing_pipe(label: &str, which: &str) -> McpError {
@@ -345,6 +348,7 @@ impl Stdio {
         let (answers_tx, answers_rx) = mpsc::channel(SERVER_REQUEST_QUEUE);
         let listens = Listens::default();
         let progress = ProgressRoutes::default();
+        let calls = CallsInFlight::default();
 
         let answerer = actix_rt::spawn(write_answers(
             answers_rx,
@@ -362,6 +366,7 @@ impl Stdio {
                 dropped: 0,
                 listens: Rc::clone(&listens),
                 progress: progress.clone(),
+                calls: calls.clone(),
             },
             notif_tx.clone(),
             opts.server_name.clone(),
@@ -394,6 +399,7 @@ impl Stdio {
             listens,
             answers: answers_tx,
             progress,
+            calls,
         };
         Ok(this)
     }
@@ -491,9 +497,10 @@ impl Stdio {
         id: u64,
         params: &RawValue,
         after: Duration,
-        progress: Option<&ProgressSink>,
+        sinks: Sinks<'_>,
     ) -> Result<Box<RawValue>, McpError> {
-        let _route = progress.map(|sink| self.progress.register(sink));
+        let _route = sinks.progress.map(|sink| self.progress.register(sink));
+        let _in_flight = self.calls.register(id, sinks.relay);
         let line = encode_request_raw(id, "tools/call", params)?;
         self.exchange(id, line, "tools/call", after).await
     }
@@ -617,22 +624,39 @@ struct ServerRequests {
     listens: Listens,
     /// The calls awaiting progress, which the reader hands theirs.
     progress: ProgressRoutes,
+    /// Every call in flight, with its relay: the server's requests go to
+    /// the client of the only one (`super::relay`).
+    calls: CallsInFlight,
 }
 
 impl ServerRequests {
     /// Queues the answer to one server-to-client request without waiting:
-    /// the stdout reader must never block on the child's stdin.
-    fn answer(&mut self, id: &Value, method: &str, server: &str) {
-        let mut line = match jsonrpc::answer_server_request(id, method) {
-            Ok(line) if line.len() <= MAX_ANSWER_BYTES => line,
-            Ok(line) => {
-                tracing::warn!(server = %server, method = %super::error::excerpt(method.as_bytes(), 100), bytes = line.len(), "Server request with an oversized id not answered");
+    /// the stdout reader must never block on the child's stdin. A request
+    /// relayed to the client of the call in flight is answered by a task
+    /// of its own once the client answered (or the call ended).
+    fn answer(&mut self, id: &Value, method: &str, params: Option<Value>, server: &str) {
+        let line = match self.calls.handle(id, method, params) {
+            Some(Handled::Now(line)) => line,
+            Some(Handled::Later(answer)) => {
+                let tx = self.tx.clone();
+                actix_rt::spawn(async move {
+                    let mut line = answer.await;
+                    line.push(b'\n');
+                    // Closed: the transport is closing.
+                    let _ = tx.send(line).await;
+                });
                 return;
             }
-            Err(e) => {
-                tracing::warn!(server = %server, error = %e, "Could not answer a server request");
+            None => {
+                tracing::warn!(server = %server, "Could not answer a server request");
                 return;
             }
+        };
+        let mut line = if line.len() <= MAX_ANSWER_BYTES {
+            line
+        } else {
+            tracing::warn!(server = %server, method = %super::error::excerpt(method.as_bytes(), 100), bytes = line.len(), "Server request with an oversized id not answered");
+            return;
         };
         line.push(b'\n');
         match self.tx.try_send(line) {
@@ -737,7 +761,9 @@ fn on_line(
                     tracing::debug!(server = %server, id = %id, "Response nobody waits for (late?)");
                 }
             }
-            Incoming::Request { id, method, .. } => requests.answer(&id, &method, server),
+            Incoming::Request { id, method, params } => {
+                requests.answer(&id, &method, params, server)
+            }
             Incoming::Notification { method, params } => {
                 if !requests.progress.deliver(&method, params.as_ref()) {
                     forward_notification(notifications, server, method, params)

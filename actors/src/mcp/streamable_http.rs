@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use url::Url;
 
-use super::call::{ProgressSink, PROGRESS};
+use super::call::{Sinks, PROGRESS};
 use super::error::redact_url;
 use super::http::{
     self, media_type, read_body, send_error, status_error, EventStream, Headers, StreamStop,
@@ -28,6 +28,7 @@ use super::jsonrpc::{
     self, encode_notification, encode_request, encode_request_raw, id_matches, IdGen, Incoming,
     Reply,
 };
+use super::relay::{self, CallsInFlight, Handled, Target};
 use super::sse::SseParser;
 use super::{ClientOptions, McpError};
 
@@ -68,8 +69,11 @@ pub(crate) struct Answered {
 struct Bound<'a> {
     /// How long the response head may take (default `request_timeout`).
     post: Option<Duration>,
-    /// Where progress on the response stream goes.
-    progress: Option<&'a ProgressSink>,
+    /// Whether the exchange is a relayed call: its stream's server
+    /// requests belong to it (ADR 0024).
+    call: bool,
+    /// Where progress and server requests on the response stream go.
+    sinks: Sinks<'a>,
 }
 
 /// What one POST brought back.
@@ -88,6 +92,9 @@ pub(crate) struct StreamableHttp {
     headers: Headers,
     client: Client,
     ids: IdGen,
+    /// The calls in flight, with their relays (for requests on the push
+    /// stream).
+    calls: CallsInFlight,
 }
 
 impl StreamableHttp {
@@ -100,6 +107,7 @@ impl StreamableHttp {
             headers: Headers::new(opts)?,
             client: http::client(opts.connect_timeout),
             ids: IdGen::default(),
+            calls: CallsInFlight::default(),
         })
     }
 
@@ -191,13 +199,15 @@ impl StreamableHttp {
         extra: &ExtraHeaders,
         named: &NamedHeaders,
         after: Duration,
-        progress: Option<&ProgressSink>,
+        sinks: Sinks<'_>,
     ) -> Result<Answered, McpError> {
         const METHOD: &str = "tools/call";
         let body = encode_request_raw(id, METHOD, params)?;
+        let _in_flight = self.calls.register(id, sinks.relay);
         let bound = Bound {
             post: Some(after),
-            progress,
+            call: true,
+            sinks,
         };
         let ex = self
             .timed(
@@ -348,7 +358,7 @@ impl StreamableHttp {
                         follow_up.push((SESSION_HEADER, sid.clone()));
                     }
                 }
-                self.read_stream(resp, method, id, &follow_up, bound.progress)
+                self.read_stream(resp, method, id, &follow_up, bound)
                     .await?
             }
             "application/json" | "" => {
@@ -403,8 +413,9 @@ impl StreamableHttp {
         method: &str,
         id: u64,
         extra: &ExtraHeaders,
-        progress: Option<&ProgressSink>,
+        bound: Bound<'_>,
     ) -> Result<Reply, McpError> {
+        let progress = bound.sinks.progress;
         let limit = self.opts.max_response_bytes;
         let mut stream = EventStream::new(resp, SseParser::new(limit));
         let mut resumes = 0u32;
@@ -423,8 +434,25 @@ impl StreamableHttp {
                                 "Ignoring a response to another request"
                             ),
                             Incoming::Request {
-                                id: rid, method: m, ..
-                            } => self.answer(&rid, &m, extra).await,
+                                id: rid,
+                                method: m,
+                                params,
+                            } => {
+                                let target = if bound.call {
+                                    Target::Call(bound.sinks.relay)
+                                } else {
+                                    Target::NoCall
+                                };
+                                match relay::handle(target, &rid, &m, params) {
+                                    Some(Handled::Now(body)) => {
+                                        self.post_answer(body, &m, extra).await
+                                    }
+                                    Some(Handled::Later(answer)) => {
+                                        self.answer_later(answer, m, extra)
+                                    }
+                                    None => {}
+                                }
+                            }
                             Incoming::Notification { method: m, params } => {
                                 let relayed = m == PROGRESS
                                     && progress.is_some_and(|p| p.offer(params.as_ref()));
@@ -517,11 +545,38 @@ impl StreamableHttp {
         }
     }
 
-    /// Answers a server-to-client request that arrived on a stream. Best
-    /// effort: a failure is logged, the stream goes on.
-    async fn answer(&self, id: &Value, method: &str, extra: &ExtraHeaders) {
+    /// POSTs the answer to a relayed server request once the client gave
+    /// it (or the call ended): a task of its own, which outlives the
+    /// call's stream, so the server is answered in every case.
+    fn answer_later(
+        &self,
+        answer: std::pin::Pin<Box<dyn Future<Output = Vec<u8>>>>,
+        method: String,
+        extra: &ExtraHeaders,
+    ) {
+        let post = self.post(extra);
+        let server = self.opts.server_name.clone();
+        let shown = self.shown.clone();
+        actix_rt::spawn(async move {
+            let body = answer.await;
+            match post.send_body(body).await {
+                Ok(resp) if resp.status().is_success() => {
+                    tracing::debug!(server = %server, method, "Answered a relayed server request")
+                }
+                Ok(resp) => {
+                    tracing::warn!(server = %server, method, url = %shown, status = resp.status().as_u16(), "The answer to a relayed server request was refused")
+                }
+                Err(e) => {
+                    tracing::warn!(server = %server, method, url = %shown, error = %e, "Could not answer a relayed server request")
+                }
+            }
+        });
+    }
+
+    /// POSTs `body`, the answer to a server request. Best effort: a
+    /// failure is logged, the stream goes on.
+    async fn post_answer(&self, body: Vec<u8>, method: &str, extra: &ExtraHeaders) {
         let result = async {
-            let body = jsonrpc::answer_server_request(id, method)?;
             let resp = self
                 .post(extra)
                 .send_body(body)
@@ -686,8 +741,22 @@ impl StreamableHttp {
     }
 
     /// Answers a server request that arrived on the push stream, by POST.
-    pub(crate) async fn answer_request(&self, id: &Value, method: &str, extra: &ExtraHeaders) {
-        self.answer(id, method, extra).await
+    /// The 2025 spec calls those unrelated to any request, but servers
+    /// send a call's `roots/list` there too (the Python SDK's
+    /// `list_roots`, server-everything's `get-roots-list`): it goes to the
+    /// client of the one call in flight, if exactly one is (ADR 0024).
+    pub(crate) async fn answer_request(
+        &self,
+        id: &Value,
+        method: &str,
+        params: Option<Value>,
+        extra: &ExtraHeaders,
+    ) {
+        match self.calls.handle(id, method, params) {
+            Some(Handled::Now(body)) => self.post_answer(body, method, extra).await,
+            Some(Handled::Later(answer)) => self.answer_later(answer, method.to_owned(), extra),
+            None => {}
+        }
     }
 
     /// A DELETE with the era's headers: best effort, short timeout; 405

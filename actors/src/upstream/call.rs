@@ -94,6 +94,7 @@ impl Handler<CallTool> for Upstream {
             client_capabilities,
             timeout,
             progress,
+            relay,
             cancel,
         } = msg;
         let call = ToolCall {
@@ -103,6 +104,7 @@ impl Handler<CallTool> for Upstream {
             client_capabilities,
             timeout,
             progress,
+            relay,
         };
         let mut stop = self.calls_stop.subscribe();
         let stopped = Rc::new(Cell::new(false));

@@ -343,10 +343,11 @@ impl PushStream {
                 let _g = self.init.span.enter();
                 tracing::debug!(method = %method, "Ignored a notification on the push stream.");
             }
-            Incoming::Request { id, method, .. } => {
+            Incoming::Request { id, method, params } => {
                 let session = self.init.session.clone();
-                let answer = async move { session.answer_server_request(&id, &method).await }
-                    .instrument(self.init.span.clone());
+                let answer =
+                    async move { session.answer_server_request(&id, &method, params).await }
+                        .instrument(self.init.span.clone());
                 ctx.spawn(answer.into_actor(self));
             }
             Incoming::Response { .. } => {

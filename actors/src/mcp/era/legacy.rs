@@ -22,12 +22,25 @@ use super::super::{ClientOptions, McpError, ServerInfo, SUPPORTED_PROTOCOL_VERSI
 use super::{info, Era, Wire};
 use discovery_config::TransportKind;
 
-/// `initialize` params: we offer `version` and no client capabilities (we
-/// never sample, list roots or elicit).
+/// `initialize` params: we offer `version` and the client capabilities we
+/// can relay to our own clients during a call (ADR 0024): sampling,
+/// elicitation (form and, from 2025-11-25, URL mode) and roots (no
+/// `listChanged`: a client's changes are not relayed). One session serves
+/// every client; a request for a client that did not declare the
+/// capability is refused then, with an error naming it.
 pub(crate) fn initialize_params(version: &str) -> Value {
+    let elicitation = if version >= "2025-11-25" {
+        serde_json::json!({"form": {}, "url": {}})
+    } else {
+        serde_json::json!({})
+    };
     serde_json::json!({
         "protocolVersion": version,
-        "capabilities": {},
+        "capabilities": {
+            "sampling": {},
+            "elicitation": elicitation,
+            "roots": {},
+        },
         "clientInfo": {
             "name": "mcp-discovery",
             "version": env!("CARGO_PKG_VERSION"),
@@ -338,7 +351,7 @@ impl Legacy {
                     &ctx.headers(),
                     &[],
                     call.after,
-                    call.progress.as_ref(),
+                    call.sinks(),
                 )
                 .await
         })
@@ -383,9 +396,10 @@ impl Legacy {
         }
     }
 
-    pub(crate) async fn answer_request(&self, id: &Value, method: &str) {
+    pub(crate) async fn answer_request(&self, id: &Value, method: &str, params: Option<Value>) {
         if let Wire::Http(t) = &self.wire {
-            t.answer_request(id, method, &self.ctx().headers()).await
+            t.answer_request(id, method, params, &self.ctx().headers())
+                .await
         }
     }
 

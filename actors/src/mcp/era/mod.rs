@@ -26,7 +26,7 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::call::{Prepared, ProgressSink};
+use super::call::{Prepared, Sinks};
 use super::legacy_sse::LegacySse;
 use super::stdio::Stdio;
 use super::streamable_http::{Answered, ExtraHeaders, NamedHeaders, StreamableHttp};
@@ -102,7 +102,7 @@ impl Wire {
 
     /// A relayed `tools/call` with id `id` and serialized `params`, bounded
     /// by `after`; `extra` and `named` headers go on HTTP only; progress
-    /// notifications for it go to `progress`.
+    /// notifications and server-to-client requests for it go to `sinks`.
     pub(crate) async fn call(
         &self,
         id: u64,
@@ -110,15 +110,12 @@ impl Wire {
         extra: &ExtraHeaders,
         named: &NamedHeaders,
         after: Duration,
-        progress: Option<&ProgressSink>,
+        sinks: Sinks<'_>,
     ) -> Result<Box<RawValue>, McpError> {
         match self {
-            Wire::Http(t) => Ok(t
-                .call(id, params, extra, named, after, progress)
-                .await?
-                .result),
-            Wire::Sse(t) => t.call(id, params, after, progress).await,
-            Wire::Stdio(t) => t.call(id, params, after, progress).await,
+            Wire::Http(t) => Ok(t.call(id, params, extra, named, after, sinks).await?.result),
+            Wire::Sse(t) => t.call(id, params, after, sinks).await,
+            Wire::Stdio(t) => t.call(id, params, after, sinks).await,
         }
     }
 
@@ -352,9 +349,9 @@ impl Era {
         }
     }
 
-    pub(crate) async fn answer_request(&self, id: &Value, method: &str) {
+    pub(crate) async fn answer_request(&self, id: &Value, method: &str, params: Option<Value>) {
         if let Era::Legacy(e) = self {
-            e.answer_request(id, method).await
+            e.answer_request(id, method, params).await
         }
     }
 

@@ -443,7 +443,12 @@ impl Modern {
                 &extra,
                 &call.named,
                 call.after,
-                call.progress.as_ref(),
+                // A 2026-07-28 server asks for input with `input_required`
+                // results, never with requests: none are relayed.
+                super::super::call::Sinks {
+                    progress: call.progress.as_ref(),
+                    relay: None,
+                },
             )
             .await
     }

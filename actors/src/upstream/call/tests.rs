@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::calls::{CallError, CallResult, CallTool};
 use crate::events::NoEvents;
+use crate::mcp::relay::{Relay, RelayedRequest};
 use crate::mcp::test_server::{refused_port, start, Behavior, TestServer};
 use crate::mcp::McpError;
 use crate::registry::Registry;
@@ -119,6 +120,7 @@ fn call(tool: &str, arguments: &str, timeout: Duration) -> Call {
             client_capabilities: None,
             timeout,
             progress: Some(progress_tx),
+            relay: None,
             cancel: cancel_rx,
         },
         cancel,
@@ -571,9 +573,20 @@ async fn a_forgotten_session_is_reestablished_once_and_the_call_retried_once() {
     assert_eq!(server.seen_of("tools/call").len(), 2, "retried once");
 }
 
+/// A relay for a client that declared `capabilities`, and its end.
+fn relay(capabilities: Value) -> (Relay, tokio::sync::mpsc::Receiver<RelayedRequest>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    (Relay::new(tx, capabilities), rx)
+}
+
 #[actix_rt::test]
-async fn server_requests_during_a_call_are_refused_at_once() {
-    for question in ["sampling/createMessage", "elicitation/create", "roots/list"] {
+async fn server_requests_during_a_call_are_relayed_or_refused_at_once() {
+    let asks = [
+        ("sampling/createMessage", "sampling"),
+        ("elicitation/create", "elicitation"),
+        ("roots/list", "roots"),
+    ];
+    for (question, capability) in asks {
         let server = start(Behavior {
             sse: true,
             call_asks: Some(question),
@@ -582,14 +595,55 @@ async fn server_requests_during_a_call_are_refused_at_once() {
         .await;
         let engine = start_engine(json!({ "a": http(&server) })).await;
         healthy(&engine, "a").await;
-        // The server answers the call only after hearing back.
-        let got = result(send(&route(&engine, "a"), call("tool0_0", "{}", LONG).msg).await);
+        let init = &server.seen_of("initialize")[0].body["params"]["capabilities"];
+        assert!(init[capability].is_object(), "declared upstream: {init}");
+        let to = route(&engine, "a");
+        // The server answers the call only after hearing back. A client
+        // that cannot be asked (no relay: a 2026-07-28 client) ...
+        let got = result(send(&to, call("tool0_0", "{}", LONG).msg).await);
         let asked = &got["structuredContent"]["asked"];
         assert_eq!(asked["error"]["code"], -32601, "{question}: {asked}");
         let message = asked["error"]["message"].as_str().unwrap();
         assert!(
-            message.contains(question) && message.contains("does not relay"),
+            message.contains(question) && message.contains("cannot be asked"),
             "{message}"
+        );
+        // ... a client without the capability ...
+        let (without, _rx) = relay(json!({"other": {}}));
+        let mut c = call("tool0_0", "{}", LONG);
+        c.msg.relay = Some(without);
+        let got = result(send(&to, c.msg).await);
+        let message = got["structuredContent"]["asked"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            message.contains(&format!("did not declare the {capability} capability")),
+            "{message}"
+        );
+        // ... and one with it: relayed, and its answer goes back.
+        let (with, mut rx) = relay(json!({capability: {}}));
+        let mut c = call("tool0_0", "{}", LONG);
+        c.msg.relay = Some(with);
+        let pending = {
+            let msg = c.msg;
+            let to = to.clone();
+            actix_rt::spawn(async move { send(&to, msg).await })
+        };
+        let asked = tokio::time::timeout(LONG, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(asked.method, question);
+        asked
+            .answer
+            .send(Ok(json!({"answered": question})))
+            .unwrap();
+        let got = result(outcome(pending).await);
+        assert_eq!(
+            got["structuredContent"]["asked"]["result"],
+            json!({"answered": question}),
+            "{got}"
         );
     }
 }
@@ -962,10 +1016,60 @@ async fn stdio_calls_of_both_eras() {
         );
 
         if !modern {
-            // A question during a call gets its answer at once.
+            // A question during a call for a client that cannot be asked
+            // gets its answer at once.
             let got = result(send(&to, call("ask", "{}", LONG).msg).await);
             let asked = &got["structuredContent"]["asked"];
             assert_eq!(asked["error"]["code"], -32601, "{asked}");
+            // The client of the one call in flight is asked, and answers.
+            let (with, mut rx) = relay(json!({"sampling": {}}));
+            let mut c = call("ask", "{}", LONG);
+            c.msg.relay = Some(with.clone());
+            let pending = {
+                let to = to.clone();
+                let msg = c.msg;
+                actix_rt::spawn(async move { send(&to, msg).await })
+            };
+            let asked = tokio::time::timeout(LONG, rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            asked.answer.send(Ok(json!({"role": "assistant"}))).unwrap();
+            let got = result(outcome(pending).await);
+            assert_eq!(
+                got["structuredContent"]["asked"]["result"],
+                json!({"role": "assistant"})
+            );
+            // A client that never answers: the call times out, and the
+            // server gets an error answer, not silence.
+            let mut c = call("ask", "{}", Duration::from_secs(1));
+            c.msg.relay = Some(with);
+            let pending = {
+                let to = to.clone();
+                let msg = c.msg;
+                actix_rt::spawn(async move { send(&to, msg).await })
+            };
+            let unanswered = tokio::time::timeout(LONG, rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(matches!(
+                outcome(pending).await,
+                Err(CallError::Timeout { .. })
+            ));
+            let question = log
+                .lines()
+                .into_iter()
+                .rfind(|m| m["method"] == "tools/call" && m["params"]["name"] == "ask")
+                .unwrap();
+            let asked_id = format!("ask-{}", question["id"]);
+            drop(unanswered);
+            until("an error answer to the unanswered question", || {
+                log.lines()
+                    .iter()
+                    .any(|m| m["id"] == asked_id.as_str() && m["error"]["code"] == -32603)
+            })
+            .await;
         }
         let view = healthy(&engine, "s").await;
         assert_eq!(view.consecutive_failures, 0);
