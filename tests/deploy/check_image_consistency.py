@@ -138,6 +138,7 @@ def main():
     check("systemd StateDirectory", "/var/lib/" + unit["StateDirectory"][0], state)
     env = dict(e.split("=", 1) for e in unit.get("Environment", []))
     check("systemd MCP_DISCOVERY_STATE_DIR", env.get("MCP_DISCOVERY_STATE_DIR", "").replace("%S", "/var/lib"), state)
+    check("systemd MALLOC_ARENA_MAX", env.get("MALLOC_ARENA_MAX"), image["env"].get("MALLOC_ARENA_MAX"))
     report()
 
 
