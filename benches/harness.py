@@ -248,22 +248,26 @@ def mcp_legacy_session(base):
     return session, len(body["result"]["tools"])
 
 
-def start_farm(args, workdir, push_streams=False, no_listen=False):
-    out = os.path.join(workdir, "farm.yaml")
+def start_farm(args, workdir, count, base_port, name_offset, index, push_streams=False, no_listen=False):
+    """One farm process: `count` healthy upstreams named u<name_offset>..
+    (and, in the first, the --faulty ones)."""
+    out = os.path.join(workdir, f"farm{index}.yaml")
     # BENCH_FARM_WRAPPER: as BENCH_ENGINE_WRAPPER, for the farm.
     cmd = shlex.split(os.environ.get("BENCH_FARM_WRAPPER", "")) + [
            os.path.join(TARGET, "examples", "upstream_farm"),
-           "--count", str(args.count), "--tools", str(args.tools),
+           "--count", str(count), "--tools", str(args.tools),
            "--config-out", out, "--workers", str(args.farm_workers),
-           "--base-port", str(args.farm_base_port)]
-    if args.faulty:
+           "--base-port", str(base_port), "--name-offset", str(name_offset)]
+    if args.faulty and index == 0:
         cmd += ["--faulty", str(args.faulty), "--fault", args.fault]
     cmd += ["--era", args.era]
+    if args.farm_keep_alive is not None:
+        cmd += ["--keep-alive", str(args.farm_keep_alive)]
     if args.era == "legacy" and push_streams:
         cmd.append("--push-streams")
     if args.era == "modern" and no_listen:
         cmd.append("--no-listen")
-    err = open(os.path.join(workdir, "farm.err"), "w+")
+    err = open(os.path.join(workdir, f"farm{index}.err"), "w+")
     # stdin: the farm's control commands (examples/upstream_farm.rs: down, up,
     # reset, stats), one a line, each answered with one line on stdout.
     farm = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
@@ -274,16 +278,61 @@ def start_farm(args, workdir, push_streams=False, no_listen=False):
         farm.wait()
         err.seek(0)
         sys.exit(f"upstream farm did not start: {line!r} {err.read()[-2000:]}")
+    farm.err_file = err
     return farm, out
 
 
-def farm_command(farm, line, timeout=120):
-    """Sends one control command to the farm; returns its answer line."""
-    farm.stdin.write(line + "\n")
-    farm.stdin.flush()
+class Farms:
+    """The farm processes of a run (--farm-procs; each has its own
+    open-file limit). Their upstreams are u0.. in order of the processes."""
+
+    def __init__(self, args, workdir, push_streams=False, no_listen=False):
+        procs = max(1, args.farm_procs)
+        if procs > 1 and args.faulty:
+            sys.exit("--farm-procs above 1 takes no --faulty")
+        self.procs, snippets = [], []
+        offset = 0
+        try:
+            for index in range(procs):
+                count = args.count // procs + (1 if index < args.count % procs else 0)
+                base = args.farm_base_port + offset if args.farm_base_port else 0
+                farm, yaml = start_farm(args, workdir, count, base, offset, index, push_streams, no_listen)
+                self.procs.append(farm)
+                snippets.append(yaml)
+                offset += count
+        except BaseException:
+            self.stop()
+            raise
+        self.yaml = os.path.join(workdir, "farm.yaml")
+        with open(self.yaml, "w") as out:
+            out.write("servers:\n")
+            for path in snippets:
+                with open(path) as f:
+                    out.writelines(line for line in f if line.strip() != "servers:")
+
+    def cpu(self):
+        return sum(cpu_seconds(p.pid) for p in self.procs)
+
+    def command(self, line):
+        """Sends a control command to every farm at once; their answers."""
+        for farm in self.procs:
+            farm.stdin.write(line + "\n")
+            farm.stdin.flush()
+        return [farm_answer(farm, line) for farm in self.procs]
+
+    def stop(self):
+        for farm in self.procs:
+            os.killpg(farm.pid, signal.SIGTERM)
+            farm.wait()
+
+
+def farm_answer(farm, line):
+    """The farm's answer line to the command `line` just sent."""
     answer = farm.stdout.readline().strip()
     if not answer or answer.startswith("ERROR"):
-        sys.exit(f"farm command {line!r}: {answer or 'no answer (farm gone?)'}")
+        farm.err_file.seek(0)
+        sys.exit(f"farm command {line!r}: {answer or 'no answer (farm gone?)'}\n"
+                 f"{farm.err_file.read()[-2000:]}")
     return answer
 
 
@@ -368,15 +417,32 @@ def servers_states(base):
     return {s["name"]: (s["state"], s["tool_count"], s.get("consecutive_failures") or 0) for s in servers}
 
 
-def recovery(args, base, farm, engine_pid, farm_pid):
+def state_summary(base):
+    """What /v1/servers says when a deadline passed: upstreams per state
+    and the most common errors (for a run that never got there)."""
+    try:
+        servers = get_json(base + "/v1/servers", timeout=60)["servers"]
+    except OSError as e:
+        return {"error": str(e)}
+    states, errors = {}, {}
+    for s in servers:
+        states[s["state"]] = states.get(s["state"], 0) + 1
+        if s.get("last_error"):
+            key = s["last_error"][:120]
+            errors[key] = errors.get(key, 0) + 1
+    top = sorted(errors.items(), key=lambda kv: -kv[1])[:5]
+    return {"states": states, "errors": dict(top)}
+
+
+def recovery(args, base, farms, engine_pid):
     """Mass recovery (--recovery S): every upstream off the network at once
     for S seconds (farm `down`), then back (`up`); how long until all are
     healthy again, and what the engine sent meanwhile (farm counters)."""
     want = args.count
-    farm_command(farm, "reset")
-    cpu0, farm_cpu0 = cpu_seconds(engine_pid), cpu_seconds(farm_pid)
+    farms.command("reset")
+    cpu0, farm_cpu0 = cpu_seconds(engine_pid), farms.cpu()
     t_down = time.monotonic()
-    farm_command(farm, "down refuse" if args.outage == "refuse" else "down")
+    farms.command("down refuse" if args.outage == "refuse" else "down")
     # During the outage: how many the engine has noticed (not healthy), by
     # a failed poll (push-stream failures leave the discovery state alone).
     not_healthy_max = 0
@@ -397,7 +463,7 @@ def recovery(args, base, farm, engine_pid, farm_pid):
             failures[n] = max(failures.get(n, 0), f)
         time.sleep(0.25)
     t_up = time.monotonic()
-    up_answer = farm_command(farm, "up")
+    up_answer = " ".join(farms.command("up"))
     recovered_at = None
     deadline = t_up + args.timeout
     while time.monotonic() < deadline:
@@ -420,9 +486,18 @@ def recovery(args, base, farm, engine_pid, farm_pid):
                 break
         time.sleep(args.poll)
     cpu = cpu_seconds(engine_pid) - cpu0
-    farm_cpu = cpu_seconds(farm_pid) - farm_cpu0
-    stats = json.loads(farm_command(farm, "stats").split(" ", 1)[1])
-    n = want  # the healthy upstreams come first in the farm's columns
+    farm_cpu = farms.cpu() - farm_cpu0
+    at_deadline = None if recovered_at else state_summary(base)
+    stats = {}
+    for answer in farms.command("stats"):
+        # Columns concatenated in farm order (u0.. first); peaks summed,
+        # so with several farms a peak is an upper bound.
+        for key, value in json.loads(answer.split(" ", 1)[1]).items():
+            if isinstance(value, list):
+                stats.setdefault(key, []).extend(value)
+            else:
+                stats[key] = stats.get(key, 0) + value
+    n = want
     fails = [failures.get(f"u{i}", 0) for i in range(n)]
 
     def dist(values):
@@ -449,10 +524,12 @@ def recovery(args, base, farm, engine_pid, farm_pid):
         "recovery_http_requests_after_up": dist(stats["http_requests"][:n]),
         "recovery_peak_rounds_open": stats["peak_rounds_open"],
         "recovery_peak_open_connections": stats["peak_open_connections"],
+        **({"recovery_states_at_deadline": at_deadline} if at_deadline else {}),
     }
 
 
-def run_once(args, workdir, farm_yaml, push_streams=False, farm_pid=None, farm=None):
+def run_once(args, workdir, farms, push_streams=False):
+    farm_yaml = farms.yaml
     port = free_port()
     config = os.path.join(workdir, "config.yaml")
     with open(config, "w") as f:
@@ -471,7 +548,7 @@ def run_once(args, workdir, farm_yaml, push_streams=False, farm_pid=None, farm=N
     # engine under a profiler (stopped by SIGTERM like the engine).
     wrapper = shlex.split(os.environ.get("BENCH_ENGINE_WRAPPER", ""))
     harness_cpu0 = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
-    farm_cpu0 = cpu_seconds(farm_pid) if farm_pid else 0.0
+    farm_cpu0 = farms.cpu()
     engine = subprocess.Popen(wrapper + [os.path.join(TARGET, "mcp-discovery"), "serve", "--config", config],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                               preexec_fn=raise_nofile)
@@ -507,12 +584,13 @@ def run_once(args, workdir, farm_yaml, push_streams=False, farm_pid=None, farm=N
                 cpu_at_healthy = cpu_seconds(engine.pid)
                 # What the load generator cost meanwhile: the farm's CPU
                 # seconds and this script's own (its /v1/servers polls).
-                farm_cpu = cpu_seconds(farm_pid) - farm_cpu0 if farm_pid else None
+                farm_cpu = farms.cpu() - farm_cpu0
                 harness_cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - harness_cpu0
                 break
             time.sleep(args.poll)
         if probe:
             probe.stop()
+        at_deadline = None if healthy_at else state_summary(base)
         push = wait_push_connected(args, base, t0, deadline) if push_streams and healthy_at else None
         # Let the engine settle (catalog rebuilds, push streams) before reading RSS.
         time.sleep(1.0)
@@ -542,12 +620,14 @@ def run_once(args, workdir, farm_yaml, push_streams=False, farm_pid=None, farm=N
         if push_streams:
             result.update(push or {"push_connected": None, "seconds_to_all_push_connected": None,
                                    "push_states": None})
+        if at_deadline:
+            result["states_at_deadline"] = at_deadline
         if probe:
             result["startup_latency"] = probe.summary()
         if args.wrk:
             result.update(wrk_rows(args, base, engine.pid, len(catalog["tools"])))
         if args.recovery and healthy_at:
-            result.update(recovery(args, base, farm, engine.pid, farm_pid))
+            result.update(recovery(args, base, farms, engine.pid))
             result["peak_rss_mib_after_recovery"] = round(rss_kib(engine.pid, "VmHWM") / 1024, 1)
             if push_streams:
                 again = wait_push_connected(args, base, time.monotonic(), time.monotonic() + args.timeout)
@@ -688,13 +768,11 @@ def wrk_ms(text):
 def run_set(args, push_streams, no_listen=False):
     """Starts a farm, runs the engine against it --runs times, stops the farm."""
     with tempfile.TemporaryDirectory(prefix="mcpd-harness-") as workdir:
-        farm, farm_yaml = start_farm(args, workdir, push_streams, no_listen)
+        farms = Farms(args, workdir, push_streams, no_listen)
         try:
-            return [run_once(args, workdir, farm_yaml, push_streams, farm.pid, farm)
-                    for _ in range(args.runs)]
+            return [run_once(args, workdir, farms, push_streams) for _ in range(args.runs)]
         finally:
-            os.killpg(farm.pid, signal.SIGTERM)
-            farm.wait()
+            farms.stop()
 
 
 def duration_s(text):
@@ -847,6 +925,13 @@ def main():
     p.add_argument("--steady", type=float, default=0,
                    help="once all are healthy, also measure the engine's CPU seconds over this many seconds")
     p.add_argument("--farm-workers", type=int, default=1)
+    p.add_argument("--farm-keep-alive", type=int, default=None, metavar="S",
+                   help="seconds the farm keeps an idle connection (default: actix's 5 s; "
+                        "a --poll-interval near it makes polls race the server's close)")
+    p.add_argument("--farm-procs", type=int, default=1,
+                   help="split the upstreams over this many farm processes (each has its own "
+                        "open-file limit: a farm holds a listener and a connection per upstream, "
+                        "so 10k upstreams in one farm sit at a 20000 limit)")
     p.add_argument("--farm-base-port", type=int, default=0,
                    help="first port of the farm's consecutive range (0: any free ports). At 10k "
                         "upstreams use one below the ephemeral range (e.g. 12000): the farm's 10k "

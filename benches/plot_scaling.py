@@ -11,7 +11,8 @@ legend), so a run before and after a change can share the plot.
 
 The dashed lines are issue 13's goals at 10,000 upstreams (all healthy
 within 5 s, peak RSS under 300 MiB); the dotted one in the time and CPU
-panels is linear growth from the first count of the first file.
+panels is linear growth from 1,000 upstreams (or the first count) of the
+first file.
 """
 
 import argparse
@@ -22,6 +23,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+from matplotlib import ticker  # noqa: E402
 
 PANELS = [
     # key, title, y label, log y, goal (count, value) or None, linear guide
@@ -36,25 +38,30 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("json", nargs="+", help="output(s) of harness.py --scaling --json-out")
     p.add_argument("-o", "--out", default="docs/scaling.png")
+    p.add_argument("--labels", default=None,
+                   help="legend labels, comma-separated, one per JSON file (default: each file's label)")
     args = p.parse_args()
+    labels = args.labels.split(",") if args.labels else []
     docs = []
     for path in args.json:
         with open(path) as f:
             docs.append(json.load(f))
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), constrained_layout=True)
     for ax, (key, title, ylabel, logy, goal, linear) in zip(axes.flat, PANELS):
-        for doc in docs:
+        for i, doc in enumerate(docs):
             rows = [r for r in doc["rows"] if r.get(key) is not None]
             if not rows:
                 continue
             xs = [r["count"] for r in rows]
             ys = [r[key] for r in rows]
-            line, = ax.plot(xs, ys, marker="o", label=doc.get("label") or doc.get("commit") or "run")
+            label = labels[i] if i < len(labels) else doc.get("label") or doc.get("commit") or "run"
+            line, = ax.plot(xs, ys, marker="o", label=label)
             for x, y in zip(xs, ys):
                 ax.annotate(f"{y:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8,
                             color=line.get_color())
-            if linear and doc is docs[0] and len(rows) > 1:
-                x0, y0 = xs[0], ys[0]
+            if linear and i == 0 and len(rows) > 1:
+                # Linear from 1,000 (the issue's yardstick), else the first count.
+                x0, y0 = next(((x, y) for x, y in zip(xs, ys) if x == 1000), (xs[0], ys[0]))
                 ax.plot(xs, [y0 * x / x0 for x in xs], linestyle=":", color="grey",
                         label=f"linear from {x0:,}")
         if goal:
@@ -63,6 +70,9 @@ def main():
         ax.set_xscale("log")
         if logy:
             ax.set_yscale("log")
+            ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_title(title)
         ax.set_xlabel("upstreams")
         ax.set_ylabel(ylabel)

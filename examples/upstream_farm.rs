@@ -78,6 +78,11 @@ struct Args {
     /// First port of a consecutive range; 0 = any free ports.
     #[arg(long, default_value_t = 0)]
     base_port: u16,
+    /// The healthy upstreams are named u<N>.. from this N on: several
+    /// farm processes can share one config (each has its own open-file
+    /// limit: a farm holds a listener and a connection per upstream).
+    #[arg(long, default_value_t = 0)]
+    name_offset: usize,
     /// Where to write the `servers:` YAML snippet (default: stdout).
     #[arg(long)]
     config_out: Option<PathBuf>,
@@ -101,6 +106,11 @@ struct Args {
     /// it open (the "without push streams" side of a comparison).
     #[arg(long)]
     no_listen: bool,
+    /// Seconds the server keeps an idle connection open (default: actix's
+    /// 5 s). A client that reuses a pooled connection idle for longer
+    /// races the server's close.
+    #[arg(long)]
+    keep_alive: Option<u64>,
     /// Number of extra, faulty upstreams (named f0..).
     #[arg(long, default_value_t = 0)]
     faulty: usize,
@@ -169,6 +179,7 @@ fn main() -> anyhow::Result<()> {
             Era::Legacy | Era::Modern => ListenMode::default(),
         },
         stream_keepalive: Some(STREAM_KEEPALIVE),
+        server_keep_alive: args.keep_alive.map(Duration::from_secs),
         ..UpstreamBehavior::default()
     };
     let farm = UpstreamFarm::start(args.count, &healthy, base(0)?, args.workers)
@@ -218,8 +229,11 @@ fn main() -> anyhow::Result<()> {
     };
 
     let mut yaml = String::from("servers:\n");
-    let groups = [("u", Some(&farm)), ("f", faulty.as_ref())];
-    for (prefix, group) in groups {
+    let groups = [
+        ("u", Some(&farm), args.name_offset),
+        ("f", faulty.as_ref(), 0),
+    ];
+    for (prefix, group, offset) in groups {
         for (i, up) in group
             .map(UpstreamFarm::upstreams)
             .unwrap_or_default()
@@ -228,7 +242,8 @@ fn main() -> anyhow::Result<()> {
         {
             writeln!(
                 yaml,
-                "  {prefix}{i}:\n    url: {}\n    transport: streamable-http",
+                "  {prefix}{}:\n    url: {}\n    transport: streamable-http",
+                offset + i,
                 up.url()
             )?;
         }

@@ -526,6 +526,10 @@ pub struct UpstreamBehavior {
     /// that stopped stays open, as the load farm found (1000 connections
     /// kept per engine run, until out of file descriptors).
     pub stream_keepalive: Option<Duration>,
+    /// How long the HTTP server keeps an idle connection open (`None`:
+    /// actix's default, 5 s). Server-wide: in a farm, the first upstream's
+    /// value holds for all.
+    pub server_keep_alive: Option<Duration>,
 }
 
 /// The MCP era(s) of the test upstream.
@@ -593,6 +597,7 @@ impl Default for UpstreamBehavior {
             modern_broken: false,
             listen: ListenMode::Unknown,
             stream_keepalive: None,
+            server_keep_alive: None,
         }
     }
 }
@@ -1031,6 +1036,9 @@ impl RunningServer {
                             .collect(),
                     );
                     let by_port = routes.clone();
+                    let keep_alive = entries
+                        .first()
+                        .and_then(|(_, h)| lock(&h.inner.behavior).server_keep_alive);
                     let routes = web::Data::from(routes);
                     let mut server = HttpServer::new(move || {
                         App::new()
@@ -1055,6 +1063,10 @@ impl RunningServer {
                     })
                     .workers(workers)
                     .backlog(4096)
+                    .keep_alive(match keep_alive {
+                        Some(d) => actix_web::http::KeepAlive::Timeout(d),
+                        None => actix_web::http::KeepAlive::default(),
+                    })
                     .disable_signals()
                     .shutdown_timeout(1);
                     for (listener, _) in entries {
@@ -1093,11 +1105,34 @@ impl RunningServer {
     /// async runtime.
     fn stop_blocking(&mut self) {
         if let Some(handle) = self.handle.take() {
-            actix_web::rt::System::new().block_on(handle.stop(false));
+            block_on(handle.stop(false));
         }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// Runs `fut` to completion on this thread, parked between polls. Not a
+/// runtime: for futures that only wait on another thread (the server's
+/// stop command), where creating a runtime could fail (a farm of 10k
+/// upstreams holds as many descriptors as the limit allows: 10k listeners
+/// and the engine's 10k connections; a runtime needs more).
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
     }
 }
 
