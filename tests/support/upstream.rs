@@ -892,8 +892,8 @@ impl UpstreamFarm {
     /// Takes every upstream off the network at once: the server stops
     /// (open connections and push streams are cut, unanswered), then the
     /// ports refuse or close every connection, per `outage`, until
-    /// [`come_up`](Self::come_up). Blocks until that holds; not from
-    /// within an async runtime.
+    /// [`come_up`](Self::come_up). Blocks the calling thread until that
+    /// holds (the servers run on threads of their own).
     pub fn go_down(&mut self, outage: Outage) -> io::Result<()> {
         if let Some(mut server) = self.server.take() {
             server.stop_blocking();
@@ -911,7 +911,8 @@ impl UpstreamFarm {
     }
 
     /// Serves again on the same ports, with the same handles (sessions
-    /// survive, as after a network blip). Not from within an async runtime.
+    /// survive, as after a network blip). Blocks the calling thread until
+    /// the ports listen.
     pub fn come_up(&mut self) -> io::Result<()> {
         if let Some(blackhole) = self.blackhole.take() {
             blackhole.stop();
@@ -1101,8 +1102,7 @@ impl RunningServer {
     }
 
     /// Stops at once (open connections cut) and waits until the server
-    /// thread, and with it every listener, is gone. Not from within an
-    /// async runtime.
+    /// thread, and with it every listener, is gone.
     fn stop_blocking(&mut self) {
         if let Some(handle) = self.handle.take() {
             block_on(handle.stop(false));
