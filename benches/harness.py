@@ -556,8 +556,9 @@ def run_once(args, workdir, farms, push_streams=False):
     wrapper = shlex.split(os.environ.get("BENCH_ENGINE_WRAPPER", ""))
     harness_cpu0 = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
     farm_cpu0 = farms.cpu()
+    engine_err = open(os.path.join(workdir, "engine.err"), "w+")
     engine = subprocess.Popen(wrapper + [os.path.join(TARGET, "mcp-discovery"), "serve", "--config", config],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                              stdout=subprocess.DEVNULL, stderr=engine_err, env=env,
                               preexec_fn=raise_nofile)
     base = f"http://127.0.0.1:{port}"
     want = args.count
@@ -574,6 +575,10 @@ def run_once(args, workdir, farms, push_streams=False):
                 with urllib.request.urlopen(base + "/v1/servers", timeout=10) as r:
                     raw = r.read()
             except OSError:
+                if engine.poll() is not None:
+                    engine_err.seek(0)
+                    sys.exit(f"the engine exited with status {engine.returncode}:\n"
+                             f"{engine_err.read()[-3000:]}")
                 time.sleep(0.02)
                 continue
             # Parse only once enough say healthy: at 10k upstreams parsing
