@@ -120,6 +120,8 @@ pub struct Metrics {
     http_request_duration_seconds: HistogramVec,
     store_rows_skipped_total: prometheus::IntCounter,
     mcp_sessions: IntGauge,
+    attempts_waiting: IntGauge,
+    attempts_running: IntGauge,
     mcp_listeners: IntGauge,
     mcp_listeners_dropped_total: prometheus::IntCounter,
     tool_calls_total: IntCounterVec,
@@ -320,6 +322,16 @@ impl Metrics {
                 .map_err(MetricsError::Register)?;
                 register(&r, c)?
             },
+            attempts_waiting: gauge(
+                &r,
+                "mcp_discovery_attempts_waiting",
+                "Discovery attempts waiting for a slot of discovery.max_concurrent_attempts.",
+            )?,
+            attempts_running: gauge(
+                &r,
+                "mcp_discovery_attempts_running",
+                "Discovery attempts holding a slot of discovery.max_concurrent_attempts (an attempt gives its slot back when it ends, or after 2 s).",
+            )?,
             mcp_sessions: gauge(
                 &r,
                 "mcp_discovery_mcp_sessions",
@@ -446,6 +458,15 @@ impl Metrics {
 }
 
 impl DiscoveryEvents for Metrics {
+    fn attempts_gate(&self, waiting: i64, running: i64) {
+        if waiting != 0 {
+            self.attempts_waiting.add(waiting);
+        }
+        if running != 0 {
+            self.attempts_running.add(running);
+        }
+    }
+
     fn server_started(&self, server: &str) {
         // A restarted server's push stream is not open (yet); counters
         // start at zero rather than missing.

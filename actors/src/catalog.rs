@@ -88,7 +88,7 @@ impl ServerTools {
         tools: impl Iterator<Item = (&'a str, &'a RawValue)>,
     ) -> Self {
         let mut buf: Vec<u8> = Vec::new();
-        let mut entries = Vec::new();
+        let mut entries = Vec::with_capacity(tools.size_hint().0);
         for (upstream_name, raw) in tools {
             let name = format!("{server}{separator}{upstream_name}");
             if !entries.is_empty() {
@@ -125,6 +125,11 @@ impl ServerTools {
                 tool: tool_end - raw.get().len()..tool_end,
             });
         }
+        // Held for as long as the server's tools do not change: keep no
+        // growth slack (up to half of the buffer; at 10k upstreams the
+        // largest single item of the heap profile, ADR 0023).
+        buf.shrink_to_fit();
+        entries.shrink_to_fit();
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         buf.hash(&mut hasher);
         Self {

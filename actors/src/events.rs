@@ -48,6 +48,9 @@ pub trait DiscoveryEvents: Send + Sync + 'static {
     fn token_refreshed(&self, _server: &str, _outcome: RefreshOutcome) {}
     /// A new catalog snapshot was published.
     fn catalog_published(&self, _version: u64, _tools: usize) {}
+    /// Discovery attempts waiting for a permit of the attempt gate, and
+    /// holding one, changed by these amounts (see [`crate::attempts`]).
+    fn attempts_gate(&self, _waiting: i64, _running: i64) {}
 }
 
 /// For tests and `probe`.

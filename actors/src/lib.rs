@@ -8,6 +8,7 @@
 //!   [`catalog::Catalog`] snapshots published over `tokio::sync::watch`.
 //! - [`mcp`] is the MCP client, plain async code.
 
+pub mod attempts;
 pub mod calls;
 pub mod catalog;
 pub mod events;

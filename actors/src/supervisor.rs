@@ -21,6 +21,7 @@ use futures_util::future::join_all;
 use indexmap::IndexMap;
 use tokio::sync::watch;
 
+use crate::attempts::AttemptGate;
 use crate::catalog::Catalog;
 use crate::events::DiscoveryEvents;
 use crate::registry::{Register, Registry, Unregister};
@@ -104,6 +105,8 @@ pub struct Supervisor {
     /// Stored stdio servers not started because stdio registration is off
     /// (logged once each).
     stdio_blocked: BTreeSet<ServerName>,
+    /// `discovery.max_concurrent_attempts`, shared by every upstream.
+    gate: AttemptGate,
     shutting_down: bool,
 }
 
@@ -119,7 +122,12 @@ impl Supervisor {
     /// `workers` arbiter threads host the upstreams (at least one).
     pub fn new(registry: Addr<Registry>, events: Arc<dyn DiscoveryEvents>, workers: usize) -> Self {
         let arbiters = (0..workers.max(1)).map(|_| Arbiter::new()).collect();
+        let gate = AttemptGate::new(
+            Config::DEFAULT_MAX_CONCURRENT_ATTEMPTS as usize,
+            events.clone(),
+        );
         Self {
+            gate,
             registry,
             events,
             arbiters,
@@ -168,6 +176,7 @@ impl Supervisor {
             registry: self.registry.clone(),
             events: self.events.clone(),
             exited: ctx.address().downgrade().recipient(),
+            gate: self.gate.clone(),
         };
         let index = self.next_arbiter % self.arbiters.len();
         self.next_arbiter = self.next_arbiter.wrapping_add(1);
@@ -435,6 +444,8 @@ impl Handler<ApplyConfig> for Supervisor {
         }
         let config = msg.0;
         let desired = self.desired(&config, &self.api)?;
+        // Before the servers start, so the first attempts see the limit.
+        self.gate.set_limit(config.max_concurrent_attempts as usize);
         let diff = self.converge(&desired.servers, &config.catalog.separator, ctx);
         self.config = config;
         self.note_blocked(desired.blocked);

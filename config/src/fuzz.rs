@@ -61,6 +61,7 @@ const KEYS: &[&str] = &[
     "startup_grace",
     "push_idle_timeout",
     "min_refresh",
+    "max_concurrent_attempts",
     "catalog",
     "separator",
     "servers",

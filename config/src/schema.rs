@@ -88,6 +88,9 @@ pub struct RawDiscovery {
     pub protocol: Option<Text>,
     /// Earliest refresh a result's `ttlMs` may bring forward.
     pub min_refresh: Option<HumanDuration>,
+    /// Discovery attempts in flight at once, across every server (global
+    /// only: `Config::max_concurrent_attempts`).
+    pub max_concurrent_attempts: Option<Count>,
 }
 
 /// `discovery.backoff:` — retry delays of a degraded server.

@@ -16,6 +16,11 @@ pub struct Config {
     pub http: HttpConfig,
     pub store: StoreConfig,
     pub discovery: DiscoverySettings,
+    /// `discovery.max_concurrent_attempts`: discovery attempts (connect,
+    /// handshake, listings) in flight at once across every server. Global
+    /// only, so it is not in [`DiscoverySettings`] (each server's copy):
+    /// changing it restarts no server.
+    pub max_concurrent_attempts: u32,
     pub catalog: CatalogSettings,
     pub mcp: McpSettings,
     /// Curated subsets of the catalog (`/mcp/{name}`), in file order. Their
@@ -597,6 +602,7 @@ impl Default for CatalogSettings {
 
 impl Config {
     pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:8080";
+    pub const DEFAULT_MAX_CONCURRENT_ATTEMPTS: u32 = 256;
 
     /// The embedded defaults: no servers, listen on 127.0.0.1:8080.
     pub fn embedded_defaults() -> Self {
@@ -606,6 +612,7 @@ impl Config {
             http: HttpConfig::default(),
             store: StoreConfig::default(),
             discovery: DiscoverySettings::default(),
+            max_concurrent_attempts: Self::DEFAULT_MAX_CONCURRENT_ATTEMPTS,
             catalog: CatalogSettings::default(),
             mcp: McpSettings::default(),
             views: IndexMap::new(),

@@ -336,7 +336,23 @@ pub(crate) fn build_config(mut value: Value, r: &mut Report) -> Config {
     let admin = admin(raw.admin.unwrap_or_default(), r);
     let http = http(raw.http.unwrap_or_default(), r);
     let store = store(raw.store.unwrap_or_default(), r);
-    let discovery = discovery(raw.discovery.unwrap_or_default(), r);
+    let raw_discovery = raw.discovery.unwrap_or_default();
+    let max_concurrent_attempts = match raw_discovery.max_concurrent_attempts {
+        Some(Count(0)) => {
+            r.error(
+                "discovery.max_concurrent_attempts",
+                format!(
+                    "must be at least 1: it is how many discovery attempts may be in flight at \
+                     once across every server (default {})",
+                    Config::DEFAULT_MAX_CONCURRENT_ATTEMPTS
+                ),
+            );
+            Config::DEFAULT_MAX_CONCURRENT_ATTEMPTS
+        }
+        Some(Count(n)) => n,
+        None => Config::DEFAULT_MAX_CONCURRENT_ATTEMPTS,
+    };
+    let discovery = discovery(raw_discovery, r);
     let catalog = catalog(raw.catalog.map(|c| c.separator), r);
     let mcp = mcp(raw.mcp.unwrap_or_default(), r);
 
@@ -378,6 +394,7 @@ pub(crate) fn build_config(mut value: Value, r: &mut Report) -> Config {
         http,
         store,
         discovery,
+        max_concurrent_attempts,
         catalog,
         mcp,
         views,
@@ -1951,6 +1968,34 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(paths(&errs), ["discovery.min_refresh"]);
+    }
+
+    #[test]
+    fn max_concurrent_attempts_is_global_only_and_at_least_one() {
+        let config = validate_value(json!({}), None).unwrap();
+        assert_eq!(config.max_concurrent_attempts, 256);
+        let config =
+            validate_value(json!({"discovery": {"max_concurrent_attempts": 8}}), None).unwrap();
+        assert_eq!(config.max_concurrent_attempts, 8);
+        let errs = validate_value(json!({"discovery": {"max_concurrent_attempts": 0}}), None)
+            .err()
+            .unwrap();
+        assert_eq!(paths(&errs), ["discovery.max_concurrent_attempts"]);
+        // A server has no such key: it bounds every server together.
+        let errs = server_err(json!({"url": "http://x/", "max_concurrent_attempts": 4}));
+        assert!(!errs.is_empty());
+        // Changing it changes no server's settings (so restarts none).
+        let a = validate_value(
+            json!({"discovery": {"max_concurrent_attempts": 8}, "servers": {"s": {"url": "http://x/"}}}),
+            None,
+        )
+        .unwrap();
+        let b = validate_value(
+            json!({"discovery": {"max_concurrent_attempts": 9}, "servers": {"s": {"url": "http://x/"}}}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(a.servers, b.servers);
     }
 
     #[test]

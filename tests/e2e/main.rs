@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod attempt_gate;
 mod auth;
 mod binary;
 mod cache_hints;

@@ -530,6 +530,59 @@ pub struct UpstreamBehavior {
     /// actix's default, 5 s). Server-wide: in a farm, the first upstream's
     /// value holds for all.
     pub server_keep_alive: Option<Duration>,
+    /// Counts this server's POSTs being answered, with others sharing the
+    /// probe (the engine's attempts in flight across upstreams).
+    pub in_flight: Option<InFlightProbe>,
+}
+
+/// POSTs being answered right now, and the most there ever were at once,
+/// over every upstream given the same probe (clones share the counts).
+#[derive(Clone, Default)]
+pub struct InFlightProbe(Arc<(AtomicUsize, AtomicUsize)>);
+
+impl InFlightProbe {
+    /// The most POSTs that were being answered at the same moment.
+    pub fn max(&self) -> usize {
+        self.0 .1.load(Ordering::SeqCst)
+    }
+
+    /// POSTs being answered now.
+    pub fn current(&self) -> usize {
+        self.0 .0.load(Ordering::SeqCst)
+    }
+
+    fn enter(&self) -> InFlightGuard {
+        let now = self.0 .0.fetch_add(1, Ordering::SeqCst) + 1;
+        self.0 .1.fetch_max(now, Ordering::SeqCst);
+        InFlightGuard(self.clone())
+    }
+}
+
+impl PartialEq for InFlightProbe {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for InFlightProbe {}
+
+impl std::fmt::Debug for InFlightProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "InFlightProbe(now {}, max {})",
+            self.current(),
+            self.max()
+        )
+    }
+}
+
+struct InFlightGuard(InFlightProbe);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0 .0 .0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The MCP era(s) of the test upstream.
@@ -598,6 +651,7 @@ impl Default for UpstreamBehavior {
             listen: ListenMode::Unknown,
             stream_keepalive: None,
             server_keep_alive: None,
+            in_flight: None,
         }
     }
 }
@@ -728,6 +782,11 @@ impl UpstreamBuilder {
         self.behavior.delay = Some(delay);
         self
     }
+    pub fn in_flight(mut self, probe: InFlightProbe) -> Self {
+        self.behavior.in_flight = Some(probe);
+        self
+    }
+
     pub fn delay_on(mut self, methods: Methods) -> Self {
         self.behavior.delay_on = methods;
         self
@@ -1925,6 +1984,7 @@ impl Inner {
     // -- Streamable HTTP ------------------------------------------------
 
     async fn post(&self, req: &HttpRequest, body: Bytes, b: &UpstreamBehavior) -> HttpResponse {
+        let _in_flight = b.in_flight.as_ref().map(InFlightProbe::enter);
         if b.strict_accept {
             let accept = header_str(req, "accept").unwrap_or_default();
             if !(accept.contains("application/json") && accept.contains("text/event-stream")) {

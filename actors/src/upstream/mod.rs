@@ -23,6 +23,7 @@ use discovery_config::{AuthConfig, Endpoint, ServerSpec, TransportKind};
 use rand::Rng;
 use tracing::Instrument;
 
+use crate::attempts::{AttemptGate, AttemptPermit};
 use crate::catalog::ServerTools;
 use crate::events::{DiscoveryEvents, RefreshOutcome};
 use crate::mcp::{
@@ -112,6 +113,8 @@ pub struct UpstreamInit {
     pub events: Arc<dyn DiscoveryEvents>,
     /// Told when this upstream is gone, however it went (see [`ExitNotice`]).
     pub exited: actix::WeakRecipient<UpstreamExited>,
+    /// The engine-wide bound on attempts in flight.
+    pub gate: AttemptGate,
 }
 
 /// Sent to the supervisor when an upstream actor is gone: from the drop
@@ -202,6 +205,7 @@ pub struct Upstream {
     /// Set when this actor stops: every call in flight (its own task, see
     /// `call`) is cancelled upstream and answers `Stopping`.
     calls_stop: tokio::sync::watch::Sender<bool>,
+    gate: AttemptGate,
     _exit_notice: ExitNotice,
 }
 
@@ -250,6 +254,7 @@ impl Upstream {
             listing_warning: None,
             tool_report: Arc::default(),
             calls_stop: tokio::sync::watch::Sender::new(false),
+            gate: init.gate,
             _exit_notice: ExitNotice {
                 to: init.exited,
                 name: spec_ref.name.clone(),
@@ -359,6 +364,25 @@ impl Upstream {
             tracing::debug!(trigger = trigger.as_str(), "Discovery started.");
         }
 
+        // Wait for the engine-wide attempt gate (ADR 0026) before building
+        // anything: a waiting attempt holds no socket and a few bytes, and
+        // the work below is built from the state current when it may run.
+        let gate = self.gate.clone();
+        let wait = async move { gate.admit().await }
+            .into_actor(self)
+            .map(|permit, act, ctx| {
+                act.in_flight = None;
+                act.run_attempt(permit, ctx);
+            });
+        self.in_flight = Some(ctx.spawn(wait));
+    }
+
+    /// The attempt itself, once admitted by the gate: `permit` is given
+    /// back when it ends or after `attempts::HOLD_MAX`.
+    fn run_attempt(&mut self, permit: AttemptPermit, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
         let session = self.session.clone();
         let known = self.era;
         let target = target_of(&self.spec);
@@ -397,6 +421,7 @@ impl Upstream {
             }
         }
         .instrument(self.span.clone());
+        let work = AttemptGate::run(permit, crate::attempts::HOLD_MAX, work);
         let handle = ctx.spawn(work.into_actor(self).map(move |result, act, ctx| {
             act.in_flight = None;
             act.finish_attempt(result, started.elapsed(), ctx);
