@@ -9,6 +9,12 @@ legend), so a run before and after a change can share the plot.
         --farm-base-port 12000 --json-out docs/scaling.json
     .deps/bench-plot/bin/python benches/plot_scaling.py docs/scaling.json -o docs/scaling.png
 
+docs/scaling.png as committed compares two runs:
+
+    .deps/bench-plot/bin/python benches/plot_scaling.py docs/scaling.json \
+        docs/scaling-before-gate.json -o docs/scaling.png \
+        --label "max_concurrent_attempts 256 (default), dbfa680" --label "before the gate, 5fef5ff"
+
 The dashed lines are issue 13's goals at 10,000 upstreams (all healthy
 within 5 s, peak RSS under 300 MiB); the dotted one in the time and CPU
 panels is linear growth from 1,000 upstreams (or the first count) of the
@@ -38,10 +44,10 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("json", nargs="+", help="output(s) of harness.py --scaling --json-out")
     p.add_argument("-o", "--out", default="docs/scaling.png")
-    p.add_argument("--labels", default=None,
-                   help="legend labels, comma-separated, one per JSON file (default: each file's label)")
+    p.add_argument("--label", action="append", default=[],
+                   help="legend label of the next JSON file, in order (repeat; default: each file's label)")
     args = p.parse_args()
-    labels = args.labels.split(",") if args.labels else []
+    labels = args.label
     docs = []
     for path in args.json:
         with open(path) as f:
