@@ -99,7 +99,9 @@ phase.) At 10k: one farm holds a listener and a connection per upstream,
 actix's default server keep-alive (5 s) against a 5 s poll makes polls
 race the server's close of an idle pooled connection (awc: "connector has
 been disconnected"), so --farm-keep-alive 60 keeps that out (without it,
-9074 of 10000 were healthy 180 s after up, flapping). 10k with push streams
+before the attempt gate, 9074 of 10000 were healthy 180 s after up,
+flapping; with the gate they recover, 61 of them in a second round).
+10k with push streams
 needs ~30k descriptors in the engine, so 10k runs use polls alone:
 
     python3 benches/harness.py --count 1000 --tools 10 --poll-interval 2s --recovery 10 --runs 3
