@@ -54,6 +54,62 @@ config: `--era legacy --protocol 2025-11-25` skips the `server/discover`
 probe each 2025 upstream otherwise gets first, so the difference to the
 same run without it is the probe's cost.
 
+--max-concurrent-attempts N writes `max_concurrent_attempts: N` under
+`discovery:` (the bound on connection attempts and discovery rounds in
+flight); unset, the engine's default holds.
+
+--scaling N1,N2,.. runs each upstream count --runs times (a farm each) and
+prints the cost table (medians): time to all healthy, engine CPU seconds,
+peak RSS, RSS per upstream, and what the farm and this script cost;
+--json-out writes it for benches/plot_scaling.py (matplotlib, pinned, in a
+venv of its own: scripts/setup-bench-deps.sh). docs/scaling.png and its
+docs/scaling.json come from this one line (--label names the line in the
+plot; the plot script takes several JSON files to compare runs):
+
+    python3 benches/harness.py --scaling 100,1000,10000 --tools 10 --runs 3 --farm-base-port 12000 --json-out docs/scaling.json && bash scripts/setup-bench-deps.sh && .deps/bench-plot/bin/python benches/plot_scaling.py docs/scaling.json -o docs/scaling.png
+
+--probe-latency MS measures the API while the engine discovers: a thread
+each for GET /v1/tools and GET /v1/servers (keep-alive, --probe-encoding
+as Accept-Encoding) sends one request, reads the whole body, sleeps MS
+milliseconds, until all are healthy; p50/p99/max (also to the headers):
+
+    python3 benches/harness.py --count 10000 --tools 10 --farm-base-port 12000 --probe-latency 10
+
+--recovery S measures a mass recovery: once all are healthy, the farm takes
+every upstream off the network at once for S seconds (its `down` control
+command: the server stops, cutting connections and push streams, then each
+port accepts and closes every connection, counting it; --outage refuse:
+nothing listens), then serves again on the same ports (`up`, sessions
+kept: a network blip). Reported: how many upstreams the engine noticed
+(not healthy), the seconds from `up` to all healthy again, per upstream
+(median, max, sum) the failed discovery rounds (the engine's
+consecutive_failures), the connections the farm closed unanswered while
+down (a failed round of a 2025 upstream costs two: the server/discover
+probe and the initialize), the initialize and server/discover requests
+after up, and the peak of discovery
+rounds in flight at once as the farm sees them (between initialize and
+tools/list; summed over farm processes, so an upper bound with several).
+The engine notices an outage by a failed discovery round, i.e. a poll:
+with the default 10m poll it would not notice for minutes, so a
+--poll-interval below S is required. (Whether a cut push stream alone makes
+it notice was not isolated: with --push-streams 1000 of 1000 were noticed
+within 0.9 s, as without them, because polls set going at start-up stay in
+phase.) At 10k: one farm holds a listener and a connection per upstream,
+20000 descriptors, the hard limit here, so --farm-procs 2 splits it; and
+actix's default server keep-alive (5 s) against a 5 s poll makes polls
+race the server's close of an idle pooled connection (awc: "connector has
+been disconnected"), so --farm-keep-alive 60 keeps that out (without it,
+before the attempt gate, 9074 of 10000 were healthy 180 s after up,
+flapping; with the gate they recover, 61 of them in a second round).
+10k with push streams
+needs ~30k descriptors in the engine, so 10k runs use polls alone:
+
+    python3 benches/harness.py --count 1000 --tools 10 --poll-interval 2s --recovery 10 --runs 3
+    python3 benches/harness.py --count 10000 --tools 10 --farm-base-port 12000 --farm-procs 2 --farm-keep-alive 60 --poll-interval 5s --recovery 15 --timeout 180
+
+The farm's control commands (stdin, one a line; examples/upstream_farm.rs)
+are down, down refuse, up, reset and stats.
+
 BENCH_ENGINE_WRAPPER and BENCH_FARM_WRAPPER run the engine and the farm
 under a profiler; instruction counts that a busy machine cannot blur, for
 both sides of the wire:
@@ -82,7 +138,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import http.client
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -199,23 +257,29 @@ def mcp_legacy_session(base):
     return session, len(body["result"]["tools"])
 
 
-def start_farm(args, workdir, push_streams=False, no_listen=False):
-    out = os.path.join(workdir, "farm.yaml")
+def start_farm(args, workdir, count, base_port, name_offset, index, push_streams=False, no_listen=False):
+    """One farm process: `count` healthy upstreams named u<name_offset>..
+    (and, in the first, the --faulty ones)."""
+    out = os.path.join(workdir, f"farm{index}.yaml")
     # BENCH_FARM_WRAPPER: as BENCH_ENGINE_WRAPPER, for the farm.
     cmd = shlex.split(os.environ.get("BENCH_FARM_WRAPPER", "")) + [
            os.path.join(TARGET, "examples", "upstream_farm"),
-           "--count", str(args.count), "--tools", str(args.tools),
+           "--count", str(count), "--tools", str(args.tools),
            "--config-out", out, "--workers", str(args.farm_workers),
-           "--base-port", str(args.farm_base_port)]
-    if args.faulty:
+           "--base-port", str(base_port), "--name-offset", str(name_offset)]
+    if args.faulty and index == 0:
         cmd += ["--faulty", str(args.faulty), "--fault", args.fault]
     cmd += ["--era", args.era]
+    if args.farm_keep_alive is not None:
+        cmd += ["--keep-alive", str(args.farm_keep_alive)]
     if args.era == "legacy" and push_streams:
         cmd.append("--push-streams")
     if args.era == "modern" and no_listen:
         cmd.append("--no-listen")
-    err = open(os.path.join(workdir, "farm.err"), "w+")
-    farm = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err,
+    err = open(os.path.join(workdir, f"farm{index}.err"), "w+")
+    # stdin: the farm's control commands (examples/upstream_farm.rs: down, up,
+    # reset, stats), one a line, each answered with one line on stdout.
+    farm = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
                             text=True, start_new_session=True, preexec_fn=raise_nofile)
     line = farm.stdout.readline()
     if not line.startswith("READY"):
@@ -223,10 +287,258 @@ def start_farm(args, workdir, push_streams=False, no_listen=False):
         farm.wait()
         err.seek(0)
         sys.exit(f"upstream farm did not start: {line!r} {err.read()[-2000:]}")
+    farm.err_file = err
     return farm, out
 
 
-def run_once(args, workdir, farm_yaml, push_streams=False, farm_pid=None):
+class Farms:
+    """The farm processes of a run (--farm-procs; each has its own
+    open-file limit). Their upstreams are u0.. in order of the processes."""
+
+    def __init__(self, args, workdir, push_streams=False, no_listen=False):
+        procs = max(1, args.farm_procs)
+        if procs > 1 and args.faulty:
+            sys.exit("--farm-procs above 1 takes no --faulty")
+        self.procs, snippets = [], []
+        offset = 0
+        try:
+            for index in range(procs):
+                count = args.count // procs + (1 if index < args.count % procs else 0)
+                base = args.farm_base_port + offset if args.farm_base_port else 0
+                farm, yaml = start_farm(args, workdir, count, base, offset, index, push_streams, no_listen)
+                self.procs.append(farm)
+                snippets.append(yaml)
+                offset += count
+        except BaseException:
+            self.stop()
+            raise
+        self.yaml = os.path.join(workdir, "farm.yaml")
+        with open(self.yaml, "w") as out:
+            out.write("servers:\n")
+            for path in snippets:
+                with open(path) as f:
+                    out.writelines(line for line in f if line.strip() != "servers:")
+
+    def cpu(self):
+        return sum(cpu_seconds(p.pid) for p in self.procs)
+
+    def command(self, line):
+        """Sends a control command to every farm at once; their answers."""
+        for farm in self.procs:
+            farm.stdin.write(line + "\n")
+            farm.stdin.flush()
+        return [farm_answer(farm, line) for farm in self.procs]
+
+    def stop(self):
+        for farm in self.procs:
+            os.killpg(farm.pid, signal.SIGTERM)
+            farm.wait()
+
+
+def farm_answer(farm, line):
+    """The farm's answer line to the command `line` just sent."""
+    answer = farm.stdout.readline().strip()
+    if not answer or answer.startswith("ERROR"):
+        farm.err_file.seek(0)
+        sys.exit(f"farm command {line!r}: {answer or 'no answer (farm gone?)'}\n"
+                 f"{farm.err_file.read()[-2000:]}")
+    return answer
+
+
+def percentile(values, q):
+    """The q-th percentile (0..100) of values, nearest rank; None if empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil
+    return ordered[int(rank) - 1]
+
+
+class LatencyProbe:
+    """Side loop during start-up: one thread per path, each a keep-alive
+    GET, its latency (until the whole body is read, and until the status
+    line and headers), then `interval` seconds of sleep, until stopped.
+    Requests before the engine listens are not counted."""
+
+    def __init__(self, port, paths, interval, encoding):
+        self.port, self.interval, self.encoding = port, interval, encoding
+        self.stop_event = threading.Event()
+        self.samples = {path: [] for path in paths}
+        self.threads = [threading.Thread(target=self.loop, args=(path,), daemon=True) for path in paths]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+
+    def loop(self, path):
+        conn = None
+        headers = {"Accept-Encoding": self.encoding} if self.encoding else {}
+        while not self.stop_event.is_set():
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                t0 = time.perf_counter()
+                conn.request("GET", path, headers=headers)
+                r = conn.getresponse()
+                t_head = time.perf_counter() - t0
+                size = len(r.read())
+                t_all = time.perf_counter() - t0
+                self.samples[path].append((t_all, t_head, r.status, size,
+                                           r.headers.get("Content-Encoding") or "identity"))
+            except (OSError, http.client.HTTPException):
+                if conn is not None:
+                    conn.close()
+                conn = None
+                self.stop_event.wait(0.02)
+                continue
+            self.stop_event.wait(self.interval)
+        if conn is not None:
+            conn.close()
+
+    def stop(self):
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(timeout=60)
+
+    def summary(self):
+        out = {}
+        for path, samples in self.samples.items():
+            key = path.strip("/").replace("/", "_")
+            full = [s[0] * 1000 for s in samples]
+            head = [s[1] * 1000 for s in samples]
+            statuses = sorted({s[2] for s in samples})
+            out[key] = {
+                "requests": len(samples),
+                "p50_ms": round(percentile(full, 50), 2) if full else None,
+                "p99_ms": round(percentile(full, 99), 2) if full else None,
+                "max_ms": round(max(full), 2) if full else None,
+                "p99_ms_headers": round(percentile(head, 99), 2) if head else None,
+                "max_bytes": max((s[3] for s in samples), default=None),
+                "statuses": statuses,
+                "encodings": sorted({s[4] for s in samples}),
+            }
+        return out
+
+
+def servers_states(base):
+    """/v1/servers parsed: {name: (state, tool_count, consecutive_failures)}."""
+    servers = get_json(base + "/v1/servers", timeout=60)["servers"]
+    return {s["name"]: (s["state"], s["tool_count"], s.get("consecutive_failures") or 0) for s in servers}
+
+
+def state_summary(base):
+    """What /v1/servers says when a deadline passed: upstreams per state
+    and the most common errors (for a run that never got there)."""
+    try:
+        servers = get_json(base + "/v1/servers", timeout=60)["servers"]
+    except OSError as e:
+        return {"error": str(e)}
+    states, errors = {}, {}
+    for s in servers:
+        states[s["state"]] = states.get(s["state"], 0) + 1
+        if s.get("last_error"):
+            key = s["last_error"][:120]
+            errors[key] = errors.get(key, 0) + 1
+    top = sorted(errors.items(), key=lambda kv: -kv[1])[:5]
+    return {"states": states, "errors": dict(top)}
+
+
+def recovery(args, base, farms, engine_pid):
+    """Mass recovery (--recovery S): every upstream off the network at once
+    for S seconds (farm `down`), then back (`up`); how long until all are
+    healthy again, and what the engine sent meanwhile (farm counters)."""
+    want = args.count
+    farms.command("reset")
+    cpu0, farm_cpu0 = cpu_seconds(engine_pid), farms.cpu()
+    t_down = time.monotonic()
+    farms.command("down refuse" if args.outage == "refuse" else "down")
+    # During the outage: how many the engine has noticed (not healthy), by
+    # a failed poll (push-stream failures leave the discovery state alone).
+    not_healthy_max = 0
+    first_all_noticed = None
+    failures = {}
+    while time.monotonic() - t_down < args.recovery:
+        try:
+            states = servers_states(base)
+        except OSError:
+            time.sleep(0.1)
+            continue
+        ups = {n: v for n, v in states.items() if n.startswith("u")}
+        bad = sum(1 for st, _, _ in ups.values() if st != "healthy")
+        not_healthy_max = max(not_healthy_max, bad)
+        if bad == want and first_all_noticed is None:
+            first_all_noticed = time.monotonic() - t_down
+        for n, (_, _, f) in ups.items():
+            failures[n] = max(failures.get(n, 0), f)
+        time.sleep(0.25)
+    t_up = time.monotonic()
+    up_answer = " ".join(farms.command("up"))
+    recovered_at = None
+    deadline = t_up + args.timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(base + "/v1/servers", timeout=60) as r:
+                raw = r.read()
+        except OSError:
+            time.sleep(0.02)
+            continue
+        if raw.count(b'"state":"healthy"') >= want:
+            servers = json.loads(raw)["servers"]
+            ok = sum(1 for s in servers if s["name"].startswith("u") and s["state"] == "healthy"
+                     and s["tool_count"] == args.tools)
+            if ok == want:
+                recovered_at = time.monotonic() - t_up
+                for s in servers:
+                    if s["name"].startswith("u"):
+                        failures[s["name"]] = max(failures.get(s["name"], 0),
+                                                  s.get("consecutive_failures") or 0)
+                break
+        time.sleep(args.poll)
+    cpu = cpu_seconds(engine_pid) - cpu0
+    farm_cpu = farms.cpu() - farm_cpu0
+    at_deadline = None if recovered_at else state_summary(base)
+    stats = {}
+    for answer in farms.command("stats"):
+        # Columns concatenated in farm order (u0.. first); peaks summed,
+        # so with several farms a peak is an upper bound.
+        for key, value in json.loads(answer.split(" ", 1)[1]).items():
+            if isinstance(value, list):
+                stats.setdefault(key, []).extend(value)
+            else:
+                stats[key] = stats.get(key, 0) + value
+    n = want
+    fails = [failures.get(f"u{i}", 0) for i in range(n)]
+
+    def dist(values):
+        return {"median": statistics.median(values), "max": max(values), "sum": sum(values)}
+
+    return {
+        "recovery_outage_s": args.recovery,
+        "recovery_outage_mode": args.outage,
+        "recovery_noticed_max": not_healthy_max,
+        "recovery_s_to_all_noticed": round(first_all_noticed, 3) if first_all_noticed else None,
+        "recovery_farm_up": up_answer,
+        "recovery_s_to_all_healthy": round(recovered_at, 3) if recovered_at else None,
+        "recovery_engine_cpu_s": round(cpu, 2),
+        "recovery_farm_cpu_s": round(farm_cpu, 2),
+        # Per upstream: failed discovery rounds as the engine counts them
+        # (the highest consecutive_failures seen, sampled every 0.25 s),
+        # then from the farm's counters over outage + recovery: connections
+        # it closed unanswered while down, and what came after up.
+        "recovery_failed_rounds": dist(fails),
+        "recovery_closed_in_outage": dist(stats["closed_in_outage"][:n]),
+        "recovery_initialize_after_up": dist(stats["initialize"][:n]),
+        "recovery_server_discover_after_up": dist(stats["server_discover"][:n]),
+        "recovery_connections_after_up": dist(stats["connections"][:n]),
+        "recovery_http_requests_after_up": dist(stats["http_requests"][:n]),
+        "recovery_peak_rounds_open": stats["peak_rounds_open"],
+        "recovery_peak_open_connections": stats["peak_open_connections"],
+        **({"recovery_states_at_deadline": at_deadline} if at_deadline else {}),
+    }
+
+
+def run_once(args, workdir, farms, push_streams=False):
+    farm_yaml = farms.yaml
     port = free_port()
     config = os.path.join(workdir, "config.yaml")
     with open(config, "w") as f:
@@ -235,6 +547,8 @@ def run_once(args, workdir, farm_yaml, push_streams=False, farm_pid=None):
                 f"  request_timeout: {args.request_timeout}\n  connect_timeout: 10s\n")
         if args.protocol:
             f.write(f"  protocol: {args.protocol}\n")
+        if args.max_concurrent_attempts is not None:
+            f.write(f"  max_concurrent_attempts: {args.max_concurrent_attempts}\n")
         with open(farm_yaml) as snippet:
             f.write(snippet.read())
     env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
@@ -243,20 +557,30 @@ def run_once(args, workdir, farm_yaml, push_streams=False, farm_pid=None):
     # engine under a profiler (stopped by SIGTERM like the engine).
     wrapper = shlex.split(os.environ.get("BENCH_ENGINE_WRAPPER", ""))
     harness_cpu0 = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
-    farm_cpu0 = cpu_seconds(farm_pid) if farm_pid else 0.0
+    farm_cpu0 = farms.cpu()
+    engine_err = open(os.path.join(workdir, "engine.err"), "w+")
     engine = subprocess.Popen(wrapper + [os.path.join(TARGET, "mcp-discovery"), "serve", "--config", config],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                              stdout=subprocess.DEVNULL, stderr=engine_err, env=env,
                               preexec_fn=raise_nofile)
     base = f"http://127.0.0.1:{port}"
     want = args.count
     healthy_at = None
     deadline = t0 + args.timeout
+    probe = None
+    if args.probe_latency:
+        probe = LatencyProbe(port, ["/v1/tools", "/v1/servers"], args.probe_latency / 1000,
+                             args.probe_encoding)
+        probe.start()
     try:
         while time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(base + "/v1/servers", timeout=10) as r:
                     raw = r.read()
             except OSError:
+                if engine.poll() is not None:
+                    engine_err.seek(0)
+                    sys.exit(f"the engine exited with status {engine.returncode}:\n"
+                             f"{engine_err.read()[-3000:]}")
                 time.sleep(0.02)
                 continue
             # Parse only once enough say healthy: at 10k upstreams parsing
@@ -274,10 +598,13 @@ def run_once(args, workdir, farm_yaml, push_streams=False, farm_pid=None):
                 cpu_at_healthy = cpu_seconds(engine.pid)
                 # What the load generator cost meanwhile: the farm's CPU
                 # seconds and this script's own (its /v1/servers polls).
-                farm_cpu = cpu_seconds(farm_pid) - farm_cpu0 if farm_pid else None
+                farm_cpu = farms.cpu() - farm_cpu0
                 harness_cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - harness_cpu0
                 break
             time.sleep(args.poll)
+        if probe:
+            probe.stop()
+        at_deadline = None if healthy_at else state_summary(base)
         push = wait_push_connected(args, base, t0, deadline) if push_streams and healthy_at else None
         # Let the engine settle (catalog rebuilds, push streams) before reading RSS.
         time.sleep(1.0)
@@ -307,10 +634,22 @@ def run_once(args, workdir, farm_yaml, push_streams=False, farm_pid=None):
         if push_streams:
             result.update(push or {"push_connected": None, "seconds_to_all_push_connected": None,
                                    "push_states": None})
+        if at_deadline:
+            result["states_at_deadline"] = at_deadline
+        if probe:
+            result["startup_latency"] = probe.summary()
         if args.wrk:
             result.update(wrk_rows(args, base, engine.pid, len(catalog["tools"])))
+        if args.recovery and healthy_at:
+            result.update(recovery(args, base, farms, engine.pid))
+            result["peak_rss_mib_after_recovery"] = round(rss_kib(engine.pid, "VmHWM") / 1024, 1)
+            if push_streams:
+                again = wait_push_connected(args, base, time.monotonic(), time.monotonic() + args.timeout)
+                result["recovery_push_connected"] = again["push_connected"]
         return result
     finally:
+        if probe:
+            probe.stop()
         engine.send_signal(signal.SIGTERM)
         try:
             # A profiler may take long to write its output; a kill loses it.
@@ -443,12 +782,20 @@ def wrk_ms(text):
 def run_set(args, push_streams, no_listen=False):
     """Starts a farm, runs the engine against it --runs times, stops the farm."""
     with tempfile.TemporaryDirectory(prefix="mcpd-harness-") as workdir:
-        farm, farm_yaml = start_farm(args, workdir, push_streams, no_listen)
+        farms = Farms(args, workdir, push_streams, no_listen)
         try:
-            return [run_once(args, workdir, farm_yaml, push_streams, farm.pid) for _ in range(args.runs)]
+            return [run_once(args, workdir, farms, push_streams) for _ in range(args.runs)]
         finally:
-            os.killpg(farm.pid, signal.SIGTERM)
-            farm.wait()
+            farms.stop()
+
+
+def duration_s(text):
+    """A humantime duration of the kinds used here (`500ms`, `2s`, `10m`,
+    `1h`) in seconds."""
+    for unit, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if text.endswith(unit) and text[:-len(unit)].replace(".", "", 1).isdigit():
+            return float(text[:-len(unit)]) * factor
+    sys.exit(f"duration {text!r}: use ms, s, m or h")
 
 
 def print_set(args, results, push_streams):
@@ -471,6 +818,23 @@ def print_set(args, results, push_streams):
             summary += (f"median push_connected={statistics.median(r['push_connected'] or 0 for r in results)} "
                         f"median rss_mib={statistics.median(r['rss_mib'] for r in results)} ")
         print(summary + f"runs={len(results)}")
+    for r in results:
+        if "recovery_s_to_all_healthy" in r:
+            print(f"recovery: outage {r['recovery_outage_s']:g}s ({r['recovery_outage_mode']}), "
+                  f"{r['recovery_noticed_max']}/{args.count} noticed, all healthy "
+                  f"{r['recovery_s_to_all_healthy']}s after up; per upstream (median/max): "
+                  f"failed rounds {r['recovery_failed_rounds']['median']:g}/{r['recovery_failed_rounds']['max']}, "
+                  f"connections closed in the outage {r['recovery_closed_in_outage']['median']:g}/"
+                  f"{r['recovery_closed_in_outage']['max']}, initialize after up "
+                  f"{r['recovery_initialize_after_up']['median']:g}/{r['recovery_initialize_after_up']['max']}, "
+                  f"server/discover after up {r['recovery_server_discover_after_up']['median']:g}/"
+                  f"{r['recovery_server_discover_after_up']['max']}; "
+                  f"peak rounds in flight {r['recovery_peak_rounds_open']}, engine CPU "
+                  f"{r['recovery_engine_cpu_s']}s")
+        for path, lat in (r.get("startup_latency") or {}).items():
+            print(f"start-up latency {path}: {lat['requests']} requests, p50 {lat['p50_ms']} ms, "
+                  f"p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms (p99 to headers "
+                  f"{lat['p99_ms_headers']} ms, up to {lat['max_bytes']} bytes, {lat['encodings']})")
     ok = len(secs) == len(results)
     if push_streams:
         ok = ok and all(r["push_connected"] == args.count for r in results)
@@ -491,6 +855,76 @@ def compare_push(args, without, with_push):
               f"connected: {b - a:+.0f} KiB, {(b - a) / connected:+.1f} KiB per open push stream")
 
 
+def git_describe():
+    """The commit the binaries were built from, `+dirty` if changed."""
+    try:
+        rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+SCALING_COLUMNS = [
+    # key, header, format
+    ("seconds_to_all_healthy", "all healthy (s)", "{:.3f}"),
+    ("cpu_s_to_all_healthy", "engine CPU (s)", "{:.2f}"),
+    ("peak_rss_mib", "peak RSS (MiB)", "{:.1f}"),
+    ("rss_kib_per_upstream", "RSS/upstream (KiB)", "{:.1f}"),
+    ("farm_cpu_s_to_all_healthy", "farm CPU (s)", "{:.2f}"),
+    ("harness_cpu_s_to_all_healthy", "harness CPU (s)", "{:.2f}"),
+]
+
+
+def scaling(args):
+    """--scaling N1,N2,..: each count --runs times (a farm each), medians;
+    a table on stdout and, with --json-out, the JSON benches/plot_scaling.py
+    reads. Returns whether every run reached all-healthy."""
+    counts = [int(c) for c in args.scaling.split(",") if c.strip()]
+    rows, ok = [], True
+    for count in counts:
+        args.count = count
+        results = run_set(args, args.push_streams)
+        ok = print_set(args, results, args.push_streams) and ok
+        done = [r for r in results if r["seconds_to_all_healthy"] is not None]
+        row = {"count": count, "runs": len(results), "runs_healthy": len(done)}
+        for key, _, _ in SCALING_COLUMNS:
+            values = [r[key] for r in done if r.get(key) is not None]
+            row[key] = round(statistics.median(values), 3) if values else None
+        row["per_run"] = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
+        rows.append(row)
+    widths = [max(len(h), 8) for _, h, _ in SCALING_COLUMNS]
+    print(f"\nmedians of {args.runs} run(s), {args.tools} tools per upstream, era {args.era}"
+          + (f", max_concurrent_attempts {args.max_concurrent_attempts}"
+             if args.max_concurrent_attempts is not None else ""))
+    print("upstreams  " + "  ".join(h.rjust(w) for (_, h, _), w in zip(SCALING_COLUMNS, widths)))
+    for row in rows:
+        cells = [(fmt.format(row[k]) if row[k] is not None else "-").rjust(w)
+                 for (k, _, fmt), w in zip(SCALING_COLUMNS, widths)]
+        print(f"{row['count']:>9}  " + "  ".join(cells))
+    if args.json_out:
+        doc = {
+            "label": args.label or (f"max_concurrent_attempts {args.max_concurrent_attempts}"
+                                    if args.max_concurrent_attempts is not None else git_describe()),
+            "command": "python3 benches/harness.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "commit": git_describe(),
+            "cpus": os.cpu_count(),
+            "tools": args.tools, "era": args.era, "runs": args.runs,
+            "poll_interval": args.poll_interval,
+            "max_concurrent_attempts": args.max_concurrent_attempts,
+            "push_streams": args.push_streams,
+            "rows": rows,
+        }
+        with open(args.json_out, "w") as f:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+        print(f"wrote {args.json_out}")
+    return ok
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--count", type=int, default=100, help="healthy upstreams (K)")
@@ -505,6 +939,13 @@ def main():
     p.add_argument("--steady", type=float, default=0,
                    help="once all are healthy, also measure the engine's CPU seconds over this many seconds")
     p.add_argument("--farm-workers", type=int, default=1)
+    p.add_argument("--farm-keep-alive", type=int, default=None, metavar="S",
+                   help="seconds the farm keeps an idle connection (default: actix's 5 s; "
+                        "a --poll-interval near it makes polls race the server's close)")
+    p.add_argument("--farm-procs", type=int, default=1,
+                   help="split the upstreams over this many farm processes (each has its own "
+                        "open-file limit: a farm holds a listener and a connection per upstream, "
+                        "so 10k upstreams in one farm sit at a 20000 limit)")
     p.add_argument("--farm-base-port", type=int, default=0,
                    help="first port of the farm's consecutive range (0: any free ports). At 10k "
                         "upstreams use one below the ephemeral range (e.g. 12000): the farm's 10k "
@@ -522,7 +963,31 @@ def main():
                    help="upstreams accept the GET push stream; wait until all are connected")
     p.add_argument("--compare-push", action="store_true",
                    help="run without, then with, push streams; print RSS per open push stream")
+    p.add_argument("--max-concurrent-attempts", type=int, default=None,
+                   help="discovery.max_concurrent_attempts for the engine (default: unset)")
+    p.add_argument("--probe-latency", type=float, default=0, metavar="MS",
+                   help="during start-up, GET /v1/tools and /v1/servers (a thread each, keep-alive) "
+                        "every MS milliseconds and report p50/p99/max latency")
+    p.add_argument("--probe-encoding", default=None,
+                   help="Accept-Encoding of the --probe-latency requests (default: none, identity)")
+    p.add_argument("--recovery", type=float, default=0, metavar="S",
+                   help="once all are healthy, take every upstream off the network for S seconds, "
+                        "then back; time to all healthy again and retries per upstream. The "
+                        "engine notices only by failed polls: use --poll-interval below S")
+    p.add_argument("--outage", default="close", choices=["close", "refuse"],
+                   help="--recovery: ports accept and close every connection (counted), or refuse")
+    p.add_argument("--scaling", default=None, metavar="N1,N2,..",
+                   help="run each upstream count (--runs each) and print the cost table")
+    p.add_argument("--json-out", default=None, help="--scaling: write the results here as JSON")
+    p.add_argument("--label", default=None, help="--scaling: the legend label in the JSON")
     args = p.parse_args()
+    if args.recovery and duration_s(args.poll_interval) >= args.recovery:
+        sys.exit(f"--recovery {args.recovery:g}: the engine notices an outage when a poll fails, "
+                 f"and --poll-interval {args.poll_interval} is not shorter than it")
+    if args.scaling:
+        if not scaling(args):
+            sys.exit("some runs never reached all-healthy")
+        return
     if args.wrk and shutil.which("wrk") is None:
         sys.exit("--wrk needs wrk on the PATH (Debian: apt-get install wrk)")
 

@@ -22,6 +22,25 @@
 //!
 //! All upstreams share one actix server with `--workers` threads (a listener
 //! per upstream), so K=1000 does not mean 1000 threads.
+//!
+//! Control, one command a line on stdin (the answer is one line on stdout):
+//!
+//! - `down` (or `down refuse`): every upstream goes off the network at once:
+//!   the server stops, cutting open connections and push streams
+//!   unanswered; until `up`, each port accepts every connection and closes
+//!   it at once, counting it (`down refuse`: nothing listens, the kernel
+//!   refuses, nothing is counted). Answers `DOWN <seconds it took>`.
+//! - `up`: serves again on the same ports with the same state (sessions
+//!   survive, as after a network blip). Answers `UP <seconds it took>`.
+//! - `reset`: zeroes the per-upstream counters and the peaks. `RESET`.
+//! - `stats`: `STATS {json}`: `open_connections`, `rounds_open` (upstreams
+//!   between `initialize` or `server/discover` and `tools/list`: discovery
+//!   rounds in flight as the farm sees them) and their peaks since the last
+//!   reset, and per upstream (u0.., then f0..) since the last reset:
+//!   `connections` (accepted while up), `closed_in_outage`, `initialize`,
+//!   `server_discover`, `tools_list`, `http_requests`.
+//!
+//! At the end of stdin the farm serves on until killed.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -35,7 +54,8 @@ use clap::{Parser, ValueEnum};
 mod upstream;
 
 use upstream::{
-    Fault, GetStream, ListenMode, Methods, ResponseMode, ServerEra, UpstreamBehavior, UpstreamFarm,
+    Fault, GetStream, ListenMode, Methods, Outage, ResponseMode, ServerEra, UpstreamBehavior,
+    UpstreamFarm,
 };
 
 /// How often open push and listen streams get a `: keepalive` comment.
@@ -58,6 +78,11 @@ struct Args {
     /// First port of a consecutive range; 0 = any free ports.
     #[arg(long, default_value_t = 0)]
     base_port: u16,
+    /// The healthy upstreams are named u<N>.. from this N on: several
+    /// farm processes can share one config (each has its own open-file
+    /// limit: a farm holds a listener and a connection per upstream).
+    #[arg(long, default_value_t = 0)]
+    name_offset: usize,
     /// Where to write the `servers:` YAML snippet (default: stdout).
     #[arg(long)]
     config_out: Option<PathBuf>,
@@ -81,6 +106,11 @@ struct Args {
     /// it open (the "without push streams" side of a comparison).
     #[arg(long)]
     no_listen: bool,
+    /// Seconds the server keeps an idle connection open (default: actix's
+    /// 5 s). A client that reuses a pooled connection idle for longer
+    /// races the server's close.
+    #[arg(long)]
+    keep_alive: Option<u64>,
     /// Number of extra, faulty upstreams (named f0..).
     #[arg(long, default_value_t = 0)]
     faulty: usize,
@@ -149,6 +179,7 @@ fn main() -> anyhow::Result<()> {
             Era::Legacy | Era::Modern => ListenMode::default(),
         },
         stream_keepalive: Some(STREAM_KEEPALIVE),
+        server_keep_alive: args.keep_alive.map(Duration::from_secs),
         ..UpstreamBehavior::default()
     };
     let farm = UpstreamFarm::start(args.count, &healthy, base(0)?, args.workers)
@@ -198,8 +229,11 @@ fn main() -> anyhow::Result<()> {
     };
 
     let mut yaml = String::from("servers:\n");
-    let groups = [("u", Some(&farm)), ("f", faulty.as_ref())];
-    for (prefix, group) in groups {
+    let groups = [
+        ("u", Some(&farm), args.name_offset),
+        ("f", faulty.as_ref(), 0),
+    ];
+    for (prefix, group, offset) in groups {
         for (i, up) in group
             .map(UpstreamFarm::upstreams)
             .unwrap_or_default()
@@ -208,7 +242,8 @@ fn main() -> anyhow::Result<()> {
         {
             writeln!(
                 yaml,
-                "  {prefix}{i}:\n    url: {}\n    transport: streamable-http",
+                "  {prefix}{}:\n    url: {}\n    transport: streamable-http",
+                offset + i,
                 up.url()
             )?;
         }
@@ -230,9 +265,89 @@ fn main() -> anyhow::Result<()> {
     println!("READY {} {} {target}", args.count, args.faulty);
     std::io::stdout().flush()?;
 
-    // The servers run on their own threads; keep them (and this process) alive.
-    let _keep = (farm, faulty);
+    // The servers run on their own threads; this one takes the commands.
+    let mut farms: Vec<UpstreamFarm> = std::iter::once(farm).chain(faulty).collect();
+    for line in std::io::stdin().lines() {
+        let line = line.context("reading stdin")?;
+        let answer = command(&mut farms, line.trim())?;
+        println!("{answer}");
+        std::io::stdout().flush()?;
+    }
+    // Keep them (and this process) alive.
+    let _keep = farms;
     loop {
         std::thread::park();
     }
+}
+
+/// Runs one control command (see the module docs); returns its answer line.
+fn command(farms: &mut [UpstreamFarm], line: &str) -> anyhow::Result<String> {
+    let started = std::time::Instant::now();
+    let took = |word: &str| format!("{word} {:.3}", started.elapsed().as_secs_f64());
+    Ok(match line {
+        "down" | "down close" | "down refuse" => {
+            let outage = if line == "down refuse" {
+                Outage::Refuse
+            } else {
+                Outage::Close
+            };
+            for farm in farms.iter_mut() {
+                farm.go_down(outage).context("taking the upstreams down")?;
+            }
+            took("DOWN")
+        }
+        "up" => {
+            for farm in farms.iter_mut() {
+                farm.come_up().context("bringing the upstreams up")?;
+            }
+            took("UP")
+        }
+        "reset" => {
+            for farm in farms.iter() {
+                farm.upstreams()
+                    .iter()
+                    .for_each(upstream::UpstreamHandle::reset_counters);
+                farm.gauges().reset_peaks();
+            }
+            "RESET".to_owned()
+        }
+        "stats" => format!("STATS {}", stats(farms)),
+        "" => "ERROR empty command".to_owned(),
+        other => format!("ERROR unknown command {other:?}"),
+    })
+}
+
+/// The `stats` answer: the gauges summed over the farms, and per upstream
+/// the counters as columns (one array each, u0.. then f0..).
+fn stats(farms: &[UpstreamFarm]) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    let (mut open, mut peak_open, mut rounds, mut peak_rounds) = (0, 0, 0, 0);
+    for farm in farms {
+        let g = farm.gauges().snapshot();
+        open += g.open_connections;
+        peak_open += g.peak_open_connections;
+        rounds += g.rounds_open;
+        peak_rounds += g.peak_rounds_open;
+    }
+    out.insert("open_connections".into(), open.into());
+    out.insert("peak_open_connections".into(), peak_open.into());
+    out.insert("rounds_open".into(), rounds.into());
+    out.insert("peak_rounds_open".into(), peak_rounds.into());
+    type Column = fn(&upstream::UpstreamHandle) -> u64;
+    let columns: [(&str, Column); 6] = [
+        ("connections", |h| h.connections()),
+        ("closed_in_outage", |h| h.closed_in_outage()),
+        ("initialize", |h| h.requests("initialize")),
+        ("server_discover", |h| h.requests("server/discover")),
+        ("tools_list", |h| h.requests("tools/list")),
+        ("http_requests", |h| h.http_requests()),
+    ];
+    for (name, column) in columns {
+        let values: Vec<u64> = farms
+            .iter()
+            .flat_map(|f| f.upstreams().iter().map(column))
+            .collect();
+        out.insert(name.into(), values.into());
+    }
+    serde_json::Value::Object(out)
 }

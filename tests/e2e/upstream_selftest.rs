@@ -4,7 +4,7 @@
 //! tools before the engine's tests rely on them; when an engine test fails,
 //! these say whether the upstream or the engine is at fault.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,8 +23,8 @@ use crate::support::token_endpoint::{
     AcceptedAuth, AsMetadataDocs, ClientAuthMethod, TokenEndpoint, TokenError, TokenStore,
 };
 use crate::support::upstream::{
-    hanging_server, refusing_port, tool_names, Fault, GetStream, Methods, SseStyle, TestUpstream,
-    UpstreamBehavior, UpstreamFarm, LOOP_CURSOR,
+    hanging_server, refusing_port, tool_names, Fault, GetStream, Methods, Outage, SseStyle,
+    TestUpstream, UpstreamBehavior, UpstreamFarm, LOOP_CURSOR,
 };
 
 fn tools_list(id: u64) -> Value {
@@ -844,6 +844,62 @@ async fn a_farm_serves_each_upstream_on_its_own_port() {
     for up in farm.upstreams() {
         assert_eq!(up.requests("initialize"), 1);
     }
+    farm.stop().await;
+}
+
+#[actix_web::test]
+async fn a_farm_goes_off_the_network_and_back_on_the_same_ports() {
+    let behavior = UpstreamBehavior {
+        tools: 2,
+        ..UpstreamBehavior::default()
+    };
+    let mut farm = UpstreamFarm::start(2, &behavior, None, 1).unwrap();
+    let up = farm.upstreams()[0].clone();
+    let mut client = McpClient::new(up.url());
+    client.initialize().await.unwrap();
+    let session = client.session_id.clone().expect("a session id");
+    // A discovery round is open between initialize and tools/list.
+    assert_eq!(farm.gauges().snapshot().rounds_open, 1);
+    assert_eq!(client.list_tool_names().await.unwrap(), tool_names(2));
+    let gauges = farm.gauges().snapshot();
+    assert_eq!((gauges.rounds_open, gauges.peak_rounds_open), (0, 1));
+    assert!(up.connections() >= 1, "connections are counted");
+    assert!(gauges.peak_open_connections >= 1);
+    assert_eq!(farm.upstreams()[1].connections(), 0, "per upstream");
+
+    // Down, closing: every connection accepted, closed unanswered, counted.
+    farm.go_down(Outage::Close).unwrap();
+    assert!(!farm.is_up());
+    for _ in 0..2 {
+        let mut conn = TcpStream::connect(up.addr()).unwrap();
+        let _ =
+            conn.write_all(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n");
+        let mut answer = Vec::new();
+        let _ = conn.read_to_end(&mut answer);
+        assert!(answer.is_empty(), "answered while down: {answer:?}");
+    }
+    assert_eq!(up.closed_in_outage(), 2);
+    assert_eq!(farm.upstreams()[1].closed_in_outage(), 0);
+
+    // Down, refusing: nothing listens.
+    farm.come_up().unwrap();
+    farm.go_down(Outage::Refuse).unwrap();
+    assert!(
+        TcpStream::connect(up.addr()).is_err(),
+        "a port still listens"
+    );
+    assert_eq!(up.closed_in_outage(), 2);
+
+    // Up again: the same port serves, and the session survived.
+    farm.come_up().unwrap();
+    assert!(farm.is_up());
+    assert_eq!(up.live_sessions(), vec![session]);
+    let mut again = McpClient::new(up.url());
+    again.initialize().await.unwrap();
+    assert_eq!(again.list_tool_names().await.unwrap(), tool_names(2));
+    assert_eq!(up.requests("initialize"), 2);
+    up.reset_counters();
+    assert_eq!((up.connections(), up.closed_in_outage()), (0, 0));
     farm.stop().await;
 }
 

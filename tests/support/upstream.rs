@@ -526,6 +526,10 @@ pub struct UpstreamBehavior {
     /// that stopped stays open, as the load farm found (1000 connections
     /// kept per engine run, until out of file descriptors).
     pub stream_keepalive: Option<Duration>,
+    /// How long the HTTP server keeps an idle connection open (`None`:
+    /// actix's default, 5 s). Server-wide: in a farm, the first upstream's
+    /// value holds for all.
+    pub server_keep_alive: Option<Duration>,
     /// Counts this server's POSTs being answered, with others sharing the
     /// probe (the engine's attempts in flight across upstreams).
     pub in_flight: Option<InFlightProbe>,
@@ -646,6 +650,7 @@ impl Default for UpstreamBehavior {
             modern_broken: false,
             listen: ListenMode::Unknown,
             stream_keepalive: None,
+            server_keep_alive: None,
             in_flight: None,
         }
     }
@@ -869,9 +874,26 @@ impl Deref for TestUpstream {
 
 /// Many upstreams served by one actix server (one listener each, shared
 /// workers): what the load harness needs for K=1000 without 1000 threads.
+///
+/// [`go_down`](Self::go_down) and [`come_up`](Self::come_up) take every
+/// upstream off the network at once and put it back on the same ports, as
+/// a network blip would: the handles (sessions, counters) survive.
 pub struct UpstreamFarm {
     handles: Vec<UpstreamHandle>,
-    server: RunningServer,
+    server: Option<RunningServer>,
+    blackhole: Option<Blackhole>,
+    workers: usize,
+    gauges: Arc<FarmGauges>,
+}
+
+/// How the upstreams of a farm are unreachable while it is down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outage {
+    /// No listener: the kernel refuses every connection (nothing counted).
+    Refuse,
+    /// Every connection is accepted and closed at once, unanswered, and
+    /// counted per upstream ([`UpstreamHandle::closed_in_outage`]).
+    Close,
 }
 
 impl UpstreamFarm {
@@ -883,6 +905,7 @@ impl UpstreamFarm {
         base_port: Option<u16>,
         workers: usize,
     ) -> io::Result<UpstreamFarm> {
+        let gauges = Arc::new(FarmGauges::default());
         let mut entries = Vec::with_capacity(count);
         for i in 0..count {
             let listener = match base_port {
@@ -896,20 +919,159 @@ impl UpstreamFarm {
             };
             let mut b = behavior.clone();
             b.server_name = format!("{}-{i}", behavior.server_name);
-            let handle = UpstreamHandle::new(listener.local_addr()?, b);
+            let handle = UpstreamHandle::with_gauges(listener.local_addr()?, b, gauges.clone());
             entries.push((listener, handle));
         }
         let handles = entries.iter().map(|(_, h)| h.clone()).collect();
-        let server = RunningServer::start(entries, workers.max(1))?;
-        Ok(UpstreamFarm { handles, server })
+        let workers = workers.max(1);
+        let server = RunningServer::start(entries, workers)?;
+        Ok(UpstreamFarm {
+            handles,
+            server: Some(server),
+            blackhole: None,
+            workers,
+            gauges,
+        })
     }
 
     pub fn upstreams(&self) -> &[UpstreamHandle] {
         &self.handles
     }
 
+    /// Open connections and discovery rounds in flight over all upstreams.
+    pub fn gauges(&self) -> &FarmGauges {
+        &self.gauges
+    }
+
+    /// Whether the upstreams are serving (not [`go_down`](Self::go_down)).
+    pub fn is_up(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// Takes every upstream off the network at once: the server stops
+    /// (open connections and push streams are cut, unanswered), then the
+    /// ports refuse or close every connection, per `outage`, until
+    /// [`come_up`](Self::come_up). Blocks the calling thread until that
+    /// holds (the servers run on threads of their own).
+    pub fn go_down(&mut self, outage: Outage) -> io::Result<()> {
+        if let Some(mut server) = self.server.take() {
+            server.stop_blocking();
+        }
+        // The rounds in flight died with their connections.
+        for h in &self.handles {
+            if h.inner.round_open.swap(false, Ordering::Relaxed) {
+                self.gauges.round_closed();
+            }
+        }
+        if outage == Outage::Close && self.blackhole.is_none() {
+            self.blackhole = Some(Blackhole::start(&self.handles)?);
+        }
+        Ok(())
+    }
+
+    /// Serves again on the same ports, with the same handles (sessions
+    /// survive, as after a network blip). Blocks the calling thread until
+    /// the ports listen.
+    pub fn come_up(&mut self) -> io::Result<()> {
+        if let Some(blackhole) = self.blackhole.take() {
+            blackhole.stop();
+        }
+        if self.server.is_none() {
+            let entries = self
+                .handles
+                .iter()
+                .map(|h| Ok((bind_retrying(h.port())?, h.clone())))
+                .collect::<io::Result<Vec<_>>>()?;
+            self.server = Some(RunningServer::start(entries, self.workers)?);
+        }
+        Ok(())
+    }
+
     pub async fn stop(mut self) {
-        self.server.stop(true).await;
+        self.blackhole.take();
+        if let Some(server) = self.server.as_mut() {
+            server.stop(true).await;
+        }
+    }
+}
+
+/// The ports of a farm that is down with [`Outage::Close`]: one thread
+/// accepts every connection and closes it at once, counting it.
+struct Blackhole {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Blackhole {
+    fn start(handles: &[UpstreamHandle]) -> io::Result<Self> {
+        let mut listeners = Vec::with_capacity(handles.len());
+        for h in handles {
+            let listener = bind_retrying(h.port())?;
+            listener.set_nonblocking(true)?;
+            listeners.push((listener, h.inner.clone()));
+        }
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
+        let thread = std::thread::Builder::new()
+            .name("farm-blackhole".to_owned())
+            .spawn(move || {
+                let system = actix_web::rt::System::new();
+                system.block_on(async move {
+                    for (listener, inner) in listeners {
+                        let listener = match actix_web::rt::net::TcpListener::from_std(listener) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e));
+                                return;
+                            }
+                        };
+                        actix_web::rt::spawn(async move {
+                            loop {
+                                match listener.accept().await {
+                                    Ok((stream, _)) => {
+                                        inner.closed_in_outage.fetch_add(1, Ordering::Relaxed);
+                                        drop(stream);
+                                    }
+                                    // Out of descriptors, typically: try again soon.
+                                    Err(_) => {
+                                        actix_web::rt::time::sleep(Duration::from_millis(10)).await
+                                    }
+                                }
+                            }
+                        });
+                    }
+                    let _ = ready_tx.send(Ok(()));
+                    let _ = stop_rx.await;
+                    // Returning drops the runtime: its tasks and listeners.
+                });
+            })?;
+        ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("blackhole thread exited before listening"))??;
+        Ok(Self {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Closes the ports; returns once they are closed.
+    fn stop(mut self) {
+        self.shut();
+    }
+
+    fn shut(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        self.shut();
     }
 }
 
@@ -927,19 +1089,44 @@ impl RunningServer {
             .spawn(move || {
                 let system = actix_web::rt::System::new();
                 system.block_on(async move {
-                    let routes: HashMap<u16, Arc<Inner>> = entries
-                        .iter()
-                        .map(|(_, h)| (h.inner.addr.port(), h.inner.clone()))
-                        .collect();
-                    let routes = web::Data::new(routes);
+                    let routes: Arc<HashMap<u16, Arc<Inner>>> = Arc::new(
+                        entries
+                            .iter()
+                            .map(|(_, h)| (h.inner.addr.port(), h.inner.clone()))
+                            .collect(),
+                    );
+                    let by_port = routes.clone();
+                    let keep_alive = entries
+                        .first()
+                        .and_then(|(_, h)| lock(&h.inner.behavior).server_keep_alive);
+                    let routes = web::Data::from(routes);
                     let mut server = HttpServer::new(move || {
                         App::new()
                             .app_data(routes.clone())
                             .app_data(web::PayloadConfig::new(MAX_REQUEST_BODY))
                             .default_service(web::to(dispatch))
                     })
+                    .on_connect(move |io, ext| {
+                        // Counted per upstream, and open until the
+                        // connection's extensions are dropped with it.
+                        let Some(tcp) = io.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+                            return;
+                        };
+                        let Ok(local) = tcp.local_addr() else {
+                            return;
+                        };
+                        if let Some(inner) = by_port.get(&local.port()) {
+                            inner.connections.fetch_add(1, Ordering::Relaxed);
+                            inner.gauges.connection_opened();
+                            ext.insert(ConnectionGuard(inner.gauges.clone()));
+                        }
+                    })
                     .workers(workers)
                     .backlog(4096)
+                    .keep_alive(match keep_alive {
+                        Some(d) => actix_web::http::KeepAlive::Timeout(d),
+                        None => actix_web::http::KeepAlive::default(),
+                    })
                     .disable_signals()
                     .shutdown_timeout(1);
                     for (listener, _) in entries {
@@ -971,6 +1158,40 @@ impl RunningServer {
         }
         // The server future has completed; the thread ends right after.
         self.thread.take();
+    }
+
+    /// Stops at once (open connections cut) and waits until the server
+    /// thread, and with it every listener, is gone.
+    fn stop_blocking(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            block_on(handle.stop(false));
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Runs `fut` to completion on this thread, parked between polls. Not a
+/// runtime: for futures that only wait on another thread (the server's
+/// stop command), where creating a runtime could fail (a farm of 10k
+/// upstreams holds as many descriptors as the limit allows: 10k listeners
+/// and the engine's 10k connections; a runtime needs more).
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
     }
 }
 
@@ -1010,6 +1231,96 @@ struct Inner {
     listen_streams: Mutex<Vec<(Value, UnboundedSender<Bytes>)>>,
     /// The params of every `subscriptions/listen` received.
     listen_requests: Mutex<Vec<Value>>,
+    /// Shared by every upstream of one farm (each standalone upstream has
+    /// its own): what the load harness reads of all of them at once.
+    gauges: Arc<FarmGauges>,
+    /// TCP connections the HTTP server accepted on this port.
+    connections: AtomicU64,
+    /// Connections accepted and closed at once during an outage
+    /// ([`UpstreamFarm::go_down`] with [`Outage::Close`]).
+    closed_in_outage: AtomicU64,
+    /// A discovery round is under way: `initialize` (or `server/discover`)
+    /// came, `tools/list` has not yet.
+    round_open: AtomicBool,
+}
+
+/// Counters over all the upstreams of a farm: open connections and
+/// discovery rounds in flight, each with its peak since the last
+/// [`FarmGauges::reset_peaks`].
+#[derive(Debug, Default)]
+pub struct FarmGauges {
+    open_connections: AtomicU64,
+    peak_open_connections: AtomicU64,
+    rounds_open: AtomicU64,
+    peak_rounds_open: AtomicU64,
+}
+
+/// What [`FarmGauges::snapshot`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GaugeSnapshot {
+    pub open_connections: u64,
+    pub peak_open_connections: u64,
+    /// Upstreams between `initialize` (or `server/discover`) and
+    /// `tools/list`: discovery rounds in flight as the farm sees them.
+    pub rounds_open: u64,
+    pub peak_rounds_open: u64,
+}
+
+impl FarmGauges {
+    pub fn snapshot(&self) -> GaugeSnapshot {
+        GaugeSnapshot {
+            open_connections: self.open_connections.load(Ordering::Relaxed),
+            peak_open_connections: self.peak_open_connections.load(Ordering::Relaxed),
+            rounds_open: self.rounds_open.load(Ordering::Relaxed),
+            peak_rounds_open: self.peak_rounds_open.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Peaks start again from the current values.
+    pub fn reset_peaks(&self) {
+        self.peak_open_connections.store(
+            self.open_connections.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        self.peak_rounds_open
+            .store(self.rounds_open.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    fn connection_opened(&self) {
+        let now = self.open_connections.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_open_connections.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn connection_closed(&self) {
+        // Saturating: a reset between open and close must not wrap.
+        let _ = self
+            .open_connections
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
+    }
+
+    fn round_opened(&self) {
+        let now = self.rounds_open.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_rounds_open.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn round_closed(&self) {
+        let _ = self
+            .rounds_open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
+    }
+}
+
+/// Lives in a connection's extensions: counts it closed when dropped.
+struct ConnectionGuard(Arc<FarmGauges>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connection_closed();
+    }
 }
 
 #[derive(Default)]
@@ -1051,6 +1362,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl UpstreamHandle {
     fn new(addr: SocketAddr, behavior: UpstreamBehavior) -> Self {
+        Self::with_gauges(addr, behavior, Arc::default())
+    }
+
+    fn with_gauges(addr: SocketAddr, behavior: UpstreamBehavior, gauges: Arc<FarmGauges>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 addr,
@@ -1066,6 +1381,10 @@ impl UpstreamHandle {
                 last_push_event_id: Mutex::new(None),
                 listen_streams: Mutex::new(Vec::new()),
                 listen_requests: Mutex::new(Vec::new()),
+                gauges,
+                connections: AtomicU64::new(0),
+                closed_in_outage: AtomicU64::new(0),
+                round_open: AtomicBool::new(false),
             }),
         }
     }
@@ -1300,6 +1619,16 @@ impl UpstreamHandle {
     }
     pub fn reset_counters(&self) {
         *lock(&self.inner.stats) = Stats::default();
+        self.inner.connections.store(0, Ordering::Relaxed);
+        self.inner.closed_in_outage.store(0, Ordering::Relaxed);
+    }
+    /// TCP connections the HTTP server accepted on this port.
+    pub fn connections(&self) -> u64 {
+        self.inner.connections.load(Ordering::Relaxed)
+    }
+    /// Connections accepted and closed at once during an outage.
+    pub fn closed_in_outage(&self) -> u64 {
+        self.inner.closed_in_outage.load(Ordering::Relaxed)
     }
 
     // -- bearer auth -------------------------------------------------------
@@ -1510,6 +1839,14 @@ impl Inner {
         stats.headers_by_method.insert(method.to_owned(), headers);
         if method == "initialize" {
             stats.last_initialize_params = msg.get("params").cloned();
+        }
+        drop(stats);
+        let opens = matches!(method, "initialize" | "server/discover");
+        if opens && !self.round_open.swap(true, Ordering::Relaxed) {
+            self.gauges.round_opened();
+        }
+        if method == "tools/list" && self.round_open.swap(false, Ordering::Relaxed) {
+            self.gauges.round_closed();
         }
     }
 
