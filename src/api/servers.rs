@@ -25,17 +25,43 @@ struct ServerList<'a> {
 }
 
 /// `GET /v1/servers` serialized once per snapshot (at 10k upstreams a
-/// body is 10k views): the first request after a new snapshot serializes
-/// it, every other one hands out the same bytes. Lazy, so a flood of
-/// state changes at start-up (one snapshot each) costs nothing unless
-/// someone asks. The lock is held while serializing: concurrent requests
-/// for a new snapshot wait for the one serialization instead of each
-/// doing it.
+/// body is 10k views, about 7 MB): the first request after a new snapshot
+/// starts its serialization, every other one hands out the same bytes.
+/// Lazy, so a flood of state changes at start-up (one snapshot each) costs
+/// nothing unless someone asks.
+///
+/// The serialization runs on a blocking thread, never on an HTTP worker
+/// (where it held up every request of that worker for its whole length),
+/// and at most one runs at a time. A request waits up to [`FRESH_WAIT`]
+/// for the body of the current snapshot; if that is not ready by then it
+/// gets the newest body that is, with that body's ETag (a view at most one
+/// serialization old: during a 10k start-up, snapshots come faster than
+/// they serialize). Small snapshots serialize well within the wait, so
+/// what a request sees is current whenever serializing is cheap.
 #[derive(Default)]
 pub struct ServersBody {
-    last: Mutex<Option<CachedBody>>,
+    state: Mutex<BodyState>,
+    /// Told when a serialization ends.
+    done: tokio::sync::Notify,
+    /// Tests hold a serialization here until they pass the barrier.
+    #[cfg(test)]
+    pub(super) hold: Mutex<Option<Arc<std::sync::Barrier>>>,
 }
 
+/// How long a request waits for the current snapshot's body before taking
+/// the newest ready one.
+const FRESH_WAIT: Duration = Duration::from_millis(20);
+
+#[derive(Default)]
+struct BodyState {
+    ready: Option<CachedBody>,
+    /// The snapshot being serialized now.
+    building: Option<Weak<ServersSnapshot>>,
+    /// A snapshot that could not be serialized, and why (not retried).
+    failed: Option<(Weak<ServersSnapshot>, String)>,
+}
+
+#[derive(Clone)]
 struct CachedBody {
     /// Weak: the cache does not keep an old snapshot alive.
     snapshot: Weak<ServersSnapshot>,
@@ -43,36 +69,99 @@ struct CachedBody {
     etag: Arc<str>,
 }
 
+fn same(weak: &Weak<ServersSnapshot>, snapshot: &Arc<ServersSnapshot>) -> bool {
+    weak.upgrade().is_some_and(|s| Arc::ptr_eq(&s, snapshot))
+}
+
 impl ServersBody {
-    /// The body and ETag of `snapshot`.
-    fn get(&self, snapshot: &Arc<ServersSnapshot>) -> Result<(Bytes, Arc<str>), ApiError> {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = last.as_ref() {
-            // Alive and the same allocation: the same snapshot.
-            if c.snapshot
-                .upgrade()
-                .is_some_and(|s| Arc::ptr_eq(&s, snapshot))
-            {
-                return Ok((c.body.clone(), c.etag.clone()));
+    fn lock(&self) -> std::sync::MutexGuard<'_, BodyState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The body and ETag of `snapshot`, or of the newest ready snapshot if
+    /// `snapshot`'s is not ready within [`FRESH_WAIT`].
+    pub(super) async fn get(
+        self: &Arc<Self>,
+        snapshot: &Arc<ServersSnapshot>,
+    ) -> Result<(Bytes, Arc<str>), ApiError> {
+        let deadline = tokio::time::Instant::now() + FRESH_WAIT;
+        loop {
+            // Registered before looking, so an end in between is not missed.
+            let done = self.done.notified();
+            let stale = {
+                let mut state = self.lock();
+                if let Some(c) = state.ready.as_ref().filter(|c| same(&c.snapshot, snapshot)) {
+                    return Ok((c.body.clone(), c.etag.clone()));
+                }
+                if let Some((_, e)) = state.failed.as_ref().filter(|(f, _)| same(f, snapshot)) {
+                    return Err(ApiError::Internal(e.clone()));
+                }
+                let idle = state
+                    .building
+                    .as_ref()
+                    .is_none_or(|b| b.upgrade().is_none());
+                if idle {
+                    state.building = Some(Arc::downgrade(snapshot));
+                    self.start(snapshot.clone());
+                }
+                state.ready.clone()
+            };
+            match stale {
+                Some(c) if tokio::time::Instant::now() >= deadline => {
+                    return Ok((c.body, c.etag));
+                }
+                Some(_) => {
+                    let _ = tokio::time::timeout_at(deadline, done).await;
+                }
+                // Nothing ready yet (the first request): wait for it.
+                None => done.await,
             }
         }
-        let body = serde_json::to_vec(&ServerList {
-            servers: snapshot.servers.values().collect(),
-        })
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-        // The ETag is a hash of the bytes: equal bodies, equal tags, also
-        // across restarts and replicas.
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        body.hash(&mut hasher);
-        let etag: Arc<str> = format!("\"s{:016x}\"", hasher.finish()).into();
-        let body = Bytes::from(body);
-        *last = Some(CachedBody {
-            snapshot: Arc::downgrade(snapshot),
-            body: body.clone(),
-            etag: etag.clone(),
-        });
-        Ok((body, etag))
     }
+
+    /// Serializes `snapshot` on a blocking thread.
+    fn start(self: &Arc<Self>, snapshot: Arc<ServersSnapshot>) {
+        let this = self.clone();
+        actix_web::rt::task::spawn_blocking(move || {
+            #[cfg(test)]
+            {
+                let hold = this.hold.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Some(hold) = hold {
+                    hold.wait();
+                }
+            }
+            let built = serialize(&snapshot);
+            let mut state = this.lock();
+            state.building = None;
+            match built {
+                Ok((body, etag)) => {
+                    state.ready = Some(CachedBody {
+                        snapshot: Arc::downgrade(&snapshot),
+                        body,
+                        etag,
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "Could not serialize the server list.");
+                    state.failed = Some((Arc::downgrade(&snapshot), e.to_string()));
+                }
+            }
+            drop(state);
+            this.done.notify_waiters();
+        });
+    }
+}
+
+fn serialize(snapshot: &ServersSnapshot) -> Result<(Bytes, Arc<str>), serde_json::Error> {
+    let body = serde_json::to_vec(&ServerList {
+        servers: snapshot.servers.values().collect(),
+    })?;
+    // The ETag is a hash of the bytes: equal bodies, equal tags, also
+    // across restarts and replicas.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut hasher);
+    let etag: Arc<str> = format!("\"s{:016x}\"", hasher.finish()).into();
+    Ok((Bytes::from(body), etag))
 }
 
 #[utoipa::path(
@@ -98,7 +187,7 @@ pub(super) async fn list_servers(
 ) -> Result<HttpResponse, ApiError> {
     super::admin::require_reader(&req, &state)?;
     let snapshot = state.servers();
-    let (body, etag) = state.servers_body.get(&snapshot)?;
+    let (body, etag) = state.servers_body.get(&snapshot).await?;
     if super::tools::if_none_match(req.headers(), &etag) {
         return Ok(HttpResponse::NotModified()
             .insert_header((header::ETAG, &*etag))

@@ -650,3 +650,75 @@ async fn metrics_count_requests_by_route_pattern() {
         "{text}"
     );
 }
+
+/// `GET /v1/servers` bodies (`servers::ServersBody`).
+mod servers_body {
+    use super::*;
+
+    fn snapshot(names: &[&str]) -> Arc<ServersSnapshot> {
+        let servers = names
+            .iter()
+            .map(|n| ((*n).to_owned(), view(n, DiscoveryState::Healthy, 0, true)))
+            .collect();
+        Arc::new(ServersSnapshot { servers })
+    }
+
+    fn names(body: &bytes::Bytes) -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        v["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[actix_web::test]
+    async fn a_snapshot_is_serialized_once_and_served_fresh_when_quick() {
+        let cache = Arc::new(super::servers::ServersBody::default());
+        let a = snapshot(&["a"]);
+        let (one, tag1) = cache.get(&a).await.unwrap();
+        let (two, tag2) = cache.get(&a).await.unwrap();
+        assert_eq!(
+            one.as_ptr(),
+            two.as_ptr(),
+            "the same bytes, not serialized again"
+        );
+        assert_eq!(tag1, tag2);
+        let b = snapshot(&["a", "b"]);
+        let (three, tag3) = cache.get(&b).await.unwrap();
+        assert_eq!(
+            names(&three),
+            ["a", "b"],
+            "a quick serialization is waited for"
+        );
+        assert_ne!(tag1, tag3);
+    }
+
+    #[actix_web::test]
+    async fn a_slow_serialization_is_not_waited_for_past_the_fresh_wait() {
+        let cache = Arc::new(super::servers::ServersBody::default());
+        let a = snapshot(&["a"]);
+        let (_, tag_a) = cache.get(&a).await.unwrap();
+        // The next serialization is held until the barrier is passed.
+        let hold = Arc::new(std::sync::Barrier::new(2));
+        *cache.hold.lock().unwrap() = Some(hold.clone());
+        let b = snapshot(&["a", "b"]);
+        let (body, tag) = cache.get(&b).await.unwrap();
+        assert_eq!(names(&body), ["a"], "the newest ready body, not a wait");
+        assert_eq!(tag, tag_a, "with its own ETag");
+        *cache.hold.lock().unwrap() = None;
+        let waiter = std::thread::spawn(move || hold.wait());
+        // Once it is done, b is served.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (body, _) = cache.get(&b).await.unwrap();
+            if names(&body) == ["a", "b"] {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "b never served");
+            actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        waiter.join().unwrap();
+    }
+}
