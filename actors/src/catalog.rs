@@ -423,6 +423,38 @@ mod tests {
     }
 
     #[test]
+    fn find_hands_out_the_listed_tool_and_keeps_it_for_the_next_call() {
+        let st = ServerTools::build(
+            "s",
+            "__",
+            false,
+            &[
+                tool("a", ""),
+                tool("b", ",\"inputSchema\":{\"type\":\"object\"}"),
+            ],
+        );
+        let first = st.find("b").unwrap();
+        assert_eq!(first.name, "b");
+        assert_eq!(
+            first.raw.get(),
+            r#"{"name":"b","description":"Does b","inputSchema":{"type":"object"}}"#
+        );
+        let again = st.find("b").unwrap();
+        assert!(
+            Arc::ptr_eq(&first.raw, &again.raw),
+            "kept, not copied again"
+        );
+        assert_eq!(
+            st.find("a").unwrap().raw.get(),
+            r#"{"name":"a","description":"Does a"}"#
+        );
+        // Only listed tools: an unknown name is neither found nor kept.
+        assert!(st.find("zz").is_none());
+        assert!(st.find("s__b").is_none());
+        assert_eq!(st.found.lock().unwrap().len(), 2);
+    }
+
+    #[test]
     fn names_needing_escapes_stay_valid_json() {
         let raw = RawValue::from_string(r#"{"name":"a\"b"}"#.into()).unwrap();
         let t = Tool {
