@@ -54,6 +54,10 @@ pub struct ServerTools {
     buf: Bytes,
     /// Content hash of `buf`, for the catalog's ETag.
     hash: u64,
+    /// The tools [`Self::find`] handed out, kept so that each call does not
+    /// copy and re-validate its tool's JSON (filled on demand: only tools
+    /// that are called cost the memory).
+    found: std::sync::Mutex<std::collections::HashMap<String, Tool>>,
 }
 
 #[derive(Serialize)]
@@ -138,6 +142,7 @@ impl ServerTools {
             entries,
             buf: Bytes::from(buf),
             hash: hasher.finish(),
+            found: std::sync::Mutex::default(),
         }
     }
 
@@ -189,17 +194,26 @@ impl ServerTools {
 
     /// The listed tool named `upstream_name` on its server, with its JSON
     /// verbatim (a `tools/call` needs its schema for `x-mcp-header`). A
-    /// scan: a call costs one, next to the call's own parse of the tool.
+    /// scan and a copy the first time, a map lookup after that.
     pub fn find(&self, upstream_name: &str) -> Option<Tool> {
+        let mut found = self
+            .found
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(tool) = found.get(upstream_name) {
+            return Some(tool.clone());
+        }
         let entry = self
             .entries
             .iter()
             .find(|e| e.upstream_name() == upstream_name)?;
         let raw = RawValue::from_string(self.tool_json(entry).to_owned()).ok()?;
-        Some(Tool {
+        let tool = Tool {
             name: upstream_name.to_owned(),
             raw: Arc::from(raw),
-        })
+        };
+        found.insert(upstream_name.to_owned(), tool.clone());
+        Some(tool)
     }
 
     /// Every entry's JSON joined by `,`: the inside of a JSON array.
@@ -411,6 +425,38 @@ mod tests {
         assert_eq!(v["tools"][0]["stale"], false);
         assert_eq!(v["tools"][0]["tool"]["x-custom"]["a"], 1);
         assert_eq!(cat.body().len, cat.body().to_bytes().len());
+    }
+
+    #[test]
+    fn find_hands_out_the_listed_tool_and_keeps_it_for_the_next_call() {
+        let st = ServerTools::build(
+            "s",
+            "__",
+            false,
+            &[
+                tool("a", ""),
+                tool("b", ",\"inputSchema\":{\"type\":\"object\"}"),
+            ],
+        );
+        let first = st.find("b").unwrap();
+        assert_eq!(first.name, "b");
+        assert_eq!(
+            first.raw.get(),
+            r#"{"name":"b","description":"Does b","inputSchema":{"type":"object"}}"#
+        );
+        let again = st.find("b").unwrap();
+        assert!(
+            Arc::ptr_eq(&first.raw, &again.raw),
+            "kept, not copied again"
+        );
+        assert_eq!(
+            st.find("a").unwrap().raw.get(),
+            r#"{"name":"a","description":"Does a"}"#
+        );
+        // Only listed tools: an unknown name is neither found nor kept.
+        assert!(st.find("zz").is_none());
+        assert!(st.find("s__b").is_none());
+        assert_eq!(st.found.lock().unwrap().len(), 2);
     }
 
     #[test]

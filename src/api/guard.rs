@@ -125,7 +125,12 @@ where
     B: MessageBody + 'static,
 {
     let config = config.borrow().clone();
-    let endpoint = find_endpoint(req.match_pattern().as_deref(), req.method());
+    let matched = req
+        .extensions()
+        .get::<super::metrics::MatchedRoute>()
+        .map(|m| find_endpoint(m.0.as_deref(), req.method()));
+    let endpoint =
+        matched.unwrap_or_else(|| find_endpoint(req.match_pattern().as_deref(), req.method()));
     let is_write = endpoint.is_some_and(|e| e.access == Access::Write);
     let decision = decide(&config, &req, endpoint.map(|e| (e.access, e.body)));
     let peer = req.peer_addr();

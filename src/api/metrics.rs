@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpMessage as _, HttpResponse};
 
 use super::{ApiError, ApiState};
 use crate::metrics::{method_label, Metrics, UNMATCHED_ROUTE};
@@ -28,6 +28,10 @@ pub(super) async fn metrics(state: web::Data<ApiState>) -> Result<HttpResponse, 
         .body(text))
 }
 
+/// The route pattern of a request (`match_pattern()`), found once by
+/// [`track`] and read by the guard inside it.
+pub(super) struct MatchedRoute(pub(super) Option<String>);
+
 /// The body of `App::wrap_fn`: times the request and records it under its
 /// route *pattern* (`/v1/servers/{name}`, never the raw path), so the
 /// number of series stays bounded whatever clients send.
@@ -43,6 +47,9 @@ where
     let started = Instant::now();
     let method = method_label(req.method());
     let route = req.match_pattern();
+    // The guard inside needs the pattern too: matching it again would walk
+    // the resource map (and its regexes) a second time per request.
+    req.extensions_mut().insert(MatchedRoute(route.clone()));
     let fut = srv.call(req);
     async move {
         let res = fut.await;

@@ -242,8 +242,10 @@ impl Session {
         let prepared = self.prepare(tool, call)?;
         let era = &self.inner.era;
         let (failure, reason) = {
-            let work = era.call(&prepared);
-            tokio::pin!(work);
+            // Boxed: the request's future is large (the transport's
+            // exchange and stream states), and this keeps it from being
+            // copied at every layer that moves the call's future.
+            let mut work = Box::pin(era.call(&prepared));
             tokio::pin!(cancel);
             tokio::select! {
                 biased;
@@ -296,7 +298,11 @@ impl Session {
             context: "the tools/call request".into(),
             source,
         })?;
-        let named = if era.mirrors_params() {
+        // Most tools carry no `x-mcp-header` annotation: parse the tool's
+        // schema only when its text may hold one (possibly spelled with
+        // escapes), as `check_tool` does.
+        let annotated = tool.raw.get().contains("x-mcp-header") || tool.raw.get().contains("\\u");
+        let named = if era.mirrors_params() && annotated {
             let schema = serde_json::from_str::<Value>(tool.raw.get())
                 .map_err(|e| invalid(e.to_string()))?
                 .get_mut("inputSchema")

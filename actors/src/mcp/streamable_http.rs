@@ -13,7 +13,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use awc::http::header::{ACCEPT, CONTENT_TYPE};
+use awc::http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use awc::{Client, ClientRequest, ClientResponse};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -264,10 +264,13 @@ impl StreamableHttp {
 
     /// A POST whose response head may take `after`.
     fn post_within(&self, extra: &ExtraHeaders, after: Duration) -> ClientRequest {
+        // Static values: no copy of them per request.
+        const JSON: HeaderValue = HeaderValue::from_static("application/json");
+        const ACCEPTED: HeaderValue = HeaderValue::from_static(ACCEPT_POST);
         let req = self.client.post(self.url.as_str()).timeout(after);
         self.with_extra(req, extra)
-            .insert_header((CONTENT_TYPE, "application/json"))
-            .insert_header((ACCEPT, ACCEPT_POST))
+            .insert_header((CONTENT_TYPE, JSON))
+            .insert_header((ACCEPT, ACCEPTED))
     }
 
     /// The error for a non-success answer to a POST. A JSON body carrying
