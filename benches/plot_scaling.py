@@ -13,7 +13,7 @@ docs/scaling.png as committed compares two runs:
 
     .deps/bench-plot/bin/python benches/plot_scaling.py docs/scaling.json \
         docs/scaling-before-gate.json -o docs/scaling.png \
-        --label "max_concurrent_attempts 256 (default), dbfa680" --label "before the gate, 5fef5ff"
+        --label "gate 256 + 3 s pool keep-alive, c91d478" --label "before the gate, 5fef5ff"
 
 The dashed lines are issue 13's goals at 10,000 upstreams (all healthy
 within 5 s, peak RSS under 300 MiB); the dotted one in the time and CPU
