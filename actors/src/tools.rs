@@ -276,14 +276,19 @@ pub fn check_tool(raw: &RawValue) -> Result<(), String> {
         }
         Some(s) => s.get(),
     };
-    // Most schemas have no annotation: skip the full parse unless the text
-    // may hold one (possibly spelled with escapes).
-    if schema.contains("x-mcp-header") || schema.contains("\\u") {
+    if may_hold_header_annotation(schema) {
         let value: Value = serde_json::from_str(schema)
             .map_err(|e| format!("`inputSchema` is not well-formed: {e}"))?;
         check_headers(&value)?;
     }
     Ok(())
+}
+
+/// Whether a tool's JSON text may hold an `x-mcp-header` annotation
+/// (possibly spelled with escapes). Most schemas have none: callers skip
+/// the full parse when this is false.
+pub(crate) fn may_hold_header_annotation(text: &str) -> bool {
+    text.contains("x-mcp-header") || text.contains("\\u")
 }
 
 fn json_kind(text: &str) -> &'static str {

@@ -299,9 +299,8 @@ impl Session {
             source,
         })?;
         // Most tools carry no `x-mcp-header` annotation: parse the tool's
-        // schema only when its text may hold one (possibly spelled with
-        // escapes), as `check_tool` does.
-        let annotated = tool.raw.get().contains("x-mcp-header") || tool.raw.get().contains("\\u");
+        // schema only when its text may hold one, as `check_tool` does.
+        let annotated = crate::tools::may_hold_header_annotation(tool.raw.get());
         let named = if era.mirrors_params() && annotated {
             let schema = serde_json::from_str::<Value>(tool.raw.get())
                 .map_err(|e| invalid(e.to_string()))?
