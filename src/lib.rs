@@ -23,3 +23,10 @@ pub mod telemetry;
 
 pub use metrics::Metrics;
 pub use startup::{AppHandle, AppOptions, Application};
+
+/// A mutex of shared in-memory state, poisoned or not: what these mutexes
+/// guard is plain maps and caches that a panicking holder cannot leave
+/// half-updated.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

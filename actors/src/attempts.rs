@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::events::DiscoveryEvents;
+use crate::lock;
 
 /// How long an attempt may keep its permit. Loopback attempts take
 /// milliseconds and a remote one with a token exchange well under a
@@ -154,10 +155,6 @@ impl Drop for Count {
     fn drop(&mut self) {
         self.events.attempts_gate(-1, 0);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

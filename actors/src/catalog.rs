@@ -196,10 +196,7 @@ impl ServerTools {
     /// verbatim (a `tools/call` needs its schema for `x-mcp-header`). A
     /// scan and a copy the first time, a map lookup after that.
     pub fn find(&self, upstream_name: &str) -> Option<Tool> {
-        let mut found = self
-            .found
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut found = crate::lock(&self.found);
         if let Some(tool) = found.get(upstream_name) {
             return Some(tool.clone());
         }

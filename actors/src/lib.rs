@@ -39,3 +39,10 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     }
     out
 }
+
+/// A mutex of shared in-memory state, poisoned or not: what these mutexes
+/// guard is plain maps and caches that a panicking holder cannot leave
+/// half-updated.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -75,7 +75,7 @@ fn same(weak: &Weak<ServersSnapshot>, snapshot: &Arc<ServersSnapshot>) -> bool {
 
 impl ServersBody {
     fn lock(&self) -> std::sync::MutexGuard<'_, BodyState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.state)
     }
 
     /// The body and ETag of `snapshot`, or of the newest ready snapshot if
@@ -125,7 +125,7 @@ impl ServersBody {
         actix_web::rt::task::spawn_blocking(move || {
             #[cfg(test)]
             {
-                let hold = this.hold.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let hold = crate::lock(&this.hold).clone();
                 if let Some(hold) = hold {
                     hold.wait();
                 }

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, watch};
 use super::codec::{self, DeflatePiece};
 use super::Coding;
 use crate::gateway::listing::Listing;
+use crate::lock;
 
 /// How long a request for a compressed catalog keeps the worker
 /// compressing each new version ahead of the next request.
@@ -642,10 +643,6 @@ fn demand_index(coding: Coding) -> Option<usize> {
         Coding::Zstd => Some(1),
         Coding::Identity => None,
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -1186,11 +1186,7 @@ impl futures_util::Stream for CallStream {
 
 use std::future::Future as _;
 
-/// A mutex of the endpoint's shared state, poisoned or not (the state is
-/// plain maps that a panicking holder cannot leave half-updated).
-pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+pub(crate) use crate::lock;
 
 // ---- answers ------------------------------------------------------------------
 
