@@ -106,6 +106,17 @@ async fn wait_connected(app: &TestApp, up: &TestUpstream, tools: usize) -> Value
     .await
 }
 
+/// As for the GET stream: the listen is the upstream's only connection.
+#[actix_web::test]
+async fn an_open_listen_is_the_upstreams_only_connection() {
+    let up = modern(ListenMode::Open);
+    let app = app_for(&discovery(FAST_BACKOFF, "5s", ""), &up, "").await;
+    app.wait_healthy("m", 5).await;
+    wait_connected(&app, &up, 5).await;
+    crate::push_stream::assert_the_stream_is_the_only_connection(&up).await;
+    app.stop().await;
+}
+
 // ------------------------------------------------- 405, 404, -32601
 
 /// The server has no listen: `unsupported`, asked once, never again.

@@ -290,6 +290,37 @@ async fn a_get_answering_404_fails_and_is_retried_with_backoff() {
 
 // ------------------------------------------------------------ reset
 
+/// Once the push stream is open it is the only connection the upstream
+/// holds: the discovery round's pooled connection closes with the round
+/// (its listing says `Connection: close`) instead of staying idle beside
+/// the stream until the next round, which awc's pool would do (ADR 0027).
+/// The wait is shorter than the server's 5 s keep-alive, so the server
+/// closing the idle connection itself does not pass this.
+pub(crate) async fn assert_the_stream_is_the_only_connection(up: &UpstreamHandle) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while up.open_connections() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "{} connections open beside the push stream's",
+            up.open_connections().saturating_sub(1)
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_web::test]
+async fn an_open_push_stream_is_the_upstreams_only_connection() {
+    let up = TestUpstream::builder()
+        .get_stream(GetStream::Open)
+        .start()
+        .unwrap();
+    let app = app_with(&discovery(FAST_BACKOFF, ""), &[("o", entry(&up, ""))]).await;
+    app.wait_healthy("o", 5).await;
+    wait_push_connected(&app, "o", 5, &up).await;
+    assert_the_stream_is_the_only_connection(&up).await;
+    app.stop().await;
+}
+
 #[actix_web::test]
 async fn a_reset_stream_reconnects_with_last_event_id() {
     let up = TestUpstream::builder()

@@ -1622,6 +1622,11 @@ impl UpstreamHandle {
         self.inner.connections.store(0, Ordering::Relaxed);
         self.inner.closed_in_outage.store(0, Ordering::Relaxed);
     }
+    /// TCP connections open now, over the farm this upstream belongs to
+    /// (a single upstream has gauges of its own).
+    pub fn open_connections(&self) -> u64 {
+        self.inner.gauges.snapshot().open_connections
+    }
     /// TCP connections the HTTP server accepted on this port.
     pub fn connections(&self) -> u64 {
         self.inner.connections.load(Ordering::Relaxed)

@@ -47,6 +47,43 @@ const ERROR_BODY_PREFIX: usize = 4 * 1024;
 /// Characters of an error body shown in a message.
 pub(crate) const EXCERPT_CHARS: usize = 200;
 
+/// A response being read: awc's, or a stream's of its own
+/// ([`super::stream_http`]). The error helpers below take either.
+pub(crate) trait Answer {
+    fn status(&self) -> awc::http::StatusCode;
+    fn header(&self, name: HeaderName) -> Option<&HeaderValue>;
+    /// The next chunk of the body, `None` at its end.
+    fn chunk(&mut self) -> impl std::future::Future<Output = Option<Result<Bytes, PayloadError>>>;
+}
+
+impl Answer for ClientResponse {
+    fn status(&self) -> awc::http::StatusCode {
+        ClientResponse::status(self)
+    }
+
+    fn header(&self, name: HeaderName) -> Option<&HeaderValue> {
+        self.headers().get(name)
+    }
+
+    fn chunk(&mut self) -> impl std::future::Future<Output = Option<Result<Bytes, PayloadError>>> {
+        self.next()
+    }
+}
+
+impl Answer for super::stream_http::StreamResponse {
+    fn status(&self) -> awc::http::StatusCode {
+        super::stream_http::StreamResponse::status(self)
+    }
+
+    fn header(&self, name: HeaderName) -> Option<&HeaderValue> {
+        self.headers().get(name)
+    }
+
+    fn chunk(&mut self) -> impl std::future::Future<Output = Option<Result<Bytes, PayloadError>>> {
+        self.body_mut().next_chunk()
+    }
+}
+
 /// How long an idle pooled connection is kept for reuse. Below the idle
 /// timeout of common servers (5 s: Node, uvicorn, actix-web, Apache), so a
 /// request never goes out on a connection the server is closing at that
@@ -140,15 +177,25 @@ impl Headers {
     }
 
     pub(crate) fn apply(&self, mut req: ClientRequest) -> ClientRequest {
-        for (n, v) in &self.fixed {
-            req = req.insert_header((n.clone(), v.clone()));
-        }
-        let token = self.bearer.as_ref().and_then(super::BearerSlot::get);
-        if let Some(Ok(mut value)) = token.map(|t| HeaderValue::from_str(&format!("Bearer {t}"))) {
-            value.set_sensitive(true);
-            req = req.insert_header((awc::http::header::AUTHORIZATION, value));
+        for (n, v) in self.pairs() {
+            req = req.insert_header((n, v));
         }
         req
+    }
+
+    /// Every header [`Self::apply`] sets, in the same order (the bearer
+    /// last, so it wins over a static `Authorization`), for a request
+    /// built by hand ([`super::stream_http`]).
+    pub(crate) fn pairs(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
+        let token = self.bearer.as_ref().and_then(super::BearerSlot::get);
+        let bearer = match token.map(|t| HeaderValue::from_str(&format!("Bearer {t}"))) {
+            Some(Ok(mut value)) => {
+                value.set_sensitive(true);
+                Some((awc::http::header::AUTHORIZATION, value))
+            }
+            _ => None,
+        };
+        self.fixed.iter().cloned().chain(bearer)
     }
 }
 
@@ -240,12 +287,31 @@ pub(crate) async fn read_body(
         .map_err(|e| payload_error(e, method, url, limit))
 }
 
+/// [`read_body`] for a stream's response (a listen answered in one JSON
+/// body): the same limit, counted as the chunks come.
+pub(crate) async fn read_stream_body(
+    resp: &mut super::stream_http::StreamResponse,
+    limit: usize,
+    method: &str,
+    url: &str,
+) -> Result<Bytes, McpError> {
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await {
+        let chunk = chunk.map_err(|e| payload_error(e, method, url, limit))?;
+        if body.len() + chunk.len() > limit {
+            return Err(payload_error(PayloadError::Overflow, method, url, limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
 /// A single-line excerpt of an error body: reads at most a few KiB, so an
 /// endless or huge error page costs nothing.
 /// The error for a non-success response. 401 and 403 keep the server's
 /// `WWW-Authenticate` challenge (token handling and `insufficient_scope`
 /// need it); others carry a body excerpt.
-pub(crate) async fn status_error(resp: &mut ClientResponse, method: &str, url: &str) -> McpError {
+pub(crate) async fn status_error(resp: &mut impl Answer, method: &str, url: &str) -> McpError {
     let status = resp.status().as_u16();
     if resp.status().is_redirection() {
         return McpError::Redirected {
@@ -257,8 +323,7 @@ pub(crate) async fn status_error(resp: &mut ClientResponse, method: &str, url: &
     }
     if status == 401 || status == 403 {
         let challenge = resp
-            .headers()
-            .get(awc::http::header::WWW_AUTHENTICATE)
+            .header(awc::http::header::WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
             .map(|v| excerpt(v.as_bytes(), EXCERPT_CHARS));
         return McpError::Unauthorized {
@@ -278,8 +343,8 @@ pub(crate) async fn status_error(resp: &mut ClientResponse, method: &str, url: &
 
 /// Where a 3xx points, safe to show: resolved against the request URL and
 /// redacted (no user info, no query string); `(none)` when absent.
-pub(crate) fn redirect_location(resp: &ClientResponse, request_url: &str) -> String {
-    let Some(location) = resp.headers().get(awc::http::header::LOCATION) else {
+pub(crate) fn redirect_location(resp: &impl Answer, request_url: &str) -> String {
+    let Some(location) = resp.header(awc::http::header::LOCATION) else {
         return "(none)".to_owned();
     };
     let text = String::from_utf8_lossy(location.as_bytes());
@@ -292,15 +357,15 @@ pub(crate) fn redirect_location(resp: &ClientResponse, request_url: &str) -> Str
     }
 }
 
-pub(crate) async fn error_excerpt(resp: &mut ClientResponse) -> String {
+pub(crate) async fn error_excerpt(resp: &mut impl Answer) -> String {
     excerpt(&error_prefix(resp).await, EXCERPT_CHARS)
 }
 
 /// The first few KiB of an error body (the rest is never read).
-pub(crate) async fn error_prefix(resp: &mut ClientResponse) -> Vec<u8> {
+pub(crate) async fn error_prefix(resp: &mut impl Answer) -> Vec<u8> {
     let mut buf = Vec::new();
     while buf.len() < ERROR_BODY_PREFIX {
-        match resp.next().await {
+        match resp.chunk().await {
             Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
             Some(Err(_)) | None => break,
         }
@@ -311,9 +376,8 @@ pub(crate) async fn error_prefix(resp: &mut ClientResponse) -> Vec<u8> {
 
 /// The media type of a response, lower-cased, without parameters; empty
 /// when absent.
-pub(crate) fn media_type(resp: &ClientResponse) -> String {
-    resp.headers()
-        .get(awc::http::header::CONTENT_TYPE)
+pub(crate) fn media_type(resp: &impl Answer) -> String {
+    resp.header(awc::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| {
             v.split(';')
@@ -336,9 +400,38 @@ pub(crate) enum StreamStop {
     TooLarge { limit: usize },
 }
 
+/// Where an [`EventStream`]'s bytes come from.
+pub(crate) enum SseBody {
+    /// A POST's answer (or its resumption), through the pooled client.
+    Pooled(ClientResponse),
+    /// A push stream on a connection of its own.
+    Own(super::stream_http::StreamBody),
+}
+
+impl From<ClientResponse> for SseBody {
+    fn from(resp: ClientResponse) -> Self {
+        Self::Pooled(resp)
+    }
+}
+
+impl From<super::stream_http::StreamResponse> for SseBody {
+    fn from(resp: super::stream_http::StreamResponse) -> Self {
+        Self::Own(resp.into_body())
+    }
+}
+
+impl SseBody {
+    async fn next(&mut self) -> Option<Result<Bytes, PayloadError>> {
+        match self {
+            Self::Pooled(resp) => resp.next().await,
+            Self::Own(body) => body.next_chunk().await,
+        }
+    }
+}
+
 /// An SSE body read event by event; memory bounded by the per-event limit.
 pub(crate) struct EventStream {
-    resp: ClientResponse,
+    resp: SseBody,
     parser: SseParser,
     ready: VecDeque<Event>,
     done: bool,
@@ -348,9 +441,9 @@ pub(crate) struct EventStream {
 }
 
 impl EventStream {
-    pub(crate) fn new(resp: ClientResponse, parser: SseParser) -> Self {
+    pub(crate) fn new(resp: impl Into<SseBody>, parser: SseParser) -> Self {
         Self {
-            resp,
+            resp: resp.into(),
             parser,
             ready: VecDeque::new(),
             done: false,

@@ -24,6 +24,7 @@ pub mod legacy_sse;
 pub mod relay;
 pub mod sse;
 pub mod stdio;
+pub(crate) mod stream_http;
 pub mod streamable_http;
 #[cfg(test)]
 pub(crate) mod test_server;

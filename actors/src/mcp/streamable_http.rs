@@ -13,7 +13,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use awc::http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use awc::http::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
+use awc::http::Method;
 use awc::{Client, ClientRequest, ClientResponse};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -30,6 +31,7 @@ use super::jsonrpc::{
 };
 use super::relay::{self, CallsInFlight, Handled, Target};
 use super::sse::SseParser;
+use super::stream_http::{self, StreamRequest, StreamResponse};
 use super::{ClientOptions, McpError};
 
 /// The 2025 session header. The transport only echoes it: a session the
@@ -45,6 +47,14 @@ const DEFAULT_RETRY: Duration = Duration::from_millis(1000);
 /// Resumptions of one request's stream; the request timeout bounds them
 /// too, this only stops a server that drops every stream at once.
 const MAX_RESUMES: u32 = 16;
+/// The requests a discovery round (a discovery, a poll, a refetch) ends
+/// with; each closes its connection instead of leaving it in awc's pool.
+/// The next round comes long after the pool's keep-alive, and awc closes
+/// an idle connection only when the same host is asked again, so it would
+/// stay open, a descriptor per upstream, until then, beside the push
+/// stream's own (ADR 0027). A listing of several pages costs a connect
+/// per page.
+const ENDS_A_ROUND: [&str; 3] = ["tools/list", "prompts/list", "resources/list"];
 /// DELETE is best effort and must not hold up a shutdown.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -273,11 +283,52 @@ impl StreamableHttp {
             .insert_header((ACCEPT, ACCEPTED))
     }
 
+    /// Sends a push stream's request on a connection of its own
+    /// ([`stream_http`]), with the headers [`Self::with_extra`] gives a
+    /// pooled one, and reads the response head within the request
+    /// timeout.
+    async fn open_stream(
+        &self,
+        method: Method,
+        what: &str,
+        extra: &ExtraHeaders,
+        more: Vec<(HeaderName, HeaderValue)>,
+        body: Option<Vec<u8>>,
+    ) -> Result<StreamResponse, McpError> {
+        let invalid = |detail: String| McpError::Http {
+            method: what.to_owned(),
+            url: self.shown.clone(),
+            source: super::error::message(detail),
+        };
+        let uri = awc::http::Uri::try_from(self.url.as_str())
+            .map_err(|e| invalid(format!("the URL is not a valid request target: {e}")))?;
+        let mut headers: Vec<(HeaderName, HeaderValue)> = self.headers.pairs().collect();
+        for (name, value) in extra {
+            let value = HeaderValue::from_str(value).map_err(|_| {
+                invalid(format!("the value of `{name}` is not a valid header value"))
+            })?;
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| invalid(format!("`{name}` is not a valid header name")))?;
+            headers.push((name, value));
+        }
+        headers.extend(more);
+        stream_http::open(StreamRequest {
+            method,
+            uri,
+            headers,
+            body: body.map(bytes::Bytes::from),
+            connect_timeout: self.opts.connect_timeout,
+            head_timeout: self.opts.request_timeout,
+        })
+        .await
+        .map_err(|e| self.send_error(e, what))
+    }
+
     /// The error for a non-success answer to a POST. A JSON body carrying
     /// a 2026-07-28 error (-32020, -32021, -32022) is that JSON-RPC error:
     /// the era layer acts on its code and `data`; anything else is the
     /// status with an excerpt, as before.
-    async fn post_failure(&self, resp: &mut ClientResponse, method: &str) -> McpError {
+    async fn post_failure(&self, resp: &mut impl http::Answer, method: &str) -> McpError {
         let status = resp.status().as_u16();
         if !matches!(status, 400 | 404) || media_type(resp) != "application/json" {
             return status_error(resp, method, &self.shown).await;
@@ -321,6 +372,9 @@ impl StreamableHttp {
         bound: Bound<'_>,
     ) -> Result<Exchanged, McpError> {
         let mut post = self.post_within(extra, bound.post.unwrap_or(self.opts.request_timeout));
+        if ENDS_A_ROUND.contains(&method) {
+            post = post.force_close();
+        }
         for (name, value) in named {
             post = post.insert_header((name.as_str(), value.as_str()));
         }
@@ -621,14 +675,20 @@ impl StreamableHttp {
         extra: &ExtraHeaders,
     ) -> Result<super::PushOpened, McpError> {
         const METHOD: &str = "GET push stream";
-        let mut req = self
-            .with_extra(self.client.get(self.url.as_str()), extra)
-            .timeout(self.opts.request_timeout)
-            .insert_header((ACCEPT, "text/event-stream"));
+        let mut more = vec![(ACCEPT, HeaderValue::from_static("text/event-stream"))];
         if let Some(id) = last_event_id.filter(|id| !id.is_empty()) {
-            req = req.insert_header(("last-event-id", id));
+            let id = HeaderValue::from_str(id).map_err(|_| McpError::Http {
+                method: METHOD.to_owned(),
+                url: self.shown.clone(),
+                source: super::error::message(
+                    "the server's last event id is not a valid header value".to_owned(),
+                ),
+            })?;
+            more.push((HeaderName::from_static("last-event-id"), id));
         }
-        let mut resp = req.send().await.map_err(|e| self.send_error(e, METHOD))?;
+        let mut resp = self
+            .open_stream(Method::GET, METHOD, extra, more, None)
+            .await?;
         let status = resp.status().as_u16();
         if status == 405 {
             return Ok(super::PushOpened::Unsupported);
@@ -674,11 +734,13 @@ impl StreamableHttp {
         const METHOD: &str = "subscriptions/listen";
         let id = self.ids.next_id();
         let body = encode_request(id, METHOD, Some(params))?;
+        let more = vec![
+            (CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (ACCEPT, HeaderValue::from_static(ACCEPT_POST)),
+        ];
         let mut resp = self
-            .post(extra)
-            .send_body(body)
-            .await
-            .map_err(|e| self.send_error(e, METHOD))?;
+            .open_stream(Method::POST, METHOD, extra, more, Some(body))
+            .await?;
         let status = resp.status().as_u16();
         if matches!(status, 404 | 405) {
             return Ok(super::PushOpened::Unsupported);
@@ -701,8 +763,13 @@ impl StreamableHttp {
             "text/event-stream" => {}
             "application/json" => {
                 // A server without listen answers in one JSON body.
-                let bytes =
-                    read_body(&mut resp, self.opts.max_response_bytes, METHOD, &self.shown).await?;
+                let bytes = http::read_stream_body(
+                    &mut resp,
+                    self.opts.max_response_bytes,
+                    METHOD,
+                    &self.shown,
+                )
+                .await?;
                 let context = format!("the response to `{METHOD}` from {}", self.shown);
                 let reply = jsonrpc::parse_messages(&bytes, &context)?
                     .into_iter()
