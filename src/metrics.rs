@@ -11,10 +11,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use discovery_actors::{DiscoveryEvents, DiscoveryState, RefreshOutcome};
+
+mod per_server;
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// Buckets of `mcp_discovery_refresh_duration_seconds`: a discovery round
@@ -103,15 +104,9 @@ pub enum MetricsError {
 /// All metrics of one application instance.
 pub struct Metrics {
     registry: Registry,
-    upstream_state: IntGaugeVec,
-    upstream_tools: IntGaugeVec,
-    discovery_invalid_tools: IntGaugeVec,
-    refresh_duration_seconds: HistogramVec,
-    refreshes_total: IntCounterVec,
-    push_stream_connected: IntGaugeVec,
-    push_stream_reconnects_total: IntCounterVec,
-    list_changed_total: IntCounterVec,
-    token_refreshes_total: IntCounterVec,
+    /// The engine's per-server series (state, tools, rounds, push stream,
+    /// tokens): plain numbers per server, rendered when scraped.
+    per_server: per_server::PerServer,
     catalog_tools: IntGauge,
     catalog_version: IntGauge,
     config_reloads_total: IntCounterVec,
@@ -140,16 +135,6 @@ fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> Result
         .register(Box::new(c.clone()))
         .map_err(MetricsError::Register)?;
     Ok(c)
-}
-
-fn gauge_vec(
-    r: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<IntGaugeVec, MetricsError> {
-    let vec = IntGaugeVec::new(Opts::new(name, help), labels).map_err(MetricsError::Register)?;
-    register(r, vec)
 }
 
 fn counter_vec(
@@ -225,60 +210,9 @@ impl Metrics {
     pub fn new() -> Result<Self, MetricsError> {
         let r = Registry::new();
         let metrics = Self {
-            upstream_state: gauge_vec(
+            per_server: register(
                 &r,
-                "mcp_discovery_upstream_state",
-                "Discovery state of each upstream server: 1 for the current state, 0 for the others.",
-                &["server", "state"],
-            )?,
-            upstream_tools: gauge_vec(
-                &r,
-                "mcp_discovery_upstream_tools",
-                "Tools each upstream server contributes to the catalog (after allow/deny).",
-                &["server"],
-            )?,
-            discovery_invalid_tools: gauge_vec(
-                &r,
-                "mcp_discovery_invalid_tools",
-                "Tools each upstream server lists that are left out of the catalog as invalid (bad name or schema, x-mcp-header, duplicate, public-name clash).",
-                &["server"],
-            )?,
-            refresh_duration_seconds: histogram_vec(
-                &r,
-                "mcp_discovery_refresh_duration_seconds",
-                "Duration of discovery rounds (connect + list) per server and outcome.",
-                &["server", "outcome"],
-                REFRESH_BUCKETS,
-            )?,
-            refreshes_total: counter_vec(
-                &r,
-                "mcp_discovery_refreshes_total",
-                "Discovery rounds per server and outcome.",
-                &["server", "outcome"],
-            )?,
-            push_stream_connected: gauge_vec(
-                &r,
-                "mcp_discovery_push_stream_connected",
-                "1 while the server's optional GET push stream is open.",
-                &["server"],
-            )?,
-            push_stream_reconnects_total: counter_vec(
-                &r,
-                "mcp_discovery_push_stream_reconnects_total",
-                "Reconnections of the server's push stream.",
-                &["server"],
-            )?,
-            list_changed_total: counter_vec(
-                &r,
-                "mcp_discovery_list_changed_total",
-                "list_changed notifications received from the server.",
-                &["server"],
-            )?,
-            token_refreshes_total: counter_vec(
-                &r,
-                "mcp_discovery_token_refreshes_total",
-                "OAuth2 token fetches per server and outcome.",
-                &["server", "outcome"],
+                per_server::PerServer::new().map_err(MetricsError::Register)?,
             )?,
             catalog_tools: gauge(
                 &r,
@@ -470,79 +404,47 @@ impl DiscoveryEvents for Metrics {
     fn server_started(&self, server: &str) {
         // A restarted server's push stream is not open (yet); counters
         // start at zero rather than missing.
-        self.push_stream_connected
-            .with_label_values(&[server])
-            .set(0);
-        self.push_stream_reconnects_total
-            .with_label_values(&[server])
-            .inc_by(0);
-        self.list_changed_total
-            .with_label_values(&[server])
-            .inc_by(0);
+        self.per_server.started(server);
     }
 
     fn state_changed(&self, server: &str, state: DiscoveryState) {
-        for s in DiscoveryState::ALL {
-            self.upstream_state
-                .with_label_values(&[server, s.as_str()])
-                .set(i64::from(s == state));
-        }
+        self.per_server.state(server, state);
     }
 
     fn refresh_finished(&self, server: &str, outcome: RefreshOutcome, took: Duration) {
-        let labels = [server, outcome.as_str()];
-        self.refreshes_total.with_label_values(&labels).inc();
-        self.refresh_duration_seconds
-            .with_label_values(&labels)
-            .observe(took.as_secs_f64());
+        self.per_server.round(server, outcome, took);
     }
 
     fn tool_count(&self, server: &str, count: usize) {
-        self.upstream_tools
-            .with_label_values(&[server])
-            .set(i64::try_from(count).unwrap_or(i64::MAX));
+        self.per_server
+            .tools(server, i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     fn invalid_tools(&self, server: &str, count: usize) {
-        self.discovery_invalid_tools
-            .with_label_values(&[server])
-            .set(i64::try_from(count).unwrap_or(i64::MAX));
+        self.per_server
+            .invalid(server, i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     fn server_removed(&self, server: &str) {
-        remove_server_series(&self.upstream_state, server);
-        remove_server_series(&self.upstream_tools, server);
-        remove_server_series(&self.discovery_invalid_tools, server);
-        remove_server_series(&self.refresh_duration_seconds, server);
-        remove_server_series(&self.refreshes_total, server);
-        remove_server_series(&self.push_stream_connected, server);
-        remove_server_series(&self.push_stream_reconnects_total, server);
-        remove_server_series(&self.list_changed_total, server);
-        remove_server_series(&self.token_refreshes_total, server);
+        self.per_server.removed(server);
         remove_server_series(&self.tool_calls_total, server);
         remove_server_series(&self.tool_call_duration_seconds, server);
     }
 
     fn push_stream_connected(&self, server: &str, connected: bool) {
-        self.push_stream_connected
-            .with_label_values(&[server])
-            .set(i64::from(connected));
+        self.per_server.push_connected(server, connected);
     }
 
     fn push_stream_reconnect(&self, server: &str) {
-        self.push_stream_reconnects_total
-            .with_label_values(&[server])
-            .inc();
+        self.per_server.push_reconnect(server);
     }
 
     fn list_changed(&self, server: &str) {
-        self.list_changed_total.with_label_values(&[server]).inc();
+        self.per_server.list_changed(server);
     }
 
     fn token_refreshed(&self, server: &str, outcome: RefreshOutcome) {
-        self.token_refreshes_total
-            .with_label_values(&[server, outcome.as_str()])
-            .inc();
+        self.per_server.token(server, outcome);
     }
 
     fn catalog_published(&self, version: u64, tools: usize) {
@@ -705,6 +607,75 @@ mod tests {
         // Removing twice, or an unknown server, is harmless.
         m.server_removed("gone");
         m.server_removed("never-existed");
+    }
+
+    /// The per-server families, whole (`# HELP`, `# TYPE` and samples),
+    /// after a script of every per-server event: the text the prometheus
+    /// crate's own vectors rendered, kept in `metrics/per_server.txt`, is
+    /// what the per-server collector must render byte for byte (the names,
+    /// help, types, label order and bucket bounds are a contract).
+    #[test]
+    fn per_server_series_render_as_before() {
+        let m = Metrics::new().unwrap();
+        m.server_started("a");
+        m.state_changed("a", DiscoveryState::Connecting);
+        m.state_changed("a", DiscoveryState::Healthy);
+        m.tool_count("a", 3);
+        m.invalid_tools("a", 1);
+        m.refresh_finished("a", RefreshOutcome::Success, Duration::from_millis(12));
+        m.refresh_finished("a", RefreshOutcome::Failure, Duration::from_secs(3));
+        m.refresh_finished("a", RefreshOutcome::Success, Duration::from_secs(700));
+        m.push_stream_connected("a", true);
+        m.push_stream_reconnect("a");
+        m.push_stream_reconnect("a");
+        m.list_changed("a");
+        m.token_refreshed("a", RefreshOutcome::Success);
+        m.token_refreshed("a", RefreshOutcome::Failure);
+        m.token_refreshed("a", RefreshOutcome::Failure);
+        m.server_started("b");
+        m.state_changed("b", DiscoveryState::Degraded);
+        // On a bucket's bound: counted in it (`le`).
+        m.refresh_finished("b", RefreshOutcome::Failure, Duration::from_millis(250));
+        m.push_stream_connected("b", false);
+        m.server_started("c");
+        m.state_changed("c", DiscoveryState::Unknown);
+        m.tool_count("c", 9);
+        m.server_removed("c");
+        let text = m.render().unwrap();
+        let families = [
+            "mcp_discovery_upstream_state",
+            "mcp_discovery_upstream_tools",
+            "mcp_discovery_invalid_tools",
+            "mcp_discovery_refresh_duration_seconds",
+            "mcp_discovery_refreshes_total",
+            "mcp_discovery_push_stream_connected",
+            "mcp_discovery_push_stream_reconnects_total",
+            "mcp_discovery_list_changed_total",
+            "mcp_discovery_token_refreshes_total",
+        ];
+        let ours: String = text
+            .lines()
+            .filter(|l| {
+                let name = l
+                    .strip_prefix("# HELP ")
+                    .or_else(|| l.strip_prefix("# TYPE "))
+                    .unwrap_or(l);
+                let name = name.split(['{', ' ']).next().unwrap_or("");
+                families.iter().any(|f| {
+                    name == *f
+                        || name
+                            .strip_prefix(f)
+                            .is_some_and(|rest| ["_bucket", "_sum", "_count"].contains(&rest))
+                })
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/src/metrics/per_server.txt");
+        if std::env::var_os("UPDATE_METRICS_GOLDEN").is_some() {
+            std::fs::write(golden, &ours).unwrap();
+        }
+        let want = std::fs::read_to_string(golden).unwrap();
+        assert_eq!(ours, want, "the per-server series changed");
     }
 
     #[test]
