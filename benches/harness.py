@@ -62,11 +62,15 @@ flight); unset, the engine's default holds.
 prints the cost table (medians): time to all healthy, engine CPU seconds,
 peak RSS, RSS per upstream, and what the farm and this script cost;
 --json-out writes it for benches/plot_scaling.py (matplotlib, pinned, in a
-venv of its own: scripts/setup-bench-deps.sh). docs/scaling.png and its
-docs/scaling.json come from this one line (--label names the line in the
-plot; the plot script takes several JSON files to compare runs):
+venv of its own: scripts/setup-bench-deps.sh). docs/scaling.json (every
+push stream open) and docs/scaling-no-push.json come from these (--label
+names the line in the plot; the plot script takes several JSON files to
+compare runs, and its help has the command of the committed plot). At 10k
+the farm is split over 3 processes: one process's accept loop over 10,000
+listeners, not the engine, set the pace before.
 
-    python3 benches/harness.py --scaling 100,1000,10000 --tools 10 --runs 3 --farm-base-port 12000 --json-out docs/scaling.json && bash scripts/setup-bench-deps.sh && .deps/bench-plot/bin/python benches/plot_scaling.py docs/scaling.json -o docs/scaling.png
+    MALLOC_ARENA_MAX=2 python3 benches/harness.py --scaling 100,1000,10000 --tools 10 --runs 2 --farm-base-port 12000 --farm-procs 3 --push-streams --json-out docs/scaling.json
+    MALLOC_ARENA_MAX=2 python3 benches/harness.py --scaling 100,1000,10000 --tools 10 --runs 2 --farm-base-port 12000 --farm-procs 3 --json-out docs/scaling-no-push.json
 
 --probe-latency MS measures the API while the engine discovers: a thread
 each for GET /v1/tools and GET /v1/servers (keep-alive, --probe-encoding
@@ -101,8 +105,10 @@ race the server's close of an idle pooled connection (awc: "connector has
 been disconnected"), so --farm-keep-alive 60 keeps that out (without it,
 before the attempt gate, 9074 of 10000 were healthy 180 s after up,
 flapping; with the gate they recover, 61 of them in a second round).
-10k with push streams
-needs ~30k descriptors in the engine, so 10k runs use polls alone:
+With push streams each
+farm process also holds a stream per upstream, so 10k runs with
+--push-streams take --farm-procs 3; the recovery runs below use polls
+alone:
 
     python3 benches/harness.py --count 1000 --tools 10 --poll-interval 2s --recovery 10 --runs 3
     python3 benches/harness.py --count 10000 --tools 10 --farm-base-port 12000 --farm-procs 2 --farm-keep-alive 60 --poll-interval 5s --recovery 15 --timeout 180
@@ -916,6 +922,8 @@ def scaling(args):
             "poll_interval": args.poll_interval,
             "max_concurrent_attempts": args.max_concurrent_attempts,
             "push_streams": args.push_streams,
+            "farm_procs": args.farm_procs,
+            "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
             "rows": rows,
         }
         with open(args.json_out, "w") as f:

@@ -9,11 +9,14 @@ legend), so a run before and after a change can share the plot.
         --farm-base-port 12000 --json-out docs/scaling.json
     .deps/bench-plot/bin/python benches/plot_scaling.py docs/scaling.json -o docs/scaling.png
 
-docs/scaling.png as committed compares two runs:
+docs/scaling.png as committed compares four runs (the first two with
+`--farm-procs 3` and `MALLOC_ARENA_MAX=2`, the first with `--push-streams`):
 
     .deps/bench-plot/bin/python benches/plot_scaling.py docs/scaling.json \
+        docs/scaling-no-push.json docs/scaling-gate.json \
         docs/scaling-before-gate.json -o docs/scaling.png \
-        --label "gate 256 + 3 s pool keep-alive, c91d478" --label "before the gate, 5fef5ff"
+        --label "now, push streams open" --label "now, no push" \
+        --label "gate (c91d478), no push" --label "before gate (5fef5ff)"
 
 The dashed lines are issue 13's goals at 10,000 upstreams (all healthy
 within 5 s, peak RSS under 300 MiB); the dotted one in the time and CPU

@@ -3,7 +3,9 @@
 //! on one machine).
 //!
 //! The estimate is an upper bound: one descriptor per HTTP upstream (its
-//! pooled connection), one more per push stream it may open, three per
+//! pooled connection during a round or a call; a round's listing closes
+//! it), one more per push stream it may open (a connection of its own,
+//! ADR 0027), three per
 //! stdio child (its pipes), plus [`HEADROOM`] for the listener, the API's
 //! clients, the store and the log. Not fitting is a loud warning, not a
 //! refusal to start: the bound counts push streams an upstream may never
