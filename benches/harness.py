@@ -370,6 +370,7 @@ class LatencyProbe:
         self.port, self.interval, self.encoding = port, interval, encoding
         self.stop_event = threading.Event()
         self.samples = {path: [] for path in paths}
+        self.started = time.perf_counter()
         self.threads = [threading.Thread(target=self.loop, args=(path,), daemon=True) for path in paths]
 
     def start(self):
@@ -390,7 +391,8 @@ class LatencyProbe:
                 size = len(r.read())
                 t_all = time.perf_counter() - t0
                 self.samples[path].append((t_all, t_head, r.status, size,
-                                           r.headers.get("Content-Encoding") or "identity"))
+                                           r.headers.get("Content-Encoding") or "identity",
+                                           t0 - self.started))
             except (OSError, http.client.HTTPException):
                 if conn is not None:
                     conn.close()
@@ -422,6 +424,9 @@ class LatencyProbe:
                 "max_bytes": max((s[3] for s in samples), default=None),
                 "statuses": statuses,
                 "encodings": sorted({s[4] for s in samples}),
+                # The three slowest: seconds since the probe started, ms.
+                "slowest": [[round(s[5], 2), round(s[0] * 1000, 1)]
+                            for s in sorted(samples, key=lambda s: -s[0])[:3]],
             }
         return out
 
