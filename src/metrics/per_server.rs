@@ -106,6 +106,7 @@ const FAMILIES: [&Family; 9] = [
 
 /// Discovery rounds of one outcome: the counter and the histogram, which
 /// always move together.
+#[derive(Clone)]
 struct Rounds {
     /// Observations per bucket (not cumulative); the last is `+Inf`.
     buckets: [u64; REFRESH_BUCKETS.len() + 1],
@@ -137,7 +138,7 @@ impl Rounds {
 
 /// What one server has reported; `None` is a series not created yet
 /// (absent from the output, as a vector's child that was never touched).
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Series {
     state: Option<DiscoveryState>,
     tools: Option<i64>,
@@ -150,7 +151,7 @@ struct Series {
 }
 
 /// The per-server series of every server; one lock, taken briefly by each
-/// event and once per scrape.
+/// event and by a scrape to copy the numbers.
 #[derive(Clone)]
 pub(super) struct PerServer {
     servers: Arc<Mutex<HashMap<Box<str>, Series>>>,
@@ -301,44 +302,50 @@ impl Collector for PerServer {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut connected, mut reconnects, mut changed, mut tokens) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        {
-            let servers = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
-            for (server, s) in servers.iter() {
-                let server: &str = server;
-                if let Some(current) = s.state {
-                    for each in DiscoveryState::ALL {
-                        let mut g = proto::Gauge::default();
-                        g.set_value(if each == current { 1.0 } else { 0.0 });
-                        let mut m =
-                            labelled(vec![label("server", server), label("state", each.as_str())]);
-                        m.set_gauge(g);
-                        state.push(m);
-                    }
+        // A copy of the numbers under the lock, the families built after
+        // it: the engine's events never wait for a scrape's rendering.
+        let servers: Vec<(Box<str>, Series)> = self
+            .servers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(server, s)| (server.clone(), s.clone()))
+            .collect();
+        for (server, s) in &servers {
+            let server: &str = server;
+            if let Some(current) = s.state {
+                for each in DiscoveryState::ALL {
+                    let mut g = proto::Gauge::default();
+                    g.set_value(if each == current { 1.0 } else { 0.0 });
+                    let mut m =
+                        labelled(vec![label("server", server), label("state", each.as_str())]);
+                    m.set_gauge(g);
+                    state.push(m);
                 }
-                if let Some(n) = s.tools {
-                    tools.push(gauge(server, n));
+            }
+            if let Some(n) = s.tools {
+                tools.push(gauge(server, n));
+            }
+            if let Some(n) = s.invalid {
+                invalid.push(gauge(server, n));
+            }
+            for outcome in OUTCOMES {
+                if let Some(rounds) = &s.rounds[outcome_index(outcome)] {
+                    seconds.push(histogram(server, outcome, rounds));
+                    rounds_total.push(counter(by_outcome(server, outcome), rounds.count()));
                 }
-                if let Some(n) = s.invalid {
-                    invalid.push(gauge(server, n));
+                if let Some(n) = s.tokens[outcome_index(outcome)] {
+                    tokens.push(counter(by_outcome(server, outcome), n));
                 }
-                for outcome in OUTCOMES {
-                    if let Some(rounds) = &s.rounds[outcome_index(outcome)] {
-                        seconds.push(histogram(server, outcome, rounds));
-                        rounds_total.push(counter(by_outcome(server, outcome), rounds.count()));
-                    }
-                    if let Some(n) = s.tokens[outcome_index(outcome)] {
-                        tokens.push(counter(by_outcome(server, outcome), n));
-                    }
-                }
-                if let Some(n) = s.push_connected {
-                    connected.push(gauge(server, n));
-                }
-                if let Some(n) = s.push_reconnects {
-                    reconnects.push(counter(vec![label("server", server)], n));
-                }
-                if let Some(n) = s.list_changed {
-                    changed.push(counter(vec![label("server", server)], n));
-                }
+            }
+            if let Some(n) = s.push_connected {
+                connected.push(gauge(server, n));
+            }
+            if let Some(n) = s.push_reconnects {
+                reconnects.push(counter(vec![label("server", server)], n));
+            }
+            if let Some(n) = s.list_changed {
+                changed.push(counter(vec![label("server", server)], n));
             }
         }
         [
