@@ -15,7 +15,7 @@ use discovery_actors::{DiscoveryEvents, DiscoveryState, RefreshOutcome};
 mod per_server;
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// Buckets of `mcp_discovery_refresh_duration_seconds`: a discovery round
@@ -97,8 +97,6 @@ pub enum MetricsError {
     Register(#[source] prometheus::Error),
     #[error("could not encode the metrics: {0}")]
     Encode(#[source] prometheus::Error),
-    #[error("the encoded metrics are not UTF-8: {0}")]
-    Utf8(#[from] std::string::FromUtf8Error),
 }
 
 /// All metrics of one application instance.
@@ -107,6 +105,9 @@ pub struct Metrics {
     /// The engine's per-server series (state, tools, rounds, push stream,
     /// tokens): plain numbers per server, rendered when scraped.
     per_server: per_server::PerServer,
+    /// The length of the last rendering: the next one starts with that
+    /// much room (21 MB at 10k servers) instead of doubling up to it.
+    last_render: std::sync::atomic::AtomicUsize,
     catalog_tools: IntGauge,
     catalog_version: IntGauge,
     config_reloads_total: IntCounterVec,
@@ -210,10 +211,8 @@ impl Metrics {
     pub fn new() -> Result<Self, MetricsError> {
         let r = Registry::new();
         let metrics = Self {
-            per_server: register(
-                &r,
-                per_server::PerServer::new().map_err(MetricsError::Register)?,
-            )?,
+            per_server: per_server::PerServer::default(),
+            last_render: std::sync::atomic::AtomicUsize::new(16 * 1024),
             catalog_tools: gauge(
                 &r,
                 "mcp_discovery_catalog_tools",
@@ -326,12 +325,33 @@ impl Metrics {
     }
 
     /// Everything in the Prometheus text exposition format.
+    ///
+    /// The registry's families and the per-server ones (written as text by
+    /// [`per_server`], not registered) interleave in name order, as the
+    /// registry alone orders its own.
     pub fn render(&self) -> Result<String, MetricsError> {
-        let mut buf = Vec::with_capacity(16 * 1024);
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .map_err(MetricsError::Encode)?;
-        Ok(String::from_utf8(buf)?)
+        let gathered = self.registry.gather();
+        let servers = self.per_server.snapshot();
+        let mut ours: Vec<&per_server::Family> = per_server::FAMILIES.to_vec();
+        ours.sort_unstable_by_key(|f| f.name);
+        let mut ours = ours.into_iter().peekable();
+        let room = self.last_render.load(std::sync::atomic::Ordering::Relaxed);
+        let mut out = String::with_capacity(room + room / 16);
+        let encoder = TextEncoder::new();
+        for family in &gathered {
+            while let Some(mine) = ours.next_if(|f| f.name < family.name()) {
+                servers.write(mine, &mut out);
+            }
+            encoder
+                .encode_utf8(std::slice::from_ref(family), &mut out)
+                .map_err(MetricsError::Encode)?;
+        }
+        for mine in ours {
+            servers.write(mine, &mut out);
+        }
+        self.last_render
+            .store(out.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok(out)
     }
 
     /// The `Content-Type` of [`Metrics::render`]'s output.
@@ -676,6 +696,16 @@ mod tests {
         }
         let want = std::fs::read_to_string(golden).unwrap();
         assert_eq!(ours, want, "the per-server series changed");
+        // And they sit among the registry's own families in name order.
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted);
+        assert!(names.len() > families.len(), "{names:?}");
     }
 
     #[test]

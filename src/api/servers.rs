@@ -196,7 +196,7 @@ pub(super) async fn list_servers(
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .insert_header((header::ETAG, &*etag))
-        .body(body))
+        .body(crate::encoding::in_slices(body)))
 }
 
 #[derive(Serialize)]

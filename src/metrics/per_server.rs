@@ -1,25 +1,28 @@
 //! The per-server series of the engine's events, kept as plain numbers per
-//! server and turned into metric families only when scraped (ADR 0028).
+//! server and written as text when scraped (ADR 0028).
 //!
 //! With the prometheus crate's vectors every series is an object of its
 //! own, holding its own copy of the metric's description, name and label
 //! names: about 4 KiB per server for the 11 series a server has (a heap
-//! profile at 10,000 servers put them at 43 MB). Here a
-//! server costs one small record; what a scrape renders is the same text,
-//! byte for byte (`per_server_series_render_as_before` in the parent
-//! module holds it to what the vectors rendered).
+//! profile at 10,000 servers put them at 43 MB). Here a server costs one
+//! small record, and a scrape writes its lines straight into the answer:
+//! no metric objects are built for them, at 10,000 servers 270,000 lines
+//! (21 MB). The text is the same, byte for byte, as the crate's encoder
+//! wrote for the vectors (`per_server_series_render_as_before` in the
+//! parent module holds it to that).
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use discovery_actors::{DiscoveryState, RefreshOutcome};
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::{self, MetricFamily, MetricType};
 
 use super::REFRESH_BUCKETS;
 
-const OUTCOMES: [RefreshOutcome; 2] = [RefreshOutcome::Success, RefreshOutcome::Failure];
+/// In the order their label values sort (`failure` < `success`), as the
+/// lines of a family are.
+const OUTCOMES: [RefreshOutcome; 2] = [RefreshOutcome::Failure, RefreshOutcome::Success];
 
 fn outcome_index(outcome: RefreshOutcome) -> usize {
     match outcome {
@@ -28,71 +31,95 @@ fn outcome_index(outcome: RefreshOutcome) -> usize {
     }
 }
 
-/// One family: its contract name, help, type and label names (sorted, as
-/// the crate sorts a series' labels).
-struct Family {
-    name: &'static str,
+/// The text format's metric types.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Which numbers a family's lines show.
+#[derive(Clone, Copy)]
+enum Shows {
+    State,
+    Tools,
+    Invalid,
+    RefreshSeconds,
+    Refreshes,
+    PushConnected,
+    PushReconnects,
+    ListChanged,
+    Tokens,
+}
+
+/// One family: its contract name, help and type. Its labels are `server`
+/// and, for some, `state` or `outcome`, written sorted by name as the crate
+/// sorts a series' labels.
+pub(super) struct Family {
+    pub(super) name: &'static str,
     help: &'static str,
-    kind: MetricType,
-    labels: &'static [&'static str],
+    kind: Kind,
+    shows: Shows,
 }
 
 const STATE: Family = Family {
     name: "mcp_discovery_upstream_state",
     help: "Discovery state of each upstream server: 1 for the current state, 0 for the others.",
-    kind: MetricType::GAUGE,
-    labels: &["server", "state"],
+    kind: Kind::Gauge,
+    shows: Shows::State,
 };
 const TOOLS: Family = Family {
     name: "mcp_discovery_upstream_tools",
     help: "Tools each upstream server contributes to the catalog (after allow/deny).",
-    kind: MetricType::GAUGE,
-    labels: &["server"],
+    kind: Kind::Gauge,
+    shows: Shows::Tools,
 };
 const INVALID: Family = Family {
     name: "mcp_discovery_invalid_tools",
     help: "Tools each upstream server lists that are left out of the catalog as invalid (bad name or schema, x-mcp-header, duplicate, public-name clash).",
-    kind: MetricType::GAUGE,
-    labels: &["server"],
+    kind: Kind::Gauge,
+    shows: Shows::Invalid,
 };
 const REFRESH_SECONDS: Family = Family {
     name: "mcp_discovery_refresh_duration_seconds",
     help: "Duration of discovery rounds (connect + list) per server and outcome.",
-    kind: MetricType::HISTOGRAM,
-    labels: &["outcome", "server"],
+    kind: Kind::Histogram,
+    shows: Shows::RefreshSeconds,
 };
 const REFRESHES: Family = Family {
     name: "mcp_discovery_refreshes_total",
     help: "Discovery rounds per server and outcome.",
-    kind: MetricType::COUNTER,
-    labels: &["outcome", "server"],
+    kind: Kind::Counter,
+    shows: Shows::Refreshes,
 };
 const PUSH_CONNECTED: Family = Family {
     name: "mcp_discovery_push_stream_connected",
     help: "1 while the server's optional GET push stream is open.",
-    kind: MetricType::GAUGE,
-    labels: &["server"],
+    kind: Kind::Gauge,
+    shows: Shows::PushConnected,
 };
 const PUSH_RECONNECTS: Family = Family {
     name: "mcp_discovery_push_stream_reconnects_total",
     help: "Reconnections of the server's push stream.",
-    kind: MetricType::COUNTER,
-    labels: &["server"],
+    kind: Kind::Counter,
+    shows: Shows::PushReconnects,
 };
 const LIST_CHANGED: Family = Family {
     name: "mcp_discovery_list_changed_total",
     help: "list_changed notifications received from the server.",
-    kind: MetricType::COUNTER,
-    labels: &["server"],
+    kind: Kind::Counter,
+    shows: Shows::ListChanged,
 };
 const TOKENS: Family = Family {
     name: "mcp_discovery_token_refreshes_total",
     help: "OAuth2 token fetches per server and outcome.",
-    kind: MetricType::COUNTER,
-    labels: &["outcome", "server"],
+    kind: Kind::Counter,
+    shows: Shows::Tokens,
 };
 
-const FAMILIES: [&Family; 9] = [
+/// Every per-server family.
+pub(super) const FAMILIES: [&Family; 9] = [
     &STATE,
     &TOOLS,
     &INVALID,
@@ -152,31 +179,12 @@ struct Series {
 
 /// The per-server series of every server; one lock, taken briefly by each
 /// event and by a scrape to copy the numbers.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub(super) struct PerServer {
     servers: Arc<Mutex<HashMap<Box<str>, Series>>>,
-    descs: Arc<Vec<Desc>>,
 }
 
 impl PerServer {
-    pub(super) fn new() -> Result<Self, prometheus::Error> {
-        let descs = FAMILIES
-            .iter()
-            .map(|f| {
-                Desc::new(
-                    f.name.to_owned(),
-                    f.help.to_owned(),
-                    f.labels.iter().map(|l| (*l).to_owned()).collect(),
-                    HashMap::new(),
-                )
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Self {
-            servers: Arc::default(),
-            descs: Arc::new(descs),
-        })
-    }
-
     fn with(&self, server: &str, f: impl FnOnce(&mut Series)) {
         let mut servers = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
         match servers.get_mut(server) {
@@ -239,135 +247,175 @@ impl PerServer {
     }
 }
 
-fn label(name: &str, value: &str) -> proto::LabelPair {
-    let mut pair = proto::LabelPair::default();
-    pair.set_name(name.to_owned());
-    pair.set_value(value.to_owned());
-    pair
-}
+/// The numbers of every server at one moment, sorted by server: what a
+/// scrape writes.
+pub(super) struct Snapshot(Vec<(Box<str>, Series)>);
 
-fn labelled(labels: Vec<proto::LabelPair>) -> proto::Metric {
-    proto::Metric::from_label(labels)
-}
-
-fn gauge(server: &str, value: i64) -> proto::Metric {
-    let mut g = proto::Gauge::default();
-    g.set_value(value as f64);
-    let mut m = labelled(vec![label("server", server)]);
-    m.set_gauge(g);
-    m
-}
-
-fn counter(labels: Vec<proto::LabelPair>, value: u64) -> proto::Metric {
-    let mut c = proto::Counter::default();
-    c.set_value(value as f64);
-    let mut m = labelled(labels);
-    m.set_counter(c);
-    m
-}
-
-fn by_outcome(server: &str, outcome: RefreshOutcome) -> Vec<proto::LabelPair> {
-    vec![label("outcome", outcome.as_str()), label("server", server)]
-}
-
-fn histogram(server: &str, outcome: RefreshOutcome, rounds: &Rounds) -> proto::Metric {
-    let mut h = proto::Histogram::default();
-    let mut cumulative = 0;
-    let buckets = REFRESH_BUCKETS
-        .iter()
-        .zip(rounds.buckets)
-        .map(|(bound, n)| {
-            cumulative += n;
-            let mut b = proto::Bucket::default();
-            b.set_cumulative_count(cumulative);
-            b.set_upper_bound(*bound);
-            b
-        })
-        .collect();
-    h.set_bucket(buckets);
-    h.set_sample_count(rounds.count());
-    h.set_sample_sum(rounds.sum);
-    let mut m = labelled(by_outcome(server, outcome));
-    m.set_histogram(h);
-    m
-}
-
-impl Collector for PerServer {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let (mut state, mut tools, mut invalid, mut seconds, mut rounds_total) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut connected, mut reconnects, mut changed, mut tokens) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        // A copy of the numbers under the lock, the families built after
-        // it: the engine's events never wait for a scrape's rendering.
-        let servers: Vec<(Box<str>, Series)> = self
+impl PerServer {
+    /// A copy of the numbers, taken under the lock; the text is written
+    /// after it, so the engine's events never wait for a scrape.
+    pub(super) fn snapshot(&self) -> Snapshot {
+        let mut servers: Vec<(Box<str>, Series)> = self
             .servers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .map(|(server, s)| (server.clone(), s.clone()))
             .collect();
-        for (server, s) in &servers {
-            let server: &str = server;
-            if let Some(current) = s.state {
-                for each in DiscoveryState::ALL {
-                    let mut g = proto::Gauge::default();
-                    g.set_value(if each == current { 1.0 } else { 0.0 });
-                    let mut m =
-                        labelled(vec![label("server", server), label("state", each.as_str())]);
-                    m.set_gauge(g);
-                    state.push(m);
+        servers.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Snapshot(servers)
+    }
+}
+
+/// The text format's escaping of a label value (`\`, newline, `"`) or,
+/// without quotes, of a help text.
+fn escaped(out: &mut String, text: &str, quotes: bool) {
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if quotes => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+}
+
+/// One line: `name{labels} value`, the labels in the order given.
+fn line(out: &mut String, name: &str, suffix: &str, labels: &[(&str, &str)], value: f64) {
+    out.push_str(name);
+    out.push_str(suffix);
+    let mut separator = '{';
+    for (label, value) in labels {
+        out.push(separator);
+        out.push_str(label);
+        out.push_str("=\"");
+        escaped(out, value, true);
+        out.push('"');
+        separator = ',';
+    }
+    if !labels.is_empty() {
+        out.push('}');
+    }
+    // As the crate's encoder writes a value: `f64`'s `Display`.
+    let _ = writeln!(out, " {value}");
+}
+
+impl Snapshot {
+    /// Writes `family` (`# HELP`, `# TYPE`, its lines) to `out`, nothing
+    /// when it has no line (as the crate leaves out an empty family).
+    pub(super) fn write(&self, family: &Family, out: &mut String) {
+        let start = out.len();
+        let _ = write!(out, "# HELP {} ", family.name);
+        escaped(out, family.help, false);
+        let kind = match family.kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        };
+        let _ = writeln!(out, "\n# TYPE {} {kind}", family.name);
+        let header = out.len();
+        let name = family.name;
+        let by_server = |out: &mut String, value: &dyn Fn(&Series) -> Option<f64>| {
+            for (server, s) in &self.0 {
+                if let Some(v) = value(s) {
+                    line(out, name, "", &[("server", server)], v);
                 }
             }
-            if let Some(n) = s.tools {
-                tools.push(gauge(server, n));
-            }
-            if let Some(n) = s.invalid {
-                invalid.push(gauge(server, n));
-            }
-            for outcome in OUTCOMES {
-                if let Some(rounds) = &s.rounds[outcome_index(outcome)] {
-                    seconds.push(histogram(server, outcome, rounds));
-                    rounds_total.push(counter(by_outcome(server, outcome), rounds.count()));
+        };
+        match family.shows {
+            Shows::State => {
+                let mut states = DiscoveryState::ALL;
+                states.sort_unstable_by_key(|d| d.as_str());
+                for (server, s) in &self.0 {
+                    let Some(current) = s.state else { continue };
+                    for each in states {
+                        let v = if each == current { 1.0 } else { 0.0 };
+                        line(
+                            out,
+                            name,
+                            "",
+                            &[("server", server), ("state", each.as_str())],
+                            v,
+                        );
+                    }
                 }
-                if let Some(n) = s.tokens[outcome_index(outcome)] {
-                    tokens.push(counter(by_outcome(server, outcome), n));
+            }
+            Shows::Tools => by_server(out, &|s| s.tools.map(|v| v as f64)),
+            Shows::Invalid => by_server(out, &|s| s.invalid.map(|v| v as f64)),
+            Shows::PushConnected => by_server(out, &|s| s.push_connected.map(|v| v as f64)),
+            Shows::PushReconnects => by_server(out, &|s| s.push_reconnects.map(|v| v as f64)),
+            Shows::ListChanged => by_server(out, &|s| s.list_changed.map(|v| v as f64)),
+            Shows::Refreshes | Shows::Tokens => {
+                for outcome in OUTCOMES {
+                    let at = outcome_index(outcome);
+                    for (server, s) in &self.0 {
+                        let value = match family.shows {
+                            Shows::Tokens => s.tokens[at],
+                            _ => s.rounds[at].as_ref().map(|r| r.count()),
+                        };
+                        if let Some(v) = value {
+                            let labels = [("outcome", outcome.as_str()), ("server", &**server)];
+                            line(out, name, "", &labels, v as f64);
+                        }
+                    }
                 }
             }
-            if let Some(n) = s.push_connected {
-                connected.push(gauge(server, n));
-            }
-            if let Some(n) = s.push_reconnects {
-                reconnects.push(counter(vec![label("server", server)], n));
-            }
-            if let Some(n) = s.list_changed {
-                changed.push(counter(vec![label("server", server)], n));
+            Shows::RefreshSeconds => {
+                for outcome in OUTCOMES {
+                    for (server, s) in &self.0 {
+                        let Some(rounds) = &s.rounds[outcome_index(outcome)] else {
+                            continue;
+                        };
+                        let labels = [("outcome", outcome.as_str()), ("server", &**server)];
+                        let mut cumulative = 0;
+                        for (bound, n) in REFRESH_BUCKETS.iter().zip(rounds.buckets) {
+                            cumulative += n;
+                            let le = bound.to_string();
+                            let with_le = [labels[0], labels[1], ("le", le.as_str())];
+                            line(out, name, "_bucket", &with_le, cumulative as f64);
+                        }
+                        let count = rounds.count() as f64;
+                        let with_le = [labels[0], labels[1], ("le", "+Inf")];
+                        line(out, name, "_bucket", &with_le, count);
+                        line(out, name, "_sum", &labels, rounds.sum);
+                        line(out, name, "_count", &labels, count);
+                    }
+                }
             }
         }
-        [
-            (&STATE, state),
-            (&TOOLS, tools),
-            (&INVALID, invalid),
-            (&REFRESH_SECONDS, seconds),
-            (&REFRESHES, rounds_total),
-            (&PUSH_CONNECTED, connected),
-            (&PUSH_RECONNECTS, reconnects),
-            (&LIST_CHANGED, changed),
-            (&TOKENS, tokens),
-        ]
-        .into_iter()
-        .map(|(family, metrics)| {
-            let mut mf = MetricFamily::default();
-            mf.set_name(family.name.to_owned());
-            mf.set_help(family.help.to_owned());
-            mf.set_field_type(family.kind);
-            mf.set_metric(metrics);
-            mf
-        })
-        .collect()
+        if out.len() == header {
+            out.truncate(start);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The text format's escaping, as the crate's encoder does it: label
+    /// values escape `\\`, newline and `"`; help texts leave `"` alone.
+    #[test]
+    fn values_and_help_are_escaped() {
+        let mut out = String::new();
+        escaped(&mut out, "a\"b\\c\nd", true);
+        assert_eq!(out, r#"a\"b\\c\nd"#);
+        out.clear();
+        escaped(&mut out, "a\"b\\c\nd", false);
+        assert_eq!(out, r#"a"b\\c\nd"#);
+    }
+
+    #[test]
+    fn an_empty_family_writes_nothing() {
+        let none = PerServer::default();
+        none.state("s", DiscoveryState::Healthy);
+        let mut out = String::new();
+        none.snapshot().write(&TOOLS, &mut out);
+        assert_eq!(out, "");
+        none.snapshot().write(&STATE, &mut out);
+        assert!(
+            out.starts_with("# HELP mcp_discovery_upstream_state "),
+            "{out}"
+        );
     }
 }
