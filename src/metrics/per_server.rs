@@ -245,13 +245,6 @@ impl PerServer {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(server);
     }
-}
-
-/// The numbers of every server at one moment, sorted by server: what a
-/// scrape writes.
-pub(super) struct Snapshot(Vec<(Box<str>, Series)>);
-
-impl PerServer {
     /// A copy of the numbers, taken under the lock; the text is written
     /// after it, so the engine's events never wait for a scrape.
     pub(super) fn snapshot(&self) -> Snapshot {
@@ -266,6 +259,10 @@ impl PerServer {
         Snapshot(servers)
     }
 }
+
+/// The numbers of every server at one moment, sorted by server: what a
+/// scrape writes.
+pub(super) struct Snapshot(Vec<(Box<str>, Series)>);
 
 /// The text format's escaping of a label value (`\`, newline, `"`) or,
 /// without quotes, of a help text.
