@@ -108,6 +108,8 @@ pub struct Metrics {
     /// The length of the last rendering: the next one starts with that
     /// much room (21 MB at 10k servers) instead of doubling up to it.
     last_render: std::sync::atomic::AtomicUsize,
+    /// One rendering at a time ([`Metrics::render_turn`]).
+    rendering: tokio::sync::Mutex<()>,
     catalog_tools: IntGauge,
     catalog_version: IntGauge,
     config_reloads_total: IntCounterVec,
@@ -213,6 +215,7 @@ impl Metrics {
         let metrics = Self {
             per_server: per_server::PerServer::default(),
             last_render: std::sync::atomic::AtomicUsize::new(16 * 1024),
+            rendering: tokio::sync::Mutex::new(()),
             catalog_tools: gauge(
                 &r,
                 "mcp_discovery_catalog_tools",
@@ -322,6 +325,14 @@ impl Metrics {
     /// The registry, for extra collectors.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// A turn to render for `/metrics`: renderings run one at a time, so
+    /// many scrapes at once cost one rendering's memory (21 MB at 10k
+    /// servers) at a time, not one each, and wait without holding a
+    /// thread.
+    pub async fn render_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.rendering.lock().await
     }
 
     /// Everything in the Prometheus text exposition format.

@@ -22,6 +22,7 @@ pub(super) async fn metrics(state: web::Data<ApiState>) -> Result<HttpResponse, 
     // On a blocking thread, as `/v1/servers` is serialized: at 10k servers
     // a rendering takes tens of milliseconds (21 MB), which an HTTP
     // worker would spend away from every other request it holds.
+    let _turn = state.metrics.render_turn().await;
     let metrics = Arc::clone(&state.metrics);
     let text = web::block(move || metrics.render())
         .await

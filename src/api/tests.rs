@@ -611,6 +611,26 @@ fn no_servers_means_ready_at_once() {
     assert!(readiness.check(&ServersSnapshot::default()).ready);
 }
 
+/// Scrapes render one at a time: a scrape waits while another holds the
+/// turn (here the test holds it), and answers once it is free. Many
+/// scrapes at once then cost one rendering's memory, not one each.
+#[actix_web::test]
+async fn scrapes_render_one_at_a_time() {
+    let h = harness(ready_now());
+    let turn = h.state.metrics.render_turn().await;
+    let scrape = call(&h, TestRequest::get().uri("/metrics"));
+    let mut scrape = std::pin::pin!(scrape);
+    let waited = actix_rt::time::timeout(Duration::from_millis(200), &mut scrape).await;
+    assert!(
+        waited.is_err(),
+        "a scrape rendered while another held the turn"
+    );
+    drop(turn);
+    let (status, _, body) = scrape.await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!body.is_empty());
+}
+
 #[actix_web::test]
 async fn metrics_count_requests_by_route_pattern() {
     let h = harness(ready_now());
