@@ -31,14 +31,6 @@ fn outcome_index(outcome: RefreshOutcome) -> usize {
     }
 }
 
-/// The text format's metric types.
-#[derive(Clone, Copy)]
-enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-}
-
 /// Which numbers a family's lines show.
 #[derive(Clone, Copy)]
 enum Shows {
@@ -53,68 +45,72 @@ enum Shows {
     Tokens,
 }
 
-/// One family: its contract name, help and type. Its labels are `server`
-/// and, for some, `state` or `outcome`, written sorted by name as the crate
-/// sorts a series' labels.
+impl Shows {
+    /// The family's type in the text format, which follows from what it
+    /// shows.
+    fn kind(self) -> &'static str {
+        match self {
+            Shows::State | Shows::Tools | Shows::Invalid | Shows::PushConnected => "gauge",
+            Shows::Refreshes | Shows::PushReconnects | Shows::ListChanged | Shows::Tokens => {
+                "counter"
+            }
+            Shows::RefreshSeconds => "histogram",
+        }
+    }
+}
+
+/// One family: its contract name, help and what it shows (which gives its
+/// type). Its labels are `server` and, for some, `state` or `outcome`,
+/// written sorted by name as the crate sorts a series' labels.
 pub(super) struct Family {
     pub(super) name: &'static str,
     help: &'static str,
-    kind: Kind,
     shows: Shows,
 }
 
 const STATE: Family = Family {
     name: "mcp_discovery_upstream_state",
     help: "Discovery state of each upstream server: 1 for the current state, 0 for the others.",
-    kind: Kind::Gauge,
     shows: Shows::State,
 };
 const TOOLS: Family = Family {
     name: "mcp_discovery_upstream_tools",
     help: "Tools each upstream server contributes to the catalog (after allow/deny).",
-    kind: Kind::Gauge,
     shows: Shows::Tools,
 };
 const INVALID: Family = Family {
     name: "mcp_discovery_invalid_tools",
     help: "Tools each upstream server lists that are left out of the catalog as invalid (bad name or schema, x-mcp-header, duplicate, public-name clash).",
-    kind: Kind::Gauge,
     shows: Shows::Invalid,
 };
 const REFRESH_SECONDS: Family = Family {
     name: "mcp_discovery_refresh_duration_seconds",
     help: "Duration of discovery rounds (connect + list) per server and outcome.",
-    kind: Kind::Histogram,
     shows: Shows::RefreshSeconds,
 };
 const REFRESHES: Family = Family {
     name: "mcp_discovery_refreshes_total",
     help: "Discovery rounds per server and outcome.",
-    kind: Kind::Counter,
     shows: Shows::Refreshes,
 };
 const PUSH_CONNECTED: Family = Family {
     name: "mcp_discovery_push_stream_connected",
     help: "1 while the server's optional GET push stream is open.",
-    kind: Kind::Gauge,
     shows: Shows::PushConnected,
 };
 const PUSH_RECONNECTS: Family = Family {
     name: "mcp_discovery_push_stream_reconnects_total",
     help: "Reconnections of the server's push stream.",
-    kind: Kind::Counter,
     shows: Shows::PushReconnects,
 };
 const LIST_CHANGED: Family = Family {
     name: "mcp_discovery_list_changed_total",
     help: "list_changed notifications received from the server.",
-    kind: Kind::Counter,
     shows: Shows::ListChanged,
 };
 const TOKENS: Family = Family {
     name: "mcp_discovery_token_refreshes_total",
     help: "OAuth2 token fetches per server and outcome.",
-    kind: Kind::Counter,
     shows: Shows::Tokens,
 };
 
@@ -304,11 +300,7 @@ impl Snapshot {
         let start = out.len();
         let _ = write!(out, "# HELP {} ", family.name);
         escaped(out, family.help, false);
-        let kind = match family.kind {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
-        };
+        let kind = family.shows.kind();
         let _ = writeln!(out, "\n# TYPE {} {kind}", family.name);
         let header = out.len();
         let name = family.name;
