@@ -1244,15 +1244,50 @@ struct Inner {
     round_open: AtomicBool,
 }
 
+/// A count of things open now, and its peak since the last reset.
+#[derive(Debug, Default)]
+struct PeakGauge {
+    now: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl PeakGauge {
+    fn opened(&self) {
+        let now = self.now.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn closed(&self) {
+        // Saturating: a reset between open and close must not wrap.
+        let _ = self
+            .now
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
+    }
+
+    /// The peak starts again from the current value.
+    fn reset_peak(&self) {
+        self.peak
+            .store(self.now.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// Now and the peak.
+    fn read(&self) -> (u64, u64) {
+        (
+            self.now.load(Ordering::Relaxed),
+            self.peak.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// Counters over all the upstreams of a farm: open connections and
 /// discovery rounds in flight, each with its peak since the last
 /// [`FarmGauges::reset_peaks`].
 #[derive(Debug, Default)]
 pub struct FarmGauges {
-    open_connections: AtomicU64,
-    peak_open_connections: AtomicU64,
-    rounds_open: AtomicU64,
-    peak_rounds_open: AtomicU64,
+    connections: PeakGauge,
+    rounds: PeakGauge,
 }
 
 /// What [`FarmGauges::snapshot`] reads.
@@ -1268,49 +1303,36 @@ pub struct GaugeSnapshot {
 
 impl FarmGauges {
     pub fn snapshot(&self) -> GaugeSnapshot {
+        let (open_connections, peak_open_connections) = self.connections.read();
+        let (rounds_open, peak_rounds_open) = self.rounds.read();
         GaugeSnapshot {
-            open_connections: self.open_connections.load(Ordering::Relaxed),
-            peak_open_connections: self.peak_open_connections.load(Ordering::Relaxed),
-            rounds_open: self.rounds_open.load(Ordering::Relaxed),
-            peak_rounds_open: self.peak_rounds_open.load(Ordering::Relaxed),
+            open_connections,
+            peak_open_connections,
+            rounds_open,
+            peak_rounds_open,
         }
     }
 
     /// Peaks start again from the current values.
     pub fn reset_peaks(&self) {
-        self.peak_open_connections.store(
-            self.open_connections.load(Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
-        self.peak_rounds_open
-            .store(self.rounds_open.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.connections.reset_peak();
+        self.rounds.reset_peak();
     }
 
     fn connection_opened(&self) {
-        let now = self.open_connections.fetch_add(1, Ordering::Relaxed) + 1;
-        self.peak_open_connections.fetch_max(now, Ordering::Relaxed);
+        self.connections.opened();
     }
 
     fn connection_closed(&self) {
-        // Saturating: a reset between open and close must not wrap.
-        let _ = self
-            .open_connections
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some(n.saturating_sub(1))
-            });
+        self.connections.closed();
     }
 
     fn round_opened(&self) {
-        let now = self.rounds_open.fetch_add(1, Ordering::Relaxed) + 1;
-        self.peak_rounds_open.fetch_max(now, Ordering::Relaxed);
+        self.rounds.opened();
     }
 
     fn round_closed(&self) {
-        let _ = self
-            .rounds_open
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some(n.saturating_sub(1))
-            });
+        self.rounds.closed();
     }
 }
 
