@@ -16,7 +16,7 @@ use crate::support::mcp_client::{
     initialize_request, names, sse_events, LegacySseClient, McpClient, CLIENT_PROTOCOL_VERSION,
 };
 use crate::support::peers::{
-    self, EverythingTransport, PythonTransport, EVERYTHING_TOOLS_BARE, PYTHON_TOOLS,
+    self, everything_tools_bare, EverythingTransport, PythonTransport, PYTHON_TOOLS,
 };
 use crate::support::token_endpoint::{
     base64_decode, base64_encode, client_secret_basic, form_urldecode, form_urlencode, http_basic,
@@ -1452,7 +1452,7 @@ async fn server_everything_streamable_http_lists_its_tools() {
     client.initialize().await.unwrap();
     assert_eq!(
         client.list_tool_names().await.unwrap(),
-        EVERYTHING_TOOLS_BARE
+        everything_tools_bare()
     );
 }
 
@@ -1463,7 +1463,7 @@ async fn server_everything_sse_lists_its_tools() {
     client.initialize("2024-11-05").await.unwrap();
     assert_eq!(
         client.list_tool_names().await.unwrap(),
-        EVERYTHING_TOOLS_BARE
+        everything_tools_bare()
     );
 }
 
@@ -1505,6 +1505,6 @@ fn server_everything_stdio_lists_its_tools() {
     let msg = answer.expect("no tools/list answer from server-everything over stdio");
     assert_eq!(
         names(msg["result"]["tools"].as_array().unwrap()),
-        EVERYTHING_TOOLS_BARE
+        everything_tools_bare()
     );
 }

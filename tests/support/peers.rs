@@ -50,7 +50,7 @@ pub const PYTHON_TOOLS: [&str; 3] = ["add", "echo", "slow_hello"];
 /// streamableHttp and sse. The conditional tools are registered when
 /// `notifications/initialized` arrives; a client that declares no
 /// capabilities gets only `simulate-research-query` of them (see
-/// [`EVERYTHING_TOOLS_BARE`]), one that also declares `tasks` the two
+/// [`everything_tools_bare`]), one that also declares `tasks` the two
 /// `-async` variants too.
 pub const EVERYTHING_TOOLS: [&str; 17] = [
     "echo",
@@ -74,23 +74,24 @@ pub const EVERYTHING_TOOLS: [&str; 17] = [
     "simulate-research-query",
 ];
 
-/// [`EVERYTHING_TOOLS`] for a client that declares no capabilities (the
-/// test suite's own clients).
-pub const EVERYTHING_TOOLS_BARE: [&str; 13] = [
-    "echo",
-    "get-annotated-message",
-    "get-env",
-    "get-resource-links",
-    "get-resource-reference",
-    "get-structured-content",
-    "get-sum",
-    "get-tiny-image",
-    "gzip-file-as-resource",
-    "toggle-simulated-logging",
-    "toggle-subscriber-updates",
-    "trigger-long-running-operation",
-    "simulate-research-query",
+/// The tools of [`EVERYTHING_TOOLS`] listed only to a client that declares
+/// roots, elicitation and sampling.
+pub const EVERYTHING_CAPABILITY_TOOLS: [&str; 4] = [
+    "get-roots-list",
+    "trigger-elicitation-request",
+    "trigger-url-elicitation",
+    "trigger-sampling-request",
 ];
+
+/// [`EVERYTHING_TOOLS`] for a client that declares no capabilities (the
+/// test suite's own clients): the same order, without
+/// [`EVERYTHING_CAPABILITY_TOOLS`].
+pub fn everything_tools_bare() -> Vec<&'static str> {
+    EVERYTHING_TOOLS
+        .into_iter()
+        .filter(|t| !EVERYTHING_CAPABILITY_TOOLS.contains(t))
+        .collect()
+}
 
 /// Pinned versions (kept in step with tests/fixtures/requirements.txt and
 /// tests/fixtures/node/package.json).
