@@ -144,6 +144,23 @@ async fn send(to: &Recipient<CallTool>, msg: CallTool) -> Result<CallResult, Cal
         .expect("the upstream answers")
 }
 
+/// `send` on a task of its own, for a call the test acts on while it runs.
+fn spawn_send(
+    to: &Recipient<CallTool>,
+    msg: CallTool,
+) -> actix_rt::task::JoinHandle<Result<CallResult, CallError>> {
+    let to = to.clone();
+    actix_rt::spawn(async move { send(&to, msg).await })
+}
+
+/// The next request relayed to the calling client.
+async fn next_asked(rx: &mut tokio::sync::mpsc::Receiver<RelayedRequest>) -> RelayedRequest {
+    tokio::time::timeout(LONG, rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 /// The next progress notification.
 async fn next(progress: &mut UnboundedReceiver<Value>) -> Value {
     actix_rt::time::timeout(PATIENCE, progress.recv())
@@ -463,7 +480,7 @@ async fn a_cancelled_modern_http_call_closes_its_stream_and_nothing_else() {
     healthy(&engine, "a").await;
     let Call { msg, cancel, .. } = call("tool0_0", "{}", LONG);
     let to = route(&engine, "a");
-    let pending = actix_rt::spawn(async move { send(&to, msg).await });
+    let pending = spawn_send(&to, msg);
     until("the call to arrive", || {
         server.seen_of("tools/call").len() == 1
     })
@@ -501,7 +518,7 @@ async fn progress_on_the_call_stream_is_relayed_as_it_comes() {
             mut progress,
         } = with_token(call("tool0_0", "{}", LONG), json!("client-token"));
         let to = route(&engine, "a");
-        let pending = actix_rt::spawn(async move { send(&to, msg).await });
+        let pending = spawn_send(&to, msg);
         // Three arrive while the call is still running.
         for step in 1..=3 {
             let p = next(&mut progress).await;
@@ -625,15 +642,8 @@ async fn server_requests_during_a_call_are_relayed_or_refused_at_once() {
         let (with, mut rx) = relay(json!({capability: {}}));
         let mut c = call("tool0_0", "{}", LONG);
         c.msg.relay = Some(with);
-        let pending = {
-            let msg = c.msg;
-            let to = to.clone();
-            actix_rt::spawn(async move { send(&to, msg).await })
-        };
-        let asked = tokio::time::timeout(LONG, rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let pending = spawn_send(&to, c.msg);
+        let asked = next_asked(&mut rx).await;
         assert_eq!(asked.method, question);
         asked
             .answer
@@ -672,11 +682,8 @@ async fn a_hung_call_slows_no_other_call_and_no_listing() {
         ..
     } = call("tool0_1", "{}", LONG);
     let to = route(&engine, "hung");
-    let first_call = {
-        let to = to.clone();
-        actix_rt::spawn(async move { send(&to, first).await })
-    };
-    let second_call = actix_rt::spawn(async move { send(&to, second).await });
+    let first_call = spawn_send(&to, first);
+    let second_call = spawn_send(&to, second);
     until("both calls to reach the hung server", || {
         hung.seen_of("tools/call").len() == 2
     })
@@ -732,7 +739,7 @@ async fn a_call_in_flight_ends_when_its_server_is_removed() {
     healthy(&engine, "a").await;
     let Call { msg, cancel, .. } = call("tool0_0", "{}", LONG);
     let to = route(&engine, "a");
-    let pending = actix_rt::spawn(async move { send(&to, msg).await });
+    let pending = spawn_send(&to, msg);
     until("the call to arrive", || {
         server.seen_of("tools/call").len() == 1
     })
@@ -771,10 +778,7 @@ async fn legacy_sse_relays_progress_and_cancels() {
         cancel,
         mut progress,
     } = with_token(call("tool0_0", "{}", LONG), json!(77));
-    let pending = {
-        let to = to.clone();
-        actix_rt::spawn(async move { send(&to, msg).await })
-    };
+    let pending = spawn_send(&to, msg);
     for step in 1..=2 {
         let p = next(&mut progress).await;
         assert_eq!(
@@ -966,10 +970,7 @@ async fn stdio_calls_of_both_eras() {
             cancel,
             mut progress,
         } = with_token(call("hang", "{}", LONG), json!("mine"));
-        let pending = {
-            let to = to.clone();
-            actix_rt::spawn(async move { send(&to, msg).await })
-        };
+        let pending = spawn_send(&to, msg);
         for step in 1..=3 {
             let p = next(&mut progress).await;
             assert_eq!(
@@ -1025,15 +1026,8 @@ async fn stdio_calls_of_both_eras() {
             let (with, mut rx) = relay(json!({"sampling": {}}));
             let mut c = call("ask", "{}", LONG);
             c.msg.relay = Some(with.clone());
-            let pending = {
-                let to = to.clone();
-                let msg = c.msg;
-                actix_rt::spawn(async move { send(&to, msg).await })
-            };
-            let asked = tokio::time::timeout(LONG, rx.recv())
-                .await
-                .unwrap()
-                .unwrap();
+            let pending = spawn_send(&to, c.msg);
+            let asked = next_asked(&mut rx).await;
             asked.answer.send(Ok(json!({"role": "assistant"}))).unwrap();
             let got = result(outcome(pending).await);
             assert_eq!(
@@ -1044,15 +1038,8 @@ async fn stdio_calls_of_both_eras() {
             // server gets an error answer, not silence.
             let mut c = call("ask", "{}", Duration::from_secs(1));
             c.msg.relay = Some(with);
-            let pending = {
-                let to = to.clone();
-                let msg = c.msg;
-                actix_rt::spawn(async move { send(&to, msg).await })
-            };
-            let unanswered = tokio::time::timeout(LONG, rx.recv())
-                .await
-                .unwrap()
-                .unwrap();
+            let pending = spawn_send(&to, c.msg);
+            let unanswered = next_asked(&mut rx).await;
             assert!(matches!(
                 outcome(pending).await,
                 Err(CallError::Timeout { .. })
