@@ -348,6 +348,15 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(1);
         let relay = Relay::new(tx, json!({"sampling": {}})).bounded_by(Duration::from_secs(5));
         let id = json!("up-1");
+        // A `sampling/createMessage` without parameters through `relay`.
+        let sample = |relay: &Relay| {
+            handle(
+                Target::Call(Some(relay)),
+                &id,
+                "sampling/createMessage",
+                None,
+            )
+        };
         let pending = handle(
             Target::Call(Some(&relay)),
             &id,
@@ -355,12 +364,7 @@ mod tests {
             Some(json!({"maxTokens": 3})),
         );
         // The channel holds one: a second waits for nobody, refused at once.
-        let full = now(handle(
-            Target::Call(Some(&relay)),
-            &id,
-            "sampling/createMessage",
-            None,
-        ));
+        let full = now(sample(&relay));
         assert!(full["error"]["message"]
             .as_str()
             .unwrap()
@@ -374,12 +378,7 @@ mod tests {
             json!({"jsonrpc": "2.0", "id": "up-1", "result": {"role": "assistant"}})
         );
         // The client's error goes back as it is.
-        let pending = handle(
-            Target::Call(Some(&relay)),
-            &id,
-            "sampling/createMessage",
-            None,
-        );
+        let pending = sample(&relay);
         let asked = rx.recv().await.unwrap();
         let declined = RpcError {
             code: -1,
@@ -389,12 +388,7 @@ mod tests {
         asked.answer.send(Err(declined)).unwrap();
         assert_eq!(later(pending).await["error"]["code"], -1);
         // The call ends first: an error, not silence.
-        let pending = handle(
-            Target::Call(Some(&relay)),
-            &id,
-            "sampling/createMessage",
-            None,
-        );
+        let pending = sample(&relay);
         drop(rx.recv().await.unwrap());
         let ended = later(pending).await;
         assert!(ended["error"]["message"]
@@ -403,12 +397,7 @@ mod tests {
             .contains("before the client answered"));
         // No answer within the bound.
         let short = relay.clone().bounded_by(Duration::from_millis(10));
-        let pending = handle(
-            Target::Call(Some(&short)),
-            &id,
-            "sampling/createMessage",
-            None,
-        );
+        let pending = sample(&short);
         let _held = rx.recv().await.unwrap();
         let silent = later(pending).await;
         assert!(silent["error"]["message"]
